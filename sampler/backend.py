@@ -1,0 +1,175 @@
+"""The interface every sampler backend implements, and the run statistics they report."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .records import JITTER_BINS
+
+DEFAULT_RATE_HZ = 1000.0
+DEFAULT_ENERGY_RATE_HZ = 10.0
+MAX_RATE_HZ = 100_000.0
+MAX_ENERGY_RATE_HZ = 200.0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """What to sample and how fast. Validated on construction."""
+
+    gpus: tuple[int, ...] = (0,)
+    rate_hz: float = DEFAULT_RATE_HZ
+    energy_rate_hz: float = DEFAULT_ENERGY_RATE_HZ
+    buffer_seconds: float = 60.0  # ring capacity: samples kept between two drains
+    spin_us: int = 0  # busy-wait this long before each deadline instead of sleeping (lower jitter, more CPU)
+
+    def __post_init__(self) -> None:
+        from .errors import UsageError
+
+        if not self.gpus:
+            raise UsageError("no GPU to sample: name at least one GPU index")
+        if len(set(self.gpus)) != len(self.gpus):
+            raise UsageError(f"GPU indices repeat: {list(self.gpus)}")
+        if any(g < 0 for g in self.gpus):
+            raise UsageError(f"GPU indices must be >= 0, got {list(self.gpus)}")
+        if not (0 < self.rate_hz <= MAX_RATE_HZ):
+            raise UsageError(f"sampling rate must be in (0, {MAX_RATE_HZ:g}] Hz, got {self.rate_hz:g}")
+        if not (0 <= self.energy_rate_hz <= MAX_ENERGY_RATE_HZ):
+            raise UsageError(
+                f"energy-counter rate must be in [0, {MAX_ENERGY_RATE_HZ:g}] Hz (0 turns it off), "
+                f"got {self.energy_rate_hz:g}"
+            )
+        if not (0 < self.buffer_seconds <= 3600):
+            raise UsageError(f"buffer must hold (0, 3600] s of samples, got {self.buffer_seconds:g}")
+        if not (0 <= self.spin_us <= 1000):
+            raise UsageError(f"spin must be in [0, 1000] us, got {self.spin_us}")
+
+    @property
+    def period_ns(self) -> int:
+        return round(1e9 / self.rate_hz)
+
+    @property
+    def sample_capacity(self) -> int:
+        """Ring slots for fast-loop samples (one per GPU per tick)."""
+        return max(1024, int(self.rate_hz * self.buffer_seconds) * len(self.gpus))
+
+    @property
+    def energy_capacity(self) -> int:
+        return max(256, int(max(self.energy_rate_hz, 1.0) * self.buffer_seconds) * len(self.gpus))
+
+
+@dataclass
+class SamplerStats:
+    """How a sampling run went: rate achieved, timing, losses and NVML errors."""
+
+    backend: str
+    rate_hz: float
+    elapsed_s: float
+    ticks: int
+    samples: int
+    deadline_misses: int
+    overflows: int  # fast-loop samples dropped because the ring was full
+    energy_readings: int
+    energy_overflows: int
+    jitter_p50_us: float | None
+    jitter_p99_us: float | None
+    jitter_max_us: float | None
+    errors: dict[int, dict[str, int]] = field(default_factory=dict)  # gpu -> NVML error name -> count
+    cpu_ns: int | None = None  # CPU time the fast-loop thread used (sampler overhead)
+    power_source: dict[int, str] = field(default_factory=dict)  # gpu -> "instant" | "average_1s"
+
+    @property
+    def achieved_rate_hz(self) -> float:
+        return self.ticks / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "rate_hz": self.rate_hz,
+            "achieved_rate_hz": self.achieved_rate_hz,
+            "elapsed_s": self.elapsed_s,
+            "ticks": self.ticks,
+            "samples": self.samples,
+            "deadline_misses": self.deadline_misses,
+            "overflows": self.overflows,
+            "energy_readings": self.energy_readings,
+            "energy_overflows": self.energy_overflows,
+            "jitter_p50_us": self.jitter_p50_us,
+            "jitter_p99_us": self.jitter_p99_us,
+            "jitter_max_us": self.jitter_max_us,
+            "errors": {str(g): dict(c) for g, c in self.errors.items()},
+            "power_source": {str(g): s for g, s in self.power_source.items()},
+            "cpu_ns": self.cpu_ns,
+            "cpu_us_per_sample": self.cpu_us_per_sample,
+        }
+
+    @property
+    def cpu_us_per_sample(self) -> float | None:
+        """Fast-loop CPU microseconds per GPU-sample, pacing included."""
+        return self.cpu_ns / 1000 / self.samples if self.cpu_ns is not None and self.samples else None
+
+
+def jitter_percentiles(histogram: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """p50, p99 and max of |interval - period| in microseconds from a JITTER_BINS histogram."""
+    total = int(histogram.sum())
+    if total == 0:
+        return None, None, None
+    cumulative = np.cumsum(histogram)
+    p50 = float(np.searchsorted(cumulative, 0.50 * total, side="left"))
+    p99 = float(np.searchsorted(cumulative, 0.99 * total, side="left"))
+    nonzero = np.flatnonzero(histogram)
+    top = float(nonzero[-1]) if nonzero.size else 0.0
+    if top >= JITTER_BINS - 1:
+        top = float("inf")
+    return p50, p99, top
+
+
+# Samplers whose threads are running, so tests (and the daemon) can check that none is left behind.
+_RUNNING: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def mark_running(sampler: object, running: bool) -> None:
+    """Record that ``sampler`` started (True) or stopped (False) its threads."""
+    if running:
+        _RUNNING.add(sampler)
+    else:
+        _RUNNING.discard(sampler)
+
+
+def running_samplers() -> list[object]:
+    """Samplers started and not yet stopped."""
+    return list(_RUNNING)
+
+
+class Sampler(Protocol):
+    """A power sampler over a set of GPUs. Both backends implement this, with identical output.
+
+    ``start()`` begins sampling on background threads; ``drain()`` returns everything recorded since
+    the last drain as ``(samples, energy)`` arrays of ``SAMPLE_DTYPE`` and ``ENERGY_DTYPE``; ``stop()``
+    ends the threads (idempotent) and leaves undrained samples to a last ``drain()``; ``close()`` stops
+    and releases NVML.
+    """
+
+    config: SamplerConfig
+    library_path: str
+    simulated: bool
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def stats(self) -> SamplerStats: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Sampler: ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -1,0 +1,60 @@
+"""The binary layout of power samples and energy-counter readings, shared by every sampler backend."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# One GPU read by the fast loop. Mirrors ``gp_sample_t`` in ``_native.pyx`` byte for byte (40 bytes);
+# the pure-Python sampler fills the same layout, so both backends drain identical arrays.
+SAMPLE_DTYPE = np.dtype(
+    {
+        "names": [
+            "t_ns",
+            "clock_event_reasons",
+            "power_mw",
+            "sm_clock_mhz",
+            "mem_clock_mhz",
+            "gpu",
+            "missing",
+            "util_pct",
+            "temp_c",
+            "power_source",
+        ],
+        "formats": ["<i8", "<u8", "<u4", "<u4", "<u4", "<u2", "<u2", "u1", "u1", "u1"],
+        "offsets": [0, 8, 16, 20, 24, 28, 30, 32, 33, 34],
+        "itemsize": 40,
+    }
+)
+
+# One reading of the energy counter by the slow loop (32 bytes); mirrors ``gp_energy_t``.
+ENERGY_DTYPE = np.dtype(
+    {
+        "names": ["t_start_ns", "t_end_ns", "energy_mj", "gpu", "nvml_return"],
+        "formats": ["<i8", "<i8", "<u8", "<u2", "<i4"],
+        "offsets": [0, 8, 16, 24, 28],
+        "itemsize": 32,
+    }
+)
+
+# Bits of SAMPLE_DTYPE["missing"]: which reads of that sample failed (their value is 0, not a reading).
+MISSING_POWER = 0x01
+MISSING_SM_CLOCK = 0x02
+MISSING_MEM_CLOCK = 0x04
+MISSING_UTIL = 0x08
+MISSING_TEMP = 0x10
+MISSING_REASONS = 0x20
+
+# SAMPLE_DTYPE["power_source"]: where power_mw came from.
+POWER_SOURCE_INSTANT = 0  # field NVML_FI_DEV_POWER_INSTANT (186): ~25 ms window, refreshed every ~100 ms
+POWER_SOURCE_AVERAGE = 1  # nvmlDeviceGetPowerUsage: a 1 s average on Ampere and newer
+POWER_SOURCE_NAMES = {POWER_SOURCE_INSTANT: "instant", POWER_SOURCE_AVERAGE: "average_1s"}
+
+# NVML field ids and clock types the samplers read.
+FIELD_POWER_INSTANT = 186
+CLOCK_SM = 1
+CLOCK_MEM = 2
+TEMPERATURE_GPU = 0
+
+# Jitter histogram: bin i counts intervals whose |interval - period| is in [i, i+1) microseconds;
+# the last bin counts everything larger.
+JITTER_BINS = 65536

@@ -1,0 +1,97 @@
+"""Builds gpuprof: the Cython sampler and gpuprof's simulated NVML library, with the machine's C compiler.
+
+The three top-level folders become the import packages ``gpuprof.daemon``, ``gpuprof.sampler`` and
+``gpuprof.client``; ``gpuprof`` itself is a namespace package. Metadata lives in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SIMNVML_EXT = "gpuprof.sampler.libgpuprof_simnvml"
+SIMNVML_FILENAME = "libgpuprof_simnvml.so"
+
+BUILD_HELP = """
+gpuprof could not be built: {problem}
+
+gpuprof compiles a small C extension and needs a C compiler and the Python development headers:
+  Debian/Ubuntu:  sudo apt-get install gcc python3-dev
+  RHEL/Fedora:    sudo dnf install gcc python3-devel
+  conda:          conda install -c conda-forge c-compiler python
+"""
+
+
+class BuildNative(build_ext):
+    """build_ext that names the simulated NVML library plainly and explains a missing toolchain."""
+
+    def run(self) -> None:
+        include = sysconfig.get_paths()["include"]
+        if not os.path.exists(os.path.join(include, "Python.h")):
+            raise SystemExit(BUILD_HELP.format(problem=f"Python.h not found in {include}"))
+        cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+        if shutil.which(cc) is None:
+            raise SystemExit(BUILD_HELP.format(problem=f"C compiler {cc!r} not found"))
+        try:
+            super().run()
+        except Exception as exc:  # CompileError, LinkError: re-raised with the remedy
+            if type(exc).__name__ in {"CompileError", "LinkError", "CCompilerError"}:
+                raise SystemExit(BUILD_HELP.format(problem=str(exc))) from exc
+            raise
+
+    def get_ext_filename(self, fullname: str) -> str:
+        # The simulated NVML is a plain shared library loaded by path, not a Python module.
+        if fullname.endswith("libgpuprof_simnvml"):
+            return os.path.join(*fullname.split(".")[:-1], SIMNVML_FILENAME)
+        return super().get_ext_filename(fullname)
+
+
+def cythonized() -> list[Extension]:
+    from Cython.Build import cythonize
+
+    native = Extension(
+        "gpuprof.sampler._native",
+        sources=["sampler/_native.pyx"],
+        include_dirs=["sampler/include"],
+        libraries=["dl", "pthread"],
+        extra_compile_args=["-O2"],
+    )
+    return cythonize(
+        [native],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+    )
+
+
+simnvml = Extension(
+    SIMNVML_EXT,
+    sources=["sampler/simnvml/simnvml.c"],
+    include_dirs=["sampler/include"],
+    libraries=["m", "pthread"],
+    extra_compile_args=["-O2", "-std=gnu11", "-fvisibility=hidden"],
+)
+
+setup(
+    package_dir={
+        "gpuprof.daemon": "daemon",
+        "gpuprof.sampler": "sampler",
+        "gpuprof.client": "client",
+    },
+    packages=[
+        "gpuprof.daemon",
+        "gpuprof.sampler",
+        "gpuprof.client",
+        "gpuprof.client.commands",
+    ],
+    package_data={
+        "gpuprof.sampler": ["py.typed", "*.pyi", "*.pxd", "include/*.h", "simnvml/*.c", "simnvml/*.h"],
+        "gpuprof.client": ["py.typed"],
+        "gpuprof.daemon": ["py.typed"],
+    },
+    ext_modules=[*cythonized(), simnvml],
+    cmdclass={"build_ext": BuildNative},
+    zip_safe=False,
+)
