@@ -1,0 +1,265 @@
+"""A pure-Python sampler on pynvml: the native sampler's twin, used as test oracle and benchmark baseline."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pynvml
+
+from . import backend, records
+from .backend import SamplerConfig, SamplerStats, jitter_percentiles
+from .errors import DeviceNotFound, NvmlError, NvmlLibraryNotFound, UsageError, nvml_error_name
+from .library import NvmlLibrary
+
+_LIBRARY_LOCK = threading.Lock()
+
+
+def _use_library(path: str) -> None:
+    """Point pynvml at ``path`` (pynvml itself always loads libnvidia-ml.so.1)."""
+    with _LIBRARY_LOCK:
+        current = getattr(pynvml, "_gpuprof_path", None)
+        if current != path:
+            try:
+                pynvml.nvmlLib = ctypes.CDLL(path)
+            except OSError as exc:
+                raise NvmlLibraryNotFound(path, str(exc).split(": ")[-1]) from exc
+            pynvml._gpuprof_path = path
+
+
+def _code(exc: pynvml.NVMLError) -> int:
+    return int(getattr(exc, "value", 999))
+
+
+class _Ring:
+    """A bounded FIFO of structured records that drops (and counts) what does not fit."""
+
+    def __init__(self, dtype: np.dtype, capacity: int) -> None:
+        self.buffer = np.zeros(capacity, dtype=dtype)
+        self.count = 0
+        self.overflows = 0
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def push(self, record: tuple[Any, ...]) -> None:
+        with self.lock:
+            if self.count == len(self.buffer):
+                self.overflows += 1
+                return
+            self.buffer[self.count] = record
+            self.count += 1
+            self.total += 1
+
+    def drain(self) -> np.ndarray:
+        with self.lock:
+            out = self.buffer[: self.count].copy()
+            self.count = 0
+        return out
+
+
+class PynvmlSampler:
+    """Samples GPUs through pynvml from Python threads; same interface and output as CythonSampler."""
+
+    backend_name = "pynvml"
+
+    def __init__(self, config: SamplerConfig, library: NvmlLibrary) -> None:
+        self.config = config
+        self.library_path = library.path
+        self.simulated = library.simulated
+        _use_library(library.path)
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise NvmlError(_code(exc), "nvmlInit") from exc
+        self._initialized = True
+        count = pynvml.nvmlDeviceGetCount()
+        for gpu in config.gpus:
+            if gpu >= count:
+                self.close()
+                raise DeviceNotFound(gpu, count)
+        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(g) for g in config.gpus]
+        pairs = zip(config.gpus, self._handles, strict=True)
+        self._sources = [self._probe_power_source(gpu, handle) for gpu, handle in pairs]
+        self._samples = _Ring(records.SAMPLE_DTYPE, config.sample_capacity)
+        self._energy = _Ring(records.ENERGY_DTYPE, config.energy_capacity)
+        self._errors: dict[int, Counter[int]] = {g: Counter() for g in config.gpus}
+        self._histogram = np.zeros(records.JITTER_BINS, dtype=np.uint64)
+        self._ticks = 0
+        self._misses = 0
+        self._started_ns = 0
+        self._stopped_ns = 0
+        self._cpu_ns = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _probe_power_source(self, gpu: int, handle: Any) -> int:
+        try:
+            (value,) = pynvml.nvmlDeviceGetFieldValues(handle, [records.FIELD_POWER_INSTANT])
+            if value.nvmlReturn == pynvml.NVML_SUCCESS:
+                return records.POWER_SOURCE_INSTANT
+        except pynvml.NVMLError:
+            pass
+        try:
+            pynvml.nvmlDeviceGetPowerUsage(handle)
+        except pynvml.NVMLError as exc:
+            raise NvmlError(_code(exc), "nvmlDeviceGetPowerUsage", gpu) from exc
+        return records.POWER_SOURCE_AVERAGE
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        if self._threads:
+            raise UsageError("sampler already started; a sampler runs once")
+        if not self._initialized:
+            raise UsageError("sampler is closed")
+        self._threads = [threading.Thread(target=self._fast_loop, name="gpuprof-pynvml-fast", daemon=True)]
+        if self.config.energy_rate_hz > 0:
+            self._threads.append(
+                threading.Thread(target=self._energy_loop, name="gpuprof-pynvml-energy", daemon=True)
+            )
+        backend.mark_running(self, True)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        if self._threads and not self._stopped_ns:
+            self._stopped_ns = time.monotonic_ns()
+        backend.mark_running(self, False)
+
+    def close(self) -> None:
+        self.stop()
+        if self._initialized:
+            self._initialized = False
+            pynvml.nvmlShutdown()
+
+    def __enter__(self) -> PynvmlSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._samples.drain(), self._energy.drain()
+
+    def _read(self, index: int, gpu: int, handle: Any) -> tuple[Any, ...]:
+        missing = 0
+        errors = self._errors[gpu]
+        t_ns = time.monotonic_ns()
+        power = sm = mem = util = temp = reasons = 0
+        try:
+            if self._sources[index] == records.POWER_SOURCE_INSTANT:
+                (value,) = pynvml.nvmlDeviceGetFieldValues(handle, [records.FIELD_POWER_INSTANT])
+                if value.nvmlReturn != pynvml.NVML_SUCCESS:
+                    raise pynvml.NVMLError(value.nvmlReturn)
+                power = value.value.uiVal
+            else:
+                power = pynvml.nvmlDeviceGetPowerUsage(handle)
+        except pynvml.NVMLError as exc:
+            missing |= records.MISSING_POWER
+            errors[_code(exc)] += 1
+        reads = (
+            (records.MISSING_SM_CLOCK, pynvml.nvmlDeviceGetClockInfo, (handle, records.CLOCK_SM)),
+            (records.MISSING_MEM_CLOCK, pynvml.nvmlDeviceGetClockInfo, (handle, records.CLOCK_MEM)),
+            (records.MISSING_UTIL, pynvml.nvmlDeviceGetUtilizationRates, (handle,)),
+            (records.MISSING_TEMP, pynvml.nvmlDeviceGetTemperature, (handle, records.TEMPERATURE_GPU)),
+            (records.MISSING_REASONS, pynvml.nvmlDeviceGetCurrentClocksEventReasons, (handle,)),
+        )
+        values = []
+        for bit, function, args in reads:
+            try:
+                values.append(function(*args))
+            except pynvml.NVMLError as exc:
+                missing |= bit
+                errors[_code(exc)] += 1
+                values.append(None)
+        sm = values[0] or 0
+        mem = values[1] or 0
+        util = values[2].gpu if values[2] is not None else 0
+        temp = values[3] or 0
+        reasons = values[4] or 0
+        return (
+            t_ns,
+            reasons,
+            power,
+            sm,
+            mem,
+            gpu,
+            missing,
+            min(util, 255),
+            min(temp, 255),
+            self._sources[index],
+        )
+
+    def _fast_loop(self) -> None:
+        period = self.config.period_ns
+        deadline = time.monotonic_ns()
+        self._started_ns = deadline
+        previous = 0
+        targets = list(enumerate(zip(self.config.gpus, self._handles, strict=True)))
+        while not self._stop.is_set():
+            now = time.monotonic_ns()
+            if now < deadline:
+                time.sleep((deadline - now) / 1e9)
+                now = time.monotonic_ns()
+            if previous:
+                deviation_us = abs(now - previous - period) // 1000
+                self._histogram[min(deviation_us, records.JITTER_BINS - 1)] += 1
+            previous = now
+            self._ticks += 1
+            for index, (gpu, handle) in targets:
+                self._samples.push(self._read(index, gpu, handle))
+            deadline += period
+            now = time.monotonic_ns()
+            if now >= deadline:  # slots that passed while this tick ran are missed, phase kept
+                skipped = (now - deadline) // period + 1
+                self._misses += skipped
+                deadline += skipped * period
+            self._cpu_ns = time.thread_time_ns()
+
+    def _energy_loop(self) -> None:
+        period = 1.0 / self.config.energy_rate_hz
+        while not self._stop.wait(period):
+            for gpu, handle in zip(self.config.gpus, self._handles, strict=True):
+                start = time.monotonic_ns()
+                try:
+                    energy, code = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle), 0
+                except pynvml.NVMLError as exc:
+                    energy, code = 0, _code(exc)
+                    self._errors[gpu][code] += 1
+                self._energy.push((start, time.monotonic_ns(), energy, gpu, code))
+
+    def stats(self) -> SamplerStats:
+        end = self._stopped_ns or time.monotonic_ns()
+        p50, p99, top = jitter_percentiles(self._histogram)
+        return SamplerStats(
+            backend=self.backend_name,
+            rate_hz=self.config.rate_hz,
+            elapsed_s=(end - self._started_ns) / 1e9 if self._started_ns else 0.0,
+            ticks=self._ticks,
+            samples=self._samples.total,
+            deadline_misses=self._misses,
+            overflows=self._samples.overflows,
+            energy_readings=self._energy.total,
+            energy_overflows=self._energy.overflows,
+            jitter_p50_us=p50,
+            jitter_p99_us=p99,
+            jitter_max_us=top,
+            errors={
+                g: {nvml_error_name(c): n for c, n in sorted(cnt.items())} for g, cnt in self._errors.items()
+            },
+            power_source={
+                gpu: records.POWER_SOURCE_NAMES[source]
+                for gpu, source in zip(self.config.gpus, self._sources, strict=True)
+            },
+            cpu_ns=self._cpu_ns,
+        )

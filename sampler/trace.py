@@ -1,0 +1,178 @@
+"""A recorded trace: its samples and energy readings as DataFrames, and writing them to Parquet or CSV."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import OutputError, UsageError
+from .records import (
+    ENERGY_DTYPE,
+    MISSING_MEM_CLOCK,
+    MISSING_POWER,
+    MISSING_REASONS,
+    MISSING_SM_CLOCK,
+    MISSING_TEMP,
+    MISSING_UTIL,
+    POWER_SOURCE_NAMES,
+    SAMPLE_DTYPE,
+)
+
+SAMPLE_COLUMNS = [
+    "t_ns",
+    "gpu",
+    "power_w",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "util_pct",
+    "temp_c",
+    "clock_event_reasons",
+    "power_source",
+]
+FORMATS = {".parquet": "parquet", ".csv": "csv"}
+
+
+@dataclass
+class Trace:
+    """Samples and energy-counter readings of one recording, with its clock anchor and provenance."""
+
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0, SAMPLE_DTYPE))
+    energy: np.ndarray = field(default_factory=lambda: np.zeros(0, ENERGY_DTYPE))
+    monotonic_anchor_ns: int = 0  # CLOCK_MONOTONIC at the wall-clock anchor
+    wall_anchor_ns: int = 0  # time.time_ns() read at the same instant
+    simulated: bool = False
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    def extend(self, samples: np.ndarray, energy: np.ndarray) -> None:
+        """Append drained batches."""
+        if samples.size:
+            self.samples = np.concatenate([self.samples, samples])
+        if energy.size:
+            self.energy = np.concatenate([self.energy, energy])
+
+    def wall_time_ns(self, t_ns: np.ndarray | int) -> np.ndarray | int:
+        """Wall-clock (Unix epoch ns) time of monotonic timestamps, through the anchor."""
+        return t_ns - self.monotonic_anchor_ns + self.wall_anchor_ns
+
+    def samples_frame(self) -> pd.DataFrame:
+        return samples_frame(self.samples)
+
+    def energy_frame(self) -> pd.DataFrame:
+        return energy_frame(self.energy)
+
+
+def _masked(values: np.ndarray, missing: np.ndarray, bit: int, dtype: str) -> pd.Series:
+    series = pd.Series(values, dtype=dtype)
+    return series.mask((missing & bit) != 0)
+
+
+def samples_frame(samples: np.ndarray) -> pd.DataFrame:
+    """One row per GPU-sample; a failed read is a missing value, never a zero."""
+    missing = samples["missing"]
+    return pd.DataFrame(
+        {
+            "t_ns": samples["t_ns"].astype(np.int64),
+            "gpu": samples["gpu"].astype(np.int16),
+            "power_w": _masked(samples["power_mw"] / 1000.0, missing, MISSING_POWER, "float64"),
+            "sm_clock_mhz": _masked(samples["sm_clock_mhz"], missing, MISSING_SM_CLOCK, "UInt32"),
+            "mem_clock_mhz": _masked(samples["mem_clock_mhz"], missing, MISSING_MEM_CLOCK, "UInt32"),
+            "util_pct": _masked(samples["util_pct"], missing, MISSING_UTIL, "UInt8"),
+            "temp_c": _masked(samples["temp_c"], missing, MISSING_TEMP, "UInt8"),
+            "clock_event_reasons": _masked(
+                samples["clock_event_reasons"], missing, MISSING_REASONS, "UInt64"
+            ),
+            "power_source": pd.Categorical.from_codes(
+                samples["power_source"].astype(np.int8), categories=list(POWER_SOURCE_NAMES.values())
+            ),
+        },
+        columns=SAMPLE_COLUMNS,
+    )
+
+
+def energy_frame(energy: np.ndarray) -> pd.DataFrame:
+    """One row per energy-counter reading; ``t_ns`` is the middle of the ~4 ms call."""
+    return pd.DataFrame(
+        {
+            "t_ns": ((energy["t_start_ns"] + energy["t_end_ns"]) // 2).astype(np.int64),
+            "t_start_ns": energy["t_start_ns"].astype(np.int64),
+            "t_end_ns": energy["t_end_ns"].astype(np.int64),
+            "gpu": energy["gpu"].astype(np.int16),
+            "energy_mj": _masked(
+                energy["energy_mj"], (energy["nvml_return"] != 0).astype(np.uint8), 1, "UInt64"
+            ),
+            "nvml_return": energy["nvml_return"].astype(np.int32),
+        }
+    )
+
+
+def output_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, str]:
+    """(samples file, energy file, format) for an output path ending in .parquet or .csv."""
+    target = Path(path)
+    fmt = FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"output {str(target)!r} must end in .parquet or .csv")
+    return target, target.with_name(f"{target.stem}.energy{target.suffix}"), fmt
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail early, before sampling, when the output cannot be written."""
+    target, energy_path, _ = output_paths(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"cannot write {str(target)!r}: directory {str(directory)!r} does not exist")
+    for candidate in (target, energy_path):
+        if candidate.is_dir():
+            raise OutputError(f"cannot write {str(candidate)!r}: it is a directory")
+        probe = candidate if candidate.exists() else directory
+        if not os.access(probe, os.W_OK):
+            raise OutputError(f"cannot write {str(candidate)!r}: permission denied")
+
+
+def write_trace(trace: Trace, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write samples to ``path`` and energy readings beside it (``NAME.energy.EXT``); returns both paths."""
+    target, energy_path, fmt = output_paths(path)
+    meta = {
+        "monotonic_anchor_ns": trace.monotonic_anchor_ns,
+        "wall_anchor_ns": trace.wall_anchor_ns,
+        "simulated": trace.simulated,
+        **trace.metadata,
+    }
+    frames = ((target, trace.samples_frame()), (energy_path, trace.energy_frame()))
+    try:
+        for file, frame in frames:
+            tmp = file.with_name(f".{file.name}.tmp")
+            if fmt == "parquet":
+                _write_parquet(frame, tmp, meta)
+            else:
+                frame.to_csv(tmp, index=False)
+            os.replace(tmp, file)  # a reader never sees a half-written file
+        if fmt == "csv":
+            target.with_name(f"{target.stem}.meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(exc.filename or target)!r}: {exc.strerror}") from exc
+    return target, energy_path
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, object]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    merged = {**(table.schema.metadata or {}), b"gpuprof": json.dumps(meta, default=str).encode()}
+    pq.write_table(table.replace_schema_metadata(merged), path)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
+    """The gpuprof metadata stored with a trace (Parquet schema metadata or the CSV's .meta.json)."""
+    target, _, fmt = output_paths(path)
+    if fmt == "csv":
+        return dict(json.loads(target.with_name(f"{target.stem}.meta.json").read_text()))
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(target).metadata or {}).get(b"gpuprof", b"{}")
+    return dict(json.loads(raw))

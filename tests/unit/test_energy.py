@@ -1,0 +1,89 @@
+"""Energy over windows: integration of held power and counter differences, on hand-made traces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuprof.sampler.energy import energy_window, integrate_power, reason_names
+from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
+
+MS = 1_000_000
+
+
+def make_samples(power_w: list[float], period_ms: float = 1.0, gpu: int = 0) -> np.ndarray:
+    samples = np.zeros(len(power_w), SAMPLE_DTYPE)
+    samples["t_ns"] = (np.arange(len(power_w)) * period_ms * MS).astype(np.int64)
+    samples["power_mw"] = np.round(np.asarray(power_w) * 1000)
+    samples["gpu"] = gpu
+    samples["sm_clock_mhz"] = 1980
+    return samples
+
+
+def make_energy(times_ms: list[float], energy_mj: list[int], gpu: int = 0) -> np.ndarray:
+    energy = np.zeros(len(times_ms), ENERGY_DTYPE)
+    energy["t_start_ns"] = (np.asarray(times_ms) * MS).astype(np.int64) - 2 * MS
+    energy["t_end_ns"] = (np.asarray(times_ms) * MS).astype(np.int64) + 2 * MS
+    energy["energy_mj"] = energy_mj
+    energy["gpu"] = gpu
+    return energy
+
+
+def test_integration_holds_each_reading_until_the_next() -> None:
+    t = np.array([0, 100, 200], dtype=np.int64) * MS
+    p = np.array([100.0, 300.0, 0.0])
+    # 100 W for 0.1 s + 300 W for 0.1 s
+    assert integrate_power(t, p, 0, 200 * MS) == pytest.approx(40.0)
+
+
+def test_integration_clips_to_the_window() -> None:
+    t = np.array([0, 100], dtype=np.int64) * MS
+    p = np.array([100.0, 300.0])
+    assert integrate_power(t, p, 50 * MS, 150 * MS) == pytest.approx(5.0 + 15.0)
+
+
+def test_steady_power_window_gives_matching_counter_and_integral() -> None:
+    samples = make_samples([250.0] * 2001)  # 2 s at 1 kHz
+    energy = make_energy([0, 500, 1000, 1500, 2000], [10_000, 135_000, 260_000, 385_000, 510_000])
+    window = energy_window(samples, energy, gpu=0)
+    assert window.energy_integrated_j == pytest.approx(500.0)
+    assert window.energy_counter_j == pytest.approx(500.0)
+    assert window.mean_power_w == pytest.approx(250.0)
+    assert window.counter_t_end_ns - window.counter_t_start_ns == 2000 * MS
+    # each edge of the counter may be one update period stale: 250 W x 0.1 s
+    assert window.energy_counter_uncertainty_j == pytest.approx(25.0, rel=0.01)
+    assert window.distinct_power_updates == 1
+    assert not window.shorter_than_sensor_update
+
+
+def test_missing_power_reads_are_skipped_not_counted_as_zero() -> None:
+    samples = make_samples([100.0] * 11)
+    samples["missing"][5] = MISSING_POWER
+    samples["power_mw"][5] = 0
+    window = energy_window(samples, np.zeros(0, ENERGY_DTYPE), gpu=0)
+    assert window.peak_power_w == pytest.approx(100.0)
+    assert window.mean_power_w == pytest.approx(100.0)
+    assert window.energy_counter_j is None
+
+
+def test_short_window_is_flagged() -> None:
+    window = energy_window(make_samples([100.0] * 21), np.zeros(0, ENERGY_DTYPE), gpu=0)
+    assert window.duration_s == pytest.approx(0.02)
+    assert window.shorter_than_sensor_update
+    assert window.as_dict()["shorter_than_sensor_update"] is True
+
+
+def test_windows_keep_gpus_apart() -> None:
+    samples = np.concatenate([make_samples([100.0] * 11, gpu=0), make_samples([400.0] * 11, gpu=1)])
+    assert energy_window(samples, np.zeros(0, ENERGY_DTYPE), gpu=1).mean_power_w == pytest.approx(400.0)
+
+
+def test_distinct_updates_count_sensor_changes() -> None:
+    power = [100.0] * 100 + [110.0] * 100 + [105.0] * 100
+    assert energy_window(make_samples(power), np.zeros(0, ENERGY_DTYPE), 0).distinct_power_updates == 3
+
+
+def test_reason_names() -> None:
+    assert reason_names(0x5) == ["gpu_idle", "sw_power_cap"]
+    assert reason_names(0) == []
+    assert reason_names(0x1000) == ["0x1000"]
