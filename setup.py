@@ -68,7 +68,14 @@ def cythonized() -> list[Extension]:
 
 simnvml = Extension(
     SIMNVML_EXT,
-    sources=["sampler/simnvml/simnvml.c"],
+    sources=[
+        "sampler/simnvml/simnvml.c",
+        "sampler/simnvml/nvml_control.c",
+        "sampler/simnvml/sim_control.c",
+        "sampler/simnvml/sim_state.c",
+        "sampler/simnvml/sim_model.c",
+        "sampler/simnvml/sim_config.c",
+    ],
     include_dirs=["sampler/include"],
     libraries=["m", "pthread"],
     extra_compile_args=["-O2", "-std=gnu11", "-fvisibility=hidden"],

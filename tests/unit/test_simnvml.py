@@ -1,0 +1,453 @@
+"""The simulated NVML library, through ctypes and through pynvml: what the sampler and DVFS code rely on.
+
+Each test has its own state file (tests/conftest.py sets GPUPROF_SIM_STATE). Timing-sensitive behaviour is
+tested on the manual clock, so the assertions are exact and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+import os
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pynvml
+import pytest
+
+from gpuprof.sampler.library import simulated_library_path
+from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml
+
+MS = 1_000_000
+T0 = 1_000_000 * MS  # manual-clock start: a multiple of every sensor period, so GPU 0's ticks fall on it
+SUCCESS, UNINITIALIZED, INVALID_ARGUMENT, NOT_SUPPORTED, NO_PERMISSION = 0, 1, 2, 3, 4
+NOT_FOUND, INSUFFICIENT_SIZE, GPU_IS_LOST = 6, 7, 15
+IDLE, APPLICATIONS_CLOCKS, SW_POWER_CAP = 0x1, 0x2, 0x4
+FAST = GpuSpec(energy_call_latency_us=0)  # the default GPU without the energy read's 3.9 ms
+
+
+def config(gpus: int = 1, allow: bool = False, **spec: object) -> SimConfig:
+    gpu = GpuSpec(**{"energy_call_latency_us": 0, **spec})  # type: ignore[arg-type]
+    return SimConfig(gpus=(gpu,) * gpus, allow_unprivileged_control=allow)
+
+
+class Nvml:
+    """The library's NVML functions through bare ctypes, returning NVML's codes rather than raising."""
+
+    def __init__(self) -> None:
+        self.lib = ctypes.CDLL(simulated_library_path())
+        self.lib.nvmlErrorString.restype = ctypes.c_char_p
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lib, name)
+
+    def handle(self, index: int) -> ctypes.c_void_p:
+        handle = ctypes.c_void_p()
+        assert self.lib.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) == SUCCESS
+        return handle
+
+    def fields(self, handle: ctypes.c_void_p, *ids: int) -> list[pynvml.c_nvmlFieldValue_t]:
+        values = (pynvml.c_nvmlFieldValue_t * len(ids))()
+        for value, field_id in zip(values, ids, strict=True):
+            value.fieldId = field_id
+        assert self.lib.nvmlDeviceGetFieldValues(handle, len(ids), values) == SUCCESS
+        return list(values)
+
+    def instant_mw(self, handle: ctypes.c_void_p) -> int:
+        (value,) = self.fields(handle, 186)
+        assert value.nvmlReturn == SUCCESS
+        return int(value.value.uiVal)
+
+    def uint(self, function: str, handle: ctypes.c_void_p, *args: int) -> int:
+        out = ctypes.c_uint()
+        code = getattr(self.lib, function)(handle, *args, ctypes.byref(out))
+        assert code == SUCCESS, f"{function}: {code}"
+        return out.value
+
+    def energy_mj(self, handle: ctypes.c_void_p) -> int:
+        out = ctypes.c_ulonglong()
+        assert self.lib.nvmlDeviceGetTotalEnergyConsumption(handle, ctypes.byref(out)) == SUCCESS
+        return out.value
+
+
+@pytest.fixture
+def sim() -> SimulatedNvml:
+    return SimulatedNvml()
+
+
+@pytest.fixture
+def nvml() -> Iterator[Nvml]:
+    api = Nvml()
+    assert api.nvmlInit_v2() == SUCCESS
+    yield api
+    assert api.nvmlShutdown() == SUCCESS
+
+
+@pytest.fixture
+def pynvml_sim() -> Iterator[ModuleType]:
+    saved = pynvml.nvmlLib
+    pynvml.nvmlLib = ctypes.CDLL(simulated_library_path())
+    pynvml._nvmlGetFunctionPointer_cache.clear()
+    pynvml.nvmlInit()
+    yield pynvml
+    pynvml.nvmlShutdown()
+    pynvml.nvmlLib = saved
+    pynvml._nvmlGetFunctionPointer_cache.clear()
+
+
+def integral(samples: list[tuple[int, float]]) -> float:
+    """Trapezoid integral in J of (t_ns, watts) samples; a repeated t marks a step."""
+    return sum((p0 + p1) / 2 * (t1 - t0) * 1e-9 for (t0, p0), (t1, p1) in itertools.pairwise(samples))
+
+
+def test_inventory_through_ctypes(sim: SimulatedNvml, nvml: Nvml) -> None:
+    count = ctypes.c_uint()
+    assert nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == SUCCESS and count.value == 1
+    handle = nvml.handle(0)
+    name = ctypes.create_string_buffer(96)
+    assert nvml.nvmlDeviceGetName(handle, name, 96) == SUCCESS
+    assert name.value == b"NVIDIA H100 80GB HBM3 (simulated)"
+    assert nvml.nvmlDeviceGetName(handle, name, 10) == INSUFFICIENT_SIZE
+
+    size = ctypes.c_uint(0)
+    assert nvml.nvmlDeviceGetSupportedMemoryClocks(handle, ctypes.byref(size), None) == INSUFFICIENT_SIZE
+    memory = (ctypes.c_uint * size.value)()
+    assert nvml.nvmlDeviceGetSupportedMemoryClocks(handle, ctypes.byref(size), memory) == SUCCESS
+    assert list(memory) == [2619, 1593]
+    size = ctypes.c_uint(0)
+    assert (
+        nvml.nvmlDeviceGetSupportedGraphicsClocks(handle, 2619, ctypes.byref(size), None) == INSUFFICIENT_SIZE
+    )
+    graphics = (ctypes.c_uint * size.value)()
+    assert nvml.nvmlDeviceGetSupportedGraphicsClocks(handle, 2619, ctypes.byref(size), graphics) == SUCCESS
+    assert list(graphics) == list(range(1980, 344, -15)) and len(graphics) == 110
+    assert nvml.nvmlDeviceGetSupportedGraphicsClocks(handle, 1000, ctypes.byref(size), graphics) == NOT_FOUND
+
+    assert nvml.uint("nvmlDeviceGetMaxClockInfo", handle, 1) == 1980
+    assert nvml.uint("nvmlDeviceGetMaxClockInfo", handle, 2) == 2619
+    assert nvml.uint("nvmlDeviceGetPowerManagementDefaultLimit", handle) == 700_000
+    assert nvml.uint("nvmlDeviceGetEnforcedPowerLimit", handle) == 700_000
+    low, high = ctypes.c_uint(), ctypes.c_uint()
+    assert (
+        nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle, ctypes.byref(low), ctypes.byref(high)) == 0
+    )
+    assert (low.value, high.value) == (200_000, 700_000)
+    assert nvml.uint("nvmlDeviceGetApplicationsClock", handle, 0) == 1980
+
+
+def test_inventory_through_pynvml(sim: SimulatedNvml, pynvml_sim: ModuleType) -> None:
+    sim.configure(config(gpus=3))
+    nv = pynvml_sim
+    assert nv.nvmlDeviceGetCount() == 3
+    handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(3)]
+    uuids = [nv.nvmlDeviceGetUUID(h) for h in handles]
+    assert len(set(uuids)) == 3 and all(u.startswith("GPU-") for u in uuids)
+    assert [nv.nvmlDeviceGetIndex(h) for h in handles] == [0, 1, 2]
+    assert nv.nvmlDeviceGetName(handles[2]) == "NVIDIA H100 80GB HBM3 (simulated)"
+    assert nv.nvmlDeviceGetSupportedMemoryClocks(handles[0]) == [2619, 1593]
+    assert len(nv.nvmlDeviceGetSupportedGraphicsClocks(handles[0], 1593)) == 110
+    assert nv.nvmlDeviceGetPowerManagementLimitConstraints(handles[1]) == [200_000, 700_000]
+    assert nv.nvmlDeviceGetPowerManagementLimit(handles[1]) == 700_000
+    assert nv.nvmlDeviceGetClockInfo(handles[0], nv.NVML_CLOCK_SM) == 345
+    assert nv.nvmlDeviceGetClockInfo(handles[0], nv.NVML_CLOCK_MEM) == 2619
+    assert nv.nvmlDeviceGetCurrentClocksEventReasons(handles[0]) == IDLE
+    assert nv.nvmlDeviceGetCurrentClocksThrottleReasons(handles[0]) == IDLE
+    assert 20 < nv.nvmlDeviceGetTemperature(handles[0], nv.NVML_TEMPERATURE_GPU) < 50
+    power, energy = nv.nvmlDeviceGetFieldValues(handles[0], [186, 83])
+    assert 60_000 < power.value.uiVal < 80_000 and power.valueType == nv.NVML_VALUE_TYPE_UNSIGNED_INT
+    assert energy.value.ullVal > 2**32 and energy.valueType == nv.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    assert 60_000 < nv.nvmlDeviceGetPowerUsage(handles[0]) < 80_000
+    assert nv.nvmlSystemGetDriverVersion().startswith("580.")
+
+
+def test_calls_before_init_and_bad_arguments_are_refused(sim: SimulatedNvml) -> None:
+    nvml = Nvml()
+    count, handle = ctypes.c_uint(), ctypes.c_void_p()
+    assert nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == UNINITIALIZED
+    assert nvml.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(handle)) == UNINITIALIZED
+    assert nvml.nvmlShutdown() == UNINITIALIZED
+    assert nvml.nvmlInit_v2() == SUCCESS and nvml.nvmlInit_v2() == SUCCESS  # refcounted
+    try:
+        assert nvml.nvmlDeviceGetHandleByIndex_v2(1, ctypes.byref(handle)) == INVALID_ARGUMENT
+        assert nvml.nvmlDeviceGetCount_v2(None) == INVALID_ARGUMENT
+        good = nvml.handle(0)
+        assert nvml.nvmlDeviceGetPowerUsage(good, None) == INVALID_ARGUMENT
+        assert nvml.nvmlDeviceGetPowerUsage(ctypes.c_void_p(0x1234), ctypes.byref(count)) == INVALID_ARGUMENT
+        assert nvml.nvmlDeviceGetClockInfo(good, 7, ctypes.byref(count)) == INVALID_ARGUMENT
+        assert nvml.nvmlDeviceGetTemperature(good, 5, ctypes.byref(count)) == INVALID_ARGUMENT
+        assert nvml.nvmlShutdown() == SUCCESS
+        assert nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == SUCCESS  # one init still holds
+    finally:
+        nvml.nvmlShutdown()
+    assert nvml.nvmlDeviceGetPowerUsage(good, ctypes.byref(count)) == UNINITIALIZED
+    assert nvml.nvmlErrorString(NO_PERMISSION) == b"Insufficient Permissions"
+
+
+def test_instant_power_refreshes_every_100ms_with_the_mean_of_the_last_25ms(
+    sim: SimulatedNvml, nvml: Nvml
+) -> None:
+    sim.configure(config(utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    step = MS // 4
+    times = list(range(T0, T0 + 500 * MS + 1, step))
+    readings, power = [], []
+    for t in times:
+        sim.set_clock(t)
+        readings.append(nvml.instant_mw(handle))
+        power.append((t, sim.status()[0].power_w))
+
+    changed_at = [
+        t for t, before, after in zip(times[1:], readings, readings[1:], strict=False) if before != after
+    ]
+    assert changed_at == [T0 + k * 100 * MS for k in range(1, 6)]  # every refresh differs, nothing between
+    per_ms = MS // step
+    gaps = []
+    for k in range(1, 6):
+        end = k * 100 * per_ms
+        window_mean = integral(power[end - 25 * per_ms : end + 1]) / 0.025
+        assert readings[end] / 1000 == pytest.approx(window_mean, abs=0.002)
+        gaps.append(abs(window_mean - integral(power[end - 100 * per_ms : end + 1]) / 0.1))
+    assert max(gaps) > 1.0  # W: 25 ms of a rippling load is not its 100 ms mean
+
+
+def test_energy_counter_is_the_exact_integral_of_power(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    start_j = sim.status()[0].energy_j
+    power, counter = [], []
+    for t in range(T0, T0 + 1000 * MS + 1, MS // 2):
+        sim.set_clock(t)
+        if t == T0 + 437 * MS:  # a change mid-window: the integral is piecewise
+            power.append((t, sim.status()[0].power_w))
+            sim.set_utilization(0, 40)
+        power.append((t, sim.status()[0].power_w))
+        counter.append((t, nvml.energy_mj(handle)))
+
+    exact_j = integral(power)
+    assert sim.status()[0].energy_j - start_j == pytest.approx(exact_j, abs=1e-4)
+    assert counter[0][1] == int(start_j * 1000)
+    changed_at = [t for (_, before), (t, after) in itertools.pairwise(counter) if before != after]
+    assert changed_at == [T0 + k * 100 * MS for k in range(1, 11)]
+    for t, mj in counter:
+        if (t - T0) % (100 * MS) == 0:  # at each refresh the counter is the integral so far, to the mJ
+            so_far = integral([(s, p) for s, p in power if s <= t])
+            assert mj - counter[0][1] == pytest.approx(so_far * 1000, abs=1.5)
+
+
+def test_sensors_stay_exact_through_more_changes_than_the_history_keeps(
+    sim: SimulatedNvml, nvml: Nvml
+) -> None:
+    sim.configure(config(ripple_fraction=0, average_power_period_ms=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    start_mj = nvml.energy_mj(handle)
+    power = [(T0, sim.status()[0].power_w)]  # without ripple, power is constant between changes
+    for i in range(1500):  # 1500 changes in 150 ms: the oldest of the 1024 kept are merged
+        t = T0 + 500 * MS + i * MS // 10
+        sim.set_clock(t)
+        power.append((t, sim.status()[0].power_w))
+        sim.set_utilization(0, 100 * (i % 2))
+        power.append((t, sim.status()[0].power_w))
+    sim.set_clock(T0 + 1000 * MS)
+    power.append((T0 + 1000 * MS, sim.status()[0].power_w))
+    assert nvml.energy_mj(handle) - start_mj == pytest.approx(integral(power) * 1000, abs=1)
+    # The 1 s average now reaches back to T0, before every change still kept: merged, not lost.
+    assert nvml.uint("nvmlDeviceGetPowerUsage", handle) == pytest.approx(integral(power) * 1000, abs=1)
+
+
+def test_instant_power_windows_integrated_over_a_steady_load_track_the_counter(
+    sim: SimulatedNvml, nvml: Nvml
+) -> None:
+    sim.configure(config(utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    start_mj = nvml.energy_mj(handle)
+    sampled_j = 0.0
+    for k in range(1, 101):  # 10 s, one read per refresh, as a 1 kHz sampler would integrate it
+        sim.set_clock(T0 + k * 100 * MS + MS)
+        sampled_j += nvml.instant_mw(handle) / 1000 * 0.1
+    counted_j = (nvml.energy_mj(handle) - start_mj) / 1000
+    assert counted_j == pytest.approx(675 * 10, rel=0.01)
+    assert sampled_j == pytest.approx(counted_j, rel=0.005)
+
+
+def test_utilization_raises_power_and_clock(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    idle = sim.status()[0]
+    assert (idle.sm_clock_mhz, idle.clock_event_reasons) == (345, IDLE)
+    idle_mw = nvml.instant_mw(handle)
+    sim.set_utilization(0, 50, 30)
+    busy = sim.status()[0]
+    assert (busy.sm_clock_mhz, busy.mem_clock_mhz, busy.clock_event_reasons) == (1980, 2619, 0)
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 1) == 1980
+    util = pynvml.c_nvmlUtilization_t()
+    assert nvml.nvmlDeviceGetUtilizationRates(handle, ctypes.byref(util)) == SUCCESS
+    assert (util.gpu, util.memory) == (50, 30)
+    assert busy.power_w > 3 * idle.power_w
+    assert nvml.instant_mw(handle) == idle_mw  # the sensor has not refreshed yet
+    sim.set_clock(T0 + 100 * MS)
+    assert nvml.instant_mw(handle) > 3 * idle_mw
+
+
+def test_average_power_is_a_one_second_mean_refreshed_every_80ms(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(ripple_fraction=0), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    sim.set_utilization(0, 100)
+    loaded_w = sim.status()[0].power_w
+    readings = []
+    for t in range(T0, T0 + 1200 * MS, 10 * MS):
+        sim.set_clock(t)
+        readings.append(nvml.uint("nvmlDeviceGetPowerUsage", handle) / 1000)
+    assert readings[0] == pytest.approx(70, abs=0.001)  # the first second still averages the idle past
+    assert readings[64] == pytest.approx(70 + (loaded_w - 70) * 0.64, abs=0.001)  # at 640 ms: 64% loaded
+    assert readings[-1] == pytest.approx(loaded_w, abs=0.001)
+    assert len(set(readings[:9])) == 2 and readings[7] != readings[8]  # refreshed at 80 ms, not before
+
+
+def test_power_cap_lowers_the_clock_with_reason_sw_power_cap(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(allow=True, utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    capped = sim.status()[0]
+    assert 1700 <= capped.sm_clock_mhz <= 1750 and capped.clock_event_reasons == SW_POWER_CAP
+    reasons = ctypes.c_ulonglong()
+    assert nvml.nvmlDeviceGetCurrentClocksEventReasons(handle, ctypes.byref(reasons)) == SUCCESS
+    assert reasons.value == SW_POWER_CAP
+    peaks = []
+    for k in range(1, 30):
+        sim.set_clock(T0 + k * 10 * MS)
+        peaks.append(nvml.instant_mw(handle))
+    assert 650_000 < max(peaks) <= 700_000
+    assert nvml.nvmlDeviceSetPowerManagementLimit(handle, 400_000) == SUCCESS
+    lower = sim.status()[0]
+    assert lower.sm_clock_mhz < capped.sm_clock_mhz and lower.clock_event_reasons == SW_POWER_CAP
+    assert lower.power_w <= 400 and lower.power_limit_w == 400
+    assert nvml.uint("nvmlDeviceGetEnforcedPowerLimit", handle) == 400_000
+
+
+def test_locking_clocks_needs_root_unless_the_config_allows_it(sim: SimulatedNvml, nvml: Nvml) -> None:
+    handle = nvml.handle(0)
+    expected = SUCCESS if os.geteuid() == 0 else NO_PERMISSION
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1000, 1500) == expected
+    assert nvml.nvmlDeviceSetPowerManagementLimit(handle, 500_000) == expected
+    locked = sim.status()[0]
+    assert locked.locked_sm_clock_range_mhz == (
+        (1005, 1500) if expected == SUCCESS else None
+    )  # nearest supported
+
+    sim.configure(config(allow=True))
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1000, 1500) == SUCCESS
+    assert sim.status()[0].locked_sm_clock_range_mhz == (1005, 1500)
+
+
+def test_control_calls_validate_their_arguments_and_steer_the_model(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(allow=True, utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 300, 1500) == INVALID_ARGUMENT
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1500, 1000) == INVALID_ARGUMENT
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1200, 1200) == SUCCESS
+    assert (sim.status()[0].sm_clock_mhz, sim.status()[0].clock_event_reasons) == (1200, APPLICATIONS_CLOCKS)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1905, 1980) == SUCCESS
+    capped = sim.status()[0]  # the power cap overrides the lock's minimum, as on real GPUs
+    assert capped.sm_clock_mhz < 1905 and capped.clock_event_reasons == SW_POWER_CAP
+    assert nvml.nvmlDeviceResetGpuLockedClocks(handle) == SUCCESS
+    assert sim.status()[0].locked_sm_clock_mhz is None
+
+    assert nvml.nvmlDeviceSetMemoryLockedClocks(handle, 1593, 2000) == INVALID_ARGUMENT
+    assert nvml.nvmlDeviceSetMemoryLockedClocks(handle, 1593, 1593) == SUCCESS
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 2) == 1593
+    assert nvml.nvmlDeviceResetMemoryLockedClocks(handle) == SUCCESS
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 2) == 2619
+
+    assert nvml.nvmlDeviceSetApplicationsClocks(handle, 2619, 1501) == INVALID_ARGUMENT
+    assert nvml.nvmlDeviceSetApplicationsClocks(handle, 1593, 1500) == SUCCESS
+    assert sim.status()[0].applications_clocks_mhz == (1593, 1500)
+    assert (sim.status()[0].sm_clock_mhz, sim.status()[0].mem_clock_mhz) == (1500, 1593)
+    assert nvml.nvmlDeviceResetApplicationsClocks(handle) == SUCCESS
+    assert sim.status()[0].applications_clocks_mhz == (2619, 1980)
+
+    assert nvml.nvmlDeviceSetPowerManagementLimit(handle, 150_000) == INVALID_ARGUMENT
+    assert nvml.nvmlDeviceSetPowerManagementLimit(handle, 700_001) == INVALID_ARGUMENT
+    assert sim.status()[0].power_limit_w == 700
+
+
+def test_control_log_records_every_call(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(gpus=2, allow=True), manual_clock_ns=T0)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(nvml.handle(1), 1200, 1500) == SUCCESS
+    sim.set_clock(T0 + 5 * MS)
+    assert nvml.nvmlDeviceSetPowerManagementLimit(nvml.handle(0), 1) == INVALID_ARGUMENT
+    assert nvml.nvmlDeviceResetGpuLockedClocks(ctypes.c_void_p(0x10)) == INVALID_ARGUMENT
+    log = sim.control_log()
+    assert [(c.seq, c.call, c.gpu, c.args, c.result) for c in log] == [
+        (0, "nvmlDeviceSetGpuLockedClocks", 1, (1200, 1500), SUCCESS),
+        (1, "nvmlDeviceSetPowerManagementLimit", 0, (1,), INVALID_ARGUMENT),
+        (2, "nvmlDeviceResetGpuLockedClocks", None, (), INVALID_ARGUMENT),
+    ]
+    assert [c.time_ns for c in log] == [T0, T0 + 5 * MS, T0 + 5 * MS]
+    assert {(c.pid, c.uid) for c in log} == {(os.getpid(), os.geteuid())}
+    assert log[1].result_name == "NVML_ERROR_INVALID_ARGUMENT"
+
+    for _ in range(300):  # the log keeps the latest 256 calls and counts them all
+        nvml.nvmlDeviceResetApplicationsClocks(nvml.handle(0))
+    log = sim.control_log()
+    assert len(log) == 256 and (log[0].seq, log[-1].seq) == (47, 302)
+
+
+def test_an_injected_failure_fails_only_that_gpu(
+    sim: SimulatedNvml, nvml: Nvml, pynvml_sim: ModuleType
+) -> None:
+    sim.configure(config(gpus=2, allow=True))
+    healthy, failing = nvml.handle(0), nvml.handle(1)
+    sim.set_failure(1, GPU_IS_LOST)
+    out, values = ctypes.c_uint(), (pynvml.c_nvmlFieldValue_t * 1)()
+    values[0].fieldId = 186
+    assert nvml.nvmlDeviceGetFieldValues(failing, 1, values) == GPU_IS_LOST
+    assert nvml.nvmlDeviceGetPowerUsage(failing, ctypes.byref(out)) == GPU_IS_LOST
+    assert nvml.nvmlDeviceGetClockInfo(failing, 1, ctypes.byref(out)) == GPU_IS_LOST
+    assert nvml.nvmlDeviceSetGpuLockedClocks(failing, 1200, 1500) == GPU_IS_LOST
+    assert nvml.nvmlDeviceGetHandleByIndex_v2(1, ctypes.byref(ctypes.c_void_p())) == GPU_IS_LOST
+    with pytest.raises(pynvml.NVMLError) as raised:
+        pynvml_sim.nvmlDeviceGetPowerUsage(failing)
+    assert raised.value.value == GPU_IS_LOST
+    assert (
+        nvml.nvmlDeviceGetPowerUsage(healthy, ctypes.byref(out)) == SUCCESS and nvml.instant_mw(healthy) > 0
+    )
+    assert [s.failing_code for s in sim.status()] == [None, GPU_IS_LOST]
+    sim.set_failure(1, None)
+    assert nvml.nvmlDeviceGetPowerUsage(failing, ctypes.byref(out)) == SUCCESS
+
+
+def test_instant_power_can_be_configured_unsupported(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(SimConfig(gpus=(FAST, GpuSpec(instant_power_supported=False, energy_call_latency_us=0))))
+    plain, without = nvml.handle(0), nvml.handle(1)
+    power, energy, unknown = nvml.fields(without, 186, 83, 9999)
+    assert (power.nvmlReturn, energy.nvmlReturn, unknown.nvmlReturn) == (
+        NOT_SUPPORTED,
+        SUCCESS,
+        NOT_SUPPORTED,
+    )
+    assert nvml.fields(plain, 186)[0].nvmlReturn == SUCCESS
+    assert nvml.uint("nvmlDeviceGetPowerUsage", without) > 0  # the fallback a sampler uses
+
+
+def test_the_energy_reads_block_for_milliseconds(sim: SimulatedNvml, nvml: Nvml) -> None:
+    handle = nvml.handle(0)  # default config: 3.9 ms, like the H100's
+    started = time.perf_counter()
+    nvml.energy_mj(handle)
+    assert time.perf_counter() - started > 0.001
+    started = time.perf_counter()
+    nvml.fields(handle, 186, 83)
+    assert time.perf_counter() - started > 0.001
+
+
+def test_temperature_follows_power_with_a_time_constant(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(), manual_clock_ns=T0)
+    idle = sim.status()[0]
+    assert idle.temp_c == pytest.approx(30 + 0.06 * 70)  # ambient + R * P, settled
+    sim.set_utilization(0, 100)
+    sim.set_clock(T0 + 30_000 * MS)  # one time constant later
+    loaded = sim.status()[0]
+    steady_c = 30 + 0.06 * (loaded.energy_j - idle.energy_j) / 30
+    assert loaded.temp_c == pytest.approx(steady_c + (idle.temp_c - steady_c) / math.e, abs=0.01)
+    assert nvml.uint("nvmlDeviceGetTemperature", nvml.handle(0), 0) == round(loaded.temp_c)
