@@ -76,6 +76,8 @@ class PynvmlSampler:
         except pynvml.NVMLError as exc:
             raise NvmlError(_code(exc), "nvmlInit") from exc
         self._initialized = True
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         count = pynvml.nvmlDeviceGetCount()
         for gpu in config.gpus:
             if gpu >= count:
@@ -93,8 +95,6 @@ class PynvmlSampler:
         self._started_ns = 0
         self._stopped_ns = 0
         self._cpu_ns = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def _probe_power_source(self, gpu: int, handle: Any) -> int:
         try:

@@ -58,3 +58,13 @@ TEMPERATURE_GPU = 0
 # Jitter histogram: bin i counts intervals whose |interval - period| is in [i, i+1) microseconds;
 # the last bin counts everything larger.
 JITTER_BINS = 65536
+
+
+def concat(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Concatenate record arrays keeping ``dtype`` exactly (np.concatenate drops structured padding)."""
+    out = np.empty(sum(a.size for a in arrays), dtype=dtype)
+    start = 0
+    for array in arrays:
+        out[start : start + array.size] = array
+        start += array.size
+    return out

@@ -21,6 +21,7 @@ from .records import (
     MISSING_UTIL,
     POWER_SOURCE_NAMES,
     SAMPLE_DTYPE,
+    concat,
 )
 
 SAMPLE_COLUMNS = [
@@ -51,9 +52,9 @@ class Trace:
     def extend(self, samples: np.ndarray, energy: np.ndarray) -> None:
         """Append drained batches."""
         if samples.size:
-            self.samples = np.concatenate([self.samples, samples])
+            self.samples = concat([self.samples, samples], SAMPLE_DTYPE)
         if energy.size:
-            self.energy = np.concatenate([self.energy, energy])
+            self.energy = concat([self.energy, energy], ENERGY_DTYPE)
 
     def wall_time_ns(self, t_ns: np.ndarray | int) -> np.ndarray | int:
         """Wall-clock (Unix epoch ns) time of monotonic timestamps, through the anchor."""

@@ -1,0 +1,1 @@
+"""gpuprof's clients: the ``gpuprof`` command line."""

@@ -1,0 +1,127 @@
+"""``gpuprof sim``: inspect and drive gpuprof's simulated GPUs (no NVIDIA driver needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from gpuprof.sampler.errors import NVML_ERROR_CODES, UsageError, nvml_error_name
+from gpuprof.sampler.sim import SimulatedNvml, load_config
+
+
+@click.group()
+def sim() -> None:
+    """Inspect and drive the simulated GPUs that --simulate uses.
+
+    The simulated GPUs' state (utilization, locked clocks, power limit, energy) lives in a file shared
+    by every process of this user: $GPUPROF_SIM_STATE, or a per-user default. Everything shown here is
+    SIMULATED.
+
+    \b
+    Examples:
+      gpuprof sim status --json
+      gpuprof sim load --gpu 0 --util 90 --seconds 30
+      gpuprof sim configure eight-gpus.json
+    """
+
+
+@sim.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(as_json: bool) -> None:
+    """Show each simulated GPU's utilization, clocks, locks, power limit and energy."""
+    simulator = SimulatedNvml()
+    gpus = simulator.status()
+    if as_json:
+        payload = {"simulated": True, "state": simulator.state_path, "gpus": [g.as_dict() for g in gpus]}
+        click.echo(json.dumps(payload))
+        return
+    click.echo(f"SIMULATED GPUs (state {simulator.state_path})")
+    for g in gpus:
+        lock = (
+            "unlocked"
+            if g.locked_sm_clock_range_mhz is None
+            else "locked {}-{} MHz".format(*g.locked_sm_clock_range_mhz)
+        )
+        failing = "" if g.failing_code is None else f"  FAILING with {nvml_error_name(g.failing_code)}"
+        click.echo(
+            f"  GPU {g.index}  {g.name}  util {g.util_pct:.0f}%  SM {g.sm_clock_mhz} MHz ({lock})  "
+            f"mem {g.mem_clock_mhz} MHz  {g.power_w:.1f} W of {g.power_limit_w:.0f} W limit  "
+            f"{g.temp_c:.0f} C  energy {g.energy_j:,.1f} J{failing}"
+        )
+
+
+@sim.command()
+@click.option("--gpu", type=click.IntRange(min=0), default=0, show_default=True, help="Simulated GPU index.")
+@click.option("--util", type=click.FloatRange(0, 100), required=True, help="Utilization in percent (0-100).")
+@click.option(
+    "--seconds", type=click.FloatRange(min=0, min_open=True), help="Hold for S seconds, then restore."
+)
+def load(gpu: int, util: float, seconds: float | None) -> None:
+    """Set a simulated GPU's utilization (what a running kernel would do to it).
+
+    Without --seconds the load stays until changed; with it, the previous load is restored afterwards
+    (also on Ctrl-C).
+    """
+    simulator = SimulatedNvml()
+    gpus = simulator.status()
+    before = gpus[gpu].util_pct if gpu < len(gpus) else 0.0
+    simulator.set_utilization(gpu, util)
+    click.echo(f"simulated GPU {gpu}: utilization {util:g}%")
+    if seconds is None:
+        return
+    try:
+        time.sleep(seconds)
+    finally:
+        simulator.set_utilization(gpu, before)
+        click.echo(f"simulated GPU {gpu}: utilization restored to {before:g}%")
+
+
+@sim.command()
+@click.option("--gpu", type=click.IntRange(min=0), default=0, show_default=True, help="Simulated GPU index.")
+@click.argument("code")
+def fail(gpu: int, code: str) -> None:
+    """Make every NVML call on a simulated GPU fail with CODE (e.g. GPU_IS_LOST); `clear` heals it."""
+    if code.lower() == "clear":
+        SimulatedNvml().set_failure(gpu, None)
+        click.echo(f"simulated GPU {gpu}: healthy")
+        return
+    name = code.upper() if code.upper().startswith("NVML_ERROR_") else f"NVML_ERROR_{code.upper()}"
+    if name not in NVML_ERROR_CODES:
+        choices = ", ".join(n.removeprefix("NVML_ERROR_") for n in NVML_ERROR_CODES if n != "NVML_SUCCESS")
+        raise UsageError(f"unknown NVML error {code!r}; choose one of {choices}")
+    SimulatedNvml().set_failure(gpu, NVML_ERROR_CODES[name])
+    click.echo(f"simulated GPU {gpu}: every NVML call now fails with {name}")
+
+
+@sim.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def configure(config: str) -> None:
+    """Reset the simulated GPUs from a JSON CONFIG file (docs/simulated-gpu.md lists its keys)."""
+    simulator = SimulatedNvml()
+    simulator.configure(load_config(config))
+    click.echo(f"simulated GPUs configured from {config} ({len(simulator.status())} GPUs)")
+
+
+@sim.command()
+def reset() -> None:
+    """Reset the simulated GPUs to the default (one H100), clearing loads, locks and failures."""
+    SimulatedNvml().reset()
+    click.echo("simulated GPUs reset to defaults")
+
+
+@sim.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def log(as_json: bool) -> None:
+    """List the control calls (clock locks, power limits) made on the simulated GPUs, oldest first."""
+    calls = SimulatedNvml().control_log()
+    if as_json:
+        click.echo(
+            json.dumps({"simulated": True, "calls": [vars(c) | {"result": c.result_name} for c in calls]})
+        )
+        return
+    if not calls:
+        click.echo("no control calls recorded")
+    for c in calls:
+        click.echo(f"  #{c.seq} pid {c.pid} uid {c.uid} GPU {c.gpu}: {c.call}{c.args} -> {c.result_name}")

@@ -1,0 +1,67 @@
+"""Plain-text rendering of summaries for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f} {unit}"
+
+
+def _energy(value: float | None, bound: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.2f} J ± {bound:,.2f} J" if bound is not None else f"{value:,.2f} J"
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """The ``gpuprof sample`` summary as aligned lines; says "SIMULATED" when it is."""
+    source = "SIMULATED GPU" if summary["simulated"] else "NVIDIA driver"
+    lines = [
+        f"gpuprof sample  ({source}, {summary['backend']} sampler)"
+        + ("  [interrupted: kept what was recorded]" if summary["interrupted"] else ""),
+        f"  duration        {summary['duration_s']:.3f} s",
+        f"  samples         {summary['samples']:,} (achieved {summary['achieved_rate_hz']:,.1f} Hz "
+        f"of {summary['requested_rate_hz']:,.0f} Hz requested)",
+        f"  timing          jitter p50 {_fmt(summary['jitter_p50_us'], 'us', 0)}, "
+        f"p99 {_fmt(summary['jitter_p99_us'], 'us', 0)}; {summary['deadline_misses']} deadline misses; "
+        f"{summary['overflows']} overflows",
+    ]
+    if summary["nvml_errors"]:
+        errors = "; ".join(
+            f"GPU {gpu}: " + ", ".join(f"{name} x{count}" for name, count in codes.items())
+            for gpu, codes in summary["nvml_errors"].items()
+        )
+        lines.append(f"  NVML errors     {errors}")
+    for gpu in summary["gpus"]:
+        clocks = (
+            f"{gpu['sm_clock_min_mhz']}-{gpu['sm_clock_max_mhz']} MHz"
+            if gpu["sm_clock_min_mhz"] is not None
+            else "n/a"
+        )
+        reasons = ", ".join(gpu["clock_event_reasons"]) or "none"
+        integrated = _energy(gpu["energy_integrated_j"], gpu["energy_integrated_uncertainty_j"])
+        counter = _energy(gpu["energy_counter_j"], gpu["energy_counter_uncertainty_j"])
+        lines += [
+            f"  GPU {gpu['gpu']}",
+            f"    power ({gpu['power_source']})  mean {_fmt(gpu['mean_power_w'], 'W')}, "
+            f"peak {_fmt(gpu['peak_power_w'], 'W')}; "
+            f"{gpu['distinct_power_updates']:,} distinct sensor updates",
+            f"    energy, integrated power  {integrated}  over {gpu['duration_s']:.3f} s",
+            f"    energy, counter           {counter}"
+            + (
+                f"  over {(gpu['counter_t_end_ns'] - gpu['counter_t_start_ns']) / 1e9:.3f} s"
+                if gpu["counter_t_start_ns"] is not None
+                else "  (fewer than two counter readings)"
+            ),
+            f"    SM clock {clocks} (median {_fmt(gpu['sm_clock_median_mhz'], 'MHz', 0)}); "
+            f"clock-event reasons: {reasons}",
+        ]
+        if gpu["shorter_than_sensor_update"]:
+            lines.append(
+                "    warning: window shorter than one power-sensor update (~100 ms): energy unreliable"
+            )
+    if "output" in summary:
+        lines.append(f"  written         {summary['output']['samples']}, {summary['output']['energy']}")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""The ``gpuprof`` command line on the simulated GPU: outputs users read and errors they get."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gpuprof.client.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "sample" in out and "sim" in out and "--simulate" in out
+    code, out, _ = run(capsys, "sample", "--help")
+    assert code == 0 and "Examples:" in out and "Ctrl-C" in out
+
+
+def test_sample_json_summary_says_simulated_and_files_hold_the_trace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "trace.parquet"
+    code, out, _ = run(capsys, "sample", "--simulate", "--seconds", "0.5", "-o", str(target), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["simulated"] is True
+    assert summary["samples"] > 300
+    gpu = summary["gpus"][0]
+    for key in ("mean_power_w", "peak_power_w", "energy_integrated_j", "distinct_power_updates"):
+        assert gpu[key] is not None, key
+    assert gpu["energy_integrated_method"].startswith("integrated instant power")
+    frame = pd.read_parquet(target)
+    assert len(frame) == summary["samples"]
+    assert (tmp_path / "trace.energy.parquet").exists()
+
+
+def test_sample_text_summary_is_labelled_simulated(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "sample", "--simulate", "--seconds", "0.3", "-o", str(tmp_path / "t.csv"))
+    assert code == 0
+    assert "SIMULATED GPU" in out and "energy, counter" in out
+
+
+def test_missing_driver_is_one_line_that_names_the_fix(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPUPROF_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1")
+    code, _out, err = run(capsys, "sample", "--seconds", "1", "-o", str(tmp_path / "t.csv"))
+    assert code == 3
+    assert err.count("\n") == 1 and "NVIDIA driver not found" in err and "--simulate" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "message"),
+    [
+        (["--rate", "0"], 2, "sampling rate"),
+        (["--rate", "1e12"], 2, "sampling rate"),
+        (["--gpu", "7"], 5, "GPU 7 not found"),
+        (["--seconds", "-1"], 2, "--seconds"),
+    ],
+)
+def test_bad_arguments(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], exit_code: int, message: str
+) -> None:
+    code, _, err = run(
+        capsys, "sample", "--simulate", "--seconds", "0.2", *args, "-o", str(tmp_path / "t.csv")
+    )
+    assert code == exit_code
+    assert message in err
+
+
+def test_unwritable_output_fails_before_sampling(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "sample", "--simulate", "--seconds", "5", "-o", str(tmp_path / "no" / "t.csv"))
+    assert code == 7 and "does not exist" in err
+    code, _, err = run(capsys, "sample", "--simulate", "--seconds", "5", "-o", str(tmp_path / "t.txt"))
+    assert code == 2 and ".parquet or .csv" in err
+
+
+def test_sim_status_and_load(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "sim", "status", "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert status["simulated"] is True
+    assert status["gpus"][0]["locked_sm_clock_mhz"] is None
+    assert status["gpus"][0]["util_pct"] == 0
+    code, _, _ = run(capsys, "sim", "load", "--gpu", "0", "--util", "75")
+    assert code == 0
+    code, out, _ = run(capsys, "sim", "status", "--json")
+    assert json.loads(out)["gpus"][0]["util_pct"] == 75
+    code, out, _ = run(capsys, "sim", "status")
+    assert "SIMULATED" in out and "util 75%" in out
+
+
+def test_sim_load_with_seconds_restores(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "sim", "load", "--util", "40", "--seconds", "0.1")[0] == 0
+    _, out, _ = run(capsys, "sim", "status", "--json")
+    assert json.loads(out)["gpus"][0]["util_pct"] == 0
+
+
+def test_sim_fail_shows_up_in_the_sample_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run(capsys, "sim", "fail", "--gpu", "0", "unknown")[0] == 0
+    code, _out, _ = run(
+        capsys, "sample", "--simulate", "--seconds", "0.3", "-o", str(tmp_path / "t.csv"), "--json"
+    )
+    # a GPU failing from the start cannot be opened: its power cannot be probed
+    assert code == 4
+    assert run(capsys, "sim", "fail", "--gpu", "0", "clear")[0] == 0
+    code, _, err = run(capsys, "sim", "fail", "--gpu", "0", "BOGUS")
+    assert code == 2 and "unknown NVML error" in err
+
+
+def test_sim_configure_rejects_bad_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"gpu_count": "eight"}')
+    code, _, err = run(capsys, "sim", "configure", str(bad))
+    assert code == 8 and "gpu_count" in err and str(bad) in err

@@ -1,0 +1,169 @@
+"""The Sampler interface, run against both backends on the simulated GPU: the pynvml twin is the oracle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from gpuprof.sampler import BACKENDS, SamplerConfig, open_sampler
+from gpuprof.sampler.backend import Sampler
+from gpuprof.sampler.energy import energy_window, integrate_power
+from gpuprof.sampler.errors import DeviceNotFound, NvmlLibraryNotFound, UsageError
+from gpuprof.sampler.library import NvmlLibrary, resolve
+from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE, concat
+from gpuprof.sampler.sim import SimulatedNvml, load_config
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def simulated() -> NvmlLibrary:
+    return resolve(simulate=True)
+
+
+@pytest.fixture
+def two_gpus(tmp_path: object, simulated: NvmlLibrary) -> SimulatedNvml:
+    config_file = tmp_path / "two.json"  # type: ignore[operator]
+    config_file.write_text('{"gpu_count": 2}')
+    sim = SimulatedNvml()
+    sim.configure(load_config(str(config_file)))
+    return sim
+
+
+def settle() -> None:
+    """Wait for a load change to reach the sensor: its next 100 ms update, averaged over 25 ms."""
+    time.sleep(0.15)
+
+
+def run_for(sampler: Sampler, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    batches, energies = [], []
+    with sampler:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            s, e = sampler.drain()
+            batches.append(s)
+            energies.append(e)
+    s, e = sampler.drain()
+    return concat([*batches, s], SAMPLE_DTYPE), concat([*energies, e], ENERGY_DTYPE)
+
+
+@pytest.fixture
+def opened(backend: str, simulated: NvmlLibrary) -> Iterator[object]:
+    made: list[Sampler] = []
+
+    def make(**kwargs: object) -> Sampler:
+        sampler = open_sampler(SamplerConfig(**kwargs), simulated, backend=backend)  # type: ignore[arg-type]
+        made.append(sampler)
+        return sampler
+
+    yield make
+    for sampler in made:
+        sampler.close()
+
+
+def test_records_every_gpu_every_tick_in_the_shared_layout(opened: object, two_gpus: SimulatedNvml) -> None:
+    two_gpus.set_utilization(1, 60)
+    settle()
+    sampler = opened(gpus=(0, 1), rate_hz=500)  # type: ignore[operator]
+    samples, energy = run_for(sampler, 0.6)
+    stats = sampler.stats()
+    assert samples.dtype == SAMPLE_DTYPE and energy.dtype == ENERGY_DTYPE
+    assert stats.samples == samples.size == 2 * stats.ticks
+    for gpu in (0, 1):
+        own = samples[samples["gpu"] == gpu]
+        assert np.all(np.diff(own["t_ns"]) > 0)
+        assert np.all(own["missing"] == 0)
+        assert np.all((own["sm_clock_mhz"] >= 345) & (own["sm_clock_mhz"] <= 1980))
+    busy = samples[samples["gpu"] == 1]
+    idle = samples[samples["gpu"] == 0]
+    assert busy["power_mw"].mean() > idle["power_mw"].mean() + 50_000
+    assert np.all(idle["clock_event_reasons"] & 0x1)  # GpuIdle
+    assert set(stats.power_source.values()) == {"instant"}
+    assert sampler.simulated
+
+
+def test_backends_agree_on_the_same_simulated_gpu(simulated: NvmlLibrary) -> None:
+    SimulatedNvml().set_utilization(0, 100)
+    settle()
+    results = {}
+    for name in BACKENDS:
+        sampler = open_sampler(SamplerConfig(rate_hz=1000), simulated, backend=name)
+        try:
+            samples, _ = run_for(sampler, 0.5)
+        finally:
+            sampler.close()
+        results[name] = samples
+    cython, oracle = results["cython"], results["pynvml"]
+    # The simulated GPU is deterministic under a constant load: same clocks, same power level.
+    assert set(np.unique(cython["sm_clock_mhz"])) == set(np.unique(oracle["sm_clock_mhz"]))
+    assert cython["power_mw"].mean() == pytest.approx(oracle["power_mw"].mean(), rel=0.05)
+    assert np.all(cython["clock_event_reasons"] & 0x4)  # capped by the 700 W power limit
+
+
+def test_integrated_power_tracks_the_energy_counter(opened: object) -> None:
+    SimulatedNvml().set_utilization(0, 80)
+    sampler = opened(rate_hz=1000, energy_rate_hz=20)  # type: ignore[operator]
+    samples, energy = run_for(sampler, 1.5)
+    window = energy_window(samples, energy, gpu=0)
+    assert window.energy_counter_j is not None
+    powered = samples[(samples["missing"] & MISSING_POWER) == 0]
+    same_window = integrate_power(
+        powered["t_ns"], powered["power_mw"] / 1000.0, window.counter_t_start_ns, window.counter_t_end_ns
+    )
+    bound = window.energy_counter_uncertainty_j + window.energy_integrated_uncertainty_j
+    assert abs(same_window - window.energy_counter_j) <= bound
+    assert window.distinct_power_updates >= 12  # ~15 sensor updates at 100 ms
+
+
+def test_energy_counter_read_on_its_own_cadence(opened: object) -> None:
+    SimulatedNvml().set_utilization(0, 50)
+    sampler = opened(rate_hz=1000, energy_rate_hz=10)  # type: ignore[operator]
+    _samples, energy = run_for(sampler, 1.0)
+    assert 6 <= energy.size <= 12
+    assert np.all(energy["nvml_return"] == 0)
+    assert np.all(np.diff(energy["energy_mj"].astype(np.int64)) >= 0)
+    # the ~4 ms counter call must not hold up the fast loop: nearly every 1 kHz tick happened
+    stats = sampler.stats()
+    assert stats.ticks >= 0.9 * 1000 * stats.elapsed_s
+
+
+def test_failing_gpu_does_not_stop_the_others(opened: object, two_gpus: SimulatedNvml) -> None:
+    sampler = opened(gpus=(0, 1), rate_hz=500)  # type: ignore[operator]
+    with sampler:
+        time.sleep(0.2)
+        two_gpus.set_failure(1, 15)  # NVML_ERROR_GPU_IS_LOST
+        time.sleep(0.3)
+    samples, _ = sampler.drain()
+    gpu0, gpu1 = samples[samples["gpu"] == 0], samples[samples["gpu"] == 1]
+    assert gpu0.size == gpu1.size  # the failing GPU keeps its slots, marked missing
+    assert np.all(gpu0["missing"] == 0)
+    assert np.any(gpu1["missing"] & MISSING_POWER)
+    assert sampler.stats().errors[1].get("NVML_ERROR_GPU_IS_LOST", 0) > 0
+    assert not sampler.stats().errors[0]
+
+
+def test_bad_gpu_index_names_the_valid_ones(backend: str, simulated: NvmlLibrary) -> None:
+    with pytest.raises(DeviceNotFound, match=r"GPU 3 not found: valid indices are 0\.\.0"):
+        open_sampler(SamplerConfig(gpus=(3,)), simulated, backend=backend)
+
+
+def test_missing_library_says_how_to_simulate(backend: str) -> None:
+    with pytest.raises(NvmlLibraryNotFound, match="--simulate"):
+        open_sampler(SamplerConfig(), NvmlLibrary("/nonexistent/libnvidia-ml.so.1", False), backend=backend)
+
+
+def test_start_twice_is_refused_and_stop_is_idempotent(opened: object) -> None:
+    sampler = opened()  # type: ignore[operator]
+    sampler.start()
+    with pytest.raises(UsageError):
+        sampler.start()
+    sampler.stop()
+    sampler.stop()
+    assert not sampler.running
