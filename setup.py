@@ -50,6 +50,20 @@ class BuildNative(build_ext):
         return super().get_ext_filename(fullname)
 
 
+def cython_include_path() -> list[str]:
+    """A folder where gpuprof/sampler links to sampler/, so that Cython finds the sampler's .pxd files.
+
+    Cython looks .pxd files up by the module's package path (gpuprof/sampler/_nvml.pxd for
+    ``from ._nvml cimport``, and _native.pxd itself) and knows nothing of package_dir.
+    """
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build", "cython-include")
+    link = os.path.join(root, "gpuprof", "sampler")
+    if not os.path.islink(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.join("..", "..", "..", "sampler"), link)
+    return [root]
+
+
 def cythonized() -> list[Extension]:
     from Cython.Build import cythonize
 
@@ -62,6 +76,7 @@ def cythonized() -> list[Extension]:
     )
     return cythonize(
         [native],
+        include_path=cython_include_path(),
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )
 

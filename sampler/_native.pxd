@@ -1,0 +1,85 @@
+# The native sampler's state: NVML entry points, per-GPU state, shared counters and rings, the extension type.
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+from posix.types cimport pid_t
+
+from ._nvml cimport (
+    nvmlDevice_t,
+    nvmlDeviceGetClockInfo_fn,
+    nvmlDeviceGetCount_v2_fn,
+    nvmlDeviceGetCurrentClocksEventReasons_fn,
+    nvmlDeviceGetFieldValues_fn,
+    nvmlDeviceGetHandleByIndex_v2_fn,
+    nvmlDeviceGetPowerUsage_fn,
+    nvmlDeviceGetTemperature_fn,
+    nvmlDeviceGetTotalEnergyConsumption_fn,
+    nvmlDeviceGetUtilizationRates_fn,
+    nvmlInit_v2_fn,
+    nvmlShutdown_fn,
+)
+from ._ring cimport gp_ring_t
+from ._thread cimport pthread_mutex_t, pthread_t
+
+cdef enum:
+    # Error counts per GPU: NVML codes 1..62 each in their own slot, any other code in the last one.
+    GP_ERROR_SLOTS = 64
+    GP_ERROR_OTHER = 63
+
+# NVML entry points resolved with dlsym when the sampler opens the library.
+cdef struct gp_nvml_t:
+    nvmlInit_v2_fn init
+    nvmlShutdown_fn shutdown
+    nvmlDeviceGetCount_v2_fn get_count
+    nvmlDeviceGetHandleByIndex_v2_fn get_handle
+    nvmlDeviceGetFieldValues_fn get_field_values
+    nvmlDeviceGetPowerUsage_fn get_power_usage
+    nvmlDeviceGetClockInfo_fn get_clock_info
+    nvmlDeviceGetUtilizationRates_fn get_utilization
+    nvmlDeviceGetTemperature_fn get_temperature
+    nvmlDeviceGetCurrentClocksEventReasons_fn get_event_reasons
+    nvmlDeviceGetTotalEnergyConsumption_fn get_total_energy
+
+# One sampled GPU.
+cdef struct gp_gpu_t:
+    nvmlDevice_t handle
+    uint16_t index  # NVML device index, written into every record
+    uint8_t power_source  # GP_POWER_INSTANT or GP_POWER_AVERAGE, chosen at open
+    uint64_t errors[GP_ERROR_SLOTS]  # failed reads by NVML return code; both threads add (atomically)
+
+# Everything the threads touch: plain C memory, so they never need the GIL or a Python object.
+cdef struct gp_state_t:
+    gp_nvml_t nvml
+    gp_gpu_t* gpus
+    int n_gpus
+    int64_t period_ns
+    int64_t spin_ns
+    int64_t energy_period_ns
+    int stop_requested  # set (release) by stop(), polled (acquire) by both threads
+    gp_ring_t samples
+    gp_ring_t energy
+    uint64_t ticks
+    uint64_t samples_written
+    uint64_t deadline_misses
+    uint64_t energy_readings
+    int64_t first_tick_ns  # 0 until the first tick
+    int64_t stopped_ns  # 0 until the fast thread exits
+    int64_t cpu_ns  # CPU time the fast thread used, stored as it exits
+    uint64_t* jitter  # GP_JITTER_BINS counts of |interval - period| in microseconds
+
+
+cdef class NativeSampler:
+    cdef gp_state_t* st
+    cdef void* lib
+    cdef pthread_mutex_t lifecycle  # serialises start/stop/close, which release the GIL to join
+    cdef pthread_t fast_thread
+    cdef pthread_t energy_thread
+    cdef bint fast_joinable
+    cdef bint energy_joinable
+    cdef bint nvml_initialized
+    cdef bint started
+    cdef readonly bint closed
+    cdef pid_t owner_pid
+    cdef readonly tuple gpus
+
+    cdef int spawn(self) noexcept nogil
+    cdef void join_threads(self) noexcept nogil

@@ -1,0 +1,571 @@
+# cython: cdivision=True
+"""Native power sampler: NVML read by pthreads that never take the GIL, into rings drained as numpy arrays."""
+
+import os
+
+import numpy as np
+
+from . import records
+from .errors import DeviceNotFound, NvmlError, NvmlLibraryNotFound, UsageError
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset, strerror
+from posix.dlfcn cimport RTLD_LOCAL, RTLD_NOW, dlclose, dlerror, dlopen, dlsym
+from posix.signal cimport SIG_SETMASK, sigfillset, sigset_t
+from posix.time cimport (
+    CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID, TIMER_ABSTIME, clock_gettime, clock_nanosleep, timespec,
+)
+from posix.types cimport clockid_t
+from posix.unistd cimport getpid
+
+from ._atomic cimport (
+    add_u64, bump_u64, cpu_relax, load_flag, load_i64, load_u64, store_flag, store_i64,
+)
+from ._nvml cimport *
+from ._records cimport *
+from ._ring cimport gp_ring_t, ring_alloc, ring_free, ring_pending, ring_pop, ring_push
+from ._thread cimport (
+    PR_SET_TIMERSLACK, prctl, pthread_create, pthread_getcpuclockid, pthread_join, pthread_setname_np,
+    pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_sigmask,
+)
+
+cdef enum:
+    NS_PER_S = 1000000000
+    # A sleeping thread wakes at least this often to see a stop request (matters for slow rates only).
+    MAX_SLEEP_NS = 10000000
+
+SAMPLE_SIZE = sizeof(gp_sample_t)
+ENERGY_SIZE = sizeof(gp_energy_t)
+
+
+def _layout_errors():
+    """Differences between the C record layouts and records.py's dtypes (empty when they agree)."""
+    cdef gp_sample_t s
+    cdef gp_energy_t e
+    cdef char* sp = <char*>&s
+    cdef char* ep = <char*>&e
+    sample = {
+        "t_ns": <char*>&s.t_ns - sp, "clock_event_reasons": <char*>&s.clock_event_reasons - sp,
+        "power_mw": <char*>&s.power_mw - sp, "sm_clock_mhz": <char*>&s.sm_clock_mhz - sp,
+        "mem_clock_mhz": <char*>&s.mem_clock_mhz - sp, "gpu": <char*>&s.gpu - sp,
+        "missing": <char*>&s.missing - sp, "util_pct": <char*>&s.util_pct - sp,
+        "temp_c": <char*>&s.temp_c - sp, "power_source": <char*>&s.power_source - sp,
+    }
+    energy = {
+        "t_start_ns": <char*>&e.t_start_ns - ep, "t_end_ns": <char*>&e.t_end_ns - ep,
+        "energy_mj": <char*>&e.energy_mj - ep, "gpu": <char*>&e.gpu - ep,
+        "nvml_return": <char*>&e.nvml_return - ep,
+    }
+    problems = []
+    for name, dtype, offsets, size in (
+        ("gp_sample_t", records.SAMPLE_DTYPE, sample, SAMPLE_SIZE),
+        ("gp_energy_t", records.ENERGY_DTYPE, energy, ENERGY_SIZE),
+    ):
+        if dtype.itemsize != size:
+            problems.append(f"{name} is {size} bytes, dtype {dtype.itemsize}")
+        for field, offset in offsets.items():
+            if dtype.fields[field][1] != offset:
+                problems.append(f"{name}.{field} at {offset}, dtype at {dtype.fields[field][1]}")
+    constants = {
+        "MISSING_POWER": GP_MISSING_POWER, "MISSING_SM_CLOCK": GP_MISSING_SM_CLOCK,
+        "MISSING_MEM_CLOCK": GP_MISSING_MEM_CLOCK, "MISSING_UTIL": GP_MISSING_UTIL,
+        "MISSING_TEMP": GP_MISSING_TEMP, "MISSING_REASONS": GP_MISSING_REASONS,
+        "POWER_SOURCE_INSTANT": GP_POWER_INSTANT, "POWER_SOURCE_AVERAGE": GP_POWER_AVERAGE,
+        "JITTER_BINS": GP_JITTER_BINS, "FIELD_POWER_INSTANT": NVML_FI_DEV_POWER_INSTANT,
+    }
+    problems += [f"{k} is {v} in C, {getattr(records, k)} in records.py"
+                 for k, v in constants.items() if getattr(records, k) != v]
+    return problems
+
+
+# The threads memcpy records straight into arrays of these dtypes: a mismatch would corrupt every sample.
+_problems = _layout_errors()
+if _problems:
+    raise ImportError("gpuprof.sampler._native does not match records.py: " + "; ".join(_problems))
+
+
+# ---- Clock and pacing -------------------------------------------------------------------------------------
+
+cdef inline int64_t clock_ns(clockid_t clock) noexcept nogil:
+    """A clock in nanoseconds; -1 when it cannot be read."""
+    cdef timespec ts
+    if clock_gettime(clock, &ts) != 0:
+        return -1
+    return <int64_t>ts.tv_sec * NS_PER_S + ts.tv_nsec
+
+
+cdef inline int64_t now_ns() noexcept nogil:
+    """CLOCK_MONOTONIC in nanoseconds (the clock of time.monotonic_ns)."""
+    return clock_ns(CLOCK_MONOTONIC)
+
+
+cdef int64_t wait_until(int* stop, int64_t deadline, int64_t spin_ns) noexcept nogil:
+    """Sleep until ``deadline - spin_ns``, spin to ``deadline``; the wake time, or -1 on a stop request."""
+    cdef int64_t wake_at = deadline - spin_ns
+    cdef int64_t now, until
+    cdef timespec ts
+    while True:
+        if load_flag(stop):
+            return -1
+        now = now_ns()
+        if now >= wake_at:
+            break
+        until = wake_at if wake_at - now <= MAX_SLEEP_NS else now + MAX_SLEEP_NS
+        ts.tv_sec = until // NS_PER_S
+        ts.tv_nsec = until % NS_PER_S
+        # Absolute deadline: a late wake-up does not shift the phase. EINTR just goes round the loop.
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)
+    if spin_ns > 0:
+        now = now_ns()
+        while now < deadline:
+            cpu_relax()
+            now = now_ns()
+    return now
+
+
+cdef inline int64_t next_free_slot(int64_t deadline, int64_t period, int64_t now,
+                                   uint64_t* missed) noexcept nogil:
+    """The first slot ``deadline + k * period`` still ahead of ``now``; slots skipped added to ``missed``."""
+    cdef int64_t skipped
+    if now <= deadline:
+        return deadline
+    skipped = (now - deadline) // period + 1
+    if missed != NULL:
+        bump_u64(missed, <uint64_t>skipped)
+    return deadline + skipped * period
+
+
+# ---- NVML reads (sampler threads) -------------------------------------------------------------------------
+
+cdef inline int error_slot(nvmlReturn_t code) noexcept nogil:
+    return code if 0 < code < GP_ERROR_OTHER else GP_ERROR_OTHER
+
+
+cdef inline uint16_t failed(gp_gpu_t* gpu, nvmlReturn_t code, uint16_t missing_bit) noexcept nogil:
+    """Count a failed read for its GPU and return the sample's missing bit for it."""
+    add_u64(&gpu.errors[error_slot(code)], 1)
+    return missing_bit
+
+
+cdef inline uint32_t clamp_u32(unsigned long long value) noexcept nogil:
+    return <uint32_t>value if value <= 0xFFFFFFFFULL else 0xFFFFFFFFU
+
+
+cdef nvmlReturn_t read_instant_power(const gp_nvml_t* nvml, nvmlDevice_t handle, uint32_t* mw) noexcept nogil:
+    """Instant power (field 186) in mW; the call's or else the field's own NVML return code."""
+    cdef nvmlFieldValue_t field
+    cdef nvmlReturn_t code
+    memset(&field, 0, sizeof(field))
+    field.fieldId = NVML_FI_DEV_POWER_INSTANT
+    code = nvml.get_field_values(handle, 1, &field)
+    if code != NVML_SUCCESS:
+        return code
+    if field.nvmlReturn != NVML_SUCCESS:
+        return field.nvmlReturn
+    if field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
+        mw[0] = clamp_u32(field.value.ullVal)
+    elif field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG:
+        mw[0] = clamp_u32(field.value.ulVal)
+    elif field.valueType == NVML_VALUE_TYPE_SIGNED_LONG_LONG:
+        mw[0] = clamp_u32(<unsigned long long>field.value.sllVal if field.value.sllVal > 0 else 0)
+    elif field.valueType == NVML_VALUE_TYPE_DOUBLE:
+        mw[0] = clamp_u32(<unsigned long long>field.value.dVal if field.value.dVal > 0 else 0)
+    else:
+        mw[0] = field.value.uiVal
+    return NVML_SUCCESS
+
+
+cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s) noexcept nogil:
+    """One fast-loop sample of ``gpu``: a failed read leaves its value 0 and sets its missing bit."""
+    cdef nvmlReturn_t code
+    cdef unsigned int value = 0
+    cdef unsigned long long reasons = 0
+    cdef nvmlUtilization_t util
+    memset(s, 0, sizeof(gp_sample_t))
+    s.gpu = gpu.index
+    s.power_source = gpu.power_source
+    s.t_ns = now_ns()
+    if gpu.power_source == GP_POWER_INSTANT:
+        code = read_instant_power(nvml, gpu.handle, &s.power_mw)
+    else:
+        code = nvml.get_power_usage(gpu.handle, &value)
+        s.power_mw = value
+    if code != NVML_SUCCESS:
+        s.power_mw = 0
+        s.missing |= failed(gpu, code, GP_MISSING_POWER)
+    code = nvml.get_clock_info(gpu.handle, NVML_CLOCK_SM, &value)
+    if code == NVML_SUCCESS:
+        s.sm_clock_mhz = value
+    else:
+        s.missing |= failed(gpu, code, GP_MISSING_SM_CLOCK)
+    code = nvml.get_clock_info(gpu.handle, NVML_CLOCK_MEM, &value)
+    if code == NVML_SUCCESS:
+        s.mem_clock_mhz = value
+    else:
+        s.missing |= failed(gpu, code, GP_MISSING_MEM_CLOCK)
+    code = nvml.get_utilization(gpu.handle, &util)
+    if code == NVML_SUCCESS:
+        s.util_pct = <uint8_t>(util.gpu if util.gpu < 255 else 255)
+    else:
+        s.missing |= failed(gpu, code, GP_MISSING_UTIL)
+    code = nvml.get_temperature(gpu.handle, NVML_TEMPERATURE_GPU, &value)
+    if code == NVML_SUCCESS:
+        s.temp_c = <uint8_t>(value if value < 255 else 255)
+    else:
+        s.missing |= failed(gpu, code, GP_MISSING_TEMP)
+    code = nvml.get_event_reasons(gpu.handle, &reasons)
+    if code == NVML_SUCCESS:
+        s.clock_event_reasons = reasons
+    else:
+        s.missing |= failed(gpu, code, GP_MISSING_REASONS)
+
+
+cdef void* fast_loop(void* arg) noexcept nogil:
+    """Thread body: each period, one sample per GPU into the sample ring; keeps phase, counts missed slots."""
+    cdef gp_state_t* st = <gp_state_t*>arg
+    cdef int64_t period = st.period_ns
+    cdef int64_t deadline = now_ns()
+    cdef int64_t wake
+    cdef int64_t previous = 0
+    cdef int64_t deviation
+    cdef gp_sample_t sample
+    cdef int i
+    # Default slack lets the kernel defer our wake-up by 50 us; at 10 kHz that is half a period.
+    prctl(PR_SET_TIMERSLACK, <unsigned long>1, <unsigned long>0, <unsigned long>0, <unsigned long>0)
+    while True:
+        wake = wait_until(&st.stop_requested, deadline, st.spin_ns)
+        if wake < 0:
+            break
+        if previous == 0:
+            store_i64(&st.first_tick_ns, wake)
+        else:
+            deviation = wake - previous - period
+            deviation = (-deviation if deviation < 0 else deviation) // 1000
+            bump_u64(&st.jitter[deviation if deviation < GP_JITTER_BINS else GP_JITTER_BINS - 1], 1)
+        previous = wake
+        for i in range(st.n_gpus):
+            read_gpu(&st.nvml, &st.gpus[i], &sample)
+            if ring_push(&st.samples, &sample):
+                bump_u64(&st.samples_written, 1)
+        bump_u64(&st.ticks, 1)
+        # A slot already past when this tick ends is missed: skip it (counted) rather than run late.
+        deadline = next_free_slot(deadline + period, period, now_ns(), &st.deadline_misses)
+    store_i64(&st.stopped_ns, now_ns())
+    store_i64(&st.cpu_ns, clock_ns(CLOCK_THREAD_CPUTIME_ID))
+    return NULL
+
+
+cdef void* energy_loop(void* arg) noexcept nogil:
+    """Thread body: every GPU's energy counter each energy period (a ~4 ms call, kept off the fast loop)."""
+    cdef gp_state_t* st = <gp_state_t*>arg
+    cdef int64_t period = st.energy_period_ns
+    cdef int64_t deadline = now_ns()
+    cdef unsigned long long mj
+    cdef gp_energy_t reading
+    cdef gp_gpu_t* gpu
+    cdef int i
+    while wait_until(&st.stop_requested, deadline, 0) >= 0:
+        for i in range(st.n_gpus):
+            if load_flag(&st.stop_requested):
+                break
+            gpu = &st.gpus[i]
+            memset(&reading, 0, sizeof(reading))
+            mj = 0
+            reading.gpu = gpu.index
+            reading.t_start_ns = now_ns()
+            reading.nvml_return = st.nvml.get_total_energy(gpu.handle, &mj)
+            reading.t_end_ns = now_ns()
+            if reading.nvml_return == NVML_SUCCESS:
+                reading.energy_mj = mj
+            else:
+                add_u64(&gpu.errors[error_slot(reading.nvml_return)], 1)
+            if ring_push(&st.energy, &reading):
+                bump_u64(&st.energy_readings, 1)
+        deadline = next_free_slot(deadline + period, period, now_ns(), NULL)
+    return NULL
+
+
+# ---- Opening NVML (Python thread, with the GIL) -----------------------------------------------------------
+
+cdef void* resolve(void* lib, const char* name) except NULL:
+    """Address of an NVML symbol; NvmlError(NVML_ERROR_FUNCTION_NOT_FOUND) when the library lacks it."""
+    cdef void* address = dlsym(lib, name)
+    if address == NULL:
+        raise NvmlError(NVML_ERROR_FUNCTION_NOT_FOUND, name.decode())
+    return address
+
+
+cdef int resolve_all(gp_nvml_t* nvml, void* lib) except -1:
+    nvml.init = <nvmlInit_v2_fn>resolve(lib, b"nvmlInit_v2")
+    nvml.shutdown = <nvmlShutdown_fn>resolve(lib, b"nvmlShutdown")
+    nvml.get_count = <nvmlDeviceGetCount_v2_fn>resolve(lib, b"nvmlDeviceGetCount_v2")
+    nvml.get_handle = <nvmlDeviceGetHandleByIndex_v2_fn>resolve(lib, b"nvmlDeviceGetHandleByIndex_v2")
+    nvml.get_field_values = <nvmlDeviceGetFieldValues_fn>resolve(lib, b"nvmlDeviceGetFieldValues")
+    nvml.get_power_usage = <nvmlDeviceGetPowerUsage_fn>resolve(lib, b"nvmlDeviceGetPowerUsage")
+    nvml.get_clock_info = <nvmlDeviceGetClockInfo_fn>resolve(lib, b"nvmlDeviceGetClockInfo")
+    nvml.get_utilization = <nvmlDeviceGetUtilizationRates_fn>resolve(lib, b"nvmlDeviceGetUtilizationRates")
+    nvml.get_temperature = <nvmlDeviceGetTemperature_fn>resolve(lib, b"nvmlDeviceGetTemperature")
+    nvml.get_event_reasons = <nvmlDeviceGetCurrentClocksEventReasons_fn>resolve(
+        lib, b"nvmlDeviceGetCurrentClocksEventReasons")
+    nvml.get_total_energy = <nvmlDeviceGetTotalEnergyConsumption_fn>resolve(
+        lib, b"nvmlDeviceGetTotalEnergyConsumption")
+    return 0
+
+
+cdef int open_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, unsigned int index) except -1:
+    """Handle and power source of GPU ``index``: instant power if field 186 reads, else the 1 s average."""
+    cdef nvmlReturn_t code
+    cdef uint32_t mw = 0
+    cdef unsigned int average = 0
+    code = nvml.get_handle(index, &gpu.handle)
+    if code != NVML_SUCCESS:
+        raise NvmlError(code, "nvmlDeviceGetHandleByIndex_v2", index)
+    gpu.index = <uint16_t>index
+    if read_instant_power(nvml, gpu.handle, &mw) == NVML_SUCCESS:
+        gpu.power_source = GP_POWER_INSTANT
+        return 0
+    code = nvml.get_power_usage(gpu.handle, &average)
+    if code != NVML_SUCCESS:
+        raise NvmlError(code, "nvmlDeviceGetPowerUsage", index)
+    gpu.power_source = GP_POWER_AVERAGE
+    return 0
+
+
+cdef object drain_ring(gp_ring_t* ring, dtype):
+    """Pop every pending record of ``ring`` into a new array of ``dtype`` (one memcpy, or two at the wrap)."""
+    cdef uint64_t n = ring_pending(ring)
+    out = np.empty(n, dtype=dtype)
+    cdef uint8_t[::1] raw = out.view(np.uint8)
+    # The GIL makes Python's drainers the ring's one consumer, but the allocation above may have run
+    # Python code (a finalizer) that let another thread drain: recount after the last Python call.
+    n = min(n, ring_pending(ring))
+    if n == 0:
+        return out[:0]
+    ring_pop(ring, &raw[0], n)
+    return out if n == <uint64_t>out.shape[0] else out[:n]
+
+
+def _dlerror_text(path):
+    cdef const char* text = dlerror()
+    reason = text.decode(errors="replace") if text != NULL else "not loadable"
+    prefix = f"{path}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+cdef class NativeSampler:
+    """Samples GPUs through NVML on two native threads (fast loop, energy counter) that never take the GIL."""
+
+    def __cinit__(self, str path, gpus, int64_t period_ns, int64_t spin_ns, int64_t energy_period_ns,
+                  uint64_t sample_capacity, uint64_t energy_capacity):
+        cdef unsigned int count = 0
+        cdef nvmlReturn_t code
+        cdef int i
+        # First, so that __dealloc__ (which runs even when this raises) always finds a valid mutex.
+        pthread_mutex_init(&self.lifecycle, NULL)
+        self.owner_pid = getpid()
+        self.gpus = tuple(int(g) for g in gpus)
+        distinct = len(set(self.gpus)) == len(self.gpus)
+        if not self.gpus or not distinct or any(not 0 <= g < 0xFFFF for g in self.gpus):
+            raise UsageError(f"GPU indices must be distinct and in [0, 65535), got {list(self.gpus)}")
+        if period_ns <= 0 or spin_ns < 0 or energy_period_ns < 0:
+            raise UsageError("the period must be > 0 ns, spin and energy period >= 0 ns")
+        if sample_capacity == 0 or energy_capacity == 0:
+            raise UsageError("ring capacities must be at least one record")
+        self.st = <gp_state_t*>calloc(1, sizeof(gp_state_t))
+        if self.st == NULL:
+            raise MemoryError()
+        self.st.period_ns = period_ns
+        self.st.spin_ns = spin_ns
+        self.st.energy_period_ns = energy_period_ns
+        self.st.n_gpus = len(self.gpus)
+        self.st.gpus = <gp_gpu_t*>calloc(self.st.n_gpus, sizeof(gp_gpu_t))
+        self.st.jitter = <uint64_t*>calloc(GP_JITTER_BINS, sizeof(uint64_t))
+        if self.st.gpus == NULL or self.st.jitter == NULL:
+            raise MemoryError()
+        if (ring_alloc(&self.st.samples, sample_capacity, sizeof(gp_sample_t))
+                or ring_alloc(&self.st.energy, energy_capacity, sizeof(gp_energy_t))):
+            raise MemoryError(f"no memory for rings of {sample_capacity} samples, {energy_capacity} readings")
+
+        self.lib = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
+        if self.lib == NULL:
+            raise NvmlLibraryNotFound(path, _dlerror_text(path))
+        resolve_all(&self.st.nvml, self.lib)
+        code = self.st.nvml.init()
+        if code != NVML_SUCCESS:
+            raise NvmlError(code, "nvmlInit_v2")
+        self.nvml_initialized = True
+        code = self.st.nvml.get_count(&count)
+        if code != NVML_SUCCESS:
+            raise NvmlError(code, "nvmlDeviceGetCount_v2")
+        for index in self.gpus:
+            if index >= count:
+                raise DeviceNotFound(index, count)
+        for i in range(self.st.n_gpus):
+            open_gpu(&self.st.nvml, &self.st.gpus[i], self.gpus[i])
+
+    def __dealloc__(self):
+        # Never free memory a thread still uses: a sampler garbage-collected while running is stopped first.
+        if self.st != NULL:
+            with nogil:
+                self.join_threads()
+            if self.nvml_initialized:
+                self.st.nvml.shutdown()
+            ring_free(&self.st.samples)
+            ring_free(&self.st.energy)
+            free(self.st.gpus)
+            free(self.st.jitter)
+            free(self.st)
+            self.st = NULL
+        # Once NVML was initialised the library stays mapped: a driver may keep threads of its own in it.
+        if self.lib != NULL and not self.nvml_initialized:
+            dlclose(self.lib)
+        pthread_mutex_destroy(&self.lifecycle)
+
+    cdef int spawn(self) noexcept nogil:
+        """Start the threads with every signal blocked (signals are for Python's main thread); errno or 0."""
+        cdef sigset_t all_signals, previous
+        cdef int rc
+        sigfillset(&all_signals)
+        pthread_sigmask(SIG_SETMASK, &all_signals, &previous)
+        rc = pthread_create(&self.fast_thread, NULL, fast_loop, self.st)
+        self.fast_joinable = rc == 0
+        if rc == 0:
+            # Named here, not by the thread itself, so the name is there as soon as start() returns.
+            pthread_setname_np(self.fast_thread, b"gpuprof-fast")  # what top -H and gdb show
+        if rc == 0 and self.st.energy_period_ns > 0:
+            rc = pthread_create(&self.energy_thread, NULL, energy_loop, self.st)
+            self.energy_joinable = rc == 0
+            if rc == 0:
+                pthread_setname_np(self.energy_thread, b"gpuprof-energy")
+        pthread_sigmask(SIG_SETMASK, &previous, NULL)
+        return rc
+
+    cdef void join_threads(self) noexcept nogil:
+        """Ask both threads to stop and wait for them (a forked child has none to wait for)."""
+        if getpid() != self.owner_pid:
+            self.fast_joinable = self.energy_joinable = False
+            return
+        store_flag(&self.st.stop_requested, 1)
+        if self.fast_joinable:
+            pthread_join(self.fast_thread, NULL)
+            self.fast_joinable = False
+        if self.energy_joinable:
+            pthread_join(self.energy_thread, NULL)
+            self.energy_joinable = False
+
+    def start(self):
+        """Start sampling; a sampler runs once (UsageError when started again or closed)."""
+        cdef int rc = 0
+        with nogil:
+            pthread_mutex_lock(&self.lifecycle)
+        try:
+            if self.closed:
+                raise UsageError("sampler is closed")
+            if self.started:
+                raise UsageError("sampler already started; a sampler runs once")
+            self.started = True
+            with nogil:
+                rc = self.spawn()
+                if rc != 0:
+                    self.join_threads()
+            if rc != 0:
+                raise OSError(rc, f"cannot start a sampler thread: {strerror(rc).decode()}")
+        finally:
+            pthread_mutex_unlock(&self.lifecycle)
+
+    def stop(self):
+        """Stop and join the threads, without the GIL; idempotent. Undrained records stay for drain()."""
+        with nogil:
+            pthread_mutex_lock(&self.lifecycle)
+            if self.started:
+                self.join_threads()
+            pthread_mutex_unlock(&self.lifecycle)
+
+    def close(self):
+        """Stop, then shut NVML down; drain() and the statistics still work afterwards."""
+        self.stop()
+        with nogil:
+            pthread_mutex_lock(&self.lifecycle)
+            if self.nvml_initialized and not self.closed:
+                self.st.nvml.shutdown()
+                self.nvml_initialized = False
+            self.closed = True
+            pthread_mutex_unlock(&self.lifecycle)
+
+    @property
+    def running(self):
+        """Whether the sampling threads were started and not yet stopped."""
+        return bool(self.fast_joinable)
+
+    def drain_samples(self):
+        """Samples recorded since the last drain, oldest first, as a SAMPLE_DTYPE array."""
+        return drain_ring(&self.st.samples, records.SAMPLE_DTYPE)
+
+    def drain_energy(self):
+        """Energy-counter readings recorded since the last drain, oldest first, as an ENERGY_DTYPE array."""
+        return drain_ring(&self.st.energy, records.ENERGY_DTYPE)
+
+    def drain(self):
+        """(samples, energy) recorded since the last drain."""
+        return self.drain_samples(), self.drain_energy()
+
+    def counters(self):
+        """Run counters: ticks, samples, deadline misses, overflows, energy readings, elapsed_ns."""
+        cdef gp_state_t* st = self.st
+        cdef int64_t first = load_i64(&st.first_tick_ns)
+        cdef int64_t stopped = load_i64(&st.stopped_ns)
+        cdef int64_t elapsed = 0
+        if first != 0:
+            elapsed = (stopped if stopped != 0 else now_ns()) - first
+        return {
+            "ticks": load_u64(&st.ticks),
+            "samples": load_u64(&st.samples_written),
+            "deadline_misses": load_u64(&st.deadline_misses),
+            "overflows": load_u64(&st.samples.overflows),
+            "energy_readings": load_u64(&st.energy_readings),
+            "energy_overflows": load_u64(&st.energy.overflows),
+            "first_tick_ns": first,
+            "elapsed_ns": elapsed,
+        }
+
+    def cpu_ns(self):
+        """CPU time the fast-loop thread has used (sampler overhead), or None before start()."""
+        cdef clockid_t clock
+        cdef int64_t used = -1
+        with nogil:
+            # Under the lifecycle lock the thread cannot be joined (its id freed) while we read its clock.
+            pthread_mutex_lock(&self.lifecycle)
+            if self.fast_joinable and pthread_getcpuclockid(self.fast_thread, &clock) == 0:
+                used = clock_ns(clock)
+            pthread_mutex_unlock(&self.lifecycle)
+        if used < 0:
+            used = load_i64(&self.st.cpu_ns)
+        return used if self.started else None
+
+    def jitter_histogram(self):
+        """Counts of |tick interval - period| in 1 us bins (records.JITTER_BINS; the last bin is overflow)."""
+        out = np.empty(GP_JITTER_BINS, dtype=np.uint64)
+        cdef uint64_t[::1] view = out
+        cdef Py_ssize_t i
+        for i in range(GP_JITTER_BINS):
+            view[i] = load_u64(&self.st.jitter[i])
+        return out
+
+    def errors(self):
+        """Failed NVML reads per GPU: {gpu: {nvml_return_code: count}} (every GPU, possibly empty)."""
+        cdef int i, slot
+        cdef uint64_t n
+        result = {}
+        for i in range(self.st.n_gpus):
+            codes = {}
+            for slot in range(1, GP_ERROR_SLOTS):
+                n = load_u64(&self.st.gpus[i].errors[slot])
+                if n:
+                    codes[slot if slot != GP_ERROR_OTHER else NVML_ERROR_UNKNOWN] = n
+            result[self.gpus[i]] = codes
+        return result
+
+    def power_sources(self):
+        """Where each GPU's power comes from: {gpu: records.POWER_SOURCE_*}."""
+        return {self.gpus[i]: self.st.gpus[i].power_source for i in range(self.st.n_gpus)}
