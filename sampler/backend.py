@@ -11,6 +11,10 @@ import numpy as np
 from .records import JITTER_BINS
 
 DEFAULT_RATE_HZ = 1000.0
+# Busy-wait before each tick: on the H100 machine (a VM) a thread woken from clock_nanosleep is up to
+# ~100 us late; spinning the last 50 us brought p99 |interval - period| at 1 kHz from 106 us to 36 us
+# for 5% of a core (BENCHMARKS.md). 0 sleeps all the way.
+DEFAULT_SPIN_US = 50
 DEFAULT_ENERGY_RATE_HZ = 10.0
 MAX_RATE_HZ = 100_000.0
 MAX_ENERGY_RATE_HZ = 200.0
@@ -24,7 +28,7 @@ class SamplerConfig:
     rate_hz: float = DEFAULT_RATE_HZ
     energy_rate_hz: float = DEFAULT_ENERGY_RATE_HZ
     buffer_seconds: float = 60.0  # ring capacity: samples kept between two drains
-    spin_us: int = 0  # busy-wait this long before each deadline instead of sleeping (lower jitter, more CPU)
+    spin_us: int = DEFAULT_SPIN_US  # busy-wait this long before each deadline (lower jitter, more CPU)
 
     def __post_init__(self) -> None:
         from .errors import UsageError

@@ -28,6 +28,8 @@ def _use_library(path: str) -> None:
                 pynvml.nvmlLib = ctypes.CDLL(path)
             except OSError as exc:
                 raise NvmlLibraryNotFound(path, str(exc).split(": ")[-1]) from exc
+            # pynvml caches resolved functions: drop those of the previous library
+            pynvml._nvmlGetFunctionPointer_cache.clear()
             pynvml._gpuprof_path = path
 
 
@@ -206,11 +208,13 @@ class PynvmlSampler:
         self._started_ns = deadline
         previous = 0
         targets = list(enumerate(zip(self.config.gpus, self._handles, strict=True)))
+        spin_ns = self.config.spin_us * 1000
         while not self._stop.is_set():
             now = time.monotonic_ns()
-            if now < deadline:
-                time.sleep((deadline - now) / 1e9)
-                now = time.monotonic_ns()
+            if now < deadline - spin_ns:
+                time.sleep((deadline - spin_ns - now) / 1e9)
+            while (now := time.monotonic_ns()) < deadline:
+                pass  # the last spin_us busy-waited, as the native sampler does
             if previous:
                 deviation_us = abs(now - previous - period) // 1000
                 self._histogram[min(deviation_us, records.JITTER_BINS - 1)] += 1

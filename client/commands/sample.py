@@ -8,7 +8,7 @@ import sys
 import click
 
 from gpuprof.sampler import BACKENDS, Sampler, SamplerConfig, open_sampler
-from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, DEFAULT_RATE_HZ
+from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, DEFAULT_RATE_HZ, DEFAULT_SPIN_US
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.recording import record
 from gpuprof.sampler.summary import summarize
@@ -45,7 +45,11 @@ def _progress(trace: Trace, elapsed: float, seconds: float | None) -> None:
 @click.option("--simulate", is_flag=True, help="Sample gpuprof's simulated GPU instead of the NVIDIA driver.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="cython", show_default=True, help="Sampler.")
 @click.option(
-    "--spin-us", type=int, default=0, show_default=True, help="Busy-wait before each tick (less jitter)."
+    "--spin-us",
+    type=int,
+    default=DEFAULT_SPIN_US,
+    show_default=True,
+    help="Busy-wait this long before each tick: less timing jitter for more CPU (0 sleeps all the way).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def sample(
