@@ -381,7 +381,7 @@ CAPTURE_COLUMNS = (
 
 
 def section_capture(
-    lib: NvmlLibrary, gpus: tuple[int, ...], scale: float, spin_us: int = 0
+    lib: NvmlLibrary, gpus: tuple[int, ...], scale: float, spin_us: int = DEFAULT_SPIN_US
 ) -> dict[str, Any]:
     """At 1 kHz under load, how many instant-power sensor updates each backend sees and how late."""
     out: dict[str, Any] = {"capture": {}}
@@ -544,7 +544,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds-scale", type=float, default=1.0, help="multiply every duration")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument(
-        "--spin-us", type=int, default=0, help="samplers' spin before each tick (jitter, capture)"
+        "--spin-us",
+        type=int,
+        default=DEFAULT_SPIN_US,
+        help="samplers' spin before each tick (jitter, capture)",
     )
     return parser.parse_args(argv)
 

@@ -88,7 +88,8 @@ def samples_frame(samples: np.ndarray) -> pd.DataFrame:
                 samples["clock_event_reasons"], missing, MISSING_REASONS, "UInt64"
             ),
             "power_source": pd.Categorical.from_codes(
-                samples["power_source"].astype(np.int8), categories=pd.Index(list(POWER_SOURCE_NAMES.values()))
+                samples["power_source"].astype(np.int8),
+                categories=pd.Index(list(POWER_SOURCE_NAMES.values())),
             ),
         },
         columns=SAMPLE_COLUMNS,
