@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.sampler.command import run_command
 
 from .commands.sample import sample
 from .commands.sim import sim
@@ -34,20 +34,7 @@ cli.add_command(sim)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a GpuprofError becomes ``gpuprof: error: ...`` on stderr and its exit code."""
-    try:
-        cli.main(args=argv, prog_name="gpuprof", standalone_mode=False)
-    except GpuprofError as exc:
-        click.echo(f"gpuprof: error: {exc}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("gpuprof: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    return 0
+    return run_command(cli, argv, "gpuprof")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from gpuprof.sampler.command import run_command
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gpuprof", prog_name="gpuprofd")
@@ -15,14 +17,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon's command line."""
-    try:
-        cli.main(args=argv, prog_name="gpuprofd", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    return 0
+    return run_command(cli, argv, "gpuprofd")
 
 
 if __name__ == "__main__":

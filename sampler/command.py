@@ -1,0 +1,25 @@
+"""Running a click command line the gpuprof way: a GpuprofError is one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import click
+
+from .errors import GpuprofError
+
+
+def run_command(group: click.Command, argv: list[str] | None, prog_name: str) -> int:
+    """Run ``group`` on ``argv``; return the exit code instead of raising or printing a traceback."""
+    try:
+        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except GpuprofError as exc:
+        click.echo(f"{prog_name}: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo(f"{prog_name}: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    return 0
