@@ -5,9 +5,10 @@ The rules (docs/measurement.md explains them):
 * Integrated power holds each power reading until the next one (the sensor reports a step function) and
   sums over the window. Its uncertainty combines the sampling error of the mean (the H100 sensor observes
   only ~25 ms of every ~100 ms) with the staleness of the value at each edge (one sensor update period).
-* The counter's energy is the difference between the first and the last reading inside the window, over
-  the window those two readings span. A reading reflects the counter's last update, up to one update
-  period before it was read, so each edge is uncertain by that period at the window's mean power.
+* The counter's energy is the difference between the first and the last reading inside the window,
+  extended to the whole window at the mean power those two readings give. A reading reflects the
+  counter's last update, up to one update period before it was read, so each edge is uncertain by that
+  period; the extension is bounded by the uncovered time at the mean power.
 """
 
 from __future__ import annotations
@@ -124,16 +125,20 @@ def energy_window(
         t0 = int(own["t_ns"][0]) if own.size else 0
     if t1 is None:
         t1 = int(own["t_ns"][-1]) if own.size else 0
+    all_powered = own[(own["missing"] & MISSING_POWER) == 0]
+    held = all_powered[all_powered["t_ns"] < t0][-1:]  # its value still holds at t0
     own = own[(own["t_ns"] >= t0) & (own["t_ns"] <= t1)]
     powered = own[(own["missing"] & MISSING_POWER) == 0]
     t_ns = powered["t_ns"].astype(np.int64)
     power_w = powered["power_mw"].astype(np.float64) / 1000.0
+    hold_t = np.concatenate([held["t_ns"].astype(np.int64), t_ns])
+    hold_w = np.concatenate([held["power_mw"].astype(np.float64) / 1000.0, power_w])
     clocked = own[(own["missing"] & MISSING_SM_CLOCK) == 0]["sm_clock_mhz"]
     duration_s = (t1 - t0) / 1e9
     mean = peak = integrated = integrated_err = None
     updates = _update_count(power_w)
     if power_w.size:
-        integrated = integrate_power(t_ns, power_w, t0, t1)
+        integrated = integrate_power(hold_t, hold_w, t0, t1)
         mean = integrated / duration_s if duration_s > 0 else float(power_w.mean())
         peak = float(power_w.max())
         per_update = power_w[np.flatnonzero(np.diff(power_w, prepend=np.nan))]
@@ -144,9 +149,13 @@ def energy_window(
     counter = counter_delta(energy, gpu, t0, t1)
     counter_j = counter_err = c0 = c1 = None
     if counter is not None:
-        counter_j, c0, c1 = counter
-        counter_mean = counter_j / ((c1 - c0) / 1e9) if c1 > c0 else 0.0
-        counter_err = abs(counter_mean) * SENSOR_UPDATE_S + 2 * COUNTER_RESOLUTION_J
+        raw_j, c0, c1 = counter
+        counter_mean = raw_j / ((c1 - c0) / 1e9) if c1 > c0 else 0.0
+        # The readings span less than the window: extend at the counter's own mean power, and widen the
+        # bound by the whole uncovered time (its power could have been anywhere from 0 to twice the mean).
+        uncovered_s = max(0, (c0 - t0) + (t1 - c1)) / 1e9
+        counter_j = raw_j + counter_mean * uncovered_s
+        counter_err = abs(counter_mean) * (SENSOR_UPDATE_S + uncovered_s) + 2 * COUNTER_RESOLUTION_J
     source = int(own["power_source"][0]) if own.size else 0
     reasons = int(np.bitwise_or.reduce(own["clock_event_reasons"])) if own.size else 0
     return EnergyWindow(

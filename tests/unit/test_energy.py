@@ -87,3 +87,18 @@ def test_reason_names() -> None:
     assert reason_names(0x5) == ["gpu_idle", "sw_power_cap"]
     assert reason_names(0) == []
     assert reason_names(0x1000) == ["0x1000"]
+
+
+def test_the_reading_before_a_window_holds_at_its_start() -> None:
+    samples = make_samples([100.0] * 3, period_ms=10.0)  # readings at 0, 10, 20 ms
+    window = energy_window(samples, np.zeros(0, ENERGY_DTYPE), gpu=0, t0=5 * MS, t1=20 * MS)
+    assert window.energy_integrated_j == pytest.approx(100.0 * 0.015)
+
+
+def test_counter_is_extended_over_the_uncovered_edges_with_a_wider_bound() -> None:
+    samples = make_samples([250.0] * 2001)
+    # readings 100 ms inside each edge: they span 1.8 s of the 2 s window
+    energy = make_energy([100, 1900], [0, 450_000])
+    window = energy_window(samples, energy, gpu=0, t0=0, t1=2000 * MS)
+    assert window.energy_counter_j == pytest.approx(500.0)
+    assert window.energy_counter_uncertainty_j == pytest.approx(250.0 * (0.1 + 0.2) + 0.002)

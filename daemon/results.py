@@ -1,0 +1,127 @@
+"""A job's energy result: the figures of ``energy_window`` for the whole job and for each phase window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from gpuprof.sampler.energy import SENSOR_UPDATE_S, energy_window
+
+RESULT_VERSION = 1
+
+# The EnergyWindow figures a result carries, for the job and for each window, under these names.
+FIGURES = (
+    "energy_counter_j",
+    "energy_counter_uncertainty_j",
+    "energy_integrated_j",
+    "energy_integrated_uncertainty_j",
+    "duration_s",
+    "mean_power_w",
+    "peak_power_w",
+    "sm_clock_min_mhz",
+    "sm_clock_median_mhz",
+    "sm_clock_max_mhz",
+    "clock_event_reasons",
+    "power_source",
+    "samples",
+    "distinct_power_updates",
+    "counter_t_start_ns",
+    "counter_t_end_ns",
+    "shorter_than_sensor_update",
+    "energy_integrated_method",
+    "energy_counter_method",
+)
+
+Plain = str | int | float | bool | None | list["Plain"] | dict[str, "Plain"]
+
+
+class PhaseWindowLike(Protocol):
+    """What a result needs of a phase window (``daemon.markers.PhaseWindow`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def t_start_ns(self) -> int: ...
+
+    @property
+    def t_end_ns(self) -> int: ...
+
+    @property
+    def attrs(self) -> Mapping[str, object]: ...
+
+
+def plain(value: object, where: str = "value") -> Plain:
+    """``value`` as msgpack- and JSON-ready built-ins; a non-finite float becomes None."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic):
+        return plain(value.item(), where)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist(), where)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where} is a {type(value).__name__}, which a result cannot carry")
+
+
+def window_figures(
+    samples: np.ndarray, energy: np.ndarray, gpu: int, t_start_ns: int, t_end_ns: int
+) -> dict[str, Any]:
+    """The result figures of ``gpu`` over [t_start_ns, t_end_ns]."""
+    if t_end_ns < t_start_ns:
+        raise ValueError(f"window ends ({t_end_ns} ns) before it starts ({t_start_ns} ns)")
+    figures = energy_window(samples, energy, gpu, int(t_start_ns), int(t_end_ns)).as_dict()
+    return {name: plain(figures[name], name) for name in FIGURES}
+
+
+def job_result(
+    samples: np.ndarray,
+    energy: np.ndarray,
+    gpu: int,
+    t_start_ns: int,
+    t_end_ns: int,
+    windows: Sequence[PhaseWindowLike],
+    simulated: bool,
+) -> dict[str, Any]:
+    """A job's result: its figures over [t_start_ns, t_end_ns] and those of each phase window, on ``gpu``.
+
+    Times are CLOCK_MONOTONIC ns, as in the trace. Only built-in types: the result goes into msgpack
+    replies and the job store's JSON as is.
+    """
+    result: dict[str, Any] = {
+        "result_version": RESULT_VERSION,
+        "gpu": int(gpu),
+        "t_start_ns": int(t_start_ns),
+        "t_end_ns": int(t_end_ns),
+        "simulated": bool(simulated),
+        "sensor_update_s": SENSOR_UPDATE_S,
+    }
+    result.update(window_figures(samples, energy, gpu, t_start_ns, t_end_ns))
+    out_windows: list[Plain] = []
+    for window in windows:
+        try:
+            figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns)
+        except ValueError as exc:
+            raise ValueError(f"phase window {window.name!r}: {exc}") from exc
+        out_windows.append(
+            {
+                "name": str(window.name),
+                "t_start_ns": int(window.t_start_ns),
+                "t_end_ns": int(window.t_end_ns),
+                "attrs": plain(dict(window.attrs or {}), f"window {window.name!r} attrs"),
+                **figures,
+            }
+        )
+    result["windows"] = out_windows
+    return result
