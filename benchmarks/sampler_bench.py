@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.simulate:
         simulate_node(max(args.gpus) + 1)
     lib, gpus = resolve(simulate=args.simulate), tuple(args.gpus)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     result: dict[str, Any] = {
         "simulated": lib.simulated,
         "device": device_info(lib, gpus),

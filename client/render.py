@@ -49,11 +49,12 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"peak {_fmt(gpu['peak_power_w'], 'W')}; "
             f"{gpu['distinct_power_updates']:,} distinct sensor updates",
             f"    energy, integrated power  {integrated}  over {gpu['duration_s']:.3f} s",
-            f"    energy, counter           {counter}"
+            f"    energy, counter           {counter}  over {gpu['duration_s']:.3f} s"
             + (
-                f"  over {(gpu['counter_t_end_ns'] - gpu['counter_t_start_ns']) / 1e9:.3f} s"
+                f" (readings span {(gpu['counter_t_end_ns'] - gpu['counter_t_start_ns']) / 1e9:.3f} s; "
+                "the rest extended at their mean power)"
                 if gpu["counter_t_start_ns"] is not None
-                else "  (fewer than two counter readings)"
+                else " (fewer than two counter readings)"
             ),
             f"    SM clock {clocks} (median {_fmt(gpu['sm_clock_median_mhz'], 'MHz', 0)}); "
             f"clock-event reasons: {reasons}",

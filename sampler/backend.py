@@ -17,6 +17,7 @@ DEFAULT_RATE_HZ = 1000.0
 DEFAULT_SPIN_US = 50
 DEFAULT_ENERGY_RATE_HZ = 10.0
 MAX_RATE_HZ = 100_000.0
+MIN_RATE_HZ = 0.1
 MAX_ENERGY_RATE_HZ = 200.0
 
 
@@ -39,11 +40,13 @@ class SamplerConfig:
             raise UsageError(f"GPU indices repeat: {list(self.gpus)}")
         if any(g < 0 for g in self.gpus):
             raise UsageError(f"GPU indices must be >= 0, got {list(self.gpus)}")
-        if not (0 < self.rate_hz <= MAX_RATE_HZ):
-            raise UsageError(f"sampling rate must be in (0, {MAX_RATE_HZ:g}] Hz, got {self.rate_hz:g}")
-        if not (0 <= self.energy_rate_hz <= MAX_ENERGY_RATE_HZ):
+        if not (MIN_RATE_HZ <= self.rate_hz <= MAX_RATE_HZ):
             raise UsageError(
-                f"energy-counter rate must be in [0, {MAX_ENERGY_RATE_HZ:g}] Hz (0 turns it off), "
+                f"sampling rate must be in [{MIN_RATE_HZ:g}, {MAX_RATE_HZ:g}] Hz, got {self.rate_hz:g}"
+            )
+        if not (self.energy_rate_hz == 0 or MIN_RATE_HZ <= self.energy_rate_hz <= MAX_ENERGY_RATE_HZ):
+            raise UsageError(
+                f"energy-counter rate must be 0 (off) or in [{MIN_RATE_HZ:g}, {MAX_ENERGY_RATE_HZ:g}] Hz, "
                 f"got {self.energy_rate_hz:g}"
             )
         if not (0 < self.buffer_seconds <= 3600):

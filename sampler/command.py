@@ -10,7 +10,7 @@ from .errors import GpuprofError
 def run_command(group: click.Command, argv: list[str] | None, prog_name: str) -> int:
     """Run ``group`` on ``argv``; return the exit code instead of raising or printing a traceback."""
     try:
-        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        returned = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except GpuprofError as exc:
         click.echo(f"{prog_name}: error: {exc}", err=True)
         return exc.exit_code
@@ -22,4 +22,4 @@ def run_command(group: click.Command, argv: list[str] | None, prog_name: str) ->
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    return 0
+    return returned if isinstance(returned, int) else 0  # ctx.exit(n) comes back as n

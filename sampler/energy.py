@@ -21,6 +21,9 @@ import numpy as np
 from .records import MISSING_POWER, MISSING_SM_CLOCK, POWER_SOURCE_NAMES
 
 SENSOR_UPDATE_S = 0.100  # instant power and energy counter refresh period (NVML_FACTS.md, H100)
+# How far a power reading can lag what it describes, by source: the instant field averages ~25 ms and
+# refreshes every ~100 ms; nvmlDeviceGetPowerUsage is a 1 s average on Ampere and newer.
+POWER_LAG_S = {"instant": SENSOR_UPDATE_S, "average_1s": 1.0}
 COUNTER_RESOLUTION_J = 0.001
 
 CLOCK_EVENT_REASONS = {
@@ -75,14 +78,16 @@ class EnergyWindow:
     @property
     def shorter_than_sensor_update(self) -> bool:
         """True when the window is shorter than one power-sensor update: its energy is unreliable."""
-        return self.duration_s < SENSOR_UPDATE_S
+        return self.duration_s < POWER_LAG_S.get(self.power_source, SENSOR_UPDATE_S)
 
     def as_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["duration_s"] = self.duration_s
         out["shorter_than_sensor_update"] = self.shorter_than_sensor_update
         out["energy_integrated_method"] = f"integrated {self.power_source} power (sample and hold)"
-        out["energy_counter_method"] = "nvmlDeviceGetTotalEnergyConsumption difference"
+        out["energy_counter_method"] = (
+            "nvmlDeviceGetTotalEnergyConsumption difference, extended to the window at its mean power"
+        )
         return out
 
 
@@ -144,7 +149,7 @@ def energy_window(
         per_update = power_w[np.flatnonzero(np.diff(power_w, prepend=np.nan))]
         spread = float(per_update.std(ddof=1)) if per_update.size > 1 else 0.0
         statistical = duration_s * spread / math.sqrt(max(per_update.size, 1))
-        edges = abs(mean) * SENSOR_UPDATE_S
+        edges = abs(mean) * POWER_LAG_S.get(POWER_SOURCE_NAMES.get(int(powered["power_source"][0]), ""), 1.0)
         integrated_err = math.hypot(statistical, edges)
     counter = counter_delta(energy, gpu, t0, t1)
     counter_j = counter_err = c0 = c1 = None

@@ -80,14 +80,20 @@ class PynvmlSampler:
         self._initialized = True
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        count = pynvml.nvmlDeviceGetCount()
-        for gpu in config.gpus:
-            if gpu >= count:
-                self.close()
-                raise DeviceNotFound(gpu, count)
-        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(g) for g in config.gpus]
-        pairs = zip(config.gpus, self._handles, strict=True)
-        self._sources = [self._probe_power_source(gpu, handle) for gpu, handle in pairs]
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            for gpu in config.gpus:
+                if gpu >= count:
+                    raise DeviceNotFound(gpu, count)
+            self._handles = [self._handle(gpu) for gpu in config.gpus]
+            pairs = zip(config.gpus, self._handles, strict=True)
+            self._sources = [self._probe_power_source(gpu, handle) for gpu, handle in pairs]
+        except pynvml.NVMLError as exc:
+            self.close()
+            raise NvmlError(_code(exc), "nvmlDeviceGetCount") from exc
+        except Exception:
+            self.close()
+            raise
         self._samples = _Ring(records.SAMPLE_DTYPE, config.sample_capacity)
         self._energy = _Ring(records.ENERGY_DTYPE, config.energy_capacity)
         self._errors: dict[int, Counter[int]] = {g: Counter() for g in config.gpus}
@@ -97,6 +103,13 @@ class PynvmlSampler:
         self._started_ns = 0
         self._stopped_ns = 0
         self._cpu_ns = 0
+
+    @staticmethod
+    def _handle(gpu: int) -> Any:
+        try:
+            return pynvml.nvmlDeviceGetHandleByIndex(gpu)
+        except pynvml.NVMLError as exc:
+            raise NvmlError(_code(exc), "nvmlDeviceGetHandleByIndex", gpu) from exc
 
     def _probe_power_source(self, gpu: int, handle: Any) -> int:
         try:
@@ -130,6 +143,8 @@ class PynvmlSampler:
             thread.start()
 
     def stop(self) -> None:
+        if not self._threads:
+            return  # never started: nothing to stop, and a later start() still works
         self._stop.set()
         for thread in self._threads:
             thread.join()

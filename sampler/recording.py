@@ -8,7 +8,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
+
 from .backend import Sampler, SamplerStats
+from .records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from .trace import Trace
 
 DRAIN_INTERVAL_S = 0.2
@@ -44,11 +47,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def record(
     sampler: Sampler,
     seconds: float | None,
-    progress: Callable[[Trace, float], None] | None = None,
+    progress: Callable[[np.ndarray, int, float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Recording:
-    """Sample for ``seconds`` (None: until Ctrl-C or SIGTERM); Ctrl-C keeps what was recorded so far."""
+    """Sample for ``seconds`` (None: until Ctrl-C or SIGTERM); Ctrl-C keeps what was recorded so far.
+
+    ``progress(latest_batch, samples_so_far, elapsed_s)`` is called after every drain.
+    """
     trace = Trace(
         monotonic_anchor_ns=time.monotonic_ns(),
         wall_anchor_ns=time.time_ns(),
@@ -56,6 +62,18 @@ def record(
         metadata={"library": sampler.library_path, "rate_hz": sampler.config.rate_hz},
     )
     interrupted = False
+    batches: list[np.ndarray] = []
+    readings: list[np.ndarray] = []
+    count = 0
+
+    def take() -> np.ndarray:
+        nonlocal count
+        samples, energy = sampler.drain()
+        batches.append(samples)
+        readings.append(energy)
+        count += samples.size
+        return samples
+
     started = clock()
     with _sigterm_as_interrupt():
         try:
@@ -63,14 +81,17 @@ def record(
             while seconds is None or clock() - started < seconds:
                 left = DRAIN_INTERVAL_S if seconds is None else seconds - (clock() - started)
                 sleep(max(0.0, min(DRAIN_INTERVAL_S, left)))
-                trace.extend(*sampler.drain())
+                latest = take()
                 if progress is not None:
-                    progress(trace, clock() - started)
+                    progress(latest, count, clock() - started)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             sampler.stop()
-            trace.extend(*sampler.drain())
+            take()
+    # joined once: appending to one growing array every drain would be quadratic in the recording's length
+    trace.samples = concat(batches, SAMPLE_DTYPE)
+    trace.energy = concat(readings, ENERGY_DTYPE)
     stats = sampler.stats()
     trace.metadata["stats"] = stats.as_dict()
     trace.metadata["interrupted"] = interrupted

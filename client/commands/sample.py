@@ -6,24 +6,23 @@ import json
 import sys
 
 import click
+import numpy as np
 
 from gpuprof.sampler import BACKENDS, Sampler, SamplerConfig, open_sampler
 from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, DEFAULT_RATE_HZ, DEFAULT_SPIN_US
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.recording import record
 from gpuprof.sampler.summary import summarize
-from gpuprof.sampler.trace import Trace, check_writable, output_paths, write_trace
+from gpuprof.sampler.trace import check_writable, output_paths, write_trace
 
 from ..render import render_summary
 
 
-def _progress(trace: Trace, elapsed: float, seconds: float | None) -> None:
-    latest = {int(s["gpu"]): s["power_mw"] / 1000 for s in trace.samples[-64:]}
+def _progress(batch: np.ndarray, count: int, elapsed: float, seconds: float | None) -> None:
+    latest = {int(s["gpu"]): s["power_mw"] / 1000 for s in batch[-64:]}
     powers = "  ".join(f"GPU{gpu} {watts:6.1f} W" for gpu, watts in sorted(latest.items()))
     total = f"/{seconds:.0f}" if seconds is not None else ""
-    click.echo(
-        f"\r  {elapsed:6.1f}{total} s  {trace.samples.size:>9,} samples  {powers}   ", nl=False, err=True
-    )
+    click.echo(f"\r  {elapsed:6.1f}{total} s  {count:>9,} samples  {powers}   ", nl=False, err=True)
 
 
 @click.command()
@@ -74,8 +73,8 @@ def sample(
       gpuprof sample --seconds 30 -o run.parquet
       gpuprof sample --gpu 0 --gpu 1 --rate 10000 --seconds 5 -o fast.csv --json
     """
-    if seconds is not None and seconds <= 0:
-        raise click.BadParameter(f"must be > 0, got {seconds:g}", param_hint="--seconds")
+    if seconds is not None and not (0 < seconds < float("inf")):
+        raise click.BadParameter(f"must be a finite number > 0, got {seconds:g}", param_hint="--seconds")
     output_paths(output)
     check_writable(output)
     config = SamplerConfig(gpus=gpus or (0,), rate_hz=rate, energy_rate_hz=energy_rate, spin_us=spin_us)
@@ -97,7 +96,9 @@ def _run(sampler: Sampler, label: str, seconds: float | None, output: str, as_js
             err=True,
         )
     show = sys.stderr.isatty()
-    recording = record(sampler, seconds, progress=(lambda t, e: _progress(t, e, seconds)) if show else None)
+    recording = record(
+        sampler, seconds, progress=(lambda b, n, e: _progress(b, n, e, seconds)) if show else None
+    )
     if show:
         click.echo("", err=True)
     summary = summarize(recording)

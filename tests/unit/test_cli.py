@@ -60,20 +60,30 @@ def test_missing_driver_is_one_line_that_names_the_fix(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("backend", ["cython", "pynvml"])
 @pytest.mark.parametrize(
     ("args", "exit_code", "message"),
     [
         (["--rate", "0"], 2, "sampling rate"),
+        (["--rate", "1e-300"], 2, "sampling rate"),
+        (["--energy-rate", "1e-300"], 2, "energy-counter rate"),
+        (["--seconds", "nan"], 2, "--seconds"),
         (["--rate", "1e12"], 2, "sampling rate"),
         (["--gpu", "7"], 5, "GPU 7 not found"),
         (["--seconds", "-1"], 2, "--seconds"),
     ],
 )
 def test_bad_arguments(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], exit_code: int, message: str
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    args: list[str],
+    exit_code: int,
+    message: str,
+    backend: str,
 ) -> None:
+    target = str(tmp_path / "t.csv")
     code, _, err = run(
-        capsys, "sample", "--simulate", "--seconds", "0.2", *args, "-o", str(tmp_path / "t.csv")
+        capsys, "sample", "--simulate", "--backend", backend, "--seconds", "0.2", *args, "-o", target
     )
     assert code == exit_code
     assert message in err

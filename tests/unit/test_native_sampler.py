@@ -106,9 +106,10 @@ def test_keeps_its_rate_while_a_python_thread_holds_the_gil(make: Make) -> None:
         busy.join()
     stats = sampler.stats()
     assert spins > 100_000  # the GIL really was busy
-    # A GIL-bound Python sampler reaches ~25% here (docs: NVML_FACTS.md); the bound is loose on purpose.
-    assert stats.achieved_rate_hz >= 900
-    assert stats.ticks >= 900
+    # A GIL-bound Python sampler reaches 5-25% here (BENCHMARKS.md); the bound is loose on purpose, so a
+    # busy CI machine does not fail it, while a sampler that needed the GIL would.
+    assert stats.achieved_rate_hz >= 500
+    assert stats.ticks + stats.deadline_misses == pytest.approx(stats.elapsed_s * 1000, rel=0.05, abs=3)
 
 
 def test_full_ring_drops_new_samples_and_counts_them(make: Make) -> None:

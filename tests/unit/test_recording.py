@@ -92,7 +92,7 @@ def test_progress_is_reported_while_recording() -> None:
     record(
         FakeSampler(),
         0.6,
-        progress=lambda trace, elapsed: seen.append(elapsed),
+        progress=lambda batch, count, elapsed: seen.append(elapsed),
         clock=clock,
         sleep=clock.sleep,
     )
