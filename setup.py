@@ -104,6 +104,7 @@ setup(
     },
     packages=[
         "gpuprof.daemon",
+        "gpuprof.daemon.workloads",
         "gpuprof.sampler",
         "gpuprof.client",
         "gpuprof.client.commands",

@@ -1,0 +1,415 @@
+"""Job specs: the YAML a user submits, validated strictly into a JobSpec.
+
+Every error is a JobSpecError whose message names the file, the line and the key path, e.g.
+``job.yaml:7: burn.duty_cycle: must be a number in (0, 1], got 'high'``. Loading is safe (no YAML tag
+can construct a Python object) and bounded in size, nesting and alias expansion. The schema is in
+docs/jobspec.md; each ``workload:`` kind has its own section and reader (``_WORKLOAD_READERS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gpuprof.sampler.errors import JobSpecError
+
+__all__ = [
+    "MAX_SPEC_BYTES",
+    "BurnParams",
+    "JobSpec",
+    "JobSpecKeyError",
+    "WorkloadParams",
+    "load_job_spec",
+    "parse_job_spec",
+]
+
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 16  # mappings and lists inside each other; the schema needs 2
+MAX_VALUES = 10_000  # scalars, mappings and lists after aliases are expanded (stops "billion laughs")
+SUBMITTED_SOURCE = "<submitted spec>"
+DEFAULT_TIMEOUT_S = 3600.0
+MAX_TIMEOUT_S = 7 * 86400.0
+MAX_NAME_CHARS = 128
+MAX_BURN_STEPS = 100_000  # measured periods; each is a marker window the daemon stores
+
+KeyPath = tuple[str | int, ...]
+_REQUIRED: Any = object()  # default of a key that must be given
+_YAML = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "null")}
+_CONSTRUCTOR = SafeConstructor()
+
+
+class JobSpecKeyError(JobSpecError):
+    """A JobSpecError about one key: ``source``, ``line`` (None when unknown), ``key`` and ``problem``."""
+
+    def __init__(self, source: str, line: int | None, key: str, problem: str) -> None:
+        self.source = source
+        self.line = line
+        self.key = key
+        self.problem = problem
+        where = source if line is None else f"{source}:{line}"
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+def _format_path(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
+    return out
+
+
+class _Document:
+    """A spec's plain data and, when it came from YAML, the line of each key path."""
+
+    def __init__(self, data: object, source: str, lines: dict[KeyPath, int] | None = None) -> None:
+        self.data = data
+        self.source = source
+        self.lines = lines or {}
+
+    def error(self, path: KeyPath, problem: str) -> JobSpecKeyError:
+        """An error at ``path``, on its own line or else on the line of its nearest enclosing key."""
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return JobSpecKeyError(self.source, self.lines[path[:end]], _format_path(path), problem)
+        return JobSpecKeyError(self.source, None, _format_path(path), problem)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(low: float, high: float, low_open: bool) -> str:
+    return f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    prefixed = [c for c in choices if len(word) >= 3 and c.startswith(word)]  # "duty" is "duty_cycle"
+    close = prefixed or difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    return "a list" if isinstance(value, list) else repr(value)
+
+
+class _Section:
+    """One mapping of the spec: typed getters for its keys; unknown keys are refused on construction."""
+
+    def __init__(self, doc: _Document, path: KeyPath, data: object, keys: Iterable[str]) -> None:
+        self.doc, self.path, self.keys = doc, path, tuple(keys)
+        if not isinstance(data, dict):
+            raise doc.error(path, f"must be a mapping of keys ({', '.join(self.keys)}), got {_kind_of(data)}")
+        self.data: dict[str, Any] = data
+        for key in data:
+            if not isinstance(key, str):
+                raise doc.error(path, f"keys must be strings, got {key!r}")
+            if key not in self.keys:
+                hint = _did_you_mean(key, self.keys)
+                raise doc.error((*path, key), f"unknown key{hint}; valid keys: {', '.join(self.keys)}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def error(self, key: str, problem: str) -> JobSpecKeyError:
+        return self.doc.error((*self.path, key), problem)
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is _REQUIRED:
+            raise self.error(key, "required key is missing")
+        return default
+
+    def number(self, key: str, default: Any, low: float, high: float, low_open: bool = False) -> float:
+        value = self._get(key, default)
+        ok = _is_number(value) and (low < value if low_open else low <= value) and value <= high
+        if not ok:  # NaN fails the comparisons
+            raise self.error(key, f"must be a number in {_interval(low, high, low_open)}, got {value!r}")
+        return float(value)
+
+    def integer(self, key: str, default: Any, low: int, high: int) -> int:
+        value = self._get(key, default)
+        if not (_is_number(value) and isinstance(value, int) and low <= value <= high):
+            raise self.error(key, f"must be an integer in [{low}, {high}], got {value!r}")
+        return value
+
+    def choice(self, key: str, default: Any, choices: tuple[str, ...]) -> str:
+        value = self._get(key, default)
+        if value not in choices or not isinstance(value, str):
+            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+            options = ", ".join(repr(c) for c in choices)
+            raise self.error(key, f"must be one of {options}, got {value!r}{hint}")
+        return value
+
+    def string(self, key: str, default: Any, max_chars: int) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            quote = "" if isinstance(value, (dict, list)) else " (quote it)"
+            raise self.error(key, f"must be a string, got {_kind_of(value)}{quote}")
+        if not value or len(value) > max_chars or not value.isprintable():
+            raise self.error(key, f"must be 1 to {max_chars} printable characters, got {value!r}")
+        return value
+
+    def section(self, key: str, keys: Iterable[str]) -> _Section:
+        return _Section(self.doc, (*self.path, key), self._get(key, _REQUIRED), keys)
+
+
+# --- workloads ---------------------------------------------------------------------------------------
+
+BURN_KINDS = ("matmul", "memcpy")
+BURN_DTYPES = ("bfloat16", "float16", "float32")
+_BURN_SIZE = {"matmul": (8192, 16, 32768), "memcpy": (1024, 1, 32768)}  # default, min, max
+
+
+@dataclass(frozen=True)
+class BurnParams:
+    """A synthetic load: ``kind`` work for ``seconds`` at ``duty_cycle``, after ``warmup_s``.
+
+    ``size`` is the matrix side for matmul and MiB copied per operation for memcpy; ``dtype`` applies to
+    matmul only.
+    """
+
+    seconds: float
+    duty_cycle: float = 1.0
+    period_s: float = 1.0
+    kind: str = "matmul"
+    size: int = 8192
+    dtype: str = "bfloat16"
+    warmup_s: float = 2.0
+
+    @property
+    def planned_s(self) -> float:
+        """The workload's own running time, loading excluded."""
+        return self.warmup_s + self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+WorkloadParams = BurnParams  # grows into a union as workloads are added (llm, ...)
+
+
+def _read_burn(section: _Section) -> BurnParams:
+    seconds = section.number("seconds", _REQUIRED, 0, 86400, low_open=True)
+    period_s = section.number("period_s", 1.0, 0.01, 3600)
+    if seconds / period_s > MAX_BURN_STEPS:
+        raise section.error(
+            "period_s",
+            f"{period_s:g} s makes {math.ceil(seconds / period_s)} periods in {seconds:g} s; "
+            f"at most {MAX_BURN_STEPS} (use a longer period)",
+        )
+    kind = section.choice("kind", "matmul", BURN_KINDS)
+    default_size, low, high = _BURN_SIZE[kind]
+    return BurnParams(
+        seconds=seconds,
+        duty_cycle=section.number("duty_cycle", 1.0, 0, 1, low_open=True),
+        period_s=period_s,
+        kind=kind,
+        size=section.integer("size", default_size, low, high),
+        dtype=section.choice("dtype", "bfloat16", BURN_DTYPES),
+        warmup_s=section.number("warmup_s", 2.0, 0, 3600),
+    )
+
+
+_WORKLOAD_KEYS: dict[str, tuple[str, ...]] = {
+    "burn": ("seconds", "duty_cycle", "period_s", "kind", "size", "dtype", "warmup_s"),
+}
+_WORKLOAD_READERS: dict[str, Callable[[_Section], WorkloadParams]] = {"burn": _read_burn}
+_COMMON_KEYS = ("name", "gpu", "workload", "timeout_s")
+
+
+# --- the spec ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: what runs (``workload`` and its ``params``), on which GPU, for how long at most.
+
+    ``raw_text`` (the submitted YAML, for the record) and ``source`` do not take part in comparisons.
+    """
+
+    name: str
+    workload: str
+    params: WorkloadParams
+    gpu: int = 0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    raw_text: str = field(default="", compare=False, repr=False)
+    source: str = field(default="<string>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (defaults filled in), for the wire and the worker; see from_dict."""
+        return {
+            "name": self.name,
+            "gpu": self.gpu,
+            "workload": self.workload,
+            "timeout_s": self.timeout_s,
+            self.workload: self.params.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, raw_text: str | None = None) -> JobSpec:
+        """Validates plain data (as to_dict makes) again; errors name ``<submitted spec>`` and the key.
+
+        ``raw_text`` is the YAML to keep for the record; without it, the data is dumped as YAML.
+        """
+        spec = _build(_Document(data, SUBMITTED_SOURCE), raw_text or "")
+        if raw_text is None:
+            spec = dataclasses.replace(spec, raw_text=yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        return spec
+
+
+def _build(doc: _Document, raw_text: str) -> JobSpec:
+    if doc.data is None:
+        raise doc.error((), "the job spec is empty; it needs at least 'workload' and its section")
+    top = _Section(doc, (), doc.data, (*_COMMON_KEYS, *_WORKLOAD_KEYS))
+    kinds = tuple(_WORKLOAD_READERS)
+    workload = top.choice("workload", _REQUIRED, kinds)
+    for other in kinds:
+        if other != workload and top.has(other):
+            raise top.error(other, f"this section is for workload {other!r}, but workload is {workload!r}")
+    if not top.has(workload):
+        raise top.error(workload, f"required section is missing (workload is {workload!r})")
+    params = _WORKLOAD_READERS[workload](top.section(workload, _WORKLOAD_KEYS[workload]))
+    timeout_s = top.number("timeout_s", DEFAULT_TIMEOUT_S, 0, MAX_TIMEOUT_S, low_open=True)
+    if timeout_s <= params.planned_s:
+        given = "" if top.has("timeout_s") else " (the default)"
+        raise top.error(
+            "timeout_s",
+            f"{timeout_s:g} s{given} is not longer than the workload's own running time "
+            f"({params.planned_s:g} s of warmup and measurement)",
+        )
+    stem = Path(doc.source).stem if not doc.source.startswith("<") else "job"
+    return JobSpec(
+        name=top.string("name", stem or "job", MAX_NAME_CHARS),
+        workload=workload,
+        params=params,
+        gpu=top.integer("gpu", 0, 0, 255),
+        timeout_s=timeout_s,
+        raw_text=raw_text,
+        source=doc.source,
+    )
+
+
+# --- YAML with line numbers --------------------------------------------------------------------------
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuses nesting deeper than MAX_DEPTH before composing (PyYAML's composer recurses)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else None
+                    raise JobSpecKeyError(source, line, "", f"nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> JobSpecKeyError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return JobSpecKeyError(source, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")
+
+
+class _Plainer:
+    """Turns a composed YAML node tree into plain data, recording each key's line."""
+
+    def __init__(self, source: str) -> None:
+        self.doc = _Document(None, source, {})
+        self.values = 0
+
+    def plain(self, node: Node, path: KeyPath) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise self.doc.error(path, f"more than {MAX_VALUES} values (are aliases expanding?)")
+        if len(path) > MAX_DEPTH:
+            raise self.doc.error(path[:2], f"nested deeper than {MAX_DEPTH} levels (a recursive alias?)")
+        if isinstance(node, ScalarNode):
+            if node.tag == f"{_YAML}timestamp":  # a date where a string is expected: keep its text
+                return node.value
+            if node.tag not in _SCALAR_TAGS:
+                raise self.doc.error(path, f"unsupported YAML tag {node.tag!r}")
+            return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+        if isinstance(node, SequenceNode) and node.tag == f"{_YAML}seq":
+            out = []
+            for index, item in enumerate(node.value):
+                self.doc.lines[(*path, index)] = item.start_mark.line + 1
+                out.append(self.plain(item, (*path, index)))
+            return out
+        if isinstance(node, MappingNode) and node.tag == f"{_YAML}map":
+            return self._mapping(node, path)
+        raise self.doc.error(path, f"unsupported YAML tag {node.tag!r}")
+
+    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == f"{_YAML}merge":
+                raise JobSpecKeyError(
+                    self.doc.source, line, _format_path(path), "merge keys (<<) are not supported"
+                )
+            key = self.plain(key_node, path) if isinstance(key_node, ScalarNode) else None
+            if not isinstance(key, str):
+                what = _kind_of(key) if isinstance(key_node, ScalarNode) else "a mapping or list"
+                raise JobSpecKeyError(
+                    self.doc.source, line, _format_path(path), f"keys must be strings, got {what}"
+                )
+            if key in out:
+                raise JobSpecKeyError(self.doc.source, line, _format_path((*path, key)), "duplicate key")
+            self.doc.lines[(*path, key)] = line
+            out[key] = self.plain(value_node, (*path, key))
+        return out
+
+
+def _document(text: str, source: str) -> _Document:
+    if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise JobSpecKeyError(source, None, "", f"larger than {MAX_SPEC_BYTES >> 20} MiB")
+    _check_nesting(text, source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
+    plainer = _Plainer(source)
+    if node is not None:
+        plainer.doc.lines[()] = node.start_mark.line + 1
+        plainer.doc.data = plainer.plain(node, ())
+    return plainer.doc
+
+
+def parse_job_spec(text: str, source: str = "<string>") -> JobSpec:
+    """Validates a job spec's YAML text; errors name ``source``, the line and the key."""
+    return _build(_document(text, source), text)
+
+
+def load_job_spec(path: str | os.PathLike[str]) -> JobSpec:
+    """Reads and validates a job spec file (UTF-8 YAML, at most MAX_SPEC_BYTES)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise JobSpecKeyError(str(path), None, "", f"cannot read job spec: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise JobSpecKeyError(str(path), None, "", f"larger than {MAX_SPEC_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise JobSpecKeyError(str(path), line, "", "not UTF-8 text") from None
+    return parse_job_spec(text, str(path))

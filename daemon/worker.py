@@ -1,0 +1,112 @@
+"""A job's worker process: ``python -m gpuprof.daemon.worker`` runs one workload and reports its phases.
+
+Environment (set by the daemon):
+
+- ``GPUPROF_JOB_SPEC``: path of a JSON file holding ``JobSpec.to_dict()``.
+- ``GPUPROF_MARKER_FD``: the inherited AF_UNIX SOCK_SEQPACKET socket to send markers on.
+- ``GPUPROF_SIMULATE=1``: run on simulated GPU ``GPUPROF_SIM_GPU`` (default: the spec's ``gpu``); otherwise
+  the real GPU is cuda:0, the one CUDA_VISIBLE_DEVICES names.
+
+Exit status: 0 done; 1 failed (after a ``fail`` marker with a one-line reason); 2 no usable marker socket
+(nothing could be reported); 143 terminated by SIGTERM (after a ``fail`` marker). Needs no privileges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Mapping
+from types import FrameType
+
+from gpuprof.client.jobspec import MAX_SPEC_BYTES, JobSpec
+from gpuprof.sampler.errors import GpuprofError, JobSpecError
+
+from .markers import MarkerChannelError, MarkerWriter
+from .workloads import GpuTarget, run_workload
+
+WORKER_MODULE = "gpuprof.daemon.worker"
+JOB_SPEC_ENV = "GPUPROF_JOB_SPEC"
+SIMULATE_ENV = "GPUPROF_SIMULATE"
+SIM_GPU_ENV = "GPUPROF_SIM_GPU"
+EXIT_OK, EXIT_FAILED, EXIT_NO_CHANNEL, EXIT_TERMINATED = 0, 1, 2, 128 + signal.SIGTERM
+
+
+class WorkerTerminated(BaseException):
+    """SIGTERM arrived; a BaseException so that workload code catching Exception does not swallow it."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; the cleanup must not be interrupted
+    raise WorkerTerminated
+
+
+def read_spec(path: str | None) -> JobSpec:
+    """The job spec in the JSON file at ``path`` (``JobSpec.to_dict()`` as JSON)."""
+    if not path:
+        raise JobSpecError(f"${JOB_SPEC_ENV} is not set: the worker needs the job spec's JSON file")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise JobSpecError(f"{path}: cannot read the job spec: {exc.strerror}") from None
+    try:
+        if len(data) > MAX_SPEC_BYTES:
+            raise ValueError(f"larger than {MAX_SPEC_BYTES} bytes")
+        plain = json.loads(data)
+    except ValueError as exc:
+        raise JobSpecError(f"{path}: not a JSON job spec: {exc}") from None
+    return JobSpec.from_dict(plain)
+
+
+def gpu_target(spec: JobSpec, environ: Mapping[str, str]) -> GpuTarget:
+    """The GPU the environment gives this worker."""
+    if environ.get(SIMULATE_ENV) != "1":
+        return GpuTarget(simulated=False)
+    index = environ.get(SIM_GPU_ENV, str(spec.gpu))
+    if not index.isdigit():
+        raise GpuprofError(f"${SIM_GPU_ENV} must be a GPU index, got {index!r}")
+    return GpuTarget(simulated=True, sim_index=int(index))
+
+
+def _report(markers: MarkerWriter, reason: str) -> None:
+    try:
+        markers.fail(reason)
+    except GpuprofError as exc:  # the daemon is gone: stderr is all that is left
+        print(f"gpuprof worker: cannot report the failure: {exc}", file=sys.stderr)
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """Runs the job the environment describes; returns the exit status."""
+    env = os.environ if environ is None else environ
+    try:
+        markers = MarkerWriter.from_env(env)
+    except MarkerChannelError as exc:
+        print(f"gpuprof worker: {exc}", file=sys.stderr)
+        return EXIT_NO_CHANNEL
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    with markers:
+        try:
+            spec = read_spec(env.get(JOB_SPEC_ENV))
+            run_workload(spec, markers, gpu_target(spec, env))
+        except WorkerTerminated:
+            _report(markers, "terminated by SIGTERM")
+            return EXIT_TERMINATED
+        except MarkerChannelError as exc:
+            print(f"gpuprof worker: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except GpuprofError as exc:
+            print(f"gpuprof worker: {exc}", file=sys.stderr)
+            _report(markers, str(exc))
+            return EXIT_FAILED
+        except Exception as exc:
+            traceback.print_exc()
+            _report(markers, f"{type(exc).__name__}: {exc}")
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The burn workload: ``kind`` work at a duty cycle, on a real GPU (torch) or on the simulated GPU.
+
+Each period of ``period_s`` is busy for ``duty_cycle * period_s`` and idle for the rest; periods follow a
+fixed schedule from the phase's start, so lateness does not accumulate. Markers: ``load``, ``warmup`` (the
+same on/off pattern, unmarked, so that clocks and temperature settle in the measured regime), ``measure``
+(the whole measured run) and inside it one ``step`` per period, spanning its busy part: the step begins
+before its work starts and ends after the GPU finished it (torch.cuda.synchronize) or, simulated, after the
+utilization went back to 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gpuprof.client.jobspec import BurnParams
+from gpuprof.sampler.errors import DeviceNotFound, GpuprofError
+
+from ..markers import MarkerWriter
+from . import GpuTarget, sigterm_deferred
+
+CHUNK_S = 0.01  # GPU work queued between two clock checks: how late a busy part may end
+MAX_CHUNK_OPS = 10_000
+Clock = Callable[[], int]
+Sleep = Callable[[float], None]
+
+
+class BurnEngine(Protocol):
+    """Makes a GPU busy or idle; ``work_attrs`` describe one operation (for the load marker)."""
+
+    description: str
+    work_attrs: dict[str, Any]
+
+    def busy_until(self, deadline_ns: int) -> int | None:
+        """Keeps the GPU busy until ``deadline_ns`` with its work finished; returns operations done."""
+
+    def idle(self) -> None:
+        """Leaves the GPU idle."""
+
+    def close(self) -> None:
+        """Leaves the GPU idle and releases what the engine holds; safe to call twice."""
+
+
+def sleep_until(deadline_ns: int, clock: Clock, sleep: Sleep) -> None:
+    while (left := deadline_ns - clock()) > 0:
+        sleep(left / 1e9)
+
+
+class SimulatedBurn:
+    """Drives simulated GPU ``index``: utilization 100 % while busy, 0 % otherwise and at the end."""
+
+    def __init__(self, index: int, clock: Clock, sleep: Sleep) -> None:
+        from gpuprof.sampler.sim import SimulatedNvml
+
+        self._sim = SimulatedNvml()
+        gpus = self._sim.status()
+        if index >= len(gpus):
+            raise DeviceNotFound(index, len(gpus))
+        self._index, self._clock, self._sleep = index, clock, sleep
+        self.description = f"simulated GPU {index} ({gpus[index].name})"
+        self.work_attrs: dict[str, Any] = {}
+        self._busy = False
+
+    def busy_until(self, deadline_ns: int) -> int | None:
+        if not self._busy:
+            self._sim.set_utilization(self._index, 100)
+            self._busy = True
+        sleep_until(deadline_ns, self._clock, self._sleep)
+        return None
+
+    def idle(self) -> None:
+        if self._busy:
+            self._sim.set_utilization(self._index, 0)
+            self._busy = False
+
+    def close(self) -> None:
+        self._sim.set_utilization(self._index, 0)
+        self._busy = False
+
+
+class TorchBurn:
+    """Matmuls of ``size``² ``dtype`` matrices, or device-to-device copies of ``size`` MiB, on cuda:0."""
+
+    def __init__(self, params: BurnParams, clock: Clock) -> None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and not visible.strip():  # known without the seconds torch takes to import
+            raise GpuprofError("no CUDA GPU is visible to the worker (CUDA_VISIBLE_DEVICES is empty)")
+        try:
+            torch: Any = importlib.import_module("torch")  # only here: the simulated path never needs it
+        except ImportError as exc:
+            raise GpuprofError(
+                f"the burn workload needs torch on a real GPU ({exc}); install it with "
+                "pip install 'gpuprof[inference]', or run the job on the simulated GPU"
+            ) from None
+        if not torch.cuda.is_available():
+            raise GpuprofError(f"no CUDA GPU is visible to the worker (CUDA_VISIBLE_DEVICES={visible!r})")
+        self._torch, self._clock = torch, clock
+        device = torch.device("cuda:0")
+        if params.kind == "matmul":
+            n = params.size
+            a = torch.randn(n, n, device=device, dtype=getattr(torch, params.dtype))
+            b, out = torch.randn_like(a), torch.empty_like(a)
+            self._op: Callable[[], object] = lambda: torch.matmul(a, b, out=out)
+            self.work_attrs = {"flop_per_op": 2 * n**3}
+        else:
+            nbytes = params.size << 20
+            src = torch.ones(nbytes, device=device, dtype=torch.uint8)
+            dst = torch.empty_like(src)
+            self._op = lambda: dst.copy_(src)
+            self.work_attrs = {"bytes_per_op": nbytes}
+        self.description = str(torch.cuda.get_device_name(0))
+        self._chunk = self._calibrate()
+
+    def _calibrate(self) -> int:
+        """Operations per chunk so that one chunk takes about CHUNK_S (the first calls also warm cuBLAS)."""
+        for _ in range(2):
+            self._op()
+        self._torch.cuda.synchronize()
+        start = self._clock()
+        for _ in range(3):
+            self._op()
+        self._torch.cuda.synchronize()
+        per_op_ns = max(1, (self._clock() - start) // 3)
+        return max(1, min(MAX_CHUNK_OPS, int(CHUNK_S * 1e9) // per_op_ns))
+
+    def busy_until(self, deadline_ns: int) -> int | None:
+        ops = 0
+        while self._clock() < deadline_ns:
+            for _ in range(self._chunk):
+                self._op()
+            self._torch.cuda.synchronize()  # the marker that follows must close finished work
+            ops += self._chunk
+        return ops
+
+    def idle(self) -> None:
+        pass  # busy_until returns with the GPU synchronized: nothing is queued
+
+    def close(self) -> None:
+        self._torch.cuda.synchronize()
+
+
+def open_engine(params: BurnParams, target: GpuTarget, clock: Clock, sleep: Sleep) -> BurnEngine:
+    if target.simulated:
+        return SimulatedBurn(target.sim_index, clock, sleep)
+    return TorchBurn(params, clock)
+
+
+def _cycle(
+    engine: BurnEngine,
+    params: BurnParams,
+    start_ns: int,
+    seconds: float,
+    clock: Clock,
+    sleep: Sleep,
+    markers: MarkerWriter | None,
+) -> tuple[int, int | None]:
+    """Runs the on/off pattern from ``start_ns`` for ``seconds``; returns (periods, operations or None)."""
+    period_ns = round(params.period_s * 1e9)
+    on_ns = round(params.duty_cycle * params.period_s * 1e9)
+    end_ns = start_ns + round(seconds * 1e9)
+    periods, total = 0, None
+    period_start = start_ns
+    while period_start < end_ns:
+        busy_end = min(period_start + on_ns, end_ns)
+        next_start = min(period_start + period_ns, end_ns)
+        if markers:
+            markers.begin("step", index=periods)
+        ops = engine.busy_until(busy_end)
+        if busy_end < next_start:
+            engine.idle()
+        if markers:
+            markers.end("step", index=periods, **({} if ops is None else {"ops": ops}))
+        if ops is not None:
+            total = (total or 0) + ops
+        periods += 1
+        sleep_until(next_start, clock, sleep)
+        period_start += period_ns
+    return periods, total
+
+
+def run(
+    params: BurnParams,
+    markers: MarkerWriter,
+    target: GpuTarget,
+    clock: Clock = time.monotonic_ns,
+    sleep: Sleep = time.sleep,
+) -> None:
+    """Loads the engine, warms up, then runs the measured periods; the GPU is left idle however it ends."""
+    markers.begin("load", workload="burn", kind=params.kind, size=params.size, dtype=params.dtype)
+    engine = open_engine(params, target, clock, sleep)
+    try:
+        markers.end("load", device=engine.description, simulated=target.simulated, **engine.work_attrs)
+        what = f"{params.kind} for {params.seconds:g} s at duty cycle {params.duty_cycle:g}"
+        markers.status(f"burn: {what} on {engine.description}")
+        markers.begin("warmup", seconds=params.warmup_s)
+        _cycle(engine, params, clock(), params.warmup_s, clock, sleep, None)
+        engine.idle()
+        markers.end("warmup")
+        markers.begin(
+            "measure", seconds=params.seconds, duty_cycle=params.duty_cycle, period_s=params.period_s
+        )
+        steps, ops = _cycle(engine, params, clock(), params.seconds, clock, sleep, markers)
+        engine.idle()
+        markers.end("measure", steps=steps, **({} if ops is None else {"ops": ops}))
+    finally:
+        with sigterm_deferred():  # a SIGTERM now must not leave the GPU busy
+            engine.close()
