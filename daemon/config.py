@@ -1,0 +1,97 @@
+"""gpuprofd's configuration: a TOML file, overridden by command-line flags, validated before use."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuprof.sampler.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/gpuprof/gpuprofd.toml"
+DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
+DEFAULT_STATE_DIR = "/var/lib/gpuprof"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything gpuprofd needs to start; every field has a TOML key of the same name."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    pub_endpoint: str = ""  # default: derived from endpoint (NAME-pub.sock, or port + 1 for tcp)
+    state_dir: str = DEFAULT_STATE_DIR
+    simulate: bool = False
+    gpus: tuple[int, ...] = ()  # empty: every GPU NVML reports
+    rate_hz: float = 1000.0
+    energy_rate_hz: float = 10.0
+    history_s: float = 600.0
+    max_message_bytes: int = 1 << 20
+    pub_hwm: int = 1000
+    default_timeout_s: float = 3600.0
+    max_timeout_s: float = 86400.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.endpoint.startswith(("ipc://", "tcp://")), "endpoint must start with ipc:// or tcp://"),
+            (0 < self.rate_hz <= 100_000, "rate_hz must be in (0, 100000]"),
+            (0 <= self.energy_rate_hz <= 200, "energy_rate_hz must be in [0, 200]"),
+            (
+                10 <= self.history_s <= 3600,
+                "history_s must be in [10, 3600] (memory: 48 bytes per GPU-sample)",
+            ),
+            (1024 <= self.max_message_bytes <= 1 << 30, "max_message_bytes must be in [1024, 2**30]"),
+            (1 <= self.pub_hwm <= 1_000_000, "pub_hwm must be in [1, 1000000]"),
+            (
+                0 < self.default_timeout_s <= self.max_timeout_s,
+                "default_timeout_s must be in (0, max_timeout_s]",
+            ),
+            (all(g >= 0 for g in self.gpus), "gpus must be indices >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def publish_endpoint(self) -> str:
+        """Where live samples are published."""
+        if self.pub_endpoint:
+            return self.pub_endpoint
+        if self.endpoint.startswith("ipc://"):
+            path = self.endpoint.removeprefix("ipc://")
+            stem = path[:-5] if path.endswith(".sock") else path
+            return f"ipc://{stem}-pub.sock"
+        host, _, port = self.endpoint.rpartition(":")
+        return f"{host}:{int(port) + 1}"
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
+    """The configuration from ``path`` (skipped when None and the default file is absent) plus overrides."""
+    values: dict[str, Any] = {}
+    file = Path(path or DEFAULT_CONFIG)
+    source = "command line"
+    if path is not None or file.exists():
+        source = str(file)
+        try:
+            values = tomllib.loads(file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from exc
+    known = {f.name: f for f in dataclasses.fields(DaemonConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{file}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+        expected = type(getattr(DaemonConfig(), key))
+        if expected is tuple and isinstance(value, list):
+            values[key] = tuple(value)
+        elif expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+        elif not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+            raise ConfigError(f"{file}: {key} must be {expected.__name__}, got {type(value).__name__}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return DaemonConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc

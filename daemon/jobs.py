@@ -1,0 +1,210 @@
+"""Running jobs: one worker subprocess per job, one job at a time per GPU, FIFO queues, timeouts, cancel."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
+from gpuprof.sampler.trace import Trace
+
+from .markers import Marker, MarkerReader, windows
+from .results import job_result
+from .store import JobRecord, JobStore
+
+KILL_GRACE_S = 5.0
+FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+@dataclass
+class RunningJob:
+    """A job whose worker is running, with what the daemon has gathered for it so far."""
+
+    record: JobRecord
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+    reader: MarkerReader
+    started_mono_ns: int
+    deadline_mono_ns: int
+    samples: list[np.ndarray] = field(default_factory=list)
+    energy: list[np.ndarray] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    stop_reason: tuple[str, str] | None = None  # (final state, reason) once the daemon ended it
+    kill_at_ns: int | None = None
+
+
+class JobRunner:
+    """Starts queued jobs on idle GPUs, feeds them samples, and finishes them with a result."""
+
+    def __init__(self, store: JobStore, state_dir: Path, simulated: bool, publish: Any) -> None:
+        self.store = store
+        self.jobs_dir = state_dir / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.simulated = simulated
+        self.publish = publish  # callable(job_id, kind, body)
+        self.running: dict[int, RunningJob] = {}  # gpu -> job
+
+    def schedule(self, gpus: list[int]) -> None:
+        """Start the oldest queued job on every idle GPU."""
+        for gpu in gpus:
+            if gpu not in self.running:
+                queued = self.store.queued(gpu, limit=1)
+                if queued:
+                    self._start(queued[0])
+
+    def _start(self, record: JobRecord) -> None:
+        job_dir = self.jobs_dir / record.id
+        job_dir.mkdir(exist_ok=True)
+        spec_file = job_dir / "spec.json"
+        spec_file.write_text(json.dumps(record.spec))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env.update(
+            GPUPROF_JOB_SPEC=str(spec_file),
+            GPUPROF_MARKER_FD=str(theirs.fileno()),
+            CUDA_VISIBLE_DEVICES=str(record.gpu),
+            CUDA_DEVICE_ORDER="PCI_BUS_ID",
+        )
+        if self.simulated:
+            env.update(GPUPROF_SIMULATE="1", GPUPROF_SIM_GPU=str(record.gpu))
+        with open(job_dir / "worker.log", "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gpuprof.daemon.worker"],
+                env=env,
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a cancel kills all it started
+                cwd=job_dir,
+            )
+        theirs.close()
+        ours.setblocking(False)
+        now = time.monotonic_ns()
+        timeout_s = float(record.spec.get("timeout_s", 3600))
+        self.running[record.gpu] = RunningJob(
+            record=record,
+            process=process,
+            channel=ours,
+            reader=MarkerReader(ours),
+            started_mono_ns=now,
+            deadline_mono_ns=now + int(timeout_s * 1e9),
+        )
+        self.store.set_state(record.id, "running")
+        self._announce(record.id)
+
+    def feed(self, samples: np.ndarray, energy: np.ndarray) -> None:
+        """Give every running job the samples and counter readings of its GPU."""
+        for gpu, job in self.running.items():
+            job.samples.append(samples[samples["gpu"] == gpu])
+            job.energy.append(energy[energy["gpu"] == gpu])
+
+    def channels(self) -> dict[int, RunningJob]:
+        """Marker sockets to poll, by file descriptor."""
+        return {job.channel.fileno(): job for job in self.running.values()}
+
+    def read_markers(self, job: RunningJob) -> None:
+        """Take the worker's pending markers and publish them."""
+        for marker in job.reader.read_available():
+            job.markers.append(marker)
+            self.publish(
+                job.record.id,
+                "marker",
+                {"kind": marker.kind, "name": marker.name, "t_ns": marker.t_ns, "attrs": marker.attrs},
+            )
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a running job (True), or say it is not running here (False)."""
+        for job in self.running.values():
+            if job.record.id == job_id:
+                self._stop(job, "cancelled", "cancelled by request")
+                return True
+        return False
+
+    def _stop(self, job: RunningJob, state: str, reason: str) -> None:
+        if job.stop_reason is None:
+            job.stop_reason = (state, reason)
+            self._signal(job, signal.SIGTERM)
+            job.kill_at_ns = time.monotonic_ns() + int(KILL_GRACE_S * 1e9)
+
+    @staticmethod
+    def _signal(job: RunningJob, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it already exited
+            os.killpg(job.process.pid, signum)
+
+    def check(self) -> None:
+        """Finish jobs whose worker exited; enforce timeouts and kill stragglers."""
+        now = time.monotonic_ns()
+        for gpu, job in list(self.running.items()):
+            if job.process.poll() is not None:
+                self.read_markers(job)
+                self._finish(gpu, job)
+            elif job.kill_at_ns is not None and now >= job.kill_at_ns:
+                self._signal(job, signal.SIGKILL)
+            elif now >= job.deadline_mono_ns:
+                timeout = (job.deadline_mono_ns - job.started_mono_ns) / 1e9
+                self._stop(job, "failed", f"timed out after {timeout:g} s (the job's timeout_s)")
+
+    def _finish(self, gpu: int, job: RunningJob) -> None:
+        del self.running[gpu]
+        job.channel.close()
+        end_ns = time.monotonic_ns()
+        code = job.process.returncode
+        failures = [m for m in job.markers if m.kind == "fail"]
+        if job.stop_reason is not None:
+            state, reason = job.stop_reason
+        elif code == 0:
+            state, reason = "succeeded", None
+        elif code < 0:
+            state, reason = "failed", f"worker killed by {signal.Signals(-code).name}"
+        else:
+            detail = str(failures[-1].attrs.get("reason", "")) if failures else "see worker.log"
+            state, reason = "failed", f"worker exited with status {code}: {detail}"
+        samples = concat(job.samples, SAMPLE_DTYPE)
+        energy = concat(job.energy, ENERGY_DTYPE)
+        trace = Trace(
+            samples, energy, time.monotonic_ns(), time.time_ns(), self.simulated, {"job": job.record.id}
+        )
+        self.store.save_trace(job.record.id, trace)
+        result = job_result(
+            samples,
+            energy,
+            gpu,
+            job.started_mono_ns,
+            end_ns,
+            windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns),
+            self.simulated,
+        )
+        self.store.set_result(job.record.id, result)
+        self.store.set_state(job.record.id, state, reason)
+        self._announce(job.record.id)
+
+    def _announce(self, job_id: str) -> None:
+        record = self.store.get(job_id)
+        if record is not None:
+            self.publish(job_id, "job", {"job": record.to_dict()})
+
+    def shutdown(self, reason: str) -> None:
+        """Stop every worker and mark its job interrupted (the daemon is going away)."""
+        for job in self.running.values():
+            self._stop(job, "interrupted", reason)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while self.running and time.monotonic() < deadline:
+            self.check()
+            time.sleep(0.05)
+        for job in self.running.values():
+            self._signal(job, signal.SIGKILL)
+        while self.running:
+            self.check()
+            time.sleep(0.01)

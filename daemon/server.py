@@ -1,0 +1,267 @@
+"""gpuprofd's main loop: the request socket, the live-data socket, the continuous sampler and the jobs."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import signal
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from gpuprof.client import protocol
+from gpuprof.client.jobspec import JobSpec
+from gpuprof.sampler import SamplerConfig, open_sampler
+from gpuprof.sampler.errors import GpuprofError, JobSpecError
+from gpuprof.sampler.library import resolve
+
+from .config import DaemonConfig
+from .history import SampleHistory
+from .inventory import read_inventory
+from .jobs import FINAL_STATES, JobRunner
+from .store import JobStore
+
+log = logging.getLogger("gpuprofd")
+TICK_S = 0.05  # drain, publish and schedule this often
+LIVE_COLUMNS = (
+    "t_ns",
+    "power_mw",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "util_pct",
+    "temp_c",
+    "clock_event_reasons",
+)
+
+
+def _daemon_version() -> str:
+    try:
+        return version("gpuprof")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _bind(socket: zmq.Socket[bytes], endpoint: str) -> None:
+    if endpoint.startswith("ipc://"):
+        path = Path(endpoint.removeprefix("ipc://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # a stale socket file from a daemon that died
+    socket.bind(endpoint)
+
+
+class Daemon:
+    """One gpuprofd: owns the GPUs' sampler, serves requests, runs jobs."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.library = resolve(simulate=config.simulate)
+        self.inventory = read_inventory(self.library, config.gpus)
+        self.gpus = [g["index"] for g in self.inventory]
+        state_dir = Path(config.state_dir)
+        self.store = JobStore(str(state_dir))
+        interrupted = self.store.mark_running_interrupted("gpuprofd stopped while the job ran")
+        if interrupted:
+            log.warning("marked %d job(s) interrupted by the previous daemon's end", len(interrupted))
+        self.history = SampleHistory(seconds=config.history_s, rate_hz=config.rate_hz, gpus=len(self.gpus))
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + 4096)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, config.pub_hwm)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.runner = JobRunner(self.store, state_dir, self.library.simulated, self._publish_job)
+        self.sampler = open_sampler(
+            SamplerConfig(tuple(self.gpus), rate_hz=config.rate_hz, energy_rate_hz=config.energy_rate_hz),
+            self.library,
+        )
+        self.user = getpass.getuser()
+        self._stopping = False
+
+    def serve(self, ready: Any = None) -> None:
+        """Bind, then serve until SIGTERM or SIGINT; ``ready()`` is called once the sockets are bound."""
+        _bind(self.router, self.config.endpoint)
+        _bind(self.pub, self.config.publish_endpoint)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+        self.sampler.start()
+        log.info(
+            "gpuprofd serving %s (live data %s) on %d %s GPU(s)",
+            self.config.endpoint,
+            self.config.publish_endpoint,
+            len(self.gpus),
+            "SIMULATED" if self.library.simulated else "real",
+        )
+        if ready is not None:
+            ready()
+        try:
+            self._loop()
+        finally:
+            self.runner.shutdown("gpuprofd stopped while the job ran")
+            self.sampler.close()
+            self.router.close()
+            self.pub.close()
+            self.context.term()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        next_tick = time.monotonic()
+        while not self._stopping:
+            channels = self.runner.channels()
+            for fd in channels:
+                poller.register(fd, zmq.POLLIN)
+            timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+            events = dict(poller.poll(timeout_ms))
+            for fd, job in channels.items():
+                if fd in events:
+                    self.runner.read_markers(job)
+                poller.unregister(fd)
+            if self.router in events:
+                self._serve_requests()
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + TICK_S
+
+    def _tick(self) -> None:
+        samples, energy = self.sampler.drain()
+        self.history.append(samples, energy)
+        self.runner.feed(samples, energy)
+        self.runner.check()
+        self.runner.schedule(self.gpus)
+        for gpu in self.gpus:
+            own = samples[samples["gpu"] == gpu]
+            if own.size:
+                self._publish_samples(gpu, own)
+
+    def _publish_samples(self, gpu: int, own: np.ndarray) -> None:
+        body: dict[str, Any] = {name: own[name].tolist() for name in LIVE_COLUMNS}
+        body["power_w"] = [mw / 1000 for mw in body.pop("power_mw")]
+        running = self.runner.running.get(gpu)
+        body.update(gpu=gpu, simulated=self.library.simulated, job=running.record.id if running else None)
+        self.pub.send_multipart([protocol.topic_for_gpu(gpu), protocol.encode_publish("samples", body)])
+
+    def _publish_job(self, job_id: str, kind: str, body: dict[str, Any]) -> None:
+        self.pub.send_multipart([protocol.topic_for_job(job_id), protocol.encode_publish(kind, body)])
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue  # nothing to answer: not even an identity and a payload
+            identity, envelope, payload = frames[0], frames[1:-1], frames[-1]
+            self.router.send_multipart([identity, *envelope, self._answer(payload)])
+
+    def _answer(self, payload: bytes) -> bytes:
+        try:
+            request = protocol.decode_request(payload, self.config.max_message_bytes)
+        except protocol.ProtocolError as exc:
+            log.info("refused a request: %s", exc.message)
+            return protocol.encode_error(exc.request_id, exc.code, exc.message)
+        try:
+            body = getattr(self, f"_on_{request.type}")(request.body)
+            return protocol.encode_reply(request.id, body)
+        except protocol.ProtocolError as exc:
+            return protocol.encode_error(request.id, exc.code, exc.message)
+        except JobSpecError as exc:
+            return protocol.encode_error(request.id, "invalid_spec", str(exc))
+        except GpuprofError as exc:
+            return protocol.encode_error(request.id, "bad_request", str(exc))
+        except Exception:  # a bug must cost one request, never the daemon
+            log.exception("request %s failed", request.type)
+            return protocol.encode_error(request.id, "internal", "internal error; see the daemon's log")
+
+    def _job_or_404(self, job_id: str) -> Any:
+        record = self.store.get(job_id) if self.store.valid_id(job_id) else None
+        if record is None:
+            raise protocol.ProtocolError("not_found", f"no job {job_id!r}")
+        return record
+
+    def _on_hello(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "daemon_version": _daemon_version(),
+            "protocol": protocol.PROTOCOL_VERSION,
+            "capabilities": ["jobs", "live", "trace", "burn"],
+            "pub_endpoint": self.config.publish_endpoint,
+            "simulated": self.library.simulated,
+            "gpus": len(self.gpus),
+        }
+
+    def _on_gpus(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"gpus": self.inventory}
+
+    def _on_time(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"monotonic_ns": time.monotonic_ns(), "wall_ns": time.time_ns()}
+
+    def _on_submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        spec = JobSpec.from_dict(body["spec"])
+        if spec.gpu not in self.gpus:
+            raise protocol.ProtocolError(
+                "invalid_spec", f"GPU {spec.gpu} is not served here; GPUs: {self.gpus}"
+            )
+        if spec.timeout_s > self.config.max_timeout_s:
+            raise protocol.ProtocolError(
+                "invalid_spec",
+                f"timeout_s {spec.timeout_s:g} exceeds this daemon's limit of {self.config.max_timeout_s:g}",
+            )
+        record = self.store.create(
+            spec.to_dict(),
+            body.get("spec_text", ""),
+            self.user,
+            os.getuid(),
+            spec.gpu,
+            self.library.simulated,
+        )
+        self.runner.schedule(self.gpus)
+        return {"job": (self.store.get(record.id) or record).to_dict()}
+
+    def _on_jobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        limit = min(max(int(body.get("limit", 100)), 1), 10_000)
+        records = self.store.list(
+            user=body.get("user"), state=body.get("state"), gpu=body.get("gpu"), limit=limit
+        )
+        return {"jobs": [r.to_dict() for r in records]}
+
+    def _on_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"job": self._job_or_404(body["id"]).to_dict()}
+
+    def _on_cancel(self, body: dict[str, Any]) -> dict[str, Any]:
+        record = self._job_or_404(body["id"])
+        if record.state == "queued":
+            self.store.set_state(record.id, "cancelled", "cancelled before it started")
+        elif record.state == "running":
+            self.runner.cancel(record.id)
+        elif record.state in FINAL_STATES:
+            raise protocol.ProtocolError("bad_request", f"job {record.id} already {record.state}")
+        return {"job": self._job_or_404(record.id).to_dict()}
+
+    def _on_trace(self, body: dict[str, Any]) -> dict[str, Any]:
+        record = self._job_or_404(body["id"])
+        if record.state not in FINAL_STATES:
+            raise protocol.ProtocolError("not_found", f"job {record.id} is {record.state}: no trace yet")
+        samples, energy = self.store.load_trace(record.id)
+        frame = samples if body.get("table", "samples") == "samples" else energy
+        offset = int(body.get("offset", 0))
+        chunk = frame.iloc[offset : offset + int(body.get("limit", protocol.MAX_TRACE_CHUNK))]
+        columns = {
+            name: [None if v != v else v for v in chunk[name].astype(object).tolist()] for name in chunk
+        }
+        end = offset + len(chunk)
+        return {
+            "columns": columns,
+            "rows": len(chunk),
+            "total": len(frame),
+            "next_offset": end if end < len(frame) else None,
+        }
