@@ -8,8 +8,16 @@ import click
 
 from gpuprof.sampler.command import run_command
 
+from .commands.cancel import cancel
+from .commands.export import export
+from .commands.gpus import gpus
+from .commands.jobs import jobs
+from .commands.run import run
 from .commands.sample import sample
+from .commands.show import show
 from .commands.sim import sim
+from .commands.submit import submit
+from .commands.watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,14 +30,17 @@ def cli() -> None:
 
     \b
     Examples:
+      gpuprof run examples/burn.yaml                        run a job start to finish (no setup needed)
+      gpuprof submit job.yaml --follow                      queue a job on gpuprofd and show progress
+      gpuprof watch --gpu 0                                 live power and SM clock in the terminal
       gpuprof sample --seconds 10 -o trace.parquet          record GPU 0 at 1 kHz for 10 s
       gpuprof sample --simulate --gpu 0 --gpu 1 -o t.csv    record two simulated GPUs until Ctrl-C
       gpuprof sim load --gpu 0 --util 80                    make the simulated GPU 0 busy
     """
 
 
-cli.add_command(sample)
-cli.add_command(sim)
+for command in (run, submit, jobs, show, watch, cancel, export, gpus, sample, sim):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

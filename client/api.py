@@ -1,0 +1,296 @@
+"""gpuprof's Python API: a client of gpuprofd that submits jobs, lists them and fetches their traces.
+
+>>> from gpuprof.client import Client
+>>> with Client() as client:
+...     job = client.submit("examples/burn.yaml")
+...     result = job.result()          # waits; summary plus trace, energy and windows DataFrames
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import pandas as pd
+import zmq
+
+from gpuprof.sampler.errors import GpuprofError, JobSpecError, PermissionDenied, UsageError
+
+from .handle import FINAL_STATES, JobHandle, JobProgress, JobResult
+from .protocol import MAX_TRACE_CHUNK, PROTOCOL_VERSION, ProtocolError, decode_reply, encode_request
+from .stream import Subscription
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "ENDPOINT_ENV",
+    "FINAL_STATES",
+    "Client",
+    "DaemonError",
+    "DaemonUnavailable",
+    "JobHandle",
+    "JobNotFound",
+    "JobProgress",
+    "JobResult",
+    "default_endpoint",
+]
+
+DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
+ENDPOINT_ENV = "GPUPROF_ENDPOINT"
+
+# Trace columns as gpuprof sample writes them; a missing reading (nil on the wire) stays missing.
+TRACE_DTYPES = {
+    "t_ns": "int64",
+    "t_start_ns": "int64",
+    "t_end_ns": "int64",
+    "gpu": "int16",
+    "power_w": "float64",
+    "sm_clock_mhz": "UInt32",
+    "mem_clock_mhz": "UInt32",
+    "util_pct": "UInt8",
+    "temp_c": "UInt8",
+    "clock_event_reasons": "UInt64",
+    "energy_mj": "UInt64",
+    "nvml_return": "int32",
+}
+
+
+class DaemonUnavailable(GpuprofError):
+    """No gpuprofd answered at the endpoint in time."""
+
+    exit_code = 9
+
+    def __init__(self, endpoint: str, why: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(
+            f"no gpuprofd answered at {endpoint} ({why}). Start one with "
+            f"`gpuprofd serve --simulate --endpoint {endpoint}` (drop --simulate on a GPU node), "
+            "point GPUPROF_ENDPOINT or --endpoint at a running one, "
+            "or use `gpuprof run JOB.yaml`, which starts a private daemon"
+        )
+
+
+class JobNotFound(GpuprofError):
+    """The daemon knows no job (or no trace) by that id."""
+
+    exit_code = 10
+
+
+class DaemonError(GpuprofError):
+    """An error reply from gpuprofd: ``code`` is one of the protocol's error codes."""
+
+    exit_code = 11
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"gpuprofd: {code}: {message}")
+
+
+def error_for(code: str, message: str) -> GpuprofError:
+    """The gpuprof exception for an error reply."""
+    if code == "not_found":
+        return JobNotFound(message)
+    if code == "denied":
+        return PermissionDenied(message)
+    if code == "invalid_spec":
+        return JobSpecError(message)
+    return DaemonError(code, message)
+
+
+def default_endpoint() -> str:
+    """$GPUPROF_ENDPOINT, else the system daemon's ipc path."""
+    return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+
+
+def frame_from_chunks(chunks: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One DataFrame from the ``columns`` of successive trace replies, typed like gpuprof sample's files."""
+    columns: dict[str, list[Any]] = {}
+    for chunk in chunks:
+        for name, values in chunk.get("columns", {}).items():
+            columns.setdefault(name, []).extend(values)
+    frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
+    for name, dtype in TRACE_DTYPES.items():
+        if name in frame:
+            frame[name] = _typed(frame[name], dtype)
+    return frame
+
+
+def _typed(column: pd.Series, dtype: str) -> pd.Series:
+    if dtype == "float64":
+        return pd.to_numeric(column, errors="coerce").astype("float64")
+    if not dtype[0].isupper() and column.isna().any():
+        dtype = dtype.capitalize()  # pandas' nullable integers keep a missing reading missing
+    return column.astype(pd.api.types.pandas_dtype(dtype))
+
+
+class SpecLike(Protocol):
+    """What submit needs of a job spec (client/jobspec.py's JobSpec)."""
+
+    @property
+    def raw_text(self) -> str | None: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Client:
+    """A connection to gpuprofd: one request at a time, each matched to its reply by id.
+
+    Not thread-safe (ZeroMQ sockets are not): use one Client per thread.
+    """
+
+    def __init__(self, endpoint: str | None = None, timeout_s: float = 10.0) -> None:
+        self.endpoint = endpoint or default_endpoint()
+        self.timeout_s = timeout_s
+        self._context = zmq.Context()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._next_id = 0
+        self._hello: dict[str, Any] | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client and every stream it opened; it cannot be used afterwards."""
+        self._socket = None
+        self._context.destroy(linger=0)  # closes open subscriptions too, so this never blocks
+
+    def _drop_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _connected(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            path = self.endpoint.removeprefix("ipc://")
+            if path != self.endpoint and not path.startswith("@") and not os.path.exists(path):
+                # Nothing can be listening: say so now rather than after the timeout.
+                raise DaemonUnavailable(self.endpoint, f"no socket file {path}")
+            socket = self._context.socket(zmq.DEALER)
+            socket.setsockopt(zmq.LINGER, 0)
+            try:
+                socket.connect(self.endpoint)
+            except zmq.ZMQError as exc:
+                socket.close(linger=0)
+                raise UsageError(
+                    f"bad endpoint {self.endpoint!r}: {exc} (expected ipc://PATH or tcp://HOST:PORT)"
+                ) from None
+            self._socket = socket
+        return self._socket
+
+    def request(
+        self, type_: str, body: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return its reply's body; error replies raise gpuprof exceptions."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        self._next_id += 1
+        request_id = self._next_id
+        socket = self._connected()
+        deadline = time.monotonic() + timeout
+        try:
+            socket.send(encode_request(type_, body, request_id), zmq.NOBLOCK)
+        except zmq.Again:
+            self._drop_socket()
+            raise DaemonUnavailable(self.endpoint, "the request could not be queued") from None
+        while True:
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            if remaining_ms <= 0 or not socket.poll(max(1, int(remaining_ms))):
+                # A reply may still arrive for this id: a fresh socket (a new identity) never sees it.
+                self._drop_socket()
+                raise DaemonUnavailable(self.endpoint, f"no reply within {timeout:g} s")
+            frames = socket.recv_multipart()
+            try:
+                reply = decode_reply(frames[-1])  # a REQ-style empty delimiter may precede the payload
+            except ProtocolError:
+                continue
+            if reply.ok and reply.id == request_id:
+                return reply.body
+            # An error whose id the daemon could not read (e.g. too large) answers the one request in flight.
+            if not reply.ok and reply.id in (request_id, -1):
+                raise error_for(reply.code or "internal", reply.message or "")
+
+    def hello(self) -> dict[str, Any]:
+        """The daemon's versions, capabilities, live-data endpoint and whether its GPUs are simulated."""
+        body = self.request("hello", {"client": "gpuprof-python", "versions": [PROTOCOL_VERSION]})
+        self._hello = body
+        return body
+
+    def gpus(self) -> list[dict[str, Any]]:
+        """The daemon's GPUs: name, UUID, clocks, power limits and whether each is simulated."""
+        return list(self.request("gpus")["gpus"])
+
+    def submit(self, spec_or_path: str | os.PathLike[str] | SpecLike) -> JobHandle:
+        """Validate a job spec here, submit it, and return a handle on the queued job."""
+        if isinstance(spec_or_path, str | os.PathLike):
+            from .jobspec import load_job_spec
+
+            spec: SpecLike = load_job_spec(Path(spec_or_path))
+        else:
+            spec = spec_or_path
+        body: dict[str, Any] = {"spec": spec.to_dict()}
+        if spec.raw_text:
+            body["spec_text"] = spec.raw_text
+        job = self.request("submit", body)["job"]
+        return JobHandle(self, str(job["id"]), job)
+
+    def jobs(
+        self, user: str | None = None, state: str | None = None, gpu: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Job maps, newest first, filtered by user, state and GPU."""
+        body: dict[str, Any] = {"limit": limit}
+        body.update({k: v for k, v in (("user", user), ("state", state), ("gpu", gpu)) if v is not None})
+        return list(self.request("jobs", body)["jobs"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job's map: state, reason, times, spec and, once finished, its result."""
+        return dict(self.request("job", {"id": job_id})["job"])
+
+    def handle(self, job_id: str) -> JobHandle:
+        """A handle on an existing job (raises JobNotFound when there is none)."""
+        return JobHandle(self, job_id, self.job(job_id))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job; returns its map."""
+        return dict(self.request("cancel", {"id": job_id})["job"])
+
+    def trace(self, job_id: str, table: str = "samples", chunk_rows: int = MAX_TRACE_CHUNK) -> pd.DataFrame:
+        """A job's whole trace table (``samples`` or ``energy``), fetched in chunks."""
+        chunks: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            chunk = self.request(
+                "trace", {"id": job_id, "table": table, "offset": offset, "limit": chunk_rows}
+            )
+            chunks.append(chunk)
+            following = chunk.get("next_offset")
+            if following is not None and following <= offset:
+                raise DaemonError("bad_reply", f"trace next_offset {following} does not pass {offset}")
+            offset = following
+        return frame_from_chunks(chunks)
+
+    def time(self) -> dict[str, Any]:
+        """The daemon's CLOCK_MONOTONIC and wall clock, read together (``monotonic_ns``, ``wall_ns``)."""
+        return self.request("time")
+
+    def stream(self, gpu: int | None = None, job: str | None = None) -> Subscription:
+        """Live messages: a GPU's samples, a job's state changes, markers and samples, or everything.
+
+        ``stream(gpu=N)``: GPU N's sample batches. ``stream(job=ID)``: the job's state changes and
+        markers, and the samples its GPU took while it ran. Both: all of GPU N's samples plus the job's
+        messages. Neither: everything the daemon publishes. See client/stream.py for the messages.
+        """
+        hello = self._hello or self.hello()
+        sample_job = None
+        if job is not None and gpu is None:
+            gpu = int(self.job(job)["gpu"])
+            sample_job = job
+        endpoint = str(hello["pub_endpoint"])
+        return Subscription(self._context, endpoint, gpu=gpu, job=job, sample_job=sample_job)

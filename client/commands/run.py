@@ -1,0 +1,181 @@
+"""``gpuprof run``: run one job start to finish, on a private gpuprofd when none is running."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import click
+
+from gpuprof.sampler.errors import GpuprofError
+from gpuprof.sampler.library import driver_available
+from gpuprof.sampler.trace import check_writable
+
+from ..api import Client, DaemonUnavailable
+from .common import endpoint_option, exit_unless_succeeded, follow, json_option, print_job
+from .export import export_job
+
+PROBE_TIMEOUT_S = 1.0
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+NO_DRIVER = "no NVIDIA driver found: using the simulated GPU"
+
+
+class PrivateDaemonFailed(GpuprofError):
+    """The private gpuprofd that ``gpuprof run`` started did not come up."""
+
+    exit_code = 9
+
+
+def probe(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any] | None:
+    """The hello of a daemon answering at ``endpoint``, or None."""
+    with Client(endpoint, timeout_s=timeout_s) as client:
+        try:
+            return client.hello()
+        except DaemonUnavailable:
+            return None
+
+
+def _stop_with_parent() -> None:
+    # Linux's PR_SET_PDEATHSIG: the private daemon gets SIGTERM if gpuprof run dies without stopping it.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
+class PrivateDaemon:
+    """A gpuprofd on a temporary ipc endpoint and state directory, stopped and removed on exit."""
+
+    def __init__(self, simulate: bool, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        # ipc paths are limited to ~107 bytes: keep the directory short even with a long $TMPDIR
+        base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
+        self.directory = Path(tempfile.mkdtemp(prefix="gpuprof-run-", dir=base))
+        self.endpoint = f"ipc://{self.directory}/gpuprofd.sock"
+        self.log_path = self.directory / "gpuprofd.log"
+        self.command = [sys.executable, "-m", "gpuprof.daemon.cli", "serve", "--endpoint", self.endpoint]
+        self.command += ["--state-dir", str(self.directory / "state")] + (["--simulate"] if simulate else [])
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrivateDaemon:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The last lines the daemon wrote to stdout and stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def start(self) -> None:
+        """Start the daemon and wait until it answers hello; raises PrivateDaemonFailed with its log."""
+        with open(self.log_path, "wb") as log:
+            # Its own session: Ctrl-C reaches gpuprof run, which cancels the job before stopping the daemon.
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+            )
+        deadline = time.monotonic() + self.startup_timeout_s
+        with Client(self.endpoint, timeout_s=0.5) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise PrivateDaemonFailed(
+                        f"the private gpuprofd exited with status {self.process.returncode} before it "
+                        f"answered. Its output:\n{self.log_tail()}"
+                    )
+                try:
+                    client.hello()
+                    return
+                except DaemonUnavailable:
+                    time.sleep(0.05)  # its socket file may not exist yet: that fails at once
+        raise PrivateDaemonFailed(
+            f"the private gpuprofd did not answer at {self.endpoint} within {self.startup_timeout_s:g} s. "
+            f"Its output:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers; then remove the temporary directory."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--simulate", is_flag=True, help="Use gpuprof's simulated GPU (automatic without a driver).")
+@click.option("-o", "--output", help="Also write the job's trace here (.parquet or .csv), like export.")
+@json_option
+@endpoint_option
+def run(spec: str, simulate: bool, output: str | None, as_json: bool, endpoint: str) -> None:
+    """Run the job spec SPEC and print its result: the one command to try gpuprof.
+
+    Uses the gpuprofd at --endpoint when one answers; otherwise starts a private one for this run
+    (on the simulated GPU when asked or when there is no NVIDIA driver) and stops it afterwards.
+    Ctrl-C cancels the job. The exit status is 12 when the job did not succeed.
+
+    \b
+    Examples:
+      gpuprof run examples/burn.yaml
+      gpuprof run examples/burn.yaml --simulate --json
+      gpuprof run examples/burn.yaml -o burn.parquet
+    """
+    from ..jobspec import load_job_spec
+
+    job_spec = load_job_spec(spec)  # a bad spec or output fails here, before any daemon starts
+    if output is not None:
+        check_writable(output)
+    hello = probe(endpoint)
+    if hello is not None and simulate and not hello.get("simulated"):
+        click.echo(f"the gpuprofd at {endpoint} uses real GPUs: starting a simulated one", err=True)
+        hello = None
+    with contextlib.ExitStack() as stack:
+        if hello is None:
+            if not simulate and not driver_available():
+                click.echo(NO_DRIVER, err=True)
+                simulate = True
+            click.echo(f"starting a private gpuprofd{' (simulated GPU)' if simulate else ''}...", err=True)
+            endpoint = stack.enter_context(PrivateDaemon(simulate)).endpoint
+        client = stack.enter_context(Client(endpoint))
+        handle = client.submit(job_spec)
+        click.echo(f"job {handle.id} submitted to gpuprofd at {endpoint}", err=True)
+        try:
+            job = follow(handle)
+        except KeyboardInterrupt:
+            with contextlib.suppress(GpuprofError):
+                handle.cancel()
+                click.echo(f"\ncancelled job {handle.id}", err=True)
+            raise
+        if output is not None:
+            written = export_job(client, handle.id, output)
+            click.echo(f"wrote {written['samples']} and {written['energy']}", err=True)
+    print_job(job, as_json)
+    exit_unless_succeeded(job)

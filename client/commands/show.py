@@ -1,0 +1,25 @@
+"""``gpuprof show``: one job's state and result."""
+
+from __future__ import annotations
+
+import click
+
+from ..api import Client
+from .common import endpoint_option, json_option, print_job
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@json_option
+@endpoint_option
+def show(job_id: str, as_json: bool, endpoint: str) -> None:
+    """Show JOB's state and, once finished, its energy per method and window, with bounds.
+
+    \b
+    Examples:
+      gpuprof show 3f2a9c
+      gpuprof show 3f2a9c --json | jq .energy_counter_j
+    """
+    with Client(endpoint) as client:
+        job = client.job(job_id)
+    print_job(job, as_json)

@@ -1,0 +1,49 @@
+"""``gpuprof submit``: queue a job on gpuprofd, optionally wait for it with live progress."""
+
+from __future__ import annotations
+
+import click
+
+from ..api import Client
+from ..job_render import job_json
+from .common import echo_json, endpoint_option, exit_unless_succeeded, follow, json_option, print_job
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Wait until the job ends, then print its result.")
+@click.option("--follow", "follow_", is_flag=True, help="Like --wait, showing live progress on stderr.")
+@json_option
+@endpoint_option
+def submit(spec: str, wait: bool, follow_: bool, as_json: bool, endpoint: str) -> None:
+    """Submit the job spec SPEC (YAML) to gpuprofd; print the job id, or with --wait its result.
+
+    The spec is checked here first; errors name the file, the line and the key. Ctrl-C while waiting
+    stops waiting, not the job. With --wait, the exit status is 12 when the job failed, was cancelled
+    or was interrupted.
+
+    \b
+    Examples:
+      gpuprof submit examples/burn.yaml
+      gpuprof submit examples/burn.yaml --follow
+      gpuprof submit examples/burn.yaml --wait --json > result.json
+    """
+    with Client(endpoint) as client:
+        handle = client.submit(spec)
+        if not (wait or follow_):
+            if as_json:
+                echo_json(job_json(handle.last))
+            else:
+                click.echo(
+                    f"job {handle.id} {handle.last.get('state', 'queued')} on GPU {handle.last.get('gpu')}"
+                )
+            return
+        if not as_json or follow_:
+            click.echo(f"submitted job {handle.id}", err=True)
+        try:
+            job = follow(handle, show_progress=follow_)
+        except KeyboardInterrupt:
+            click.echo(f"\nstopped waiting; job {handle.id} goes on (gpuprof cancel {handle.id})", err=True)
+            raise
+        print_job(job, as_json)
+        exit_unless_succeeded(job)

@@ -1,0 +1,182 @@
+"""A handle on one submitted job: wait for it with progress, cancel it, and fetch its result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from gpuprof.sampler.errors import GpuprofError
+
+if TYPE_CHECKING:
+    from .api import Client
+
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+
+class JobWaitTimeout(GpuprofError):
+    """A job that did not finish within the time given to wait()."""
+
+    exit_code = 12
+
+
+@dataclass
+class JobResult:
+    """A finished job: its map (``summary``), its trace and energy readings, and its marked windows."""
+
+    summary: dict[str, Any]
+    trace: pd.DataFrame
+    energy: pd.DataFrame
+    windows: pd.DataFrame
+
+
+@dataclass
+class JobProgress:
+    """What a waiting or running job is doing now, from its map and its live samples and markers."""
+
+    job: dict[str, Any]
+    power_w: float | None = None
+    sm_clock_mhz: int | None = None
+    phase: str | None = None
+    updated: int = 0  # live messages seen so far
+    now_ns: Callable[[], int] = field(default=time.time_ns, repr=False)
+
+    @property
+    def id(self) -> str:
+        return str(self.job["id"])
+
+    @property
+    def state(self) -> str:
+        return str(self.job["state"])
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.job.get("simulated"))
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds running (or, while queued, waiting), by the daemon's wall-clock stamps."""
+        start = self.job.get("started_ns") or self.job.get("created_ns")
+        if not start:
+            return 0.0
+        end = self.job.get("finished_ns") or self.now_ns()
+        return max(0.0, (end - start) / 1e9)
+
+    def apply(self, message: dict[str, Any]) -> None:
+        """Take in one live message (client/stream.py's dicts)."""
+        self.updated += 1
+        kind = message["kind"]
+        if kind == "samples":
+            power = _last_present(message.get("power_w"))
+            clock = _last_present(message.get("sm_clock_mhz"))
+            self.power_w = power if power is not None else self.power_w
+            self.sm_clock_mhz = int(clock) if clock is not None else self.sm_clock_mhz
+        elif kind == "job" and isinstance(message.get("job"), dict):
+            self.job = message["job"]
+        elif kind == "marker":
+            marker, name = message.get("marker"), message.get("name")
+            if marker == "begin":
+                self.phase = str(name)
+            elif marker == "end" and self.phase == name:
+                self.phase = None
+            elif marker in ("status", "fail", "event"):
+                self.phase = f"{marker}: {name}"
+
+
+def _last_present(values: Any) -> float | None:
+    if not isinstance(values, list):
+        return None
+    return next((float(v) for v in reversed(values) if v is not None), None)
+
+
+class JobHandle:
+    """One job on a daemon: ``.id``, ``.info()``, ``.wait()``, ``.result()``, ``.stream()``, ``.cancel()``."""
+
+    def __init__(self, client: Client, job_id: str, job: dict[str, Any] | None = None) -> None:
+        self.client = client
+        self.id = job_id
+        self.last = job or {"id": job_id, "state": "queued"}
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r}, state={self.last.get('state')!r})"
+
+    def info(self) -> dict[str, Any]:
+        """The job's map, fresh from the daemon."""
+        self.last = self.client.job(self.id)
+        return self.last
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the job; returns its map."""
+        self.last = self.client.cancel(self.id)
+        return self.last
+
+    def wait(
+        self,
+        timeout_s: float | None = None,
+        poll_s: float = 0.2,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> dict[str, Any]:
+        """Block until the job ends (succeeded, failed, cancelled or interrupted); returns its map.
+
+        ``progress`` is called about every ``poll_s`` with a JobProgress; asking for it subscribes to the
+        live stream for the job's power and markers. Raises JobWaitTimeout after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        subscription = self.client.stream(job=self.id) if progress is not None else None
+        tracker = JobProgress(self.info())
+        try:
+            while tracker.job["state"] not in FINAL_STATES:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobWaitTimeout(f"job {self.id} still {tracker.state} after {timeout_s:g} s")
+                if progress is not None:
+                    progress(tracker)
+                if subscription is not None:
+                    for message in subscription.poll(poll_s):
+                        tracker.apply(message)
+                else:
+                    time.sleep(poll_s)
+                # Polling too: a live message can be lost (slow joiner, high-water mark), the map cannot.
+                tracker.job = self.info()
+        finally:
+            if subscription is not None:
+                subscription.close()
+        if progress is not None:
+            progress(tracker)
+        return tracker.job
+
+    def result(self, timeout_s: float | None = None) -> JobResult:
+        """Wait for the job, then fetch its trace, energy readings and windows."""
+        summary = self.wait(timeout_s)
+        trace, energy = (self._table(summary, table) for table in ("samples", "energy"))
+        windows = pd.DataFrame((summary.get("result") or {}).get("windows") or [])
+        return JobResult(summary=summary, trace=trace, energy=energy, windows=windows)
+
+    def _table(self, summary: dict[str, Any], table: str) -> pd.DataFrame:
+        from .api import JobNotFound
+
+        try:
+            return self.client.trace(self.id, table)
+        except JobNotFound:
+            if summary["state"] == "succeeded":
+                raise
+            return pd.DataFrame()  # a job that failed before it ran has no trace
+
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """The job's live messages (see Client.stream), ending once the job has ended."""
+        with self.client.stream(job=self.id) as subscription:
+            if self.info()["state"] in FINAL_STATES:
+                return
+            checked = time.monotonic()
+            while True:
+                for message in subscription.poll(0.25):
+                    yield message
+                    job = message.get("job") if message["kind"] == "job" else None
+                    if isinstance(job, dict) and job.get("state") in FINAL_STATES:
+                        return
+                if time.monotonic() - checked > 1.0:  # the final job message may have been lost
+                    checked = time.monotonic()
+                    if self.info()["state"] in FINAL_STATES:
+                        return

@@ -1,0 +1,212 @@
+"""Jobs and GPUs for the terminal and for --json: a job's result, job tables, GPU tables, progress lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .handle import JobProgress
+
+SUMMARY_KEYS = (
+    "id",
+    "state",
+    "user",
+    "energy_counter_j",
+    "energy_integrated_j",
+    "duration_s",
+    "mean_power_w",
+    "simulated",
+    "windows",
+)
+SENSOR_NOTE = "shorter than one power-sensor update (~100 ms): energy unreliable"
+MAX_WINDOW_ROWS = 20
+
+
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
+    """The --json form of a job map: its result's figures and windows lifted to the top level."""
+    out = {k: v for k, v in job.items() if k != "result"}
+    for key, value in (job.get("result") or {}).items():
+        out.setdefault(key, value)  # the job's own id, gpu and simulated come first and win
+    for key in SUMMARY_KEYS:
+        out.setdefault(key, [] if key == "windows" else None)
+    return out
+
+
+def _num(value: float | None, unit: str, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f} {unit}"
+
+
+def _energy(value: float | None, bound: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.2f} J ± {bound:,.2f} J" if bound is not None else f"{value:,.2f} J (no bound)"
+
+
+def _span(start_ns: int | None, end_ns: int | None) -> str:
+    return f"over {(end_ns - start_ns) / 1e9:.3f} s" if start_ns is not None and end_ns is not None else ""
+
+
+def _when(wall_ns: int | None) -> str:
+    if not wall_ns:
+        return "-"
+    return dt.datetime.fromtimestamp(wall_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clocks(figures: dict[str, Any]) -> str:
+    low, high = figures.get("sm_clock_min_mhz"), figures.get("sm_clock_max_mhz")
+    if low is None and isinstance(figures.get("sm_clock_range_mhz"), list | tuple):
+        low, high = figures["sm_clock_range_mhz"]
+    return "n/a" if low is None else f"{low}-{high} MHz"
+
+
+def _energy_lines(figures: dict[str, Any], indent: str) -> list[str]:
+    integrated = _energy(figures.get("energy_integrated_j"), figures.get("energy_integrated_uncertainty_j"))
+    counter = _energy(figures.get("energy_counter_j"), figures.get("energy_counter_uncertainty_j"))
+    counter_span = _span(figures.get("counter_t_start_ns"), figures.get("counter_t_end_ns"))
+    if figures.get("energy_counter_j") is None:
+        counter_span = "(fewer than two counter readings)"
+    duration = figures.get("duration_s")
+    window = f"over {duration:.3f} s" if duration is not None else ""
+    reasons = ", ".join(figures.get("clock_event_reasons") or []) or "none"
+    counter_method = figures.get("energy_counter_method") or "energy counter difference"
+    integrated_method = figures.get("energy_integrated_method") or "integrated power (sample and hold)"
+    power = f"mean {_num(figures.get('mean_power_w'), 'W')}, peak {_num(figures.get('peak_power_w'), 'W')}"
+    lines = [
+        f"{indent}power ({figures.get('power_source', 'instant')})  {power}",
+        f"{indent}energy, counter           {counter}  {counter_span or window}".rstrip(),
+        f"{indent}  method: {counter_method}",
+        f"{indent}energy, integrated power  {integrated}  {window}".rstrip(),
+        f"{indent}  method: {integrated_method}",
+        f"{indent}SM clock {_clocks(figures)}; clock-event reasons: {reasons}",
+    ]
+    if figures.get("shorter_than_sensor_update"):
+        lines.append(f"{indent}warning: window {SENSOR_NOTE}")
+    return lines
+
+
+def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
+    """Marked windows as a table; the methods are stated once above it."""
+    if not windows:
+        return []
+    first = windows[0]
+    rows = []
+    for window in windows[:MAX_WINDOW_ROWS]:
+        span = _span(window.get("counter_t_start_ns"), window.get("counter_t_end_ns")).removeprefix("over ")
+        rows.append(
+            [
+                str(window.get("name", "?")),
+                _num(window.get("duration_s"), "s", 3),
+                _energy(window.get("energy_counter_j"), window.get("energy_counter_uncertainty_j")),
+                span or "-",
+                _energy(window.get("energy_integrated_j"), window.get("energy_integrated_uncertainty_j")),
+                _num(window.get("mean_power_w"), "W"),
+                _num(window.get("peak_power_w"), "W"),
+                _clocks(window),
+                "SHORT" if window.get("shorter_than_sensor_update") else "",
+            ]
+        )
+    header = ["WINDOW", "DURATION", "COUNTER", "SPAN", "INTEGRATED", "MEAN", "PEAK", "SM CLOCK", ""]
+    lines = [
+        f"  windows ({len(windows)}): energy ± bound by the counter "
+        f"({first.get('energy_counter_method') or 'energy counter difference'}, over SPAN)",
+        f"    and by integrated power ({first.get('energy_integrated_method') or 'sample and hold'}, "
+        "over DURATION)",
+    ]
+    lines += ["    " + line for line in _table(header, rows).splitlines()]
+    if len(windows) > MAX_WINDOW_ROWS:
+        lines.append(f"    ... and {len(windows) - MAX_WINDOW_ROWS} more (--json lists every window)")
+    if any(w.get("shorter_than_sensor_update") for w in windows):
+        lines.append(f"    SHORT: {SENSOR_NOTE}")
+    return lines
+
+
+def render_job(job: dict[str, Any]) -> str:
+    """A job's state and, once finished, every energy figure with its method, window and bound."""
+    source = "SIMULATED GPU" if job.get("simulated") else "GPU"
+    name = f"  {job['name']!r}" if job.get("name") else ""
+    where = f"{source} {job.get('gpu', '?')}, user {job.get('user', '?')}"
+    lines = [
+        f"job {job['id']}{name}  {job['state']}  ({where})",
+        f"  created {_when(job.get('created_ns'))}, started {_when(job.get('started_ns'))}, "
+        f"finished {_when(job.get('finished_ns'))}",
+    ]
+    if job.get("reason"):
+        lines.append(f"  reason          {job['reason']}")
+    result = job.get("result")
+    if not result:
+        return "\n".join(lines)
+    lines.append(f"  duration        {_num(result.get('duration_s'), 's', 3)}")
+    lines += _energy_lines(result, "  ")
+    lines += _window_lines(result.get("windows") or [])
+    if job.get("simulated"):
+        lines.append("  (SIMULATED: these figures come from gpuprof's simulated GPU, not a real one)")
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def render_jobs(jobs: list[dict[str, Any]]) -> str:
+    """Jobs as a table, newest first."""
+    if not jobs:
+        return "no jobs"
+    rows = []
+    for job in jobs:
+        result = job.get("result") or {}
+        rows.append(
+            [
+                str(job["id"]),
+                str(job.get("name") or ""),
+                str(job["state"]) + (" (sim)" if job.get("simulated") else ""),
+                str(job.get("user") or ""),
+                str(job.get("gpu", "")),
+                _when(job.get("created_ns")),
+                _num(result.get("duration_s"), "s", 1) if result else "-",
+                _num(result.get("energy_counter_j"), "J", 1) if result else "-",
+            ]
+        )
+    return _table(["ID", "NAME", "STATE", "USER", "GPU", "CREATED", "DURATION", "ENERGY (counter)"], rows)
+
+
+def _gpu_name(gpu: dict[str, Any]) -> str:
+    name = str(gpu.get("name", ""))
+    if gpu.get("simulated"):
+        name = name.replace("(simulated)", "").strip() + " (SIMULATED)"
+    return name
+
+
+def render_gpus(gpus: list[dict[str, Any]]) -> str:
+    """The daemon's GPUs as a table."""
+    rows = []
+    for gpu in gpus:
+        clocks = gpu.get("graphics_clocks_mhz") or []
+        rows.append(
+            [
+                str(gpu["index"]),
+                _gpu_name(gpu),
+                str(gpu.get("uuid", "")),
+                f"{min(clocks)}-{max(clocks)} MHz ({len(clocks)})" if clocks else "n/a",
+                f"{_num(gpu.get('power_limit_w'), 'W', 0)} ({_num(gpu.get('min_power_limit_w'), 'W', 0)}"
+                f"-{_num(gpu.get('max_power_limit_w'), 'W', 0)})",
+            ]
+        )
+    return _table(["GPU", "NAME", "UUID", "SM CLOCKS", "POWER LIMIT (range)"], rows)
+
+
+def progress_line(progress: JobProgress) -> str:
+    """One line: the job's state, elapsed time, current power and clock, and phase."""
+    parts = [f"job {progress.id}", f"{progress.state:<9}", f"{progress.elapsed_s:7.1f} s"]
+    if progress.power_w is not None:
+        parts.append(f"{progress.power_w:6.1f} W")
+    if progress.sm_clock_mhz is not None:
+        parts.append(f"{progress.sm_clock_mhz:4d} MHz")
+    if progress.phase:
+        parts.append(f"phase {progress.phase}")
+    if progress.simulated:
+        parts.append("SIMULATED")
+    return "  ".join(parts)

@@ -1,0 +1,60 @@
+"""``gpuprof run``: a private gpuprofd started, used and stopped; a daemon that fails to start, explained."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuprof.client.cli import main
+from gpuprof.client.commands.run import PrivateDaemon, PrivateDaemonFailed
+
+SPEC = "name: quick\nworkload: burn\ntimeout_s: 60\nburn:\n  seconds: 0.5\n  period_s: 0.25\n  warmup_s: 0\n"
+
+
+def test_run_starts_a_private_simulated_daemon_and_stops_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "quick.yaml"
+    spec.write_text(SPEC)
+    code = main(["run", str(spec), "--simulate", "--json", "--endpoint", f"ipc://{tmp_path}/none.sock"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out)
+    for key in (
+        "id",
+        "state",
+        "user",
+        "energy_counter_j",
+        "energy_integrated_j",
+        "duration_s",
+        "mean_power_w",
+    ):
+        assert summary[key] is not None, key
+    assert summary["state"] == "succeeded" and summary["simulated"] is True
+    assert [w["name"] for w in summary["windows"]][:1] == ["load"]
+    assert "starting a private gpuprofd (simulated GPU)" in err
+    endpoint = re.search(r"gpuprofd at ipc://(\S+)/gpuprofd.sock", err)
+    assert endpoint is not None and not Path(endpoint.group(1)).exists()  # stopped and cleaned up
+
+
+def test_a_daemon_that_dies_at_start_is_explained_with_its_output() -> None:
+    daemon = PrivateDaemon(simulate=True, startup_timeout_s=10)
+    daemon.command = [sys.executable, "-c", "import sys; print('cannot bind: Address in use'); sys.exit(3)"]
+    with pytest.raises(PrivateDaemonFailed) as caught, daemon:
+        pass
+    message = str(caught.value)
+    assert "exited with status 3" in message and "cannot bind: Address in use" in message
+    assert caught.value.exit_code == 9
+    assert not daemon.directory.exists()
+
+
+def test_a_daemon_that_never_answers_times_out_and_is_killed() -> None:
+    daemon = PrivateDaemon(simulate=True, startup_timeout_s=0.5)
+    daemon.command = [sys.executable, "-c", "import time; print('stuck', flush=True); time.sleep(60)"]
+    with pytest.raises(PrivateDaemonFailed, match=r"did not answer .* within 0\.5 s(.|\n)*stuck"), daemon:
+        pass
+    assert daemon.process is None and not daemon.directory.exists()
