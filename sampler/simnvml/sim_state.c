@@ -96,6 +96,19 @@ static int header_ok(const struct sim_shared *shared) {
 }
 
 /* Gives a missing, short, foreign or corrupt state file the default GPUs. Called with the writers' lock. */
+/* Whether a GPU's last change lies after now on CLOCK_MONOTONIC: the state outlived a reboot. */
+static int from_before_boot(const struct sim_shared *shared) {
+    if (shared->manual_clock_ns > 0)
+        return 0;
+    int64_t now = sim_monotonic_ns();
+    for (unsigned i = 0; i < shared->gpu_count; i++) {
+        const struct sim_gpu *gpu = &shared->gpus[i];
+        if (gpu->segments[(gpu->segment_count - 1) % SIM_SEGMENTS].start_ns > now)
+            return 1;
+    }
+    return 0;
+}
+
 static nvmlReturn_t map_and_repair(struct sim_map *map) {
     struct stat st;
     if (fstat(map->fd, &st) != 0)
@@ -112,6 +125,18 @@ static nvmlReturn_t map_and_repair(struct sim_map *map) {
         sim_default_config(&defaults);
         seq_enter(map->shared);
         sim_reset(map->shared, &defaults, sim_monotonic_ns());
+        seq_leave(map->shared);
+    } else if (from_before_boot(map->shared)) {
+        /* CLOCK_MONOTONIC restarted (a reboot): the history is in the future. Like a real GPU after a
+         * reboot, keep the configuration and start from idle, unlocked and at the default power limit. */
+        static gpuprofSimConfig_t kept; /* too large for the stack of a small thread; guarded by the lock */
+        memset(&kept, 0, sizeof(kept));
+        kept.gpu_count = map->shared->gpu_count;
+        kept.allow_unprivileged_control = map->shared->allow_unprivileged_control;
+        for (unsigned i = 0; i < kept.gpu_count; i++)
+            kept.gpus[i] = map->shared->gpus[i].config;
+        seq_enter(map->shared);
+        sim_reset(map->shared, &kept, sim_monotonic_ns());
         seq_leave(map->shared);
     } else if (map->shared->seq & 1u) {
         seq_leave(map->shared); /* its writer died mid-update */

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,19 @@ def test_control_api_errors_name_the_problem() -> None:
     assert sim.status()[0].time_ns == 1001 * MS
     sim.set_clock(None)
     assert sim.status()[0].time_ns != 1001 * MS
+
+
+def test_a_state_from_before_a_reboot_restarts_idle_with_its_configuration() -> None:
+    # A state whose history lies ahead of CLOCK_MONOTONIC was written before a reboot: the model would
+    # otherwise pin every change to that future time and ignore loads.
+    sim = SimulatedNvml()
+    future = time.monotonic_ns() + 3600 * 10**9
+    sim.configure(SimConfig(gpus=(GpuSpec(), GpuSpec())), manual_clock_ns=future)
+    sim.set_utilization(1, 100)
+    sim.set_clock(None)  # back to the real clock: the history is now an hour ahead
+    status = sim.status()
+    assert len(status) == 2
+    assert status[1].util_pct == 0
+    assert abs(status[1].time_ns - time.monotonic_ns()) < 10**9
+    sim.set_utilization(1, 100)
+    assert sim.status()[1].sm_clock_mhz > 345  # a load takes effect again
