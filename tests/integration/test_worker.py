@@ -197,6 +197,10 @@ def test_sigterm_stops_the_burn_and_leaves_the_gpu_idle(tmp_path: Path) -> None:
         seen.append(marker)
         if marker.name == "step":
             break
+    # the step's begin is stamped just before the work starts: give the load a moment to be set
+    deadline = time.monotonic() + 2.0
+    while SimulatedNvml().status()[0].util_pct != 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert SimulatedNvml().status()[0].util_pct == 100
     process.send_signal(signal.SIGTERM)
     code, markers, _ = finish(process, reader)
