@@ -35,6 +35,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "cancel": {"id": ((str,), True)},
     "time": {},
 }
+MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy")
 MAX_TRACE_CHUNK = 50_000
 ERROR_CODES = (
@@ -142,6 +143,10 @@ def _check_body(type_: str, body: dict[str, Any], request_id: int) -> None:
                 "bad_request",
                 f"{type_}: field {name!r} must be {expected}, got {type(value).__name__}",
                 request_id,
+            )
+        if isinstance(value, int) and not 0 <= value <= MAX_FIELD_INT:  # ids, offsets and limits
+            raise ProtocolError(
+                "bad_request", f"{type_}: field {name!r} must be in [0, 2**63), got {value}", request_id
             )
     if type_ == "trace":
         if body.get("table", "samples") not in TRACE_TABLES:

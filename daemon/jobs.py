@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuprof.sampler.errors import GpuprofError
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
@@ -24,7 +26,26 @@ from .results import job_result
 from .store import JobRecord, JobStore
 
 KILL_GRACE_S = 5.0
+WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
+log = logging.getLogger("gpuprofd")
+
+
+def _process_cwd(pid: int) -> Path | None:
+    """The working directory of a running process, None when it is gone, a zombie or not readable."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) if _running(pid) else None
+    except OSError:
+        return None
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie waiting for a parent that is not ours to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass
@@ -90,6 +111,7 @@ class JobRunner:
                 cwd=job_dir,
             )
         theirs.close()
+        (job_dir / WORKER_PID_FILE).write_text(f"{process.pid}\n")  # for the next daemon, if this one dies
         ours.setblocking(False)
         now = time.monotonic_ns()
         timeout_s = float(record.spec.get("timeout_s", 3600))
@@ -136,6 +158,7 @@ class JobRunner:
         if job.stop_reason is None:
             job.stop_reason = (state, reason)
             self._signal(job, signal.SIGTERM)
+            self._signal(job, signal.SIGCONT)  # a stopped worker could not act on the SIGTERM
             job.kill_at_ns = time.monotonic_ns() + int(KILL_GRACE_S * 1e9)
 
     @staticmethod
@@ -171,6 +194,8 @@ class JobRunner:
         else:
             detail = str(failures[-1].attrs.get("reason", "")) if failures else "see worker.log"
             state, reason = "failed", f"worker exited with status {code}: {detail}"
+        if code < 0:
+            self._idle_simulated_gpu(gpu)
         samples = concat(job.samples, SAMPLE_DTYPE)
         energy = concat(job.energy, ENERGY_DTYPE)
         trace = Trace(
@@ -189,6 +214,47 @@ class JobRunner:
         self.store.set_result(job.record.id, result)
         self.store.set_state(job.record.id, state, reason)
         self._announce(job.record.id)
+
+    def _idle_simulated_gpu(self, gpu: int) -> None:
+        """Idle a simulated GPU whose worker was killed: a real GPU's work ends with its process."""
+        if not self.simulated:
+            return
+        from gpuprof.sampler.sim import SimulatedNvml
+
+        try:
+            SimulatedNvml().set_utilization(gpu, 0)
+        except GpuprofError as exc:
+            log.warning("cannot idle simulated GPU %d: %s", gpu, exc)
+
+    def stop_orphans(self, records: list[JobRecord]) -> list[int]:
+        """Stop the workers of jobs a previous daemon left running (it died without stopping them).
+
+        A worker runs in its own session, so it outlives a daemon killed by SIGKILL and would keep its
+        GPU busy. Its pid is in the job's directory; it is signalled only while that pid is still a
+        process working in that directory, never a stranger that reused the pid. Returns the pids stopped.
+        """
+        orphans: dict[int, int] = {}  # pid (= process group) -> gpu
+        for record in records:
+            job_dir = self.jobs_dir / record.id
+            try:
+                pid = int((job_dir / WORKER_PID_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if _process_cwd(pid) == job_dir.resolve():
+                orphans[pid] = record.gpu
+        for pid in orphans:
+            for signum in (signal.SIGTERM, signal.SIGCONT):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signum)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while any(_running(pid) for pid in orphans) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid, gpu in orphans.items():
+            if _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            self._idle_simulated_gpu(gpu)
+        return list(orphans)
 
     def _announce(self, job_id: str) -> None:
         record = self.store.get(job_id)

@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 
 from gpuprof.client import protocol
-from gpuprof.client.jobspec import JobSpec
+from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.errors import GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
@@ -64,6 +64,7 @@ class Daemon:
         self.gpus = [g["index"] for g in self.inventory]
         state_dir = Path(config.state_dir)
         self.store = JobStore(str(state_dir))
+        left_running = self.store.list(state="running", limit=10_000)
         interrupted = self.store.mark_running_interrupted("gpuprofd stopped while the job ran")
         if interrupted:
             log.warning("marked %d job(s) interrupted by the previous daemon's end", len(interrupted))
@@ -77,6 +78,11 @@ class Daemon:
         self.pub.setsockopt(zmq.SNDHWM, config.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.runner = JobRunner(self.store, state_dir, self.library.simulated, self._publish_job)
+        stopped = self.runner.stop_orphans(left_running)
+        if stopped:
+            log.warning(
+                "stopped %d worker(s) the previous gpuprofd left running: pids %s", len(stopped), stopped
+            )
         self.sampler = open_sampler(
             SamplerConfig(tuple(self.gpus), rate_hz=config.rate_hz, energy_rate_hz=config.energy_rate_hz),
             self.library,
@@ -162,6 +168,12 @@ class Daemon:
             if len(frames) < 2:
                 continue  # nothing to answer: not even an identity and a payload
             identity, envelope, payload = frames[0], frames[1:-1], frames[-1]
+            if envelope not in ([], [b""]):
+                # Two requests in one message, or frames before one: refused whole rather than echoing
+                # the extra frames and running the last. The reply is one frame, as to a DEALER.
+                error = "a request is one frame, after an empty delimiter frame for a REQ socket"
+                self.router.send_multipart([identity, protocol.encode_error(None, "bad_request", error)])
+                continue
             self.router.send_multipart([identity, *envelope, self._answer(payload)])
 
     def _answer(self, payload: bytes) -> bytes:
@@ -207,14 +219,16 @@ class Daemon:
 
     def _on_submit(self, body: dict[str, Any]) -> dict[str, Any]:
         spec = JobSpec.from_dict(body["spec"])
-        if spec.gpu not in self.gpus:
-            raise protocol.ProtocolError(
-                "invalid_spec", f"GPU {spec.gpu} is not served here; GPUs: {self.gpus}"
+        if spec.gpu not in self.gpus:  # errors in the form of JobSpec's own: source, key, problem
+            raise JobSpecKeyError(
+                SUBMITTED_SOURCE, None, "gpu", f"GPU {spec.gpu} is not served here; GPUs: {self.gpus}"
             )
         if spec.timeout_s > self.config.max_timeout_s:
-            raise protocol.ProtocolError(
-                "invalid_spec",
-                f"timeout_s {spec.timeout_s:g} exceeds this daemon's limit of {self.config.max_timeout_s:g}",
+            raise JobSpecKeyError(
+                SUBMITTED_SOURCE,
+                None,
+                "timeout_s",
+                f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s",
             )
         record = self.store.create(
             spec.to_dict(),
@@ -240,7 +254,8 @@ class Daemon:
     def _on_cancel(self, body: dict[str, Any]) -> dict[str, Any]:
         record = self._job_or_404(body["id"])
         if record.state == "queued":
-            self.store.set_state(record.id, "cancelled", "cancelled before it started")
+            cancelled = self.store.set_state(record.id, "cancelled", "cancelled before it started")
+            self._publish_job(record.id, "job", {"job": cancelled.to_dict()})
         elif record.state == "running":
             self.runner.cancel(record.id)
         elif record.state in FINAL_STATES:

@@ -49,6 +49,8 @@ def test_reply_and_error_round_trip() -> None:
         (raw({"v": PROTOCOL_VERSION, "type": "job", "id": 1, "body": {"id": 5}}), "bad_request"),
         (raw({"v": PROTOCOL_VERSION, "type": "job", "id": 1, "body": {"id": "a", "x": 1}}), "bad_request"),
         (raw({"v": PROTOCOL_VERSION, "type": "jobs", "id": 1, "body": {"gpu": True}}), "bad_request"),
+        (raw({"v": PROTOCOL_VERSION, "type": "jobs", "id": 1, "body": {"gpu": 2**63}}), "bad_request"),
+        (raw({"v": PROTOCOL_VERSION, "type": "jobs", "id": 1, "body": {"limit": -1}}), "bad_request"),
         (raw({"v": PROTOCOL_VERSION, "type": "gpus", "id": 1, "body": []}), "bad_request"),
         (raw({"v": PROTOCOL_VERSION, "type": "gpus", "id": 1, "extra": 1}), "bad_request"),
         (
