@@ -137,16 +137,22 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write samples to ``path`` and energy readings beside it (``NAME.energy.EXT``); returns both paths."""
-    target, energy_path, fmt = output_paths(path)
     meta = {
         "monotonic_anchor_ns": trace.monotonic_anchor_ns,
         "wall_anchor_ns": trace.wall_anchor_ns,
         "simulated": trace.simulated,
         **trace.metadata,
     }
-    frames = ((target, trace.samples_frame()), (energy_path, trace.energy_frame()))
+    return write_frames(trace.samples_frame(), trace.energy_frame(), path, meta)
+
+
+def write_frames(
+    samples: pd.DataFrame, energy: pd.DataFrame, path: str | os.PathLike[str], meta: dict[str, object]
+) -> tuple[Path, Path]:
+    """Write sample and energy frames as ``path`` and ``NAME.energy.EXT``, atomically, with ``meta``."""
+    target, energy_path, fmt = output_paths(path)
     try:
-        for file, frame in frames:
+        for file, frame in ((target, samples), (energy_path, energy)):
             tmp = file.with_name(f".{file.name}.tmp")
             if fmt == "parquet":
                 _write_parquet(frame, tmp, meta)

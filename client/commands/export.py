@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import click
-import pandas as pd
 
-from gpuprof.sampler.errors import OutputError
-from gpuprof.sampler.trace import check_writable, output_paths
+from gpuprof.sampler.trace import check_writable, output_paths, write_frames
 
 from ..api import Client
 from .common import echo_json, endpoint_option, json_option
-
-
-def write_frames(
-    samples: pd.DataFrame, energy: pd.DataFrame, path: str, meta: dict[str, Any]
-) -> tuple[Path, Path]:
-    """Write samples to ``path`` and energy readings to NAME.energy.EXT, with gpuprof's metadata."""
-    target, energy_path, fmt = output_paths(path)
-    try:
-        for file, frame in ((target, samples), (energy_path, energy)):
-            tmp = file.with_name(f".{file.name}.tmp")
-            if fmt == "parquet":
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                merged = {**(table.schema.metadata or {}), b"gpuprof": json.dumps(meta, default=str).encode()}
-                pq.write_table(table.replace_schema_metadata(merged), tmp)
-            else:
-                frame.to_csv(tmp, index=False)
-            os.replace(tmp, file)  # a reader never sees a half-written file
-        if fmt == "csv":
-            target.with_name(f"{target.stem}.meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    except OSError as exc:
-        raise OutputError(f"cannot write {str(exc.filename or target)!r}: {exc.strerror}") from exc
-    return target, energy_path
 
 
 def export_job(client: Client, job_id: str, output: str) -> dict[str, Any]:
