@@ -54,6 +54,15 @@ def _bind(socket: zmq.Socket[bytes], endpoint: str) -> None:
     socket.bind(endpoint)
 
 
+def _listed(job: dict[str, Any]) -> dict[str, Any]:
+    """A job map for listings: its result's totals without the per-window figures (``job`` has those)."""
+    result = job.get("result")
+    if isinstance(result, dict) and "windows" in result:
+        totals = {k: v for k, v in result.items() if k != "windows"}
+        job = {**job, "result": {**totals, "window_count": len(result["windows"])}}
+    return job
+
+
 class Daemon:
     """One gpuprofd: owns the GPUs' sampler, serves requests, runs jobs."""
 
@@ -246,7 +255,7 @@ class Daemon:
         records = self.store.list(
             user=body.get("user"), state=body.get("state"), gpu=body.get("gpu"), limit=limit
         )
-        return {"jobs": [r.to_dict() for r in records]}
+        return {"jobs": [_listed(r.to_dict()) for r in records]}
 
     def _on_job(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"job": self._job_or_404(body["id"]).to_dict()}

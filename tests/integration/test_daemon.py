@@ -191,6 +191,9 @@ def test_a_burn_job_succeeds_with_energy_windows_and_a_chunked_trace(client: Raw
     names = [w["name"] for w in result["windows"]]
     assert names.count("measure") == 1 and names.count("step") == 4, names
     measure = result["windows"][names.index("measure")]
+    listed = client.request("jobs").body["jobs"][0]["result"]  # listings carry totals, not every window
+    assert "windows" not in listed and listed["window_count"] == len(names)
+    assert listed["energy_counter_j"] == result["energy_counter_j"]
     assert measure["duration_s"] == pytest.approx(1.0, abs=0.1)
     for window in result["windows"]:
         assert "shorter_than_sensor_update" in window
