@@ -25,7 +25,8 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"  samples         {summary['samples']:,} (achieved {summary['achieved_rate_hz']:,.1f} Hz "
         f"of {summary['requested_rate_hz']:,.0f} Hz requested)",
         f"  timing          jitter p50 {_fmt(summary['jitter_p50_us'], 'us', 0)}, "
-        f"p99 {_fmt(summary['jitter_p99_us'], 'us', 0)}; {summary['deadline_misses']} deadline misses; "
+        f"p99 {_fmt(summary['jitter_p99_us'], 'us', 0)}; {summary['deadline_misses']} deadline misses "
+        f"({summary['read_overrun_misses']} in slow NVML reads); "
         f"{summary['overflows']} overflows",
     ]
     if summary["nvml_errors"]:

@@ -60,6 +60,7 @@ cdef struct gp_state_t:
     uint64_t ticks
     uint64_t samples_written
     uint64_t deadline_misses
+    uint64_t read_overrun_misses  # the part of deadline_misses in ticks whose reads took >= a period
     uint64_t energy_readings
     int64_t first_tick_ns  # 0 until the first tick
     int64_t stopped_ns  # 0 until the fast thread exits

@@ -87,6 +87,9 @@ class SamplerStats:
     errors: dict[int, dict[str, int]] = field(default_factory=dict)  # gpu -> NVML error name -> count
     cpu_ns: int | None = None  # CPU time the fast-loop thread used (sampler overhead)
     power_source: dict[int, str] = field(default_factory=dict)  # gpu -> "instant" | "average_1s"
+    # The part of deadline_misses in ticks whose NVML reads alone took a period or longer (a slow driver
+    # call); the rest came from the thread waking late (CPU contention, scheduling).
+    read_overrun_misses: int = 0
 
     @property
     def achieved_rate_hz(self) -> float:
@@ -101,6 +104,7 @@ class SamplerStats:
             "ticks": self.ticks,
             "samples": self.samples,
             "deadline_misses": self.deadline_misses,
+            "read_overrun_misses": self.read_overrun_misses,
             "overflows": self.overflows,
             "energy_readings": self.energy_readings,
             "energy_overflows": self.energy_overflows,

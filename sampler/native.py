@@ -79,6 +79,7 @@ class CythonSampler:
             ticks=counters["ticks"],
             samples=counters["samples"],
             deadline_misses=counters["deadline_misses"],
+            read_overrun_misses=counters["read_overrun_misses"],
             overflows=counters["overflows"],
             energy_readings=counters["energy_readings"],
             energy_overflows=counters["energy_overflows"],

@@ -100,6 +100,7 @@ class PynvmlSampler:
         self._histogram = np.zeros(records.JITTER_BINS, dtype=np.uint64)
         self._ticks = 0
         self._misses = 0
+        self._read_overrun_misses = 0
         self._started_ns = 0
         self._stopped_ns = 0
         self._cpu_ns = 0
@@ -238,10 +239,12 @@ class PynvmlSampler:
             for index, (gpu, handle) in targets:
                 self._samples.push(self._read(index, gpu, handle))
             deadline += period
-            now = time.monotonic_ns()
+            woke, now = now, time.monotonic_ns()
             if now >= deadline:  # slots that passed while this tick ran are missed, phase kept
                 skipped = (now - deadline) // period + 1
                 self._misses += skipped
+                if now - woke >= period:  # the reads alone outlasted a period: NVML was slow
+                    self._read_overrun_misses += skipped
                 deadline += skipped * period
             self._cpu_ns = time.thread_time_ns()
 
@@ -267,6 +270,7 @@ class PynvmlSampler:
             ticks=self._ticks,
             samples=self._samples.total,
             deadline_misses=self._misses,
+            read_overrun_misses=self._read_overrun_misses,
             overflows=self._samples.overflows,
             energy_readings=self._energy.total,
             energy_overflows=self._energy.overflows,

@@ -61,6 +61,8 @@ class _GpuConfigStruct(ctypes.Structure):
                 "average_power_window_ms",
                 "energy_period_ms",
                 "energy_call_latency_us",
+                "read_stall_us",
+                "read_stall_period_ms",
                 "sensor_phase_ms",
                 "initial_energy_j",
                 "utilization_pct",

@@ -49,6 +49,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "average_power_window_ms": (0.001, 10000),
     "energy_period_ms": (1, 10000),
     "energy_call_latency_us": (0, 1_000_000),
+    "read_stall_us": (0, 1_000_000),
+    "read_stall_period_ms": (1, 100_000),
     "sensor_phase_ms": (0, 10000),
     "initial_energy_j": (0, 1e12),
     "utilization_pct": (0, 100),
@@ -97,6 +99,8 @@ class GpuSpec:
     average_power_window_ms: float = 1000.0
     energy_period_ms: float = 100.0
     energy_call_latency_us: float = 3900.0
+    read_stall_us: float = 0.0  # the H100 stalls ~3300 us once every ~100 ms; off unless asked for
+    read_stall_period_ms: float = 100.0
     sensor_phase_ms: float | None = None
     initial_energy_j: float | None = None
     utilization_pct: float = 0.0

@@ -24,6 +24,7 @@ def summarize(recording: Recording) -> dict[str, Any]:
         "requested_rate_hz": stats.rate_hz,
         "achieved_rate_hz": stats.achieved_rate_hz,
         "deadline_misses": stats.deadline_misses,
+        "read_overrun_misses": stats.read_overrun_misses,
         "overflows": stats.overflows + stats.energy_overflows,
         "jitter_p50_us": stats.jitter_p50_us,
         "jitter_p99_us": stats.jitter_p99_us,

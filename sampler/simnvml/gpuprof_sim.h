@@ -46,6 +46,8 @@ typedef struct gpuprofSimGpuConfig_st {
     double average_power_window_ms;
     double energy_period_ms; /* energy counter refresh */
     double energy_call_latency_us;
+    double read_stall_us;        /* a power read blocks this long once per read_stall_period_ms; 0: never */
+    double read_stall_period_ms;
     double sensor_phase_ms;  /* < 0: derived from the index */
     double initial_energy_j; /* < 0: derived from the index */
     double utilization_pct;  /* at configure */

@@ -30,6 +30,8 @@ static void default_gpu_config(gpuprofSimGpuConfig_t *config) {
     config->average_power_window_ms = 1000.0;
     config->energy_period_ms = 100.0;
     config->energy_call_latency_us = 3900.0;
+    config->read_stall_us = 0.0;
+    config->read_stall_period_ms = 100.0;
     config->sensor_phase_ms = -1.0;
     config->initial_energy_j = -1.0;
     config->utilization_pct = 0.0;
@@ -84,6 +86,8 @@ static const char *gpu_config_problem(const gpuprofSimGpuConfig_t *c) {
     CHECK(in_range(c->average_power_window_ms, 0.001, 10000), "average_power_window_ms");
     CHECK(in_range(c->energy_period_ms, 1, 10000), "energy_period_ms");
     CHECK(in_range(c->energy_call_latency_us, 0, 1000000), "energy_call_latency_us");
+    CHECK(in_range(c->read_stall_us, 0, 1000000), "read_stall_us");
+    CHECK(in_range(c->read_stall_period_ms, 1, 100000), "read_stall_period_ms");
     CHECK(derived_or_in_range(c->sensor_phase_ms, 0, 10000), "sensor_phase_ms");
     CHECK(derived_or_in_range(c->initial_energy_j, 0, 1e12), "initial_energy_j");
     CHECK(in_range(c->utilization_pct, 0, 100), "utilization_pct");
@@ -148,6 +152,8 @@ static void derive_timing(struct sim_gpu *gpu, unsigned index) {
     t->ripple_period_ns = ms_to_ns(c->ripple_period_ms);
     t->ripple_phase_ns = llround(0.618034 * index * (double)t->ripple_period_ns) % t->ripple_period_ns;
     t->energy_call_latency_ns = llround(c->energy_call_latency_us * 1e3);
+    t->read_stall_ns = llround(c->read_stall_us * 1e3);
+    t->read_stall_period_ns = ms_to_ns(c->read_stall_period_ms);
 }
 
 void sim_reset(struct sim_shared *shared, const gpuprofSimConfig_t *config, int64_t now_ns) {
@@ -201,7 +207,8 @@ static int gpu_state_valid(const struct sim_gpu *gpu) {
             return 0;
     if (t->instant_period_ns <= 0 || t->instant_window_ns <= 0 || t->average_period_ns <= 0 ||
         t->average_window_ns <= 0 || t->energy_period_ns <= 0 || t->ripple_period_ns <= 0 || t->phase_ns < 0 ||
-        t->energy_call_latency_ns < 0 || t->energy_call_latency_ns > 1000000000LL)
+        t->energy_call_latency_ns < 0 || t->energy_call_latency_ns > 1000000000LL || t->read_stall_ns < 0 ||
+        t->read_stall_ns > 1000000000LL || t->read_stall_period_ns <= 0)
         return 0;
     if (!in_range(gpu->utilization_pct, 0, 100) || !in_range(gpu->memory_utilization_pct, 0, 100) ||
         !in_range(gpu->power_limit_w, c->min_power_limit_w, c->max_power_limit_w) || !locks_valid(gpu) ||

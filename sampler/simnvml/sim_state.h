@@ -16,7 +16,7 @@
 
 #define SIM_EXPORT __attribute__((visibility("default")))
 
-#define SIM_MAGIC 0x314D495346505047ULL /* "GPPFSIM1" */
+#define SIM_MAGIC 0x324D495346505047ULL /* "GPPFSIM2" */
 #define SIM_LAYOUT_VERSION 1
 /* Change points kept per GPU. The 1 s power average looks back 1.08 s, so the sensors are exact unless a GPU's
  * operating point changes more often than this in that time; then the oldest are merged (sim_model.c). */
@@ -45,6 +45,8 @@ struct sim_timing {
     int64_t ripple_period_ns;
     int64_t ripple_phase_ns;
     int64_t energy_call_latency_ns;
+    int64_t read_stall_ns;
+    int64_t read_stall_period_ns;
 };
 
 struct sim_gpu {

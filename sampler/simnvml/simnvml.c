@@ -83,6 +83,13 @@ static unsigned long long energy_counter_mj(const struct sim_gpu *gpu, int64_t n
     return energy_mj(sim_energy_j(gpu, *tick_ns));
 }
 
+/* Sleeps ns, resuming after signals. */
+static void sleep_ns(int64_t ns) {
+    struct timespec left = {ns / 1000000000LL, ns % 1000000000LL};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+}
+
 /* The real energy read blocks the caller for ~4 ms; sleep as long, without spinning. */
 static void energy_read_delay(nvmlDevice_t device) {
     struct sim_map *map = sim_session();
@@ -90,11 +97,26 @@ static void energy_read_delay(nvmlDevice_t device) {
     if (!map || sim_device_index(device, map->shared, &index) != NVML_SUCCESS)
         return;
     int64_t ns = __atomic_load_n(&map->shared->gpus[index].timing.energy_call_latency_ns, __ATOMIC_RELAXED);
-    if (ns <= 0 || ns > 1000000000LL)
+    if (ns > 0 && ns <= 1000000000LL)
+        sleep_ns(ns);
+}
+
+/* The H100's periodic driver stall: the first power read of each read_stall_period on a GPU blocks
+ * read_stall_us (per process, as each process has its own driver calls in flight). */
+static void power_read_stall(nvmlDevice_t device) {
+    static int64_t last_period[GPUPROF_SIM_MAX_GPUS];
+    struct sim_map *map = sim_session();
+    unsigned index;
+    if (!map || sim_device_index(device, map->shared, &index) != NVML_SUCCESS)
         return;
-    struct timespec left = {ns / 1000000000LL, ns % 1000000000LL};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
-    }
+    const struct sim_timing *t = &map->shared->gpus[index].timing;
+    int64_t stall = __atomic_load_n(&t->read_stall_ns, __ATOMIC_RELAXED);
+    int64_t period = __atomic_load_n(&t->read_stall_period_ns, __ATOMIC_RELAXED);
+    if (stall <= 0 || stall > 1000000000LL || period <= 0)
+        return;
+    int64_t current = sim_now_ns(map->shared) / period;
+    if (__atomic_exchange_n(&last_period[index], current, __ATOMIC_RELAXED) != current)
+        sleep_ns(stall);
 }
 
 /* Initializes NVML (refcounted): maps the state file named by $GPUPROF_SIM_STATE on the first call. */
@@ -266,6 +288,11 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int count,
     if (!values || count < 0)
         return bad_pointer();
     for (int i = 0; i < count; i++)
+        if (values[i].fieldId == NVML_FI_DEV_POWER_INSTANT) {
+            power_read_stall(device);
+            break;
+        }
+    for (int i = 0; i < count; i++)
         if (values[i].fieldId == NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION) {
             energy_read_delay(device);
             break;
@@ -287,6 +314,7 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int count,
 SIM_EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
     if (!power)
         return bad_pointer();
+    power_read_stall(device);
     struct gpu_read read;
     nvmlReturn_t ret;
     unsigned mw = 0;

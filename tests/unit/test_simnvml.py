@@ -11,7 +11,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -439,6 +439,23 @@ def test_the_energy_reads_block_for_milliseconds(sim: SimulatedNvml, nvml: Nvml)
     started = time.perf_counter()
     nvml.fields(handle, 186, 83)
     assert time.perf_counter() - started > 0.001
+
+
+def test_a_configured_read_stall_blocks_the_first_power_read_of_each_period(
+    sim: SimulatedNvml, nvml: Nvml
+) -> None:
+    sim.configure(config(read_stall_us=20_000, read_stall_period_ms=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+
+    def seconds(read: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        read()
+        return time.perf_counter() - started
+
+    assert seconds(lambda: nvml.fields(handle, 186)) >= 0.019  # the period's first read stalls
+    assert seconds(lambda: nvml.uint("nvmlDeviceGetPowerUsage", handle)) < 0.015  # later ones do not
+    sim.set_clock(T0 + 100 * MS)
+    assert seconds(lambda: nvml.uint("nvmlDeviceGetPowerUsage", handle)) >= 0.019
 
 
 def test_temperature_follows_power_with_a_time_constant(sim: SimulatedNvml, nvml: Nvml) -> None:
