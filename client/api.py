@@ -280,6 +280,18 @@ class Client:
         """The daemon's CLOCK_MONOTONIC and wall clock, read together (``monotonic_ns``, ``wall_ns``)."""
         return self.request("time")
 
+    def history(self, gpu: int, seconds: float = 30.0, max_points: int = 2000) -> dict[str, Any]:
+        """GPU ``gpu``'s samples of the last ``seconds`` from the daemon's in-memory history, as a batch.
+
+        The batch has the columns of a live ``samples`` message. Longer spans are thinned to every
+        ``stride``-th sample (at most ``max_points``); ``available`` tells how many the daemon held.
+        """
+        return self.request("history", {"gpu": gpu, "seconds": seconds, "max_points": max_points})
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's health: sampler counters (deadline misses, NVML errors), history, queues."""
+        return self.request("stats")
+
     def stream(self, gpu: int | None = None, job: str | None = None) -> Subscription:
         """Live messages: a GPU's samples, a job's state changes, markers and samples, or everything.
 

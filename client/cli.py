@@ -16,6 +16,7 @@ from .commands.run import run
 from .commands.sample import sample
 from .commands.show import show
 from .commands.sim import sim
+from .commands.status import status
 from .commands.submit import submit
 from .commands.watch import watch
 
@@ -39,7 +40,7 @@ def cli() -> None:
     """
 
 
-for command in (run, submit, jobs, show, watch, cancel, export, gpus, sample, sim):
+for command in (run, submit, jobs, show, watch, cancel, export, gpus, status, sample, sim):
     cli.add_command(command)
 
 

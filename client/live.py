@@ -20,6 +20,7 @@ MAX_WINDOW_SAMPLES = 400_000  # 30 s at ~13 kHz: a bound on memory whatever the 
 STALE_AFTER_S = 2.0
 BLOCKS = " ▁▂▃▄▅▆▇█"  # eighths of a cell, for an area plot with 8 levels per row
 GUTTER = 8  # width of the y-axis labels and the axis line
+LIVE_SERIES = ("t_ns", "power_w", "sm_clock_mhz", "util_pct", "temp_c")
 
 
 @dataclass
@@ -72,6 +73,10 @@ class LiveWindow:
         elif running == self.watched_job and self.job_state in (None, "queued"):
             self.job_state = "running"
         t_ns = np.asarray(batch.get("t_ns") or [], dtype=np.int64)
+        fresh = t_ns > self.t_ns[-1] if self.t_ns.size else np.ones(t_ns.size, bool)
+        if not fresh.all():  # already seen: the history fetched at start overlaps the first live batches
+            batch = {k: _selected(batch.get(k), fresh) for k in LIVE_SERIES}
+            t_ns = t_ns[fresh]
         if not t_ns.size:
             return
         self.util_pct = _last(batch.get("util_pct"))
@@ -96,6 +101,13 @@ def _floats(values: Any, size: int) -> np.ndarray:
     if not isinstance(values, list) or len(values) != size:
         return np.full(size, np.nan)
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _selected(values: Any, keep: np.ndarray) -> Any:
+    """The kept entries of a column; a column of the wrong shape is left for ``_floats`` to refuse."""
+    if not isinstance(values, list) or len(values) != keep.size:
+        return values
+    return [v for v, kept in zip(values, keep.tolist(), strict=True) if kept]
 
 
 def _last(values: Any) -> float | None:

@@ -34,7 +34,10 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
     "cancel": {"id": ((str,), True)},
     "time": {},
+    "stats": {},
+    "history": {"gpu": ((int,), True), "seconds": ((int, float), False), "max_points": ((int,), False)},
 }
+MAX_HISTORY_POINTS = 20_000
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy")
 MAX_TRACE_CHUNK = 50_000
@@ -147,6 +150,14 @@ def _check_body(type_: str, body: dict[str, Any], request_id: int) -> None:
         if isinstance(value, int) and not 0 <= value <= MAX_FIELD_INT:  # ids, offsets and limits
             raise ProtocolError(
                 "bad_request", f"{type_}: field {name!r} must be in [0, 2**63), got {value}", request_id
+            )
+    if type_ == "history":
+        seconds = body.get("seconds", 30)
+        if not (0 < seconds < float("inf")) or not 1 <= body.get("max_points", 2000) <= MAX_HISTORY_POINTS:
+            raise ProtocolError(
+                "bad_request",
+                f"history: seconds must be > 0 and max_points in 1..{MAX_HISTORY_POINTS}",
+                request_id,
             )
     if type_ == "trace":
         if body.get("table", "samples") not in TRACE_TABLES:

@@ -29,6 +29,7 @@ class DaemonConfig:
     history_s: float = 600.0
     max_message_bytes: int = 1 << 20
     pub_hwm: int = 1000
+    publish_interval_ms: float = 2.0
     default_timeout_s: float = 3600.0
     max_timeout_s: float = 86400.0
 
@@ -43,6 +44,7 @@ class DaemonConfig:
             ),
             (1024 <= self.max_message_bytes <= 1 << 30, "max_message_bytes must be in [1024, 2**30]"),
             (1 <= self.pub_hwm <= 1_000_000, "pub_hwm must be in [1, 1000000]"),
+            (0.5 <= self.publish_interval_ms <= 1000, "publish_interval_ms must be in [0.5, 1000]"),
             (
                 0 < self.default_timeout_s <= self.max_timeout_s,
                 "default_timeout_s must be in (0, max_timeout_s]",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import math
 import os
 import signal
 import time
@@ -27,7 +28,7 @@ from .jobs import FINAL_STATES, JobRunner
 from .store import JobStore
 
 log = logging.getLogger("gpuprofd")
-TICK_S = 0.05  # drain, publish and schedule this often
+TICK_S = 0.05  # check timeouts and start queued jobs this often (samples are published more often)
 LIVE_COLUMNS = (
     "t_ns",
     "power_mw",
@@ -97,6 +98,8 @@ class Daemon:
             self.library,
         )
         self.user = getpass.getuser()
+        self.started_ns = time.monotonic_ns()
+        self.batches_published = 0
         self._stopping = False
 
     def serve(self, ready: Any = None) -> None:
@@ -130,12 +133,13 @@ class Daemon:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        next_tick = time.monotonic()
+        publish_s = self.config.publish_interval_ms / 1000
+        next_publish = next_tick = time.monotonic()
         while not self._stopping:
             channels = self.runner.channels()
             for fd in channels:
                 poller.register(fd, zmq.POLLIN)
-            timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+            timeout_ms = math.ceil(max(0.0, min(next_publish, next_tick) - time.monotonic()) * 1000)
             events = dict(poller.poll(timeout_ms))
             for fd, job in channels.items():
                 if fd in events:
@@ -143,27 +147,42 @@ class Daemon:
                 poller.unregister(fd)
             if self.router in events:
                 self._serve_requests()
-            if time.monotonic() >= next_tick:
+            now = time.monotonic()
+            if now >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + TICK_S
+                next_publish = time.monotonic() + publish_s
+            elif now >= next_publish:
+                self._drain_and_publish()
+                next_publish = max(next_publish + publish_s, time.monotonic())  # steady, never a burst
 
-    def _tick(self) -> None:
+    def _drain_and_publish(self) -> None:
+        """Move what the sampler recorded into the history and the running jobs, and publish it live."""
         samples, energy = self.sampler.drain()
         self.history.append(samples, energy)
         self.runner.feed(samples, energy)
-        self.runner.check()
-        self.runner.schedule(self.gpus)
         for gpu in self.gpus:
             own = samples[samples["gpu"] == gpu]
             if own.size:
-                self._publish_samples(gpu, own)
+                self.pub.send_multipart(
+                    [
+                        protocol.topic_for_gpu(gpu),
+                        protocol.encode_publish("samples", self._live_body(gpu, own)),
+                    ]
+                )
+                self.batches_published += 1
 
-    def _publish_samples(self, gpu: int, own: np.ndarray) -> None:
+    def _tick(self) -> None:
+        self._drain_and_publish()  # a job is finished only with every sample up to its end
+        self.runner.check()
+        self.runner.schedule(self.gpus)
+
+    def _live_body(self, gpu: int, own: np.ndarray) -> dict[str, Any]:
         body: dict[str, Any] = {name: own[name].tolist() for name in LIVE_COLUMNS}
         body["power_w"] = [mw / 1000 for mw in body.pop("power_mw")]
         running = self.runner.running.get(gpu)
         body.update(gpu=gpu, simulated=self.library.simulated, job=running.record.id if running else None)
-        self.pub.send_multipart([protocol.topic_for_gpu(gpu), protocol.encode_publish("samples", body)])
+        return body
 
     def _publish_job(self, job_id: str, kind: str, body: dict[str, Any]) -> None:
         self.pub.send_multipart([protocol.topic_for_job(job_id), protocol.encode_publish(kind, body)])
@@ -214,7 +233,7 @@ class Daemon:
         return {
             "daemon_version": _daemon_version(),
             "protocol": protocol.PROTOCOL_VERSION,
-            "capabilities": ["jobs", "live", "trace", "burn"],
+            "capabilities": ["jobs", "live", "trace", "burn", "history", "stats"],
             "pub_endpoint": self.config.publish_endpoint,
             "simulated": self.library.simulated,
             "gpus": len(self.gpus),
@@ -225,6 +244,42 @@ class Daemon:
 
     def _on_time(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"monotonic_ns": time.monotonic_ns(), "wall_ns": time.time_ns()}
+
+    def _on_stats(self, body: dict[str, Any]) -> dict[str, Any]:
+        running = {str(gpu): job.record.id for gpu, job in self.runner.running.items()}
+        return {
+            "uptime_s": (time.monotonic_ns() - self.started_ns) / 1e9,
+            "simulated": self.library.simulated,
+            "sampler": self.sampler.stats().as_dict(),
+            "history": {
+                "seconds": self.history.seconds,
+                "samples": len(self.history),
+                "capacity": self.history.sample_capacity,
+                "dropped_samples": self.history.dropped_samples,
+                "oldest_t_ns": self.history.oldest_t_ns,
+                "newest_t_ns": self.history.newest_t_ns,
+                "bytes": self.history.nbytes,
+            },
+            "publish": {
+                "interval_ms": self.config.publish_interval_ms,
+                "hwm": self.config.pub_hwm,
+                "batches": self.batches_published,
+            },
+            "jobs": {
+                "running": running,
+                "queued": {str(gpu): self.store.count_queued(gpu) for gpu in self.gpus},
+            },
+        }
+
+    def _on_history(self, body: dict[str, Any]) -> dict[str, Any]:
+        gpu = body["gpu"]
+        if gpu not in self.gpus:
+            raise protocol.ProtocolError("not_found", f"GPU {gpu} is not served here; GPUs: {self.gpus}")
+        seconds = min(float(body.get("seconds", 30)), self.history.seconds)
+        samples, _ = self.history.since(time.monotonic_ns() - int(seconds * 1e9), gpu)
+        stride = max(1, math.ceil(samples.size / body.get("max_points", 2000)))
+        kept = samples[::-1][::stride][::-1]  # every stride-th sample, the newest always among them
+        return {**self._live_body(gpu, kept), "seconds": seconds, "stride": stride, "available": samples.size}
 
     def _on_submit(self, body: dict[str, Any]) -> dict[str, Any]:
         spec = JobSpec.from_dict(body["spec"])

@@ -365,6 +365,10 @@ class JobStore:
         )
         return [JobRecord.from_row(row) for row in rows]
 
+    def count_queued(self, gpu: int) -> int:
+        """How many jobs wait for ``gpu``."""
+        return int(self._read("SELECT count(*) FROM jobs WHERE gpu = ? AND state = ?", (gpu, QUEUED))[0][0])
+
     def set_state(
         self, job_id: str, state: str, reason: str | None = None, worker_uid: int | None = None
     ) -> JobRecord:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import time
 from types import TracebackType
 from typing import Any
 
@@ -92,8 +93,9 @@ def prepare_window(client: Client, gpu: int | None, job_id: str | None) -> LiveW
 def watch(gpu: int | None, job_id: str | None, seconds: float | None, endpoint: str) -> None:
     """Plot a GPU's power and SM clock live, over the last 30 s, with the job running on it.
 
-    The plot redraws up to 10 times a second from the daemon's live stream (the sensor updates about
-    every 100 ms). Samples from gpuprof's simulated GPU are labelled SIMULATED. Ctrl-C quits.
+    The plot starts with the daemon's recent history and redraws up to 10 times a second from its live
+    stream (the sensor updates about every 100 ms). Samples from gpuprof's simulated GPU are labelled
+    SIMULATED. Ctrl-C quits.
 
     \b
     Examples:
@@ -108,4 +110,8 @@ def watch(gpu: int | None, job_id: str | None, seconds: float | None, endpoint: 
             Screen() as screen,
             contextlib.suppress(KeyboardInterrupt),  # Ctrl-C is how watch ends
         ):
+            # Subscribed first, then the history: the overlap is dropped by time, and nothing falls between.
+            if "history" in client.hello().get("capabilities", []):
+                recent = client.history(int(window.gpu or 0), seconds=window.window_s, max_points=4000)
+                window.apply({**recent, "kind": "samples"}, time.monotonic())
             watch_loop(subscription, window, screen, seconds=seconds)

@@ -126,7 +126,7 @@ class FakeDaemon:
             hello = {
                 "daemon_version": "0-fake",
                 "protocol": 1,
-                "capabilities": [],
+                "capabilities": ["history"],
                 "simulated": True,
                 "gpus": 1,
             }
@@ -140,6 +140,12 @@ class FakeDaemon:
                 "power_limit_w": 700,
             }
             return self.reply(request, {"gpus": [gpu]})
+        if request.type == "history":
+            recent = {"gpu": 0, "simulated": True, "job": None, "t_ns": [time.monotonic_ns() - 10**9],
+                      "power_w": [250.0], "sm_clock_mhz": [1980], "stride": 1, "available": 1}  # fmt: skip
+            return self.reply(request, recent)
+        if request.type == "stats":
+            return self.reply(request, STATS)
         if request.type == "time":
             return self.reply(request, {"monotonic_ns": time.monotonic_ns(), "wall_ns": time.time_ns()})
         if request.type == "submit":
@@ -195,6 +201,32 @@ class FakeDaemon:
         end = offset + len(columns["t_ns"])
         return {"columns": columns, "rows": len(columns["t_ns"]), "total": total,
                 "next_offset": end if end < total else None}  # fmt: skip
+
+
+STATS = {
+    "uptime_s": 12.5,
+    "simulated": True,
+    "sampler": {
+        "backend": "cython",
+        "rate_hz": 1000.0,
+        "achieved_rate_hz": 999.8,
+        "jitter_p99_us": 18.0,
+        "deadline_misses": 12,
+        "read_overrun_misses": 9,
+        "overflows": 0,
+        "energy_overflows": 0,
+        "errors": {"0": {"NVML_ERROR_TIMEOUT": 2}},
+    },
+    "history": {
+        "seconds": 600.0,
+        "samples": 12_000,
+        "capacity": 600_000,
+        "dropped_samples": 0,
+        "bytes": 28_800_000,
+    },
+    "publish": {"interval_ms": 2.0, "hwm": 1000, "batches": 6000},
+    "jobs": {"running": {}, "queued": {"0": 4}},
+}
 
 
 @pytest.fixture
@@ -416,6 +448,18 @@ def test_cli_watch_piped_prints_status_lines(capsys: pytest.CaptureFixture[str],
         thread.join()
     assert code == 0
     assert "SIMULATED" in out and "job done running" in out and "321.0 W" in out
+
+
+def test_cli_status_splits_deadline_misses_by_cause(
+    capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
+) -> None:
+    code, out, _ = run_cli(capsys, "status", "--endpoint", daemon.endpoint)
+    assert code == 0
+    assert "SIMULATED GPU" in out and "999.8 Hz of 1,000 Hz" in out
+    assert "12 deadline misses (9 in slow NVML reads, 3 from late wake-ups)" in out
+    assert "GPU 0: NVML_ERROR_TIMEOUT x2" in out and "queued GPU 0: 4" in out
+    code, out, _ = run_cli(capsys, "status", "--json", "--endpoint", daemon.endpoint)
+    assert code == 0 and json.loads(out) == STATS
 
 
 def test_cli_run_uses_a_daemon_that_answers(

@@ -589,12 +589,41 @@ def test_a_stalled_live_viewer_does_not_slow_the_sampler(start_daemon: StartDaem
         ends = json.loads(viewer.stdout.readline())
         since = [t for t in ends if t >= stalled_ns]  # the viewer read up to the first batch after resuming
         gaps = [b - a for a, b in itertools.pairwise(since)]
-        # Batches come every ~50 ms; a gap of a second is what the daemon dropped rather than wait for it.
+        # Batches come every few ms; a gap of a second is what the daemon dropped rather than wait for it.
         assert gaps and max(gaps) > 0.5e9, gaps
     finally:
         viewer.kill()
         viewer.wait()
         client.close()
+
+
+def test_history_and_stats_tell_what_the_sampler_recorded(client: RawClient) -> None:
+    time.sleep(0.6)  # the default 1 kHz sampler fills some history
+    recent = client.request("history", {"gpu": 0, "seconds": 0.4}).body
+    t_ns = recent["t_ns"]
+    assert recent["stride"] == 1 and recent["available"] == len(t_ns)
+    assert len(t_ns) == pytest.approx(400, rel=0.25)
+    assert t_ns == sorted(t_ns) and t_ns[-1] - t_ns[0] <= 0.4e9
+    assert time.monotonic_ns() - t_ns[-1] < 0.2e9  # the newest sample is recent
+    assert len(recent["power_w"]) == len(t_ns) and min(recent["power_w"]) > 0
+    assert recent["simulated"] is True and recent["gpu"] == 0
+
+    thinned = client.request("history", {"gpu": 0, "seconds": 0.4, "max_points": 10}).body
+    assert len(thinned["t_ns"]) <= 10 and thinned["stride"] > 1
+    assert thinned["t_ns"][-1] >= t_ns[-1]  # thinning keeps the newest sample
+
+    missing = client.request("history", {"gpu": 7})
+    assert (missing.ok, missing.code) == (False, "not_found") and "GPU 7" in (missing.message or "")
+    for bad in ({"gpu": 0, "seconds": -1}, {"gpu": 0, "max_points": 0}, {"gpu": "0"}):
+        assert client.request("history", bad).code == "bad_request"
+
+    stats = client.request("stats").body
+    sampler = stats["sampler"]
+    assert sampler["ticks"] > 500 and sampler["rate_hz"] == 1000
+    assert 0 <= sampler["read_overrun_misses"] <= sampler["deadline_misses"]
+    assert stats["history"]["samples"] >= len(t_ns) and stats["history"]["seconds"] == 60
+    assert stats["jobs"] == {"running": {}, "queued": {"0": 0}}
+    assert stats["simulated"] is True and stats["publish"]["batches"] > 0
 
 
 # -- inventory and clocks ----------------------------------------------------------------------------

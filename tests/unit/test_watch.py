@@ -126,6 +126,18 @@ def test_window_keeps_only_the_last_30_seconds() -> None:
     assert window.t_ns.size == window.power_w.size == window.sm_clock_mhz.size <= 30_001
 
 
+def test_history_then_overlapping_live_batches_keep_each_sample_once() -> None:
+    window = LiveWindow(gpu=0)
+    history = batch(0, 300.0, 1500)
+    for key in ("t_ns", "power_w", "sm_clock_mhz"):  # batches 0 and 1, as the history reply holds them
+        history[key] = history[key] + batch(1, 300.0, 1500)[key]
+    window.apply(history, 0.0)
+    window.apply(batch(1, 999.0, 1500), 0.0)  # the first live batch repeats what the history had
+    window.apply(batch(2, 400.0, 1500), 0.0)
+    assert window.t_ns.size == 3 * BATCH and np.all(np.diff(window.t_ns) > 0)
+    assert 999.0 not in window.power_w and window.power_w[-1] == 400.0
+
+
 def test_other_gpus_are_ignored_and_job_follows_the_samples() -> None:
     window = LiveWindow(gpu=1)
     window.apply(batch(0, 300.0, 1500, gpu=0), 0.0)
