@@ -459,6 +459,7 @@ def section_live(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     )
     stall_config = config + f"pub_hwm = {STALLED_PUB_HWM}\n"
     with DaemonUnderTest(root / "stall", args.simulate, stall_config) as daemon:
+        daemon.run_job(STALL_BURN, args.gpu)  # discarded: a first job pays one-off start-up costs
         for phase in ("control", "stalled"):
             figures = stalled_phase(daemon, args.gpu, phase == "stalled")
             out.update({f"{phase}_{k}": v for k, v in figures.items()})

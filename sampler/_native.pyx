@@ -230,6 +230,7 @@ cdef void* fast_loop(void* arg) noexcept nogil:
     cdef int64_t previous = 0
     cdef int64_t deviation
     cdef int64_t end
+    cdef int64_t late
     cdef uint64_t missed
     cdef gp_sample_t sample
     cdef int i
@@ -252,13 +253,14 @@ cdef void* fast_loop(void* arg) noexcept nogil:
                 bump_u64(&st.samples_written, 1)
         bump_u64(&st.ticks, 1)
         # A slot already past when this tick ends is missed: skip it (counted) rather than run late.
-        # Misses in a tick whose reads alone took a period are NVML's; the others are a late wake-up's.
+        # The misses go to NVML when the reads took longer than the wake-up was late, else to the wake-up.
         end = now_ns()
         missed = 0
+        late = wake - deadline
         deadline = next_free_slot(deadline + period, period, end, &missed)
         if missed:
             bump_u64(&st.deadline_misses, missed)
-            if end - wake >= period:
+            if end - wake >= late:
                 bump_u64(&st.read_overrun_misses, missed)
     store_i64(&st.stopped_ns, now_ns())
     store_i64(&st.cpu_ns, clock_ns(CLOCK_THREAD_CPUTIME_ID))

@@ -87,8 +87,8 @@ class SamplerStats:
     errors: dict[int, dict[str, int]] = field(default_factory=dict)  # gpu -> NVML error name -> count
     cpu_ns: int | None = None  # CPU time the fast-loop thread used (sampler overhead)
     power_source: dict[int, str] = field(default_factory=dict)  # gpu -> "instant" | "average_1s"
-    # The part of deadline_misses in ticks whose NVML reads alone took a period or longer (a slow driver
-    # call); the rest came from the thread waking late (CPU contention, scheduling).
+    # The part of deadline_misses in ticks whose NVML reads took longer than the thread woke late (a slow
+    # driver call did most of the damage); the rest came from waking late (CPU contention, scheduling).
     read_overrun_misses: int = 0
 
     @property

@@ -238,12 +238,12 @@ class PynvmlSampler:
             self._ticks += 1
             for index, (gpu, handle) in targets:
                 self._samples.push(self._read(index, gpu, handle))
+            woke, late, now = now, now - deadline, time.monotonic_ns()
             deadline += period
-            woke, now = now, time.monotonic_ns()
             if now >= deadline:  # slots that passed while this tick ran are missed, phase kept
                 skipped = (now - deadline) // period + 1
                 self._misses += skipped
-                if now - woke >= period:  # the reads alone outlasted a period: NVML was slow
+                if now - woke >= late:  # the reads took longer than the wake-up was late: NVML's
                     self._read_overrun_misses += skipped
                 deadline += skipped * period
             self._cpu_ns = time.thread_time_ns()

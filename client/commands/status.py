@@ -47,8 +47,8 @@ def render_status(stats: dict[str, Any], endpoint: str) -> str:
 def status(as_json: bool, endpoint: str) -> None:
     """Show the daemon's health: sampler rate, deadline misses and NVML errors, history, queues.
 
-    Deadline misses are split into those in slow NVML reads (the driver stalls now and then) and those
-    from the sampler thread waking late (CPU contention on the node).
+    Deadline misses are split by their larger cause: slow NVML reads (the driver stalls now and then),
+    or the sampler thread waking late (CPU contention on the node).
 
     \b
     Example:

@@ -14,7 +14,8 @@ from gpuprof.sampler.energy import energy_window, integrate_power
 from gpuprof.sampler.errors import DeviceNotFound, NvmlLibraryNotFound, UsageError
 from gpuprof.sampler.library import NvmlLibrary, resolve
 from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE, concat
-from gpuprof.sampler.sim import SimulatedNvml, load_config
+from gpuprof.sampler.sim import SimConfig, SimulatedNvml, load_config
+from gpuprof.sampler.sim_config import GpuSpec
 
 
 @pytest.fixture(params=BACKENDS)
@@ -175,3 +176,19 @@ def test_start_twice_is_refused_and_stop_is_idempotent(opened: object) -> None:
     sampler.stop()
     sampler.stop()
     assert not sampler.running
+
+
+def test_misses_in_slow_nvml_reads_are_told_apart_from_late_wake_ups(opened: object) -> None:
+    sim = SimulatedNvml()
+    sim.configure(SimConfig(gpus=(GpuSpec(energy_call_latency_us=0),)))
+    quick = opened(rate_hz=1000, energy_rate_hz=0)  # type: ignore[operator]
+    run_for(quick, 0.3)
+    assert quick.stats().read_overrun_misses == 0  # reads of microseconds are never the larger cause
+
+    stalling = GpuSpec(energy_call_latency_us=0, read_stall_us=3000, read_stall_period_ms=20)
+    sim.configure(SimConfig(gpus=(stalling,)))
+    stalled = opened(rate_hz=1000, energy_rate_hz=0)  # type: ignore[operator]
+    run_for(stalled, 0.3)
+    stats = stalled.stats()
+    assert stats.deadline_misses >= 3 * 10  # ~15 stalls of 3 ms, each costing 2-3 slots
+    assert stats.read_overrun_misses >= stats.deadline_misses - 3  # all but a stray late wake-up are NVML's
