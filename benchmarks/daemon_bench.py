@@ -81,6 +81,7 @@ FLAT_KEYS = (
             "reader_p99_ms",
         )
     ),
+    *(f"normal_{p}_{k}" for p in ("control", "stalled") for k in ("deadline_misses", "late_wake_misses")),
     "stalled_dropped_batches",
     "stalled_drops_began_s_before_job",
     *(f"request_{w}_ms_{t}" for t in ("gpus", "job", "jobs") for w in ("p50", "p99")),
@@ -458,12 +459,17 @@ def section_live(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "daemon CPU = its process's user + system time over the row, all threads (the sampler's included)"
     )
     stall_config = config + f"pub_hwm = {STALLED_PUB_HWM}\n"
-    with DaemonUnderTest(root / "stall", args.simulate, stall_config) as daemon:
-        daemon.run_job(STALL_BURN, args.gpu)  # discarded: a first job pays one-off start-up costs
-        for phase in ("control", "stalled"):
-            figures = stalled_phase(daemon, args.gpu, phase == "stalled")
-            out.update({f"{phase}_{k}": v for k, v in figures.items()})
+    # The same two phases with the sampler at normal priority: what its SCHED_FIFO default buys.
+    for priority, tag in ((None, ""), (0, "normal_")):
+        extra = "" if priority is None else f"sampler_realtime_priority = {priority}\n"
+        with DaemonUnderTest(root / f"stall{tag}", args.simulate, stall_config + extra) as daemon:
+            daemon.run_job(STALL_BURN, args.gpu)  # discarded: a first job pays one-off start-up costs
+            for phase in ("control", "stalled"):
+                figures = stalled_phase(daemon, args.gpu, phase == "stalled")
+                figures["realtime_priority"] = daemon.request("stats")["sampler"]["realtime_priority"]
+                out.update({f"{tag}{phase}_{k}": v for k, v in figures.items()})
     keys = [
+        "realtime_priority",
         "samples",
         "expected_samples",
         "max_gap_ms",
@@ -477,7 +483,10 @@ def section_live(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         f"live: trace of a burn job ({STALL_BURN['seconds']:g} s + {STALL_BURN['warmup_s']:g} s warmup) at "
         f"{SAMPLER_RATE_HZ:g} Hz, pub_hwm {STALLED_PUB_HWM} (goal, stalled: late_wake_misses 0)",
         ["subscribers", *keys],
-        [[p, *(out.get(f"{p}_{k}") for k in keys)] for p in ("control", "stalled")],
+        [
+            [p, *(out.get(f"{p}_{k}") for k in keys)]
+            for p in ("control", "stalled", "normal_control", "normal_stalled")
+        ],
     )
     began = out.get("stalled_drops_began_s_before_job")
     print(

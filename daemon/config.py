@@ -30,6 +30,7 @@ class DaemonConfig:
     max_message_bytes: int = 1 << 20
     pub_hwm: int = 1000
     publish_interval_ms: float = 2.0
+    sampler_realtime_priority: int = 10  # SCHED_FIFO for the sampler's fast loop; 0: normal scheduling
     default_timeout_s: float = 3600.0
     max_timeout_s: float = 86400.0
 
@@ -45,6 +46,7 @@ class DaemonConfig:
             (1024 <= self.max_message_bytes <= 1 << 30, "max_message_bytes must be in [1024, 2**30]"),
             (1 <= self.pub_hwm <= 1_000_000, "pub_hwm must be in [1, 1000000]"),
             (0.5 <= self.publish_interval_ms <= 1000, "publish_interval_ms must be in [0.5, 1000]"),
+            (0 <= self.sampler_realtime_priority <= 99, "sampler_realtime_priority must be in [0, 99]"),
             (
                 0 < self.default_timeout_s <= self.max_timeout_s,
                 "default_timeout_s must be in (0, max_timeout_s]",

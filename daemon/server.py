@@ -94,7 +94,12 @@ class Daemon:
                 "stopped %d worker(s) the previous gpuprofd left running: pids %s", len(stopped), stopped
             )
         self.sampler = open_sampler(
-            SamplerConfig(tuple(self.gpus), rate_hz=config.rate_hz, energy_rate_hz=config.energy_rate_hz),
+            SamplerConfig(
+                tuple(self.gpus),
+                rate_hz=config.rate_hz,
+                energy_rate_hz=config.energy_rate_hz,
+                realtime_priority=config.sampler_realtime_priority,
+            ),
             self.library,
         )
         self.user = getpass.getuser()
@@ -109,6 +114,9 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
         self.sampler.start()
+        realtime_error = self.sampler.stats().realtime_error
+        if realtime_error:
+            log.warning("sampler runs at normal priority: %s (needs CAP_SYS_NICE)", realtime_error)
         log.info(
             "gpuprofd serving %s (live data %s) on %d %s GPU(s)",
             self.config.endpoint,

@@ -8,6 +8,7 @@ import numpy as np
 from . import records
 from .errors import DeviceNotFound, NvmlError, NvmlLibraryNotFound, UsageError
 
+from libc.errno cimport ESRCH
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, strerror
@@ -28,6 +29,7 @@ from ._ring cimport gp_ring_t, ring_alloc, ring_free, ring_pending, ring_pop, ri
 from ._thread cimport (
     PR_SET_TIMERSLACK, prctl, pthread_create, pthread_getcpuclockid, pthread_join, pthread_setname_np,
     pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_sigmask,
+    SCHED_FIFO, pthread_setschedparam, sched_param,
 )
 
 cdef enum:
@@ -484,6 +486,18 @@ cdef class NativeSampler:
                 raise OSError(rc, f"cannot start a sampler thread: {strerror(rc).decode()}")
         finally:
             pthread_mutex_unlock(&self.lifecycle)
+
+    def set_realtime(self, int priority):
+        """Run the fast thread SCHED_FIFO at ``priority`` (1-99): 0, or an errno (EPERM: no CAP_SYS_NICE)."""
+        cdef sched_param param
+        cdef int rc = ESRCH
+        param.sched_priority = priority
+        with nogil:
+            pthread_mutex_lock(&self.lifecycle)
+            if self.fast_joinable:
+                rc = pthread_setschedparam(self.fast_thread, SCHED_FIFO, &param)
+            pthread_mutex_unlock(&self.lifecycle)
+        return rc
 
     def stop(self):
         """Stop and join the threads, without the GIL; idempotent. Undrained records stay for drain()."""

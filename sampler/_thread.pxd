@@ -21,6 +21,15 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_lock(pthread_mutex_t*)
     int pthread_mutex_unlock(pthread_mutex_t*)
 
+cdef extern from "<sched.h>" nogil:
+    cdef struct sched_param:
+        int sched_priority
+    enum:
+        SCHED_FIFO
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_setschedparam(pthread_t, int, const sched_param*)
+
 cdef extern from "<signal.h>" nogil:
     int pthread_sigmask(int, const sigset_t*, sigset_t*)
 

@@ -30,6 +30,9 @@ class SamplerConfig:
     energy_rate_hz: float = DEFAULT_ENERGY_RATE_HZ
     buffer_seconds: float = 60.0  # ring capacity: samples kept between two drains
     spin_us: int = DEFAULT_SPIN_US  # busy-wait this long before each deadline (lower jitter, more CPU)
+    # > 0: run the fast loop SCHED_FIFO at this priority, so a busy node cannot delay its wake-ups (needs
+    # CAP_SYS_NICE; without it the loop runs at normal priority and stats say so).
+    realtime_priority: int = 0
 
     def __post_init__(self) -> None:
         from .errors import UsageError
@@ -53,6 +56,8 @@ class SamplerConfig:
             raise UsageError(f"buffer must hold (0, 3600] s of samples, got {self.buffer_seconds:g}")
         if not (0 <= self.spin_us <= 1000):
             raise UsageError(f"spin must be in [0, 1000] us, got {self.spin_us}")
+        if not (0 <= self.realtime_priority <= 99):
+            raise UsageError(f"realtime priority must be in [0, 99] (0: off), got {self.realtime_priority}")
 
     @property
     def period_ns(self) -> int:
@@ -90,6 +95,8 @@ class SamplerStats:
     # The part of deadline_misses in ticks whose NVML reads took longer than the thread woke late (a slow
     # driver call did most of the damage); the rest came from waking late (CPU contention, scheduling).
     read_overrun_misses: int = 0
+    realtime_priority: int = 0  # the fast loop's SCHED_FIFO priority in effect (0: normal scheduling)
+    realtime_error: str | None = None  # why a requested realtime priority could not be set
 
     @property
     def achieved_rate_hz(self) -> float:
@@ -105,6 +112,8 @@ class SamplerStats:
             "samples": self.samples,
             "deadline_misses": self.deadline_misses,
             "read_overrun_misses": self.read_overrun_misses,
+            "realtime_priority": self.realtime_priority,
+            "realtime_error": self.realtime_error,
             "overflows": self.overflows,
             "energy_readings": self.energy_readings,
             "energy_overflows": self.energy_overflows,

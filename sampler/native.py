@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 
 import numpy as np
@@ -35,6 +36,8 @@ class CythonSampler:
             config.sample_capacity,
             config.energy_capacity,
         )
+        self._realtime = 0
+        self._realtime_error: str | None = None
 
     @property
     def running(self) -> bool:
@@ -45,6 +48,12 @@ class CythonSampler:
         self._native.start()
         _STARTED.add(self)
         mark_running(self, True)
+        if self.config.realtime_priority:
+            rc = self._native.set_realtime(self.config.realtime_priority)
+            if rc == 0:
+                self._realtime = self.config.realtime_priority
+            else:
+                self._realtime_error = f"SCHED_FIFO {self.config.realtime_priority}: {os.strerror(rc)}"
 
     def stop(self) -> None:
         """Stop and join the threads (idempotent); records not yet drained stay for drain()."""
@@ -80,6 +89,8 @@ class CythonSampler:
             samples=counters["samples"],
             deadline_misses=counters["deadline_misses"],
             read_overrun_misses=counters["read_overrun_misses"],
+            realtime_priority=self._realtime,
+            realtime_error=self._realtime_error,
             overflows=counters["overflows"],
             energy_readings=counters["energy_readings"],
             energy_overflows=counters["energy_overflows"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from collections import Counter
@@ -104,6 +105,8 @@ class PynvmlSampler:
         self._started_ns = 0
         self._stopped_ns = 0
         self._cpu_ns = 0
+        self._realtime = 0
+        self._realtime_error: str | None = None
 
     @staticmethod
     def _handle(gpu: int) -> Any:
@@ -219,6 +222,12 @@ class PynvmlSampler:
         )
 
     def _fast_loop(self) -> None:
+        if self.config.realtime_priority:
+            try:  # pid 0: this thread only
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.config.realtime_priority))
+                self._realtime = self.config.realtime_priority
+            except OSError as exc:
+                self._realtime_error = f"SCHED_FIFO {self.config.realtime_priority}: {exc.strerror}"
         period = self.config.period_ns
         deadline = time.monotonic_ns()
         self._started_ns = deadline
@@ -271,6 +280,8 @@ class PynvmlSampler:
             samples=self._samples.total,
             deadline_misses=self._misses,
             read_overrun_misses=self._read_overrun_misses,
+            realtime_priority=self._realtime,
+            realtime_error=self._realtime_error,
             overflows=self._samples.overflows,
             energy_readings=self._energy.total,
             energy_overflows=self._energy.overflows,

@@ -23,9 +23,13 @@ def render_status(stats: dict[str, Any], endpoint: str) -> str:
     queued = ", ".join(f"GPU {gpu}: {n}" for gpu, n in jobs["queued"].items()) or "none"
     running = ", ".join(f"GPU {gpu}: {job}" for gpu, job in jobs["running"].items()) or "none"
     p99 = sampler["jitter_p99_us"]
+    priority = sampler.get("realtime_priority") or 0
+    scheduling = f"SCHED_FIFO {priority}" if priority else "normal priority"
+    if sampler.get("realtime_error"):
+        scheduling += f" ({sampler['realtime_error']})"
     lines = [
         f"gpuprofd at {endpoint}  ({source}), up {stats['uptime_s']:,.0f} s",
-        f"  sampler    {sampler['backend']}, "
+        f"  sampler    {sampler['backend']}, {scheduling}, "
         f"{sampler['achieved_rate_hz']:,.1f} Hz of {sampler['rate_hz']:,.0f} Hz; "
         f"jitter p99 {'-' if p99 is None else f'{p99:.0f} us'}; {misses:,} deadline misses "
         f"({nvml:,} in slow NVML reads, {misses - nvml:,} from late wake-ups); "

@@ -213,6 +213,7 @@ STATS = {
         "jitter_p99_us": 18.0,
         "deadline_misses": 12,
         "read_overrun_misses": 9,
+        "realtime_priority": 10,
         "overflows": 0,
         "energy_overflows": 0,
         "errors": {"0": {"NVML_ERROR_TIMEOUT": 2}},
@@ -455,7 +456,7 @@ def test_cli_status_splits_deadline_misses_by_cause(
 ) -> None:
     code, out, _ = run_cli(capsys, "status", "--endpoint", daemon.endpoint)
     assert code == 0
-    assert "SIMULATED GPU" in out and "999.8 Hz of 1,000 Hz" in out
+    assert "SIMULATED GPU" in out and "cython, SCHED_FIFO 10, 999.8 Hz of 1,000 Hz" in out
     assert "12 deadline misses (9 in slow NVML reads, 3 from late wake-ups)" in out
     assert "GPU 0: NVML_ERROR_TIMEOUT x2" in out and "queued GPU 0: 4" in out
     code, out, _ = run_cli(capsys, "status", "--json", "--endpoint", daemon.endpoint)

@@ -329,3 +329,22 @@ def test_sampler_threads_block_signals_and_survive_ctrl_c(make: Make) -> None:
     finally:
         sampler.stop()
     assert not native_threads()
+
+
+def test_a_realtime_priority_is_applied_to_the_fast_thread_or_reported(make: Make) -> None:
+    sampler = make(rate_hz=1000, realtime_priority=7)
+    sampler.start()
+    try:
+        fast = next(tid for tid, name in native_threads().items() if name == "gpuprof-fast")
+        energy = next(tid for tid, name in native_threads().items() if name == "gpuprof-energy")
+        stats = sampler.stats()
+        if stats.realtime_error is None:  # allowed here (CAP_SYS_NICE): only the fast loop is raised
+            assert stats.realtime_priority == 7
+            assert os.sched_getscheduler(fast) == os.SCHED_FIFO
+            assert os.sched_getparam(fast).sched_priority == 7
+        else:  # not allowed: it says why and runs as before
+            assert stats.realtime_priority == 0 and "SCHED_FIFO 7" in stats.realtime_error
+            assert os.sched_getscheduler(fast) == os.SCHED_OTHER
+        assert os.sched_getscheduler(energy) == os.SCHED_OTHER
+    finally:
+        sampler.stop()
