@@ -466,7 +466,9 @@ def section_live(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             daemon.run_job(STALL_BURN, args.gpu)  # discarded: a first job pays one-off start-up costs
             for phase in ("control", "stalled"):
                 figures = stalled_phase(daemon, args.gpu, phase == "stalled")
-                figures["realtime_priority"] = daemon.request("stats")["sampler"]["realtime_priority"]
+                sampler = daemon.request("stats")["sampler"]
+                figures["realtime_priority"] = sampler["realtime_priority"]
+                figures["realtime_error"] = sampler["realtime_error"]
                 out.update({f"{tag}{phase}_{k}": v for k, v in figures.items()})
     keys = [
         "realtime_priority",
