@@ -13,6 +13,7 @@ from gpuprof.sampler.errors import ConfigError
 DEFAULT_CONFIG = "/etc/gpuprof/gpuprofd.toml"
 DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
 DEFAULT_STATE_DIR = "/var/lib/gpuprof"
+TUPLE_ITEMS: dict[str, type] = {"gpus": int, "admin_groups": str}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class DaemonConfig:
     max_message_bytes: int = 1 << 20
     pub_hwm: int = 1000
     publish_interval_ms: float = 2.0
+    users_group: str = "gpuprof"  # members may submit jobs and watch the GPUs
+    admin_groups: tuple[str, ...] = ()  # members see and cancel every job (root and the daemon's user always)
+    socket_group: str = "gpuprof"  # the ipc socket files' group (mode 0660); "" leaves them the daemon's
     sampler_realtime_priority: int = 10  # SCHED_FIFO for the sampler's fast loop; 0: normal scheduling
     default_timeout_s: float = 3600.0
     max_timeout_s: float = 86400.0
@@ -52,6 +56,7 @@ class DaemonConfig:
                 "default_timeout_s must be in (0, max_timeout_s]",
             ),
             (all(g >= 0 for g in self.gpus), "gpus must be indices >= 0"),
+            (bool(self.users_group), "users_group must name a group"),
         ]
         for ok, message in checks:
             if not ok:
@@ -89,6 +94,9 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
             raise ConfigError(f"{file}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
         expected = type(getattr(DaemonConfig(), key))
         if expected is tuple and isinstance(value, list):
+            item = TUPLE_ITEMS[key]
+            if not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{file}: {key} must be a list of {item.__name__}")
             values[key] = tuple(value)
         elif expected is float and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)

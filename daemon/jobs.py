@@ -146,11 +146,11 @@ class JobRunner:
                 {"kind": marker.kind, "name": marker.name, "t_ns": marker.t_ns, "attrs": marker.attrs},
             )
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, by: str) -> bool:
         """Stop a running job (True), or say it is not running here (False)."""
         for job in self.running.values():
             if job.record.id == job_id:
-                self._stop(job, "cancelled", "cancelled by request")
+                self._stop(job, "cancelled", f"cancelled by {by}")
                 return True
         return False
 

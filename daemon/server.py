@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import grp
 import logging
 import math
 import os
@@ -23,8 +24,10 @@ from gpuprof.sampler.library import resolve
 
 from .config import DaemonConfig
 from .history import SampleHistory
+from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner
+from .policy import Policy
 from .store import JobStore
 
 log = logging.getLogger("gpuprofd")
@@ -47,12 +50,33 @@ def _daemon_version() -> str:
         return "unknown"
 
 
-def _bind(socket: zmq.Socket[bytes], endpoint: str) -> None:
-    if endpoint.startswith("ipc://"):
-        path = Path(endpoint.removeprefix("ipc://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)  # a stale socket file from a daemon that died
-    socket.bind(endpoint)
+def _bind(socket: zmq.Socket[bytes], endpoint: str, group: str) -> None:
+    """Bind; an ipc socket file is made group ``group``, mode 0660 (0600 when there is no such group)."""
+    if not endpoint.startswith("ipc://"):
+        socket.bind(endpoint)
+        return
+    path = Path(endpoint.removeprefix("ipc://"))
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a stale socket file from a daemon that died
+    old_umask = os.umask(0o177)  # no moment with the file open to all
+    try:
+        socket.bind(endpoint)
+    finally:
+        os.umask(old_umask)
+    gid = _group_id(group)
+    if gid is None:
+        if group:
+            log.warning("group %r does not exist: %s is usable by %s only", group, path, getpass.getuser())
+        return
+    os.chown(path, -1, gid)
+    path.chmod(0o660)
+
+
+def _group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid if name else None
+    except KeyError:
+        return None
 
 
 def _listed(job: dict[str, Any]) -> dict[str, Any]:
@@ -80,11 +104,19 @@ class Daemon:
             log.warning("marked %d job(s) interrupted by the previous daemon's end", len(interrupted))
         self.history = SampleHistory(seconds=config.history_s, rate_hz=config.rate_hz, gpus=len(self.gpus))
         self.context = zmq.Context()
+        self.zap = ZapHandler(self.context)  # before any socket binds: no connection goes unidentified
+        self.callers = Callers()
+        self.policy = Policy(config)
         self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + 4096)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.pub = self.context.socket(zmq.PUB)
+        # XPUB in manual mode: each subscription arrives here with its connection's user, and the daemon
+        # applies only what that user may see (their own jobs' topics, every GPU's samples).
+        self.pub = self.context.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.pub.setsockopt(zmq.SNDHWM, config.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.runner = JobRunner(self.store, state_dir, self.library.simulated, self._publish_job)
@@ -102,15 +134,14 @@ class Daemon:
             ),
             self.library,
         )
-        self.user = getpass.getuser()
         self.started_ns = time.monotonic_ns()
         self.batches_published = 0
         self._stopping = False
 
     def serve(self, ready: Any = None) -> None:
         """Bind, then serve until SIGTERM or SIGINT; ``ready()`` is called once the sockets are bound."""
-        _bind(self.router, self.config.endpoint)
-        _bind(self.pub, self.config.publish_endpoint)
+        _bind(self.router, self.config.endpoint, self.config.socket_group)
+        _bind(self.pub, self.config.publish_endpoint, self.config.socket_group)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
         self.sampler.start()
@@ -133,6 +164,7 @@ class Daemon:
             self.sampler.close()
             self.router.close()
             self.pub.close()
+            self.zap.close()
             self.context.term()
 
     def stop(self) -> None:
@@ -141,6 +173,8 @@ class Daemon:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)  # subscriptions
+        poller.register(self.zap.socket, zmq.POLLIN)
         publish_s = self.config.publish_interval_ms / 1000
         next_publish = next_tick = time.monotonic()
         while not self._stopping:
@@ -153,6 +187,10 @@ class Daemon:
                 if fd in events:
                     self.runner.read_markers(job)
                 poller.unregister(fd)
+            if self.zap.socket in events:
+                self.zap.handle()
+            if self.pub in events:
+                self._serve_subscriptions()
             if self.router in events:
                 self._serve_requests()
             now = time.monotonic()
@@ -192,17 +230,57 @@ class Daemon:
         body.update(gpu=gpu, simulated=self.library.simulated, job=running.record.id if running else None)
         return body
 
+    def _serve_subscriptions(self) -> None:
+        """Apply each (un)subscription as far as its connection's user may see: every GPU's samples,
+        their own jobs' topics; an admin anything. The rest is dropped and logged."""
+        while True:
+            try:
+                frame = self.pub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            data = frame.bytes
+            if not data or data[0] not in (0, 1):
+                continue
+            uid = frame_uid(frame)
+            caller = self.callers.get(uid) if uid is not None else None
+            topic = self._allowed_topic(caller, data[1:]) if caller is not None else None
+            if topic is not None:
+                self.pub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE, topic)
+
+    def _allowed_topic(self, caller: Caller, topic: bytes) -> bytes | None:
+        """What a subscription to ``topic`` becomes for ``caller``; None when nothing of it may be seen."""
+        if not self.policy.may_use(caller):
+            log.warning(
+                "ignored a subscription by %s (uid %d): not in the users group", caller.user, caller.uid
+            )
+            return None
+        if self.policy.is_admin(caller):
+            return topic
+        gpus = protocol.topic_for_gpu(0)[:4]  # b"gpu/"
+        if topic.startswith(gpus):
+            return topic
+        if gpus.startswith(topic):  # "" or "g...": everything a member may see is every GPU's samples
+            return gpus
+        job_id = topic.removeprefix(b"job/").decode(errors="replace")
+        record = self.store.get(job_id) if topic.startswith(b"job/") and self.store.valid_id(job_id) else None
+        if record is not None and self.policy.may_see(caller, record.uid):
+            return topic
+        log.warning("ignored a subscription by %s (uid %d) to %r", caller.user, caller.uid, topic)
+        return None
+
     def _publish_job(self, job_id: str, kind: str, body: dict[str, Any]) -> None:
         self.pub.send_multipart([protocol.topic_for_job(job_id), protocol.encode_publish(kind, body)])
 
     def _serve_requests(self) -> None:
         while True:
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
+                received = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(frames) < 2:
+            if len(received) < 2:
                 continue  # nothing to answer: not even an identity and a payload
+            uid = frame_uid(received[-1])
+            frames = [frame.bytes for frame in received]
             identity, envelope, payload = frames[0], frames[1:-1], frames[-1]
             if envelope not in ([], [b""]):
                 # Two requests in one message, or frames before one: refused whole rather than echoing
@@ -210,16 +288,20 @@ class Daemon:
                 error = "a request is one frame, after an empty delimiter frame for a REQ socket"
                 self.router.send_multipart([identity, protocol.encode_error(None, "bad_request", error)])
                 continue
-            self.router.send_multipart([identity, *envelope, self._answer(payload)])
+            caller = self.callers.get(uid) if uid is not None else None
+            self.router.send_multipart([identity, *envelope, self._answer(payload, caller)])
 
-    def _answer(self, payload: bytes) -> bytes:
+    def _answer(self, payload: bytes, caller: Caller | None) -> bytes:
         try:
             request = protocol.decode_request(payload, self.config.max_message_bytes)
         except protocol.ProtocolError as exc:
             log.info("refused a request: %s", exc.message)
             return protocol.encode_error(exc.request_id, exc.code, exc.message)
         try:
-            body = getattr(self, f"_on_{request.type}")(request.body)
+            if caller is None:  # cannot happen while ZAP runs; refused rather than served anonymously
+                raise protocol.ProtocolError("denied", "the connection has no verified user")
+            self.policy.check_use(caller, request.type)
+            body = getattr(self, f"_on_{request.type}")(request.body, caller)
             return protocol.encode_reply(request.id, body)
         except protocol.ProtocolError as exc:
             return protocol.encode_error(request.id, exc.code, exc.message)
@@ -231,13 +313,15 @@ class Daemon:
             log.exception("request %s failed", request.type)
             return protocol.encode_error(request.id, "internal", "internal error; see the daemon's log")
 
-    def _job_or_404(self, job_id: str) -> Any:
+    def _job_or_404(self, job_id: str, caller: Caller, request: str) -> Any:
+        """The job, if it exists and ``caller`` may see it (its owner, or an admin)."""
         record = self.store.get(job_id) if self.store.valid_id(job_id) else None
         if record is None:
             raise protocol.ProtocolError("not_found", f"no job {job_id!r}")
+        self.policy.check_job(caller, request, record.id, record.user, record.uid)
         return record
 
-    def _on_hello(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_hello(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         return {
             "daemon_version": _daemon_version(),
             "protocol": protocol.PROTOCOL_VERSION,
@@ -247,13 +331,13 @@ class Daemon:
             "gpus": len(self.gpus),
         }
 
-    def _on_gpus(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_gpus(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         return {"gpus": self.inventory}
 
-    def _on_time(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_time(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         return {"monotonic_ns": time.monotonic_ns(), "wall_ns": time.time_ns()}
 
-    def _on_stats(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_stats(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         running = {str(gpu): job.record.id for gpu, job in self.runner.running.items()}
         return {
             "uptime_s": (time.monotonic_ns() - self.started_ns) / 1e9,
@@ -279,7 +363,7 @@ class Daemon:
             },
         }
 
-    def _on_history(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_history(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         gpu = body["gpu"]
         if gpu not in self.gpus:
             raise protocol.ProtocolError("not_found", f"GPU {gpu} is not served here; GPUs: {self.gpus}")
@@ -289,7 +373,7 @@ class Daemon:
         kept = samples[::-1][::stride][::-1]  # every stride-th sample, the newest always among them
         return {**self._live_body(gpu, kept), "seconds": seconds, "stride": stride, "available": samples.size}
 
-    def _on_submit(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_submit(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         spec = JobSpec.from_dict(body["spec"])
         if spec.gpu not in self.gpus:  # errors in the form of JobSpec's own: source, key, problem
             raise JobSpecKeyError(
@@ -305,37 +389,44 @@ class Daemon:
         record = self.store.create(
             spec.to_dict(),
             body.get("spec_text", ""),
-            self.user,
-            os.getuid(),
+            caller.user,
+            caller.uid,
             spec.gpu,
             self.library.simulated,
         )
         self.runner.schedule(self.gpus)
         return {"job": (self.store.get(record.id) or record).to_dict()}
 
-    def _on_jobs(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_jobs(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         limit = min(max(int(body.get("limit", 100)), 1), 10_000)
-        records = self.store.list(
-            user=body.get("user"), state=body.get("state"), gpu=body.get("gpu"), limit=limit
-        )
+        user = body.get("user")
+        if not self.policy.is_admin(caller):
+            if user not in (None, caller.user):
+                raise self.policy.deny(
+                    caller, f"listing {user}'s jobs", "only an admin sees other users' jobs"
+                )
+            user = caller.user
+        records = self.store.list(user=user, state=body.get("state"), gpu=body.get("gpu"), limit=limit)
         return {"jobs": [_listed(r.to_dict()) for r in records]}
 
-    def _on_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"job": self._job_or_404(body["id"]).to_dict()}
+    def _on_job(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        return {"job": self._job_or_404(body["id"], caller, "job").to_dict()}
 
-    def _on_cancel(self, body: dict[str, Any]) -> dict[str, Any]:
-        record = self._job_or_404(body["id"])
+    def _on_cancel(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        record = self._job_or_404(body["id"], caller, "cancel")
         if record.state == "queued":
-            cancelled = self.store.set_state(record.id, "cancelled", "cancelled before it started")
+            cancelled = self.store.set_state(
+                record.id, "cancelled", f"cancelled by {caller.user} before it started"
+            )
             self._publish_job(record.id, "job", {"job": cancelled.to_dict()})
         elif record.state == "running":
-            self.runner.cancel(record.id)
+            self.runner.cancel(record.id, caller.user)
         elif record.state in FINAL_STATES:
             raise protocol.ProtocolError("bad_request", f"job {record.id} already {record.state}")
-        return {"job": self._job_or_404(record.id).to_dict()}
+        return {"job": self._job_or_404(record.id, caller, "cancel").to_dict()}
 
-    def _on_trace(self, body: dict[str, Any]) -> dict[str, Any]:
-        record = self._job_or_404(body["id"])
+    def _on_trace(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        record = self._job_or_404(body["id"], caller, "trace")
         if record.state not in FINAL_STATES:
             raise protocol.ProtocolError("not_found", f"job {record.id} is {record.state}: no trace yet")
         samples, energy = self.store.load_trace(record.id)

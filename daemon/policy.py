@@ -1,0 +1,56 @@
+"""Who may do what through gpuprofd: the policy in its configuration, applied to a Caller per request.
+
+- Members of ``users_group`` (default ``gpuprof``) may submit jobs, watch the GPUs and use their own jobs.
+- Admins (root, the account gpuprofd runs as, members of ``admin_groups``) see and cancel every job.
+
+Each refusal is a ``denied`` error that says what was refused and why, and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from gpuprof.client import protocol
+
+from .config import DaemonConfig
+from .identity import Caller
+
+log = logging.getLogger("gpuprofd")
+
+
+class Policy:
+    """The configured rules, with the daemon's own uid (always an admin: it owns the state anyway)."""
+
+    def __init__(self, config: DaemonConfig, daemon_uid: int | None = None) -> None:
+        self.config = config
+        self.daemon_uid = os.getuid() if daemon_uid is None else daemon_uid
+
+    def is_admin(self, caller: Caller) -> bool:
+        return caller.uid in (0, self.daemon_uid) or bool(caller.groups & set(self.config.admin_groups))
+
+    def may_use(self, caller: Caller) -> bool:
+        return self.is_admin(caller) or self.config.users_group in caller.groups
+
+    def may_see(self, caller: Caller, owner_uid: int) -> bool:
+        return caller.uid == owner_uid or self.is_admin(caller)
+
+    def deny(self, caller: Caller, what: str, why: str) -> protocol.ProtocolError:
+        """The error to raise for a refusal, logged with who asked."""
+        log.warning("denied %s to %s (uid %d): %s", what, caller.user, caller.uid, why)
+        return protocol.ProtocolError("denied", f"{what} denied: {why}")
+
+    def check_use(self, caller: Caller, request: str) -> None:
+        if not self.may_use(caller):
+            raise self.deny(
+                caller,
+                request,
+                f"user {caller.user} is not in the group {self.config.users_group!r} "
+                f"(an admin adds users with: usermod -aG {self.config.users_group} USER)",
+            )
+
+    def check_job(self, caller: Caller, request: str, job_id: str, owner: str, owner_uid: int) -> None:
+        if not self.may_see(caller, owner_uid):
+            raise self.deny(
+                caller, f"{request} of job {job_id}", f"it belongs to {owner}; only its owner or an admin may"
+            )
