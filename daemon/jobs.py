@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -29,6 +30,21 @@ KILL_GRACE_S = 5.0
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 log = logging.getLogger("gpuprofd")
+
+
+def worker_account(uid: int) -> pwd.struct_passwd | None:
+    """The account a job's worker runs as: the job's user when the daemon is root (None: the daemon's own).
+
+    A root daemon never runs a job as root on someone else's behalf: a job of uid 0 is root's own.
+    """
+    if os.geteuid() != 0 or uid == 0:
+        return None
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        raise GpuprofError(
+            f"uid {uid} has no account on this node: cannot run its job as that user"
+        ) from None
 
 
 def _process_cwd(pid: int) -> Path | None:
@@ -68,11 +84,22 @@ class RunningJob:
 class JobRunner:
     """Starts queued jobs on idle GPUs, feeds them samples, and finishes them with a result."""
 
-    def __init__(self, store: JobStore, state_dir: Path, simulated: bool, publish: Any) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        state_dir: Path,
+        simulated: bool,
+        publish: Any,
+        sim_state_path: str | None = None,
+    ) -> None:
         self.store = store
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # workers of other users enter their own job directory: search, not list
+            for directory in (state_dir, self.jobs_dir):
+                directory.chmod(0o711)
         self.simulated = simulated
+        self.sim_state_path = sim_state_path
         self.publish = publish  # callable(job_id, kind, body)
         self.running: dict[int, RunningJob] = {}  # gpu -> job
 
@@ -85,12 +112,32 @@ class JobRunner:
                     self._start(queued[0])
 
     def _start(self, record: JobRecord) -> None:
+        try:
+            account = worker_account(record.uid)
+        except GpuprofError as exc:
+            failed = self.store.set_state(record.id, "failed", str(exc))
+            self.publish(record.id, "job", {"job": failed.to_dict()})
+            return
         job_dir = self.jobs_dir / record.id
-        job_dir.mkdir(exist_ok=True)
+        job_dir.mkdir(mode=0o700, exist_ok=True)
         spec_file = job_dir / "spec.json"
         spec_file.write_text(json.dumps(record.spec))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
+        drop: dict[str, Any] = {}
+        if account is not None:  # a root daemon runs the job as its user, who must own its directory
+            for path in (job_dir, spec_file):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            groups = os.getgrouplist(account.pw_name, account.pw_gid)
+            drop = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": groups}
+            env.update(
+                HOME=account.pw_dir,
+                USER=account.pw_name,
+                LOGNAME=account.pw_name,
+                GPUPROF_WORKER_UID=str(account.pw_uid),
+            )
+            if self.simulated:  # the simulated GPU's state, as the daemon sees it (not the user's default)
+                env["GPUPROF_SIM_STATE"] = self.sim_state_path or ""
         env.update(
             GPUPROF_JOB_SPEC=str(spec_file),
             GPUPROF_MARKER_FD=str(theirs.fileno()),
@@ -109,6 +156,7 @@ class JobRunner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a cancel kills all it started
                 cwd=job_dir,
+                **drop,  # setgroups, setgid, setuid in the child, before it runs anything
             )
         theirs.close()
         (job_dir / WORKER_PID_FILE).write_text(f"{process.pid}\n")  # for the next daemon, if this one dies
@@ -123,7 +171,8 @@ class JobRunner:
             started_mono_ns=now,
             deadline_mono_ns=now + int(timeout_s * 1e9),
         )
-        self.store.set_state(record.id, "running")
+        worker_uid = account.pw_uid if account is not None else os.geteuid()
+        self.store.set_state(record.id, "running", worker_uid=worker_uid)
         self._announce(record.id)
 
     def feed(self, samples: np.ndarray, energy: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.errors import GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
+from gpuprof.sampler.sim import SimulatedNvml
 
 from .config import DaemonConfig
 from .history import SampleHistory
@@ -93,6 +94,7 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
+        os.umask(0o077)  # the job database, traces and job directories are the daemon's alone
         self.library = resolve(simulate=config.simulate)
         self.inventory = read_inventory(self.library, config.gpus)
         self.gpus = [g["index"] for g in self.inventory]
@@ -134,9 +136,21 @@ class Daemon:
             ),
             self.library,
         )
+        if self.library.simulated:
+            self._share_simulated_gpu()
         self.started_ns = time.monotonic_ns()
         self.batches_published = 0
         self._stopping = False
+
+    def _share_simulated_gpu(self) -> None:
+        """Workers drive the simulated GPU's load through its state file, as real ones drive a real GPU
+        through /dev/nvidia*: under a root daemon the users group may read and write it."""
+        path = SimulatedNvml(self.library.path).state_path
+        self.runner.sim_state_path = path
+        gid = _group_id(self.config.users_group)
+        if os.geteuid() == 0 and gid is not None:
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o660)
 
     def serve(self, ready: Any = None) -> None:
         """Bind, then serve until SIGTERM or SIGINT; ``ready()`` is called once the sockets are bound."""

@@ -8,7 +8,9 @@ Environment (set by the daemon):
   the real GPU is cuda:0, the one CUDA_VISIBLE_DEVICES names.
 
 Exit status: 0 done; 1 failed (after a ``fail`` marker with a one-line reason); 2 no usable marker socket
-(nothing could be reported); 143 terminated by SIGTERM (after a ``fail`` marker). Needs no privileges.
+(nothing could be reported); 143 terminated by SIGTERM (after a ``fail`` marker). Needs no privileges:
+under a root daemon it runs as the job's user (``GPUPROF_WORKER_UID``), and checks that it does before it
+reads anything of the job.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ WORKER_MODULE = "gpuprof.daemon.worker"
 JOB_SPEC_ENV = "GPUPROF_JOB_SPEC"
 SIMULATE_ENV = "GPUPROF_SIMULATE"
 SIM_GPU_ENV = "GPUPROF_SIM_GPU"
+EXPECT_UID_ENV = "GPUPROF_WORKER_UID"  # the uid the daemon dropped this worker to
 EXIT_OK, EXIT_FAILED, EXIT_NO_CHANNEL, EXIT_TERMINATED = 0, 1, 2, 128 + signal.SIGTERM
 
 
@@ -41,6 +44,22 @@ class WorkerTerminated(BaseException):
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; the cleanup must not be interrupted
     raise WorkerTerminated
+
+
+def check_identity(expected: str | None) -> None:
+    """Refuse to run unless this process is exactly the uid the daemon meant, with no way back to root."""
+    if expected is None:
+        return
+    uid = int(expected)
+    ruid, euid, suid = os.getresuid()
+    if (ruid, euid, suid) != (uid, uid, uid):
+        raise GpuprofError(f"worker runs as uids {(ruid, euid, suid)}, not {uid}: refusing to run the job")
+    if uid != 0:
+        try:
+            os.setuid(0)
+        except PermissionError:
+            return
+        raise GpuprofError("worker could become root again after the privilege drop: refusing to run the job")
 
 
 def read_spec(path: str | None) -> JobSpec:
@@ -89,6 +108,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     with markers:
         try:
+            check_identity(env.get(EXPECT_UID_ENV))  # before any job input is read
             spec = read_spec(env.get(JOB_SPEC_ENV))
             run_workload(spec, markers, gpu_target(spec, env))
         except WorkerTerminated:
