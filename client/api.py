@@ -127,6 +127,20 @@ def _typed(column: pd.Series, dtype: str) -> pd.Series:
     return column.astype(pd.api.types.pandas_dtype(dtype))
 
 
+def _socket_denied(path: str) -> str:
+    """Why this user may not connect to gpuprofd's socket file, and what to do about it."""
+    import grp
+
+    try:
+        group = grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (KeyError, OSError):
+        group = "its group"
+    return (
+        f"permission denied on {path}: gpuprofd serves members of the group {group!r} "
+        f"(ask an admin: usermod -aG {group} $USER, then log in again)"
+    )
+
+
 class SpecLike(Protocol):
     """What submit needs of a job spec (client/jobspec.py's JobSpec)."""
 
@@ -174,6 +188,8 @@ class Client:
             if path != self.endpoint and not path.startswith("@") and not os.path.exists(path):
                 # Nothing can be listening: say so now rather than after the timeout.
                 raise DaemonUnavailable(self.endpoint, f"no socket file {path}")
+            if path != self.endpoint and not path.startswith("@") and not os.access(path, os.R_OK | os.W_OK):
+                raise PermissionDenied(_socket_denied(path))
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
             try:
