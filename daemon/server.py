@@ -65,9 +65,11 @@ def _bind(socket: zmq.Socket[bytes], endpoint: str, group: str) -> None:
     finally:
         os.umask(old_umask)
     gid = _group_id(group)
-    if gid is None:
-        if group:
-            log.warning("group %r does not exist: %s is usable by %s only", group, path, getpass.getuser())
+    if gid is None or (os.geteuid() != 0 and gid not in (os.getegid(), *os.getgroups())):
+        if group:  # no such group, or one an unprivileged daemon may not give its files
+            log.warning(
+                "socket %s is usable by %s only (group %r not applied)", path, getpass.getuser(), group
+            )
         return
     os.chown(path, -1, gid)
     path.chmod(0o660)
