@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def nvml_errors_text(errors: dict[str, dict[str, int]]) -> str:
+    """NVML error counts per GPU: ``GPU 0: NVML_ERROR_TIMEOUT x2; GPU 1: ...`` (GPUs without any left out)."""
+    return "; ".join(
+        f"GPU {gpu}: " + ", ".join(f"{name} x{count}" for name, count in codes.items())
+        for gpu, codes in errors.items()
+        if codes
+    )
+
+
 def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f} {unit}"
 
@@ -30,11 +39,7 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"{summary['overflows']} overflows",
     ]
     if summary["nvml_errors"]:
-        errors = "; ".join(
-            f"GPU {gpu}: " + ", ".join(f"{name} x{count}" for name, count in codes.items())
-            for gpu, codes in summary["nvml_errors"].items()
-        )
-        lines.append(f"  NVML errors     {errors}")
+        lines.append(f"  NVML errors     {nvml_errors_text(summary['nvml_errors'])}")
     for gpu in summary["gpus"]:
         clocks = (
             f"{gpu['sm_clock_min_mhz']}-{gpu['sm_clock_max_mhz']} MHz"

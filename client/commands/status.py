@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ..api import Client
+from ..render import nvml_errors_text
 from .common import echo_json, endpoint_option, json_option
 
 
@@ -15,11 +16,7 @@ def render_status(stats: dict[str, Any], endpoint: str) -> str:
     sampler, history, publish, jobs = stats["sampler"], stats["history"], stats["publish"], stats["jobs"]
     misses, nvml = sampler["deadline_misses"], sampler.get("read_overrun_misses", 0)
     source = "SIMULATED GPU" if stats["simulated"] else "NVIDIA driver"
-    errors = "; ".join(
-        f"GPU {gpu}: " + ", ".join(f"{name} x{count}" for name, count in codes.items())
-        for gpu, codes in sampler["errors"].items()
-        if codes
-    )
+    errors = nvml_errors_text(sampler["errors"])
     queued = ", ".join(f"GPU {gpu}: {n}" for gpu, n in jobs["queued"].items()) or "none"
     running = ", ".join(f"GPU {gpu}: {job}" for gpu, job in jobs["running"].items()) or "none"
     p99 = sampler["jitter_p99_us"]

@@ -114,15 +114,25 @@ def daemon(users: dict[str, pwd.struct_passwd], monkeypatch: pytest.MonkeyPatch)
         shutil.rmtree(root, ignore_errors=True)
 
 
+def as_account(user: pwd.struct_passwd) -> dict[str, Any]:
+    """subprocess arguments that run a child as ``user``, with a minimal environment."""
+    return {
+        "user": user.pw_uid,
+        "group": user.pw_gid,
+        "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+        "env": {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": "/",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        },
+    }
+
+
 def as_user(user: pwd.struct_passwd, daemon: DaemonProcess, *calls: tuple[str, list[Any]]) -> list[Any]:
     """Run client calls as ``user`` in a fresh process; each call's value, or its error."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(
         [sys.executable, "-c", CLIENT, daemon.endpoint, json.dumps(calls)],
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
-        env=env,
+        **as_account(user),
         capture_output=True,
         text=True,
         timeout=120,
@@ -225,10 +235,7 @@ def test_live_data_of_another_users_job_is_not_published_to_them(
     bob = users[BOB]
     watcher = subprocess.Popen(
         [sys.executable, "-c", SUBSCRIBER, daemon.endpoint, "6"],
-        user=bob.pw_uid,
-        group=bob.pw_gid,
-        extra_groups=os.getgrouplist(bob.pw_name, bob.pw_gid),
-        env={"PATH": os.environ.get("PATH", ""), "HOME": "/", "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+        **as_account(bob),
         stdout=subprocess.PIPE,
         text=True,
     )
