@@ -17,10 +17,12 @@ from typing import Any, Protocol
 
 import pandas as pd
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from gpuprof.sampler.errors import GpuprofError, JobSpecError, PermissionDenied, UsageError
 
 from .handle import FINAL_STATES, JobHandle, JobProgress, JobResult
+from .keys import CurveKeys, curve_keys
 from .protocol import MAX_TRACE_CHUNK, PROTOCOL_VERSION, ProtocolError, decode_reply, encode_request
 from .stream import Subscription
 
@@ -156,11 +158,22 @@ class Client:
     Not thread-safe (ZeroMQ sockets are not): use one Client per thread.
     """
 
-    def __init__(self, endpoint: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        timeout_s: float = 10.0,
+        server_key: str | None = None,
+        client_key: str | None = None,
+    ) -> None:
+        """``server_key`` and ``client_key`` (tcp:// endpoints only) default as client/keys.py says."""
         self.endpoint = endpoint or default_endpoint()
         self.timeout_s = timeout_s
+        self._curve: CurveKeys | None = None
+        if self.endpoint.startswith("tcp://"):
+            self._curve = curve_keys(self.endpoint, server_key, client_key)
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
         self._next_id = 0
         self._hello: dict[str, Any] | None = None
 
@@ -179,6 +192,10 @@ class Client:
 
     def _drop_socket(self) -> None:
         if self._socket is not None:
+            if self._monitor is not None:
+                self._socket.disable_monitor()
+                self._monitor.close(linger=0)
+                self._monitor = None
             self._socket.close(linger=0)
             self._socket = None
 
@@ -192,6 +209,9 @@ class Client:
                 raise PermissionDenied(_socket_denied(path))
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                self._curve.apply(socket)
+                self._monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
             try:
                 socket.connect(self.endpoint)
             except zmq.ZMQError as exc:
@@ -218,10 +238,11 @@ class Client:
             raise DaemonUnavailable(self.endpoint, "the request could not be queued") from None
         while True:
             remaining_ms = (deadline - time.monotonic()) * 1000
-            if remaining_ms <= 0 or not socket.poll(max(1, int(remaining_ms))):
+            if remaining_ms <= 0 or not self._wait(socket, max(1, int(remaining_ms))):
                 # A reply may still arrive for this id: a fresh socket (a new identity) never sees it.
                 self._drop_socket()
-                raise DaemonUnavailable(self.endpoint, f"no reply within {timeout:g} s")
+                hint = " (over tcp: is the daemon's public key the right one?)" if self._curve else ""
+                raise DaemonUnavailable(self.endpoint, f"no reply within {timeout:g} s{hint}")
             frames = socket.recv_multipart()
             try:
                 reply = decode_reply(frames[-1])  # a REQ-style empty delimiter may precede the payload
@@ -232,6 +253,25 @@ class Client:
             # An error whose id the daemon could not read (e.g. too large) answers the one request in flight.
             if not reply.ok and reply.id in (request_id, -1):
                 raise error_for(reply.code or "internal", reply.message or "")
+
+    def _wait(self, socket: zmq.Socket[bytes], timeout_ms: int) -> bool:
+        """Whether a reply is ready within ``timeout_ms``; a refused CURVE key raises at once."""
+        if self._monitor is None:
+            return bool(socket.poll(timeout_ms))
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        ready = dict(poller.poll(timeout_ms))
+        if self._monitor in ready:
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._drop_socket()
+                raise PermissionDenied(
+                    f"gpuprofd at {self.endpoint} does not know this client's CURVE key "
+                    f"(code {event['value']}): ask its admin to register your client.key "
+                    "(gpuprofd keys add YOUR_USER client.key); `gpuprof keygen` makes one"
+                )
+        return socket in ready
 
     def hello(self) -> dict[str, Any]:
         """The daemon's versions, capabilities, live-data endpoint and whether its GPUs are simulated."""
@@ -321,4 +361,12 @@ class Client:
             gpu = int(self.job(job)["gpu"])
             sample_job = job
         endpoint = str(hello["pub_endpoint"])
-        return Subscription(self._context, endpoint, gpu=gpu, job=job, sample_job=sample_job)
+        if self._curve is not None:
+            if not hello.get("tcp_pub_port"):
+                raise DaemonError("bad_reply", "the daemon published no tcp port for live data")
+            endpoint = (
+                f"tcp://{self.endpoint.removeprefix('tcp://').rpartition(':')[0]}:{hello['tcp_pub_port']}"
+            )
+        return Subscription(
+            self._context, endpoint, gpu=gpu, job=job, sample_job=sample_job, curve=self._curve
+        )

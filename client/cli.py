@@ -12,6 +12,7 @@ from .commands.cancel import cancel
 from .commands.export import export
 from .commands.gpus import gpus
 from .commands.jobs import jobs
+from .commands.keygen import keygen
 from .commands.run import run
 from .commands.sample import sample
 from .commands.show import show
@@ -40,7 +41,7 @@ def cli() -> None:
     """
 
 
-for command in (run, submit, jobs, show, watch, cancel, export, gpus, status, sample, sim):
+for command in (run, submit, jobs, show, watch, cancel, export, gpus, status, sample, sim, keygen):
     cli.add_command(command)
 
 

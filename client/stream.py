@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from .keys import CurveKeys
 from .protocol import ProtocolError, decode_publish, topic_for_gpu, topic_for_job
 
 
@@ -41,11 +42,14 @@ class Subscription:
         gpu: int | None = None,
         job: str | None = None,
         sample_job: str | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.pub_endpoint = pub_endpoint
         self.sample_job = sample_job  # keep only samples taken while this job ran
         self._socket: zmq.Socket[bytes] | None = context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(self._socket)
         topics = [topic_for_gpu(gpu)] if gpu is not None else []
         topics += [topic_for_job(job)] if job is not None else []
         for topic in topics or [b""]:

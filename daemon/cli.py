@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -18,7 +19,7 @@ _FLAGS = [
     click.option("--simulate", is_flag=True, default=None, help="Serve gpuprof's simulated GPUs."),
     click.option("--state-dir", help="Where jobs, results and traces are kept (default /var/lib/gpuprof)."),
     click.option(
-        "--endpoint", help="Request socket, ipc:// or tcp:// (default ipc:///run/gpuprof/gpuprofd.sock)."
+        "--endpoint", help="Local request socket, ipc:// (default ipc:///run/gpuprof/gpuprofd.sock)."
     ),
 ]
 
@@ -68,7 +69,80 @@ def check_config(
     for key, value in vars(config).items():
         click.echo(f"{key} = {value!r}")
     click.echo(f"publish_endpoint = {config.publish_endpoint!r}")
+    if config.tcp_endpoint:
+        click.echo(f"tcp_publish_endpoint = {config.tcp_publish_endpoint!r}")
     click.echo("configuration OK")
+
+
+@cli.group()
+def keys() -> None:
+    """Remote clients' CURVE keys: who may connect over tcp_endpoint, and the daemon's own keypair.
+
+    A remote user runs `gpuprof keygen` and sends you their client.key (the public half); you register
+    it for their account on this node. They need the daemon's public key in return: `keys server`
+    prints where it is.
+
+    \b
+    Examples:
+      gpuprofd keys add alice /tmp/alice-client.key
+      gpuprofd keys list
+      gpuprofd keys remove alice
+      gpuprofd keys server
+    """
+
+
+def _key_store(config_path: str | None) -> Any:
+    from .keys import KeyStore
+
+    return KeyStore(load_config(config_path, {}).keys_dir)
+
+
+_CONFIG_ONLY = click.option(
+    "--config", "config_path", help=f"TOML configuration (default {DEFAULT_CONFIG} if present)."
+)
+
+
+@keys.command("add")
+@click.argument("user")
+@click.argument("key_file", type=click.Path(dir_okay=False))
+@_CONFIG_ONLY
+def keys_add(user: str, key_file: str, config_path: str | None) -> None:
+    """Let USER connect over tcp with the public key in KEY_FILE (replaces USER's previous key)."""
+    written = _key_store(config_path).add(user, key_file)
+    click.echo(f"registered {user}'s key: {written} (a running gpuprofd uses it for new connections)")
+
+
+@keys.command("remove")
+@click.argument("user")
+@_CONFIG_ONLY
+def keys_remove(user: str, config_path: str | None) -> None:
+    """Stop USER connecting over tcp (connections already open stay until they close)."""
+    removed = _key_store(config_path).remove(user)
+    click.echo(f"removed {removed}")
+
+
+@keys.command("list")
+@_CONFIG_ONLY
+def keys_list(config_path: str | None) -> None:
+    """Every registered user and their public key."""
+    store = _key_store(config_path)
+    entries = store.entries()
+    for entry in entries:
+        click.echo(f"{entry.user:<24} {entry.public_key}  {entry.path}")
+    if not entries:
+        click.echo(f"no keys in {store.directory}")
+
+
+@keys.command("server")
+@_CONFIG_ONLY
+def keys_server(config_path: str | None) -> None:
+    """Make the daemon's keypair if there is none, and print its public file for clients."""
+    from .keys import public_file, server_keypair
+
+    config = load_config(config_path, {})
+    public, _secret = server_keypair(config.server_key, create=True)
+    click.echo(f"{public_file(config.server_key)}  (public key {public.decode()})")
+    click.echo("clients put it at ~/.config/gpuprof/servers/HOST.key or point GPUPROF_SERVER_KEY at it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,8 @@ from gpuprof.sampler.errors import ConfigError
 DEFAULT_CONFIG = "/etc/gpuprof/gpuprofd.toml"
 DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
 DEFAULT_STATE_DIR = "/var/lib/gpuprof"
+DEFAULT_KEYS_DIR = "/etc/gpuprof/keys"
+DEFAULT_SERVER_KEY = "/etc/gpuprof/server.key_secret"
 TUPLE_ITEMS: dict[str, type] = {"gpus": int, "admin_groups": str}
 
 
@@ -21,7 +23,11 @@ class DaemonConfig:
     """Everything gpuprofd needs to start; every field has a TOML key of the same name."""
 
     endpoint: str = DEFAULT_ENDPOINT
-    pub_endpoint: str = ""  # default: derived from endpoint (NAME-pub.sock, or port + 1 for tcp)
+    pub_endpoint: str = ""  # default: derived from endpoint (NAME-pub.sock)
+    tcp_endpoint: str = ""  # e.g. tcp://*:5555 for remote clients, who must use CURVE; "": off
+    tcp_pub_endpoint: str = ""  # default: tcp_endpoint's port + 1
+    keys_dir: str = DEFAULT_KEYS_DIR  # users' CURVE public keys, USER.key (gpuprofd keys add USER FILE)
+    server_key: str = DEFAULT_SERVER_KEY  # the daemon's CURVE secret certificate; made on first use
     state_dir: str = DEFAULT_STATE_DIR
     simulate: bool = False
     gpus: tuple[int, ...] = ()  # empty: every GPU NVML reports
@@ -40,7 +46,18 @@ class DaemonConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.endpoint.startswith(("ipc://", "tcp://")), "endpoint must start with ipc:// or tcp://"),
+            (
+                self.endpoint.startswith("ipc://"),
+                "endpoint must start with ipc:// (remote clients use tcp_endpoint, with CURVE)",
+            ),
+            (
+                not self.tcp_endpoint or tcp_port(self.tcp_endpoint) is not None,
+                "tcp_endpoint must be tcp://HOST:PORT with a port number",
+            ),
+            (
+                not self.tcp_pub_endpoint or tcp_port(self.tcp_pub_endpoint) is not None,
+                "tcp_pub_endpoint must be tcp://HOST:PORT with a port number",
+            ),
             (0 < self.rate_hz <= 100_000, "rate_hz must be in (0, 100000]"),
             (0 <= self.energy_rate_hz <= 200, "energy_rate_hz must be in [0, 200]"),
             (
@@ -67,12 +84,24 @@ class DaemonConfig:
         """Where live samples are published."""
         if self.pub_endpoint:
             return self.pub_endpoint
-        if self.endpoint.startswith("ipc://"):
-            path = self.endpoint.removeprefix("ipc://")
-            stem = path[:-5] if path.endswith(".sock") else path
-            return f"ipc://{stem}-pub.sock"
-        host, _, port = self.endpoint.rpartition(":")
+        path = self.endpoint.removeprefix("ipc://")
+        stem = path[:-5] if path.endswith(".sock") else path
+        return f"ipc://{stem}-pub.sock"
+
+    @property
+    def tcp_publish_endpoint(self) -> str:
+        """Where remote clients get live samples ("" when tcp is off)."""
+        if not self.tcp_endpoint or self.tcp_pub_endpoint:
+            return self.tcp_pub_endpoint
+        host, _, port = self.tcp_endpoint.rpartition(":")
         return f"{host}:{int(port) + 1}"
+
+
+def tcp_port(endpoint: str) -> int | None:
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    if not endpoint.startswith("tcp://") or not host or not port.isdigit() or not 0 < int(port) < 65535:
+        return None
+    return int(port)
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:

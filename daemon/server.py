@@ -19,15 +19,16 @@ import zmq
 from gpuprof.client import protocol
 from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError
 from gpuprof.sampler import SamplerConfig, open_sampler
-from gpuprof.sampler.errors import GpuprofError, JobSpecError
+from gpuprof.sampler.errors import ConfigError, GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.sim import SimulatedNvml
 
-from .config import DaemonConfig
+from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner
+from .keys import KeyStore, server_keypair
 from .policy import Policy
 from .store import JobStore
 
@@ -108,7 +109,9 @@ class Daemon:
             log.warning("marked %d job(s) interrupted by the previous daemon's end", len(interrupted))
         self.history = SampleHistory(seconds=config.history_s, rate_hz=config.rate_hz, gpus=len(self.gpus))
         self.context = zmq.Context()
-        self.zap = ZapHandler(self.context)  # before any socket binds: no connection goes unidentified
+        # Before any socket binds: no connection goes unidentified. tcp clients are known by their CURVE key.
+        self.keys = KeyStore(config.keys_dir) if config.tcp_endpoint else None
+        self.zap = ZapHandler(self.context, curve_users=self.keys)
         self.callers = Callers()
         self.policy = Policy(config)
         self.router = self.context.socket(zmq.ROUTER)
@@ -158,6 +161,8 @@ class Daemon:
         """Bind, then serve until SIGTERM or SIGINT; ``ready()`` is called once the sockets are bound."""
         _bind(self.router, self.config.endpoint, self.config.socket_group)
         _bind(self.pub, self.config.publish_endpoint, self.config.socket_group)
+        if self.config.tcp_endpoint:
+            self._bind_tcp()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
         self.sampler.start()
@@ -182,6 +187,28 @@ class Daemon:
             self.pub.close()
             self.zap.close()
             self.context.term()
+
+    def _bind_tcp(self) -> None:
+        """The remote endpoints, CURVE only: options set now apply to these binds, not the ipc ones."""
+        _public, secret = server_keypair(self.config.server_key, create=True)
+        for socket, endpoint in (
+            (self.router, self.config.tcp_endpoint),
+            (self.pub, self.config.tcp_publish_endpoint),
+        ):
+            socket.setsockopt(zmq.CURVE_SERVER, 1)
+            socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            try:
+                socket.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise ConfigError(f"cannot bind {endpoint}: {exc}") from None
+        keys = self.keys.entries() if self.keys else []
+        log.info(
+            "remote clients: %s and %s, CURVE; %d user key(s) in %s",
+            self.config.tcp_endpoint,
+            self.config.tcp_publish_endpoint,
+            len(keys),
+            self.config.keys_dir,
+        )
 
     def stop(self) -> None:
         self._stopping = True
@@ -343,8 +370,11 @@ class Daemon:
             "protocol": protocol.PROTOCOL_VERSION,
             "capabilities": ["jobs", "live", "trace", "burn", "history", "stats"],
             "pub_endpoint": self.config.publish_endpoint,
+            # remote clients subscribe on their endpoint's host at this port (None: no tcp)
+            "tcp_pub_port": tcp_port(self.config.tcp_publish_endpoint) if self.config.tcp_endpoint else None,
             "simulated": self.library.simulated,
             "gpus": len(self.gpus),
+            "user": caller.user,  # who the daemon takes this connection for
         }
 
     def _on_gpus(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:

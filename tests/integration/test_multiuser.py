@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -247,3 +248,46 @@ def test_live_data_of_another_users_job_is_not_published_to_them(
     watcher.wait(timeout=30)
     assert "gpu/0" in seen  # members watch every GPU
     assert not [t for t in seen if t.startswith("job/")], seen  # but not others' jobs' states and phases
+
+
+def test_a_remote_client_is_the_user_its_key_names_not_the_process_that_connects(
+    users: dict[str, pwd.struct_passwd], tmp_path: Path
+) -> None:
+    from gpuprof.client import Client
+    from gpuprof.client.jobspec import JobSpec
+    from gpuprof.client.keys import keygen
+    from gpuprof.daemon.keys import KeyStore, public_file
+    from gpuprof.sampler.errors import PermissionDenied
+
+    root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-tcp-", dir="/tmp"))
+    root.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = (
+        f'tcp_endpoint = "tcp://127.0.0.1:{port}"\ntcp_pub_endpoint = "tcp://127.0.0.1:{port + 1}"\n'
+        f'keys_dir = "{root / "keys"}"\nserver_key = "{root / "server.key_secret"}"\n'
+    )
+    daemon = DaemonProcess(root, config).start()
+    try:
+        store = KeyStore(root / "keys")
+        secrets = {}
+        for name in (ALICE, EVE):
+            public, secrets[name] = keygen(tmp_path / name)
+            store.add(name, public)
+        server = str(public_file(root / "server.key_secret"))
+        endpoint = f"tcp://127.0.0.1:{port}"
+        # This process is root; the key is alice's: the daemon serves alice, and her job runs as her.
+        with Client(endpoint, timeout_s=20, server_key=server, client_key=str(secrets[ALICE])) as client:
+            assert client.hello()["user"] == ALICE
+            job = client.submit(JobSpec.from_dict(BURN))
+            record = job.wait(timeout_s=60)
+        assert record["user"] == ALICE and record["worker_uid"] == users[ALICE].pw_uid
+        # Eve's key is known, but she is not in the group: the policy refuses her as over ipc.
+        eve = Client(endpoint, timeout_s=20, server_key=server, client_key=str(secrets[EVE]))
+        with eve, pytest.raises(PermissionDenied, match=f"user {EVE} is not in the group"):
+            eve.gpus()
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.kill()
+        shutil.rmtree(root, ignore_errors=True)
