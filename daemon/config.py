@@ -43,6 +43,8 @@ class DaemonConfig:
     sampler_realtime_priority: int = 10  # SCHED_FIFO for the sampler's fast loop; 0: normal scheduling
     default_timeout_s: float = 3600.0
     max_timeout_s: float = 86400.0
+    worker_memory_limit_mb: int = 0  # resident memory of a job's processes; 0: 80% of the node's memory
+    worker_output_limit_mb: int = 1024  # what a job may write: each file, and its directory in all
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +75,11 @@ class DaemonConfig:
                 "default_timeout_s must be in (0, max_timeout_s]",
             ),
             (all(g >= 0 for g in self.gpus), "gpus must be indices >= 0"),
+            (
+                self.worker_memory_limit_mb == 0 or self.worker_memory_limit_mb >= 16,
+                "worker_memory_limit_mb must be 0 (80% of the node's memory) or at least 16",
+            ),
+            (1 <= self.worker_output_limit_mb <= 1 << 30, "worker_output_limit_mb must be in [1, 2**30]"),
             (bool(self.users_group), "users_group must name a group"),
         ]
         for ok, message in checks:

@@ -27,6 +27,7 @@ from .results import job_result
 from .store import JobRecord, JobStore
 
 KILL_GRACE_S = 5.0
+RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 log = logging.getLogger("gpuprofd")
@@ -64,6 +65,59 @@ def _running(pid: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What one job's processes may use: resident memory (all of them together) and bytes written."""
+
+    memory_bytes: int
+    output_bytes: int
+
+    @classmethod
+    def from_config(cls, memory_mb: int, output_mb: int) -> WorkerLimits:
+        memory = memory_mb << 20
+        if memory == 0:
+            memory = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8)
+        return cls(memory_bytes=memory, output_bytes=output_mb << 20)
+
+
+def _tree_pids(pid: int) -> list[int]:
+    """``pid`` and every process it started, as far as /proc tells (children of each thread)."""
+    pids, pending = [], [pid]
+    while pending and len(pids) < 10_000:
+        current = pending.pop()
+        pids.append(current)
+        try:
+            for task in os.scandir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task.name}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """The resident memory of ``pid`` and its descendants (shared pages counted in each)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for member in _tree_pids(pid):
+        try:
+            with open(f"/proc/{member}/statm") as statm:
+                total += int(statm.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes allocated to the files under ``path`` (sparse files count what they occupy)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
 @dataclass
 class RunningJob:
     """A job whose worker is running, with what the daemon has gathered for it so far."""
@@ -79,6 +133,8 @@ class RunningJob:
     markers: list[Marker] = field(default_factory=list)
     stop_reason: tuple[str, str] | None = None  # (final state, reason) once the daemon ended it
     kill_at_ns: int | None = None
+    next_resource_check_ns: int = 0
+    peak_rss_bytes: int = 0
 
 
 class JobRunner:
@@ -91,8 +147,10 @@ class JobRunner:
         simulated: bool,
         publish: Any,
         sim_state_path: str | None = None,
+        limits: WorkerLimits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits or WorkerLimits.from_config(0, 1024)
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:  # workers of other users enter their own job directory: search, not list
@@ -141,6 +199,7 @@ class JobRunner:
         env.update(
             GPUPROF_JOB_SPEC=str(spec_file),
             GPUPROF_MARKER_FD=str(theirs.fileno()),
+            GPUPROF_WORKER_MAX_FILE_BYTES=str(self.limits.output_bytes),
             CUDA_VISIBLE_DEVICES=str(record.gpu),
             CUDA_DEVICE_ORDER="PCI_BUS_ID",
         )
@@ -227,6 +286,30 @@ class JobRunner:
             elif now >= job.deadline_mono_ns:
                 timeout = (job.deadline_mono_ns - job.started_mono_ns) / 1e9
                 self._stop(job, "failed", f"timed out after {timeout:g} s (the job's timeout_s)")
+            elif job.stop_reason is None and now >= job.next_resource_check_ns:
+                job.next_resource_check_ns = now + int(RESOURCE_CHECK_S * 1e9)
+                self._check_resources(job)
+
+    def _check_resources(self, job: RunningJob) -> None:
+        """Fail a job whose processes hold more memory, or whose directory more bytes, than allowed."""
+        rss = tree_rss_bytes(job.process.pid)
+        job.peak_rss_bytes = max(job.peak_rss_bytes, rss)
+        if rss > self.limits.memory_bytes:
+            self._stop(
+                job,
+                "failed",
+                f"its processes held {rss / 2**20:,.0f} MiB of memory, over the limit of "
+                f"{self.limits.memory_bytes / 2**20:,.0f} MiB (worker_memory_limit_mb)",
+            )
+            return
+        written = directory_bytes(self.jobs_dir / job.record.id)
+        if written > self.limits.output_bytes:
+            self._stop(
+                job,
+                "failed",
+                f"it wrote {written / 2**20:,.1f} MiB, over the limit of "
+                f"{self.limits.output_bytes / 2**20:,.0f} MiB (worker_output_limit_mb)",
+            )
 
     def _finish(self, gpu: int, job: RunningJob) -> None:
         del self.running[gpu]

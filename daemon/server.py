@@ -27,7 +27,7 @@ from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
-from .jobs import FINAL_STATES, JobRunner
+from .jobs import FINAL_STATES, JobRunner, WorkerLimits
 from .keys import KeyStore, server_keypair
 from .policy import Policy
 from .store import JobStore
@@ -126,7 +126,10 @@ class Daemon:
         self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.pub.setsockopt(zmq.SNDHWM, config.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.runner = JobRunner(self.store, state_dir, self.library.simulated, self._publish_job)
+        limits = WorkerLimits.from_config(config.worker_memory_limit_mb, config.worker_output_limit_mb)
+        self.runner = JobRunner(
+            self.store, state_dir, self.library.simulated, self._publish_job, limits=limits
+        )
         stopped = self.runner.stop_orphans(left_running)
         if stopped:
             log.warning(

@@ -4,6 +4,8 @@ Environment (set by the daemon):
 
 - ``GPUPROF_JOB_SPEC``: path of a JSON file holding ``JobSpec.to_dict()``.
 - ``GPUPROF_MARKER_FD``: the inherited AF_UNIX SOCK_SEQPACKET socket to send markers on.
+- ``GPUPROF_WORKER_MAX_FILE_BYTES``: the largest file the job may write (RLIMIT_FSIZE, soft and hard);
+  a larger write fails with EFBIG.
 - ``GPUPROF_SIMULATE=1``: run on simulated GPU ``GPUPROF_SIM_GPU`` (default: the spec's ``gpu``); otherwise
   the real GPU is cuda:0, the one CUDA_VISIBLE_DEVICES names.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import traceback
@@ -34,6 +37,7 @@ JOB_SPEC_ENV = "GPUPROF_JOB_SPEC"
 SIMULATE_ENV = "GPUPROF_SIMULATE"
 SIM_GPU_ENV = "GPUPROF_SIM_GPU"
 EXPECT_UID_ENV = "GPUPROF_WORKER_UID"  # the uid the daemon dropped this worker to
+MAX_FILE_ENV = "GPUPROF_WORKER_MAX_FILE_BYTES"
 EXIT_OK, EXIT_FAILED, EXIT_NO_CHANNEL, EXIT_TERMINATED = 0, 1, 2, 128 + signal.SIGTERM
 
 
@@ -60,6 +64,16 @@ def check_identity(expected: str | None) -> None:
         except PermissionError:
             return
         raise GpuprofError("worker could become root again after the privilege drop: refusing to run the job")
+
+
+def limit_files(max_bytes: str | None) -> None:
+    """Cap the size of every file this process and its children write; it cannot raise the cap again."""
+    if max_bytes is None:
+        return
+    if not max_bytes.isdigit():
+        raise GpuprofError(f"${MAX_FILE_ENV} must be a byte count, got {max_bytes!r}")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails with EFBIG, not a core dump
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(max_bytes), int(max_bytes)))
 
 
 def read_spec(path: str | None) -> JobSpec:
@@ -109,6 +123,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     with markers:
         try:
             check_identity(env.get(EXPECT_UID_ENV))  # before any job input is read
+            limit_files(env.get(MAX_FILE_ENV))
             spec = read_spec(env.get(JOB_SPEC_ENV))
             run_workload(spec, markers, gpu_target(spec, env))
         except WorkerTerminated:

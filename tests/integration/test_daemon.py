@@ -415,6 +415,36 @@ def test_a_sigkilled_worker_fails_its_job_and_the_next_job_runs(
         client.close()
 
 
+def test_a_job_over_its_memory_or_output_limit_fails_saying_which(
+    start_daemon: StartDaemon, worker_reaper: list[int]
+) -> None:
+    daemon = start_daemon("worker_memory_limit_mb = 16\nworker_output_limit_mb = 1\n")
+    client = RawClient(daemon.endpoint)
+    try:
+        # A Python worker holds more than 16 MiB once it has imported what it runs.
+        hungry = wait_state(client, submit(client, burn(10.0)), FINAL)
+        assert (
+            hungry["state"] == "failed"
+            and "over the limit of 16 MiB (worker_memory_limit_mb)" in (hungry["reason"])
+        )
+        assert hungry["result"] is not None  # what was measured until then is kept
+    finally:
+        client.close()
+    daemon.kill()
+    daemon = start_daemon("worker_output_limit_mb = 1\n")
+    client = RawClient(daemon.endpoint)
+    try:
+        job_id = submit(client, burn(10.0))
+        wait_state(client, job_id, ("running",))
+        the_worker(daemon, worker_reaper)
+        outputs = daemon.state_dir / "jobs" / job_id / "outputs.bin"
+        outputs.write_bytes(os.urandom(2 << 20))  # as the job's own outputs would be
+        verbose = wait_state(client, job_id, FINAL)
+        assert verbose["state"] == "failed" and "(worker_output_limit_mb)" in verbose["reason"], verbose
+    finally:
+        client.close()
+
+
 def test_a_stopped_worker_fails_its_job_at_the_timeout(
     start_daemon: StartDaemon, worker_reaper: list[int]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -217,3 +218,32 @@ def test_without_a_marker_socket_the_worker_exits_2(tmp_path: Path) -> None:
     code, markers, stderr = finish(process, reader)
     assert code == 2 and markers == []
     assert "GPUPROF_MARKER_FD must name an inherited socket fd" in stderr
+
+
+def test_the_worker_cannot_write_a_file_larger_than_its_output_limit(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from gpuprof.daemon.worker import limit_files\n"
+        "limit_files('100000')\n"
+        "import os, resource\n"
+        "try:\n"
+        "    if os.geteuid() == 0:\n"
+        "        raise ValueError('root may raise a hard limit; the users workers run as may not')\n"
+        "    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)\n"
+        "    sys.exit('raised its own limit')\n"
+        "except (ValueError, OSError):\n"
+        "    pass\n"
+        "with open(sys.argv[1], 'wb') as f:\n"
+        "    f.write(b'x' * 50_000)\n"
+        "    f.flush()\n"
+        "    try:\n"
+        "        f.write(b'x' * 100_000)\n"
+        "        f.flush()\n"
+        "    except OSError as exc:\n"
+        "        print(exc.errno)\n"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(errno.EFBIG)
+    assert (tmp_path / "out").stat().st_size <= 100_000
