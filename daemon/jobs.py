@@ -82,7 +82,8 @@ class WorkerLimits:
 
 def _tree_pids(pid: int) -> list[int]:
     """``pid`` and every process it started, as far as /proc tells (children of each thread)."""
-    pids, pending = [], [pid]
+    pids: list[int] = []
+    pending = [pid]
     while pending and len(pids) < 10_000:
         current = pending.pop()
         pids.append(current)
