@@ -26,6 +26,7 @@ from gpuprof.sampler.errors import JobSpecError
 __all__ = [
     "MAX_SPEC_BYTES",
     "BurnParams",
+    "DvfsParams",
     "JobSpec",
     "JobSpecKeyError",
     "WorkloadParams",
@@ -163,6 +164,12 @@ class _Section:
             raise self.error(key, f"must be 1 to {max_chars} printable characters, got {value!r}")
         return value
 
+    def boolean(self, key: str, default: Any) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {value!r}")
+        return value
+
     def section(self, key: str, keys: Iterable[str]) -> _Section:
         return _Section(self.doc, (*self.path, key), self._get(key, _REQUIRED), keys)
 
@@ -224,11 +231,49 @@ def _read_burn(section: _Section) -> BurnParams:
     )
 
 
+@dataclass(frozen=True)
+class DvfsParams:
+    """Clocks for the whole job: an SM clock lock, a memory clock lock and a power limit (each optional).
+
+    The daemon checks the values against the GPU's supported ones; ``snap`` takes the nearest supported
+    value instead of refusing. Applied only where the daemon's configuration allows this user DVFS.
+    """
+
+    sm_clocks: int | None = None
+    memory_clock: int | None = None
+    power_limit_w: float | None = None
+    snap: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+DVFS_KEYS = ("sm_clocks", "memory_clock", "power_limit_w", "snap")
+
+
+def _read_dvfs(section: _Section) -> DvfsParams:
+    if isinstance(section.data.get("sm_clocks"), list):
+        raise section.error(
+            "sm_clocks",
+            "one clock per job: give one value in MHz (to compare clocks, submit a job for each)",
+        )
+    given = [key for key in DVFS_KEYS[:3] if section.has(key)]
+    if not given:
+        wanted = "give sm_clocks, memory_clock or power_limit_w"
+        raise section.doc.error(section.path, f"changes nothing: {wanted}")
+    return DvfsParams(
+        sm_clocks=section.integer("sm_clocks", 0, 1, 10_000) if "sm_clocks" in given else None,
+        memory_clock=section.integer("memory_clock", 0, 1, 100_000) if "memory_clock" in given else None,
+        power_limit_w=section.number("power_limit_w", 0, 1, 10_000) if "power_limit_w" in given else None,
+        snap=section.boolean("snap", False),
+    )
+
+
 _WORKLOAD_KEYS: dict[str, tuple[str, ...]] = {
     "burn": ("seconds", "duty_cycle", "period_s", "kind", "size", "dtype", "warmup_s"),
 }
 _WORKLOAD_READERS: dict[str, Callable[[_Section], WorkloadParams]] = {"burn": _read_burn}
-_COMMON_KEYS = ("name", "gpu", "workload", "timeout_s")
+_COMMON_KEYS = ("name", "gpu", "workload", "timeout_s", "dvfs")
 
 
 # --- the spec ----------------------------------------------------------------------------------------
@@ -246,18 +291,22 @@ class JobSpec:
     params: WorkloadParams
     gpu: int = 0
     timeout_s: float = DEFAULT_TIMEOUT_S
+    dvfs: DvfsParams | None = None
     raw_text: str = field(default="", compare=False, repr=False)
     source: str = field(default="<string>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (defaults filled in), for the wire and the worker; see from_dict."""
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "gpu": self.gpu,
             "workload": self.workload,
             "timeout_s": self.timeout_s,
             self.workload: self.params.to_dict(),
         }
+        if self.dvfs is not None:
+            data["dvfs"] = {k: v for k, v in self.dvfs.to_dict().items() if v is not None}
+        return data
 
     @classmethod
     def from_dict(cls, data: object, raw_text: str | None = None) -> JobSpec:
@@ -298,6 +347,7 @@ def _build(doc: _Document, raw_text: str) -> JobSpec:
         params=params,
         gpu=top.integer("gpu", 0, 0, 255),
         timeout_s=timeout_s,
+        dvfs=_read_dvfs(top.section("dvfs", DVFS_KEYS)) if top.has("dvfs") else None,
         raw_text=raw_text,
         source=doc.source,
     )

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from gpuprof.sampler.command import run_command
+from gpuprof.sampler.errors import GpuprofError
 
 from .config import DEFAULT_CONFIG, load_config
 
@@ -20,6 +21,12 @@ _FLAGS = [
     click.option("--state-dir", help="Where jobs, results and traces are kept (default /var/lib/gpuprof)."),
     click.option(
         "--endpoint", help="Local request socket, ipc:// (default ipc:///run/gpuprof/gpuprofd.sock)."
+    ),
+    click.option(
+        "--allow-dvfs",
+        is_flag=True,
+        default=None,
+        help="Let jobs change clocks (allow_dvfs); for a daemon of your own, which only you use.",
     ),
 ]
 
@@ -43,35 +50,81 @@ def cli() -> None:
     Examples:
       gpuprofd serve --simulate --endpoint ipc:///tmp/gpuprof/d.sock --state-dir /tmp/gpuprof/state
       gpuprofd check-config --config /etc/gpuprof/gpuprofd.toml
+      gpuprofd reset-clocks                 put back clocks a crashed daemon left changed
+      gpuprofd keys add alice alice.key     let alice connect over tcp_endpoint with her key
     """
+
+
+def _overrides(
+    simulate: bool | None, state_dir: str | None, endpoint: str | None, allow_dvfs: bool | None
+) -> dict[str, Any]:
+    return {"simulate": simulate, "state_dir": state_dir, "endpoint": endpoint, "allow_dvfs": allow_dvfs}
 
 
 @cli.command()
 @_with_flags
 def serve(
-    config_path: str | None, simulate: bool | None, state_dir: str | None, endpoint: str | None
+    config_path: str | None,
+    simulate: bool | None,
+    state_dir: str | None,
+    endpoint: str | None,
+    allow_dvfs: bool | None,
 ) -> None:
     """Serve requests and run jobs until SIGTERM or SIGINT."""
     from .server import Daemon
 
     logging.basicConfig(level=logging.INFO, format="gpuprofd: %(levelname)s: %(message)s", stream=sys.stderr)
-    config = load_config(config_path, {"simulate": simulate, "state_dir": state_dir, "endpoint": endpoint})
+    config = load_config(config_path, _overrides(simulate, state_dir, endpoint, allow_dvfs))
     Daemon(config).serve()
 
 
 @cli.command("check-config")
 @_with_flags
 def check_config(
-    config_path: str | None, simulate: bool | None, state_dir: str | None, endpoint: str | None
+    config_path: str | None,
+    simulate: bool | None,
+    state_dir: str | None,
+    endpoint: str | None,
+    allow_dvfs: bool | None,
 ) -> None:
     """Validate the configuration and print what gpuprofd would use."""
-    config = load_config(config_path, {"simulate": simulate, "state_dir": state_dir, "endpoint": endpoint})
+    config = load_config(config_path, _overrides(simulate, state_dir, endpoint, allow_dvfs))
     for key, value in vars(config).items():
         click.echo(f"{key} = {value!r}")
     click.echo(f"publish_endpoint = {config.publish_endpoint!r}")
     if config.tcp_endpoint:
         click.echo(f"tcp_publish_endpoint = {config.tcp_publish_endpoint!r}")
     click.echo("configuration OK")
+
+
+@cli.command("reset-clocks")
+@_with_flags
+def reset_clocks(
+    config_path: str | None,
+    simulate: bool | None,
+    state_dir: str | None,
+    endpoint: str | None,
+    allow_dvfs: bool | None,
+) -> None:
+    """Put back every clock and power limit gpuprofd changed and has not reset (its journal).
+
+    The systemd unit runs this after the daemon stops, however it stopped; gpuprofd also does it
+    itself when it starts. GPUs it never changed are not touched.
+    """
+    from gpuprof.sampler.library import resolve
+
+    from .clocks import ClockControl, ClockJournal
+
+    config = load_config(config_path, _overrides(simulate, state_dir, endpoint, allow_dvfs))
+    journal = ClockJournal(config.state_dir)
+    if not journal.load():
+        click.echo(f"nothing to reset ({journal.path} lists no changed GPU)")
+        return
+    lines = ClockControl(resolve(simulate=config.simulate), journal).reset_all()
+    for line in lines:
+        click.echo(line)
+    if any("FAILED" in line or "left in" in line for line in lines):
+        raise GpuprofError(f"some GPUs could not be reset; they stay listed in {journal.path}")
 
 
 @cli.group()

@@ -15,7 +15,7 @@ DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
 DEFAULT_STATE_DIR = "/var/lib/gpuprof"
 DEFAULT_KEYS_DIR = "/etc/gpuprof/keys"
 DEFAULT_SERVER_KEY = "/etc/gpuprof/server.key_secret"
-TUPLE_ITEMS: dict[str, type] = {"gpus": int, "admin_groups": str}
+TUPLE_ITEMS: dict[str, type] = {"gpus": int, "admin_groups": str, "dvfs_users": str, "dvfs_groups": str}
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class DaemonConfig:
     publish_interval_ms: float = 2.0
     users_group: str = "gpuprof"  # members may submit jobs and watch the GPUs
     admin_groups: tuple[str, ...] = ()  # members see and cancel every job (root and the daemon's user always)
+    allow_dvfs: bool = False  # clock changes (a job's dvfs: section); also needs the unit's DVFS drop-in
+    dvfs_users: tuple[str, ...] = ()  # who may change clocks when allow_dvfs (root and the daemon's user may)
+    dvfs_groups: tuple[str, ...] = ()  # members may change clocks when allow_dvfs
     socket_group: str = "gpuprof"  # the ipc socket files' group (mode 0660); "" leaves them the daemon's
     sampler_realtime_priority: int = 10  # SCHED_FIFO for the sampler's fast loop; 0: normal scheduling
     default_timeout_s: float = 3600.0

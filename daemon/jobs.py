@@ -22,6 +22,7 @@ from gpuprof.sampler.errors import GpuprofError
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
+from .clocks import ClockControl, ClockRequest, resolve_request
 from .markers import Marker, MarkerReader, windows
 from .results import job_result
 from .store import JobRecord, JobStore
@@ -136,6 +137,7 @@ class RunningJob:
     kill_at_ns: int | None = None
     next_resource_check_ns: int = 0
     peak_rss_bytes: int = 0
+    clocks: dict[str, Any] | None = None  # the clock changes made for the job (reset when it ends)
 
 
 class JobRunner:
@@ -149,8 +151,12 @@ class JobRunner:
         publish: Any,
         sim_state_path: str | None = None,
         limits: WorkerLimits | None = None,
+        clocks: ClockControl | None = None,
+        inventory: list[dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
+        self.clocks = clocks  # None: DVFS is off, and a job asking for it is refused at submit
+        self.gpu_info = {int(g["index"]): g for g in inventory or []}
         self.limits = limits or WorkerLimits.from_config(0, 1024)
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -173,10 +179,23 @@ class JobRunner:
     def _start(self, record: JobRecord) -> None:
         try:
             account = worker_account(record.uid)
+            clocks = self._apply_clocks(record)
         except GpuprofError as exc:
             failed = self.store.set_state(record.id, "failed", str(exc))
             self.publish(record.id, "job", {"job": failed.to_dict()})
             return
+        try:
+            self._launch(record, account, clocks)
+        except Exception as exc:  # the job fails; the daemon, and the GPU's clocks, must not
+            log.exception("job %s: cannot start its worker", record.id)
+            if clocks is not None:
+                self._reset_clocks(record.gpu)
+            failed = self.store.set_state(record.id, "failed", f"cannot start the worker: {exc}")
+            self.publish(record.id, "job", {"job": failed.to_dict()})
+
+    def _launch(
+        self, record: JobRecord, account: pwd.struct_passwd | None, clocks: dict[str, Any] | None
+    ) -> None:
         job_dir = self.jobs_dir / record.id
         job_dir.mkdir(mode=0o700, exist_ok=True)
         spec_file = job_dir / "spec.json"
@@ -230,10 +249,37 @@ class JobRunner:
             reader=MarkerReader(ours),
             started_mono_ns=now,
             deadline_mono_ns=now + int(timeout_s * 1e9),
+            clocks=clocks,
         )
         worker_uid = account.pw_uid if account is not None else os.geteuid()
         self.store.set_state(record.id, "running", worker_uid=worker_uid)
         self._announce(record.id)
+
+    def _apply_clocks(self, record: JobRecord) -> dict[str, Any] | None:
+        """Make the clock changes the job asks for (journaled, reset when it ends); what was set."""
+        request = ClockRequest.from_spec(record.spec.get("dvfs"))
+        if request is None:
+            return None
+        if self.clocks is None:
+            raise GpuprofError("the job asks for clock changes, but DVFS is off on this daemon")
+        gpu = self.gpu_info[record.gpu]
+        resolved = resolve_request(request, gpu)
+        self.clocks.apply(record.gpu, str(gpu["uuid"]), resolved)
+        applied = {
+            "sm_clock_mhz": resolved.sm_clock_mhz,
+            "memory_clock_mhz": resolved.memory_clock_mhz,
+            "power_limit_w": resolved.power_limit_w,
+        }
+        log.info("job %s: GPU %d clocks set: %s", record.id, record.gpu, applied)
+        return applied
+
+    def _reset_clocks(self, gpu: int) -> None:
+        if self.clocks is None or gpu not in self.gpu_info:
+            return
+        try:
+            self.clocks.reset(str(self.gpu_info[gpu]["uuid"]))
+        except GpuprofError as exc:
+            log.error("GPU %d: clocks not reset: %s", gpu, exc)
 
     def feed(self, samples: np.ndarray, energy: np.ndarray) -> None:
         """Give every running job the samples and counter readings of its GPU."""
@@ -316,6 +362,8 @@ class JobRunner:
         del self.running[gpu]
         job.channel.close()
         end_ns = time.monotonic_ns()
+        if job.clocks is not None:
+            self._reset_clocks(gpu)
         code = job.process.returncode
         failures = [m for m in job.markers if m.kind == "fail"]
         if job.stop_reason is not None:
@@ -344,6 +392,8 @@ class JobRunner:
             windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns),
             self.simulated,
         )
+        if job.clocks is not None:
+            result["dvfs"] = {"set": job.clocks, "reset": "at the job's end"}
         self.store.set_result(job.record.id, result)
         self.store.set_state(job.record.id, state, reason)
         self._announce(job.record.id)

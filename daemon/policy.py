@@ -2,6 +2,8 @@
 
 - Members of ``users_group`` (default ``gpuprof``) may submit jobs, watch the GPUs and use their own jobs.
 - Admins (root, the account gpuprofd runs as, members of ``admin_groups``) see and cancel every job.
+- Clock changes need ``allow_dvfs`` and a caller named in ``dvfs_users`` or in one of ``dvfs_groups``
+  (root and the daemon's own user need only ``allow_dvfs``); being an admin is not enough.
 
 Each refusal is a ``denied`` error that says what was refused and why, and is logged.
 """
@@ -47,6 +49,26 @@ class Policy:
                 request,
                 f"user {caller.user} is not in the group {self.config.users_group!r} "
                 f"(an admin adds users with: usermod -aG {self.config.users_group} USER)",
+            )
+
+    def may_change_clocks(self, caller: Caller) -> bool:
+        named = caller.user in self.config.dvfs_users or bool(caller.groups & set(self.config.dvfs_groups))
+        return self.config.allow_dvfs and (caller.uid in (0, self.daemon_uid) or named)
+
+    def check_dvfs(self, caller: Caller) -> None:
+        if not self.config.allow_dvfs:
+            raise self.deny(
+                caller,
+                "dvfs",
+                "clock changes are off on this node (allow_dvfs = false in gpuprofd.toml; "
+                "a local daemon takes gpuprofd serve --allow-dvfs)",
+            )
+        if not self.may_change_clocks(caller):
+            raise self.deny(
+                caller,
+                "dvfs",
+                f"user {caller.user} is not among those allowed to change clocks "
+                "(dvfs_users and dvfs_groups in gpuprofd.toml)",
             )
 
     def check_job(self, caller: Caller, request: str, job_id: str, owner: str, owner_uid: int) -> None:

@@ -23,12 +23,14 @@ from gpuprof.sampler.errors import ConfigError, GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.sim import SimulatedNvml
 
+from .clocks import ClockControl, ClockJournal, ClockRequest, resolve_request
 from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner, WorkerLimits
 from .keys import KeyStore, server_keypair
+from .notify import sd_notify
 from .policy import Policy
 from .store import JobStore
 
@@ -127,8 +129,17 @@ class Daemon:
         self.pub.setsockopt(zmq.SNDHWM, config.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         limits = WorkerLimits.from_config(config.worker_memory_limit_mb, config.worker_output_limit_mb)
+        self.clocks = ClockControl(self.library, ClockJournal(state_dir))
+        for line in self.clocks.reset_all():  # what a daemon that died left changed
+            log.warning("clocks left changed by the previous gpuprofd: %s", line)
         self.runner = JobRunner(
-            self.store, state_dir, self.library.simulated, self._publish_job, limits=limits
+            self.store,
+            state_dir,
+            self.library.simulated,
+            self._publish_job,
+            limits=limits,
+            clocks=self.clocks if config.allow_dvfs else None,
+            inventory=self.inventory,
         )
         stopped = self.runner.stop_orphans(left_running)
         if stopped:
@@ -181,10 +192,16 @@ class Daemon:
         )
         if ready is not None:
             ready()
+        sd_notify(
+            f"READY=1\nSTATUS=serving {len(self.gpus)} {'simulated ' if self.library.simulated else ''}GPU(s)"
+        )
         try:
             self._loop()
         finally:
+            sd_notify("STOPPING=1")
             self.runner.shutdown("gpuprofd stopped while the job ran")
+            for line in self.clocks.reset_all():
+                log.warning("clocks still changed at shutdown, reset: %s", line)
             self.sampler.close()
             self.router.close()
             self.pub.close()
@@ -435,6 +452,14 @@ class Daemon:
                 "timeout_s",
                 f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s",
             )
+        if spec.dvfs is not None:
+            self.policy.check_dvfs(caller)
+            request = ClockRequest.from_spec(spec.to_dict()["dvfs"])
+            assert request is not None
+            try:
+                resolve_request(request, self.inventory[self.gpus.index(spec.gpu)])
+            except GpuprofError as exc:
+                raise JobSpecKeyError(SUBMITTED_SOURCE, None, "dvfs", str(exc)) from None
         record = self.store.create(
             spec.to_dict(),
             body.get("spec_text", ""),

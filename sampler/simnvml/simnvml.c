@@ -264,6 +264,23 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsig
     return get_gpu_string(device, uuid, length, 1);
 }
 
+/* The handle of the GPU whose UUID is `uuid`; NOT_FOUND when no simulated GPU has it. */
+SIM_EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+    if (!uuid || !device)
+        return bad_pointer();
+    unsigned int count;
+    nvmlReturn_t ret = nvmlDeviceGetCount_v2(&count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    for (unsigned int index = 0; index < count && index < GPUPROF_SIM_MAX_GPUS; index++) {
+        char candidate[NVML_DEVICE_UUID_BUFFER_SIZE];
+        if (nvmlDeviceGetUUID(&sim_devices[index], candidate, sizeof candidate) == NVML_SUCCESS &&
+            strcmp(candidate, uuid) == 0)
+            return nvmlDeviceGetHandleByIndex_v2(index, device);
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
 /* Fills one requested field; unknown fields (and 186 where configured unsupported) get NOT_SUPPORTED. */
 static void read_field(const struct sim_gpu *gpu, int64_t now_ns, long long wall_us, nvmlFieldValue_t *field) {
     int64_t tick_ns = now_ns;

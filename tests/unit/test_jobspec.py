@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from gpuprof.client.jobspec import (
     MAX_SPEC_BYTES,
     BurnParams,
+    DvfsParams,
     JobSpec,
     JobSpecKeyError,
     load_job_spec,
@@ -134,11 +136,11 @@ BASE = "name: demo\nworkload: burn\ntimeout_s: 600\nburn:\n  seconds: 10\n"
         ("workload: burn\nburn: 10\n", "job.yaml:2: burn: must be a mapping of keys (seconds, "),
         (
             "- workload\n",
-            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, burn), got a list",
+            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn), got a list",
         ),
         (
             "burn\n",
-            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, burn), got 'burn'",
+            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn), got 'burn'",
         ),
         ("", "job.yaml: the job spec is empty"),
         ("# only a comment\n", "job.yaml: the job spec is empty"),
@@ -263,3 +265,21 @@ def test_specs_are_frozen() -> None:
         spec.gpu = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.params.seconds = 1  # type: ignore[misc]
+
+
+def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
+    spec = parse_job_spec(MINIMAL + "dvfs:\n  sm_clocks: 1410\n  power_limit_w: 500\n", "job.yaml")
+    assert spec.dvfs == DvfsParams(sm_clocks=1410, power_limit_w=500.0)
+    assert spec.to_dict()["dvfs"] == {"sm_clocks": 1410, "power_limit_w": 500.0, "snap": False}
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    assert "dvfs" not in parse_job_spec(MINIMAL).to_dict()
+    cases = [
+        ("dvfs: {}\n", "dvfs: changes nothing: give sm_clocks, memory_clock or power_limit_w"),
+        ("dvfs: {sm_clocks: [1410, 1980]}\n", "dvfs.sm_clocks: one clock per job"),
+        ("dvfs: {sm_clocks: 1410.5}\n", "dvfs.sm_clocks: must be an integer in [1, 10000]"),
+        ("dvfs: {sm_clocks: 1410, snap: yes please}\n", "dvfs.snap: must be true or false"),
+        ("dvfs: {sm_clock: 1410}\n", "dvfs.sm_clock: unknown key (did you mean 'sm_clocks'?)"),
+    ]
+    for text, message in cases:
+        with pytest.raises(JobSpecKeyError, match=re.escape(message)):
+            parse_job_spec(MINIMAL + text, "job.yaml")

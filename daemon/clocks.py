@@ -1,0 +1,239 @@
+"""Clock changes (DVFS): made only when allowed, journaled before they happen, and always undone.
+
+Before gpuprofd locks a clock or sets a power limit it writes what it is about to change, and the value to
+put back, to ``STATE_DIR/clocks.json`` (fsynced). It resets the GPU when the job ends, however it ends,
+and removes the entry only once the reset succeeded. Whatever is still in the journal is reset when the
+daemon starts (after a crash or SIGKILL) and by ``gpuprofd reset-clocks`` (the systemd unit's
+ExecStopPost). GPUs are named by UUID in the journal, so a changed GPU order cannot send a reset astray.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pynvml
+
+from gpuprof.sampler.errors import GpuprofError, NvmlError
+from gpuprof.sampler.library import NvmlLibrary
+from gpuprof.sampler.pynvml_sampler import _use_library
+
+log = logging.getLogger("gpuprofd")
+JOURNAL_FILE = "clocks.json"
+
+
+def _code(exc: pynvml.NVMLError) -> int:
+    return int(getattr(exc, "value", 999))
+
+
+class ClockJournal:
+    """What gpuprofd changed on which GPU (by UUID) and has not yet put back."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(state_dir) / JOURNAL_FILE
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise GpuprofError(
+                f"{self.path}: unreadable clock journal ({exc}); reset the GPUs by hand"
+            ) from None
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, entries: dict[str, dict[str, Any]]) -> None:
+        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".clocks.")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(entries, file, indent=1, sort_keys=True)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
+
+    def mark(self, uuid: str, index: int, **changes: Any) -> None:
+        entries = self.load()
+        entry = entries.setdefault(uuid, {"index": index})
+        for key, value in changes.items():
+            entry.setdefault(key, value)  # the first original value is the one to restore
+        self._write(entries)
+
+    def unmark(self, uuid: str) -> None:
+        entries = self.load()
+        if entries.pop(uuid, None) is not None:
+            self._write(entries)
+
+
+@dataclass(frozen=True)
+class ClockRequest:
+    """What a job asks for: an SM clock lock, a memory clock lock, a power limit (each optional)."""
+
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    power_limit_w: float | None = None
+    snap: bool = False
+
+    @classmethod
+    def from_spec(cls, dvfs: dict[str, Any] | None) -> ClockRequest | None:
+        if not dvfs:
+            return None
+        return cls(
+            sm_clock_mhz=dvfs.get("sm_clocks"),
+            memory_clock_mhz=dvfs.get("memory_clock"),
+            power_limit_w=dvfs.get("power_limit_w"),
+            snap=bool(dvfs.get("snap", False)),
+        )
+
+
+def nearest(value: int, supported: list[int]) -> list[int]:
+    """The supported values on either side of ``value`` (one when it is beyond the ends)."""
+    ordered = sorted(set(supported))
+    at = bisect.bisect_left(ordered, value)
+    return ordered[max(0, at - 1) : at + 1]
+
+
+def resolve_request(request: ClockRequest, gpu: dict[str, Any]) -> ClockRequest:
+    """``request`` checked against the GPU's supported clocks and power range; snapped if it asks.
+
+    An unsupported value is a GpuprofError naming the nearest supported ones.
+    """
+    out: dict[str, Any] = {"snap": request.snap, "power_limit_w": request.power_limit_w}
+    for key, supported_key, what in (
+        ("sm_clock_mhz", "graphics_clocks_mhz", "an SM clock"),
+        ("memory_clock_mhz", "memory_clocks_mhz", "a memory clock"),
+    ):
+        value = getattr(request, key)
+        supported = [int(v) for v in gpu[supported_key]]
+        if value is not None and value not in supported:
+            close = nearest(value, supported)
+            if not request.snap:
+                raise GpuprofError(
+                    f"GPU {gpu['index']} does not support {what} of {value} MHz; nearest supported: "
+                    f"{', '.join(map(str, close))} MHz (or set dvfs.snap: true)"
+                )
+            value = min(close, key=lambda v: (abs(v - value), v))
+        out[key] = value
+    if request.power_limit_w is not None:
+        low, high = gpu["min_power_limit_w"], gpu["max_power_limit_w"]
+        if not low <= request.power_limit_w <= high:
+            wanted = request.power_limit_w
+            raise GpuprofError(
+                f"GPU {gpu['index']} takes power limits in [{low:g}, {high:g}] W, not {wanted:g} W"
+            )
+    return ClockRequest(**out)
+
+
+class ClockControl:
+    """Locks and resets clocks through NVML, journaling first. Used only when DVFS is allowed."""
+
+    def __init__(self, library: NvmlLibrary, journal: ClockJournal) -> None:
+        self.library = library
+        self.journal = journal
+
+    @contextlib.contextmanager
+    def _nvml(self) -> Iterator[None]:
+        _use_library(self.library.path)
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise NvmlError(_code(exc), "nvmlInit") from exc
+        try:
+            yield
+        finally:
+            pynvml.nvmlShutdown()
+
+    def apply(self, index: int, uuid: str, request: ClockRequest) -> None:
+        """Make the changes ``request`` asks of GPU ``index``; a failure undoes what was done and raises."""
+        with self._nvml():
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            try:
+                if request.power_limit_w is not None:
+                    original = pynvml.nvmlDeviceGetPowerManagementLimit(handle)
+                    self.journal.mark(uuid, index, power_limit_mw=int(original))
+                    pynvml.nvmlDeviceSetPowerManagementLimit(handle, int(request.power_limit_w * 1000))
+                if request.memory_clock_mhz is not None:
+                    self.journal.mark(uuid, index, memory_locked=True)
+                    mhz = request.memory_clock_mhz
+                    pynvml.nvmlDeviceSetMemoryLockedClocks(handle, mhz, mhz)
+                if request.sm_clock_mhz is not None:
+                    self.journal.mark(uuid, index, sm_locked=True)
+                    pynvml.nvmlDeviceSetGpuLockedClocks(handle, request.sm_clock_mhz, request.sm_clock_mhz)
+            except pynvml.NVMLError as exc:
+                failure = NvmlError(_code(exc), "clock control")
+                self._reset_handle(handle, uuid)
+                raise GpuprofError(f"GPU {index}: cannot change clocks: {failure}") from None
+
+    def reset_all(self) -> list[str]:
+        """Reset every GPU in the journal; returns a line per GPU (entries that fail stay journaled)."""
+        entries = self.journal.load()
+        if not entries:
+            return []
+        done = []
+        with self._nvml():
+            for uuid, entry in entries.items():
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+                except pynvml.NVMLError as exc:
+                    done.append(
+                        f"{uuid}: not found ({NvmlError(_code(exc), 'GetHandleByUUID')}); left journaled"
+                    )
+                    continue
+                done.append(f"GPU {entry.get('index')} ({uuid}): {self._reset_handle(handle, uuid)}")
+        return done
+
+    def reset(self, uuid: str) -> str | None:
+        """Reset one GPU if the journal holds changes for it; what was done, or None."""
+        if uuid not in self.journal.load():
+            return None
+        with self._nvml():
+            return self._reset_handle(pynvml.nvmlDeviceGetHandleByUUID(uuid.encode()), uuid)
+
+    def _reset_handle(self, handle: Any, uuid: str) -> str:
+        entry = self.journal.load().get(uuid, {})
+        failures, done = [], []
+        steps = [
+            ("sm_locked", "SM clock unlocked", lambda: pynvml.nvmlDeviceResetGpuLockedClocks(handle)),
+            (
+                "memory_locked",
+                "memory clock unlocked",
+                lambda: pynvml.nvmlDeviceResetMemoryLockedClocks(handle),
+            ),
+            (
+                "power_limit_mw",
+                f"power limit back to {entry.get('power_limit_mw', 0) / 1000:g} W",
+                lambda: pynvml.nvmlDeviceSetPowerManagementLimit(handle, int(entry["power_limit_mw"])),
+            ),
+        ]
+        for key, what, call in steps:
+            if key not in entry:
+                continue
+            try:
+                call()
+                done.append(what)
+            except pynvml.NVMLError as exc:
+                failures.append(f"{what}: {NvmlError(_code(exc), 'reset')}")
+        if failures:
+            log.error(
+                "GPU %s: could not reset: %s (left in %s)", uuid, "; ".join(failures), self.journal.path
+            )
+            return "FAILED: " + "; ".join(failures)
+        self.journal.unmark(uuid)
+        log.info("GPU %s reset: %s", uuid, ", ".join(done) or "nothing was changed")
+        return ", ".join(done) or "nothing was changed"
