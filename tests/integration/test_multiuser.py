@@ -291,3 +291,36 @@ def test_a_remote_client_is_the_user_its_key_names_not_the_process_that_connects
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_only_the_users_the_config_names_may_change_clocks(
+    users: dict[str, pwd.struct_passwd], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-dvfs-", dir="/tmp"))
+    root.chmod(0o755)
+    monkeypatch.setenv("GPUPROF_SIM_STATE", str(root / "sim.state"))
+    daemon = DaemonProcess(root, f'allow_dvfs = true\ndvfs_users = ["{BOB}"]\n').start()
+    try:
+        spec = {**BURN, "dvfs": {"sm_clocks": 1410}}
+        (alice,) = as_user(users[ALICE], daemon, ("submit", [spec]))
+        assert (
+            not alice["ok"] and f"user {ALICE} is not among those allowed to change clocks" in alice["error"]
+        )
+        (bob,) = as_user(users[BOB], daemon, ("submit", [spec]))
+        assert bob["ok"], bob
+        record = wait_final(users[BOB], daemon, bob["value"])
+        assert record["state"] == "succeeded" and record["result"]["dvfs"]["set"]["sm_clock_mhz"] == 1410
+        # The lock was made by the root daemon, never by the job's own (unprivileged) worker.
+        from gpuprof.sampler.sim import SimulatedNvml
+
+        calls = [
+            c for c in SimulatedNvml(state_path=str(root / "sim.state")).control_log() if "Locked" in c.call
+        ]
+        assert [(c.call, c.uid, c.result) for c in calls] == [
+            ("nvmlDeviceSetGpuLockedClocks", 0, 0),
+            ("nvmlDeviceResetGpuLockedClocks", 0, 0),
+        ]
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.kill()
+        shutil.rmtree(root, ignore_errors=True)
