@@ -14,7 +14,7 @@ DEFAULT_CONFIG = "/etc/gpuprof/gpuprofd.toml"
 DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
 DEFAULT_STATE_DIR = "/var/lib/gpuprof"
 DEFAULT_KEYS_DIR = "/etc/gpuprof/keys"
-DEFAULT_SERVER_KEY = "/etc/gpuprof/server.key_secret"
+DEFAULT_SERVER_KEY = "/var/lib/gpuprof/server.key_secret"
 TUPLE_ITEMS: dict[str, type] = {"gpus": int, "admin_groups": str, "dvfs_users": str, "dvfs_groups": str}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,18 @@ def test_remote_clients_are_off_by_default_and_their_live_port_follows_theirs() 
 def test_a_missing_file_named_explicitly_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path / "absent.toml"), {})
+
+
+def test_the_example_configuration_lists_every_key_at_its_default(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parents[2] / "systemd" / "gpuprofd.toml").read_text()
+    keys = {field.name for field in dataclasses.fields(DaemonConfig)}
+    commented = {
+        line[1:].split("=")[0].strip()
+        for line in example.splitlines()
+        if line.startswith("#") and "=" in line
+    }
+    assert keys <= commented, keys - commented
+    uncommented = "\n".join(
+        line[1:] for line in example.splitlines() if line[1:].split("=")[0].strip() in keys
+    )
+    assert _load(tmp_path, uncommented) == DaemonConfig()
