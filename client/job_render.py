@@ -136,6 +136,18 @@ def render_job(job: dict[str, Any]) -> str:
     if not result:
         return "\n".join(lines)
     lines.append(f"  duration        {_num(result.get('duration_s'), 's', 3)}")
+    clocks = (result.get("dvfs") or {}).get("set")
+    if clocks:
+        parts = [
+            f"{label} {clocks[key]:g} {unit}"
+            for key, label, unit in (
+                ("sm_clock_mhz", "SM clock locked at", "MHz"),
+                ("memory_clock_mhz", "memory clock locked at", "MHz"),
+                ("power_limit_w", "power limit", "W"),
+            )
+            if clocks.get(key) is not None
+        ]
+        lines.append(f"  clocks          {', '.join(parts)}; reset at the job's end")
     lines += _energy_lines(result, "  ")
     lines += _window_lines(result.get("windows") or [])
     if job.get("simulated"):

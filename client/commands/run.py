@@ -54,7 +54,9 @@ def _stop_with_parent() -> None:
 class PrivateDaemon:
     """A gpuprofd on a temporary ipc endpoint and state directory, stopped and removed on exit."""
 
-    def __init__(self, simulate: bool, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    def __init__(
+        self, simulate: bool, startup_timeout_s: float = STARTUP_TIMEOUT_S, allow_dvfs: bool = False
+    ) -> None:
         # ipc paths are limited to ~107 bytes: keep the directory short even with a long $TMPDIR
         base = None if len(tempfile.gettempdir()) < 60 else "/tmp"
         self.directory = Path(tempfile.mkdtemp(prefix="gpuprof-run-", dir=base))
@@ -62,6 +64,7 @@ class PrivateDaemon:
         self.log_path = self.directory / "gpuprofd.log"
         self.command = [sys.executable, "-m", "gpuprof.daemon.cli", "serve", "--endpoint", self.endpoint]
         self.command += ["--state-dir", str(self.directory / "state")] + (["--simulate"] if simulate else [])
+        self.command += ["--allow-dvfs"] if allow_dvfs else []
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -133,9 +136,16 @@ class PrivateDaemon:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--simulate", is_flag=True, help="Use gpuprof's simulated GPU (automatic without a driver).")
 @click.option("-o", "--output", help="Also write the job's trace here (.parquet or .csv), like export.")
+@click.option(
+    "--allow-dvfs",
+    is_flag=True,
+    help="Let the private daemon apply the spec's dvfs: section (NVML needs root for clock changes).",
+)
 @json_option
 @endpoint_option
-def run(spec: str, simulate: bool, output: str | None, as_json: bool, endpoint: str) -> None:
+def run(
+    spec: str, simulate: bool, output: str | None, allow_dvfs: bool, as_json: bool, endpoint: str
+) -> None:
     """Run the job spec SPEC and print its result: the one command to try gpuprof.
 
     Uses the gpuprofd at --endpoint when one answers; otherwise starts a private one for this run
@@ -163,7 +173,7 @@ def run(spec: str, simulate: bool, output: str | None, as_json: bool, endpoint: 
                 click.echo(NO_DRIVER, err=True)
                 simulate = True
             click.echo(f"starting a private gpuprofd{' (simulated GPU)' if simulate else ''}...", err=True)
-            endpoint = stack.enter_context(PrivateDaemon(simulate)).endpoint
+            endpoint = stack.enter_context(PrivateDaemon(simulate, allow_dvfs=allow_dvfs)).endpoint
         client = stack.enter_context(Client(endpoint))
         handle = client.submit(job_spec)
         click.echo(f"job {handle.id} submitted to gpuprofd at {endpoint}", err=True)

@@ -58,3 +58,26 @@ def test_a_daemon_that_never_answers_times_out_and_is_killed() -> None:
     with pytest.raises(PrivateDaemonFailed, match=r"did not answer .* within 0\.5 s(.|\n)*stuck"), daemon:
         pass
     assert daemon.process is None and not daemon.directory.exists()
+
+
+def test_run_applies_a_dvfs_section_only_when_allowed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from gpuprof.sampler.sim import SimConfig, SimulatedNvml
+
+    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))  # the user's own simulated GPU
+    spec = tmp_path / "clocked.yaml"
+    spec.write_text(SPEC + "dvfs:\n  sm_clocks: 1410\n")
+    endpoint = ["--endpoint", f"ipc://{tmp_path}/none.sock"]
+    code = main(["run", str(spec), "--simulate", "--json", *endpoint])
+    _out, err = capsys.readouterr()
+    assert code != 0 and "allow_dvfs = false" in err
+    code = main(["run", str(spec), "--simulate", "--json", "--allow-dvfs", *endpoint])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["dvfs"]["set"]["sm_clock_mhz"] == 1410
+    assert SimulatedNvml().status()[0].locked_sm_clock_mhz is None  # reset after the job
+    assert any(
+        c.call == "nvmlDeviceSetGpuLockedClocks" and c.args[:2] == (1410, 1410)
+        for c in SimulatedNvml().control_log()
+    )

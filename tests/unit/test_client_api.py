@@ -221,3 +221,11 @@ def test_tables_of_jobs_and_gpus() -> None:
         ]
     )
     assert "(SIMULATED)" in gpus and "345-1980 MHz (3)" in gpus and "700 W (200 W-700 W)" in gpus
+
+
+def test_a_job_run_at_set_clocks_says_which_and_that_they_were_reset() -> None:
+    job = finished_job()
+    job["result"]["dvfs"] = {"set": {"sm_clock_mhz": 1410, "memory_clock_mhz": None, "power_limit_w": 500.0}}
+    text = render_job(job)
+    assert "clocks          SM clock locked at 1410 MHz, power limit 500 W; reset at the job's end" in text
+    assert "clocks " not in render_job(finished_job())
