@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -11,12 +13,13 @@ import click
 from gpuprof.sampler.command import run_command
 from gpuprof.sampler.errors import GpuprofError
 
-from .config import DEFAULT_CONFIG, load_config
+from .config import DEFAULT_CONFIG, DaemonConfig, load_config
 
+_CONFIG_OPTION = click.option(
+    "--config", "config_path", help=f"TOML configuration (default {DEFAULT_CONFIG} if present)."
+)
 _FLAGS = [
-    click.option(
-        "--config", "config_path", help=f"TOML configuration (default {DEFAULT_CONFIG} if present)."
-    ),
+    _CONFIG_OPTION,
     click.option("--simulate", is_flag=True, default=None, help="Serve gpuprof's simulated GPUs."),
     click.option("--state-dir", help="Where jobs, results and traces are kept (default /var/lib/gpuprof)."),
     click.option(
@@ -31,10 +34,16 @@ _FLAGS = [
 ]
 
 
-def _with_flags(function: click.decorators.FC) -> click.decorators.FC:
+def _with_config(function: Callable[[DaemonConfig], None]) -> Callable[..., None]:
+    """The command with the flags above, called with the configuration they and the file make."""
+
+    @functools.wraps(function)
+    def command(config_path: str | None, **overrides: Any) -> None:
+        function(load_config(config_path, overrides))
+
     for flag in reversed(_FLAGS):
-        function = flag(function)
-    return function
+        command = flag(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,40 +64,20 @@ def cli() -> None:
     """
 
 
-def _overrides(
-    simulate: bool | None, state_dir: str | None, endpoint: str | None, allow_dvfs: bool | None
-) -> dict[str, Any]:
-    return {"simulate": simulate, "state_dir": state_dir, "endpoint": endpoint, "allow_dvfs": allow_dvfs}
-
-
 @cli.command()
-@_with_flags
-def serve(
-    config_path: str | None,
-    simulate: bool | None,
-    state_dir: str | None,
-    endpoint: str | None,
-    allow_dvfs: bool | None,
-) -> None:
+@_with_config
+def serve(config: DaemonConfig) -> None:
     """Serve requests and run jobs until SIGTERM or SIGINT."""
     from .server import Daemon
 
     logging.basicConfig(level=logging.INFO, format="gpuprofd: %(levelname)s: %(message)s", stream=sys.stderr)
-    config = load_config(config_path, _overrides(simulate, state_dir, endpoint, allow_dvfs))
     Daemon(config).serve()
 
 
 @cli.command("check-config")
-@_with_flags
-def check_config(
-    config_path: str | None,
-    simulate: bool | None,
-    state_dir: str | None,
-    endpoint: str | None,
-    allow_dvfs: bool | None,
-) -> None:
+@_with_config
+def check_config(config: DaemonConfig) -> None:
     """Validate the configuration and print what gpuprofd would use."""
-    config = load_config(config_path, _overrides(simulate, state_dir, endpoint, allow_dvfs))
     for key, value in vars(config).items():
         click.echo(f"{key} = {value!r}")
     click.echo(f"publish_endpoint = {config.publish_endpoint!r}")
@@ -98,14 +87,8 @@ def check_config(
 
 
 @cli.command("reset-clocks")
-@_with_flags
-def reset_clocks(
-    config_path: str | None,
-    simulate: bool | None,
-    state_dir: str | None,
-    endpoint: str | None,
-    allow_dvfs: bool | None,
-) -> None:
+@_with_config
+def reset_clocks(config: DaemonConfig) -> None:
     """Put back every clock and power limit gpuprofd changed and has not reset (its journal).
 
     The systemd unit runs this after the daemon stops, however it stopped; gpuprofd also does it
@@ -115,15 +98,13 @@ def reset_clocks(
 
     from .clocks import ClockControl, ClockJournal
 
-    config = load_config(config_path, _overrides(simulate, state_dir, endpoint, allow_dvfs))
     journal = ClockJournal(config.state_dir)
     if not journal.load():
         click.echo(f"nothing to reset ({journal.path} lists no changed GPU)")
         return
-    lines = ClockControl(resolve(simulate=config.simulate), journal).reset_all()
-    for line in lines:
+    for line in ClockControl(resolve(simulate=config.simulate), journal).reset_all():
         click.echo(line)
-    if any("FAILED" in line or "left in" in line for line in lines):
+    if journal.load():  # an entry leaves the journal only once its GPU is reset
         raise GpuprofError(f"some GPUs could not be reset; they stay listed in {journal.path}")
 
 
@@ -150,15 +131,10 @@ def _key_store(config_path: str | None) -> Any:
     return KeyStore(load_config(config_path, {}).keys_dir)
 
 
-_CONFIG_ONLY = click.option(
-    "--config", "config_path", help=f"TOML configuration (default {DEFAULT_CONFIG} if present)."
-)
-
-
 @keys.command("add")
 @click.argument("user")
 @click.argument("key_file", type=click.Path(dir_okay=False))
-@_CONFIG_ONLY
+@_CONFIG_OPTION
 def keys_add(user: str, key_file: str, config_path: str | None) -> None:
     """Let USER connect over tcp with the public key in KEY_FILE (replaces USER's previous key)."""
     written = _key_store(config_path).add(user, key_file)
@@ -167,7 +143,7 @@ def keys_add(user: str, key_file: str, config_path: str | None) -> None:
 
 @keys.command("remove")
 @click.argument("user")
-@_CONFIG_ONLY
+@_CONFIG_OPTION
 def keys_remove(user: str, config_path: str | None) -> None:
     """Stop USER connecting over tcp (connections already open stay until they close)."""
     removed = _key_store(config_path).remove(user)
@@ -175,7 +151,7 @@ def keys_remove(user: str, config_path: str | None) -> None:
 
 
 @keys.command("list")
-@_CONFIG_ONLY
+@_CONFIG_OPTION
 def keys_list(config_path: str | None) -> None:
     """Every registered user and their public key."""
     store = _key_store(config_path)
@@ -187,7 +163,7 @@ def keys_list(config_path: str | None) -> None:
 
 
 @keys.command("server")
-@_CONFIG_ONLY
+@_CONFIG_OPTION
 def keys_server(config_path: str | None) -> None:
     """Make the daemon's keypair if there is none, and print its public file for clients."""
     from .keys import public_file, server_keypair

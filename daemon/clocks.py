@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ import pynvml
 from gpuprof.sampler.errors import GpuprofError, NvmlError
 from gpuprof.sampler.library import NvmlLibrary
 from gpuprof.sampler.pynvml_sampler import _use_library
+
+from .atomic import write_text_atomically
 
 log = logging.getLogger("gpuprofd")
 JOURNAL_FILE = "clocks.json"
@@ -52,21 +53,7 @@ class ClockJournal:
         return data if isinstance(data, dict) else {}
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".clocks.")
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                json.dump(entries, file, indent=1, sort_keys=True)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
+        write_text_atomically(self.path, json.dumps(entries, indent=1, sort_keys=True))
 
     def mark(self, uuid: str, index: int, **changes: Any) -> None:
         entries = self.load()

@@ -15,7 +15,6 @@ import logging
 import os
 import pwd
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import zmq.auth
 from zmq.utils import z85
 
 from gpuprof.sampler.errors import ConfigError, UsageError
+
+from .atomic import write_text_atomically
 
 log = logging.getLogger("gpuprofd")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")  # what useradd accepts by default (NAME_REGEX)
@@ -66,17 +67,7 @@ def write_public_key(path: Path, public: bytes, user: str) -> None:
         f'metadata\n    user = "{user}"\n'
         f'curve\n    public-key = "{public.decode()}"\n'
     )
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text, mode=0o644)
 
 
 def server_keypair(secret_file: str | os.PathLike[str], create: bool) -> tuple[bytes, bytes]:

@@ -452,10 +452,9 @@ class Daemon:
                 "timeout_s",
                 f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s",
             )
-        if spec.dvfs is not None:
+        request = ClockRequest.from_spec(spec.to_dict().get("dvfs"))
+        if request is not None:
             self.policy.check_dvfs(caller)
-            request = ClockRequest.from_spec(spec.to_dict()["dvfs"])
-            assert request is not None
             try:
                 resolve_request(request, self.inventory[self.gpus.index(spec.gpu)])
             except GpuprofError as exc:
