@@ -9,10 +9,9 @@ docs/jobspec.md; each ``workload:`` kind has its own section and reader (``_WORK
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gpuprof.sampler.errors import JobSpecError
+from .llm_spec import LLM_KEYS, LlmParams, read_llm
+from .spec_schema import REQUIRED, Document, JobSpecKeyError, KeyPath, Section, format_path, kind_of
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -29,6 +29,7 @@ __all__ = [
     "DvfsParams",
     "JobSpec",
     "JobSpecKeyError",
+    "LlmParams",
     "WorkloadParams",
     "load_job_spec",
     "parse_job_spec",
@@ -43,135 +44,9 @@ MAX_TIMEOUT_S = 7 * 86400.0
 MAX_NAME_CHARS = 128
 MAX_BURN_STEPS = 100_000  # measured periods; each is a marker window the daemon stores
 
-KeyPath = tuple[str | int, ...]
-_REQUIRED: Any = object()  # default of a key that must be given
 _YAML = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "null")}
 _CONSTRUCTOR = SafeConstructor()
-
-
-class JobSpecKeyError(JobSpecError):
-    """A JobSpecError about one key: ``source``, ``line`` (None when unknown), ``key`` and ``problem``."""
-
-    def __init__(self, source: str, line: int | None, key: str, problem: str) -> None:
-        self.source = source
-        self.line = line
-        self.key = key
-        self.problem = problem
-        where = source if line is None else f"{source}:{line}"
-        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
-
-
-def _format_path(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
-    return out
-
-
-class _Document:
-    """A spec's plain data and, when it came from YAML, the line of each key path."""
-
-    def __init__(self, data: object, source: str, lines: dict[KeyPath, int] | None = None) -> None:
-        self.data = data
-        self.source = source
-        self.lines = lines or {}
-
-    def error(self, path: KeyPath, problem: str) -> JobSpecKeyError:
-        """An error at ``path``, on its own line or else on the line of its nearest enclosing key."""
-        for end in range(len(path), -1, -1):
-            if path[:end] in self.lines:
-                return JobSpecKeyError(self.source, self.lines[path[:end]], _format_path(path), problem)
-        return JobSpecKeyError(self.source, None, _format_path(path), problem)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _interval(low: float, high: float, low_open: bool) -> str:
-    return f"{'(' if low_open else '['}{low:g}, {high:g}]"
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    prefixed = [c for c in choices if len(word) >= 3 and c.startswith(word)]  # "duty" is "duty_cycle"
-    close = prefixed or difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _kind_of(value: object) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    return "a list" if isinstance(value, list) else repr(value)
-
-
-class _Section:
-    """One mapping of the spec: typed getters for its keys; unknown keys are refused on construction."""
-
-    def __init__(self, doc: _Document, path: KeyPath, data: object, keys: Iterable[str]) -> None:
-        self.doc, self.path, self.keys = doc, path, tuple(keys)
-        if not isinstance(data, dict):
-            raise doc.error(path, f"must be a mapping of keys ({', '.join(self.keys)}), got {_kind_of(data)}")
-        self.data: dict[str, Any] = data
-        for key in data:
-            if not isinstance(key, str):
-                raise doc.error(path, f"keys must be strings, got {key!r}")
-            if key not in self.keys:
-                hint = _did_you_mean(key, self.keys)
-                raise doc.error((*path, key), f"unknown key{hint}; valid keys: {', '.join(self.keys)}")
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def error(self, key: str, problem: str) -> JobSpecKeyError:
-        return self.doc.error((*self.path, key), problem)
-
-    def _get(self, key: str, default: Any) -> Any:
-        if key in self.data:
-            return self.data[key]
-        if default is _REQUIRED:
-            raise self.error(key, "required key is missing")
-        return default
-
-    def number(self, key: str, default: Any, low: float, high: float, low_open: bool = False) -> float:
-        value = self._get(key, default)
-        ok = _is_number(value) and (low < value if low_open else low <= value) and value <= high
-        if not ok:  # NaN fails the comparisons
-            raise self.error(key, f"must be a number in {_interval(low, high, low_open)}, got {value!r}")
-        return float(value)
-
-    def integer(self, key: str, default: Any, low: int, high: int) -> int:
-        value = self._get(key, default)
-        if not (_is_number(value) and isinstance(value, int) and low <= value <= high):
-            raise self.error(key, f"must be an integer in [{low}, {high}], got {value!r}")
-        return value
-
-    def choice(self, key: str, default: Any, choices: tuple[str, ...]) -> str:
-        value = self._get(key, default)
-        if value not in choices or not isinstance(value, str):
-            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
-            options = ", ".join(repr(c) for c in choices)
-            raise self.error(key, f"must be one of {options}, got {value!r}{hint}")
-        return value
-
-    def string(self, key: str, default: Any, max_chars: int) -> str:
-        value = self._get(key, default)
-        if not isinstance(value, str):
-            quote = "" if isinstance(value, (dict, list)) else " (quote it)"
-            raise self.error(key, f"must be a string, got {_kind_of(value)}{quote}")
-        if not value or len(value) > max_chars or not value.isprintable():
-            raise self.error(key, f"must be 1 to {max_chars} printable characters, got {value!r}")
-        return value
-
-    def boolean(self, key: str, default: Any) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {value!r}")
-        return value
-
-    def section(self, key: str, keys: Iterable[str]) -> _Section:
-        return _Section(self.doc, (*self.path, key), self._get(key, _REQUIRED), keys)
 
 
 # --- workloads ---------------------------------------------------------------------------------------
@@ -206,11 +81,11 @@ class BurnParams:
         return dataclasses.asdict(self)
 
 
-WorkloadParams = BurnParams  # grows into a union as workloads are added (llm, ...)
+WorkloadParams = BurnParams | LlmParams
 
 
-def _read_burn(section: _Section) -> BurnParams:
-    seconds = section.number("seconds", _REQUIRED, 0, 86400, low_open=True)
+def _read_burn(section: Section) -> BurnParams:
+    seconds = section.number("seconds", REQUIRED, 0, 86400, low_open=True)
     period_s = section.number("period_s", 1.0, 0.01, 3600)
     if seconds / period_s > MAX_BURN_STEPS:
         raise section.error(
@@ -251,7 +126,7 @@ class DvfsParams:
 DVFS_KEYS = ("sm_clocks", "memory_clock", "power_limit_w", "snap")
 
 
-def _read_dvfs(section: _Section) -> DvfsParams:
+def _read_dvfs(section: Section) -> DvfsParams:
     if isinstance(section.data.get("sm_clocks"), list):
         raise section.error(
             "sm_clocks",
@@ -271,8 +146,9 @@ def _read_dvfs(section: _Section) -> DvfsParams:
 
 _WORKLOAD_KEYS: dict[str, tuple[str, ...]] = {
     "burn": ("seconds", "duty_cycle", "period_s", "kind", "size", "dtype", "warmup_s"),
+    "llm": LLM_KEYS,
 }
-_WORKLOAD_READERS: dict[str, Callable[[_Section], WorkloadParams]] = {"burn": _read_burn}
+_WORKLOAD_READERS: dict[str, Callable[[Section], WorkloadParams]] = {"burn": _read_burn, "llm": read_llm}
 _COMMON_KEYS = ("name", "gpu", "workload", "timeout_s", "dvfs")
 
 
@@ -314,18 +190,18 @@ class JobSpec:
 
         ``raw_text`` is the YAML to keep for the record; without it, the data is dumped as YAML.
         """
-        spec = _build(_Document(data, SUBMITTED_SOURCE), raw_text or "")
+        spec = _build(Document(data, SUBMITTED_SOURCE), raw_text or "")
         if raw_text is None:
             spec = dataclasses.replace(spec, raw_text=yaml.safe_dump(spec.to_dict(), sort_keys=False))
         return spec
 
 
-def _build(doc: _Document, raw_text: str) -> JobSpec:
+def _build(doc: Document, raw_text: str) -> JobSpec:
     if doc.data is None:
         raise doc.error((), "the job spec is empty; it needs at least 'workload' and its section")
-    top = _Section(doc, (), doc.data, (*_COMMON_KEYS, *_WORKLOAD_KEYS))
+    top = Section(doc, (), doc.data, (*_COMMON_KEYS, *_WORKLOAD_KEYS))
     kinds = tuple(_WORKLOAD_READERS)
-    workload = top.choice("workload", _REQUIRED, kinds)
+    workload = top.choice("workload", REQUIRED, kinds)
     for other in kinds:
         if other != workload and top.has(other):
             raise top.error(other, f"this section is for workload {other!r}, but workload is {workload!r}")
@@ -382,7 +258,7 @@ class _Plainer:
     """Turns a composed YAML node tree into plain data, recording each key's line."""
 
     def __init__(self, source: str) -> None:
-        self.doc = _Document(None, source, {})
+        self.doc = Document(None, source, {})
         self.values = 0
 
     def plain(self, node: Node, path: KeyPath) -> Any:
@@ -413,22 +289,22 @@ class _Plainer:
             line = key_node.start_mark.line + 1
             if key_node.tag == f"{_YAML}merge":
                 raise JobSpecKeyError(
-                    self.doc.source, line, _format_path(path), "merge keys (<<) are not supported"
+                    self.doc.source, line, format_path(path), "merge keys (<<) are not supported"
                 )
             key = self.plain(key_node, path) if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str):
-                what = _kind_of(key) if isinstance(key_node, ScalarNode) else "a mapping or list"
+                what = kind_of(key) if isinstance(key_node, ScalarNode) else "a mapping or list"
                 raise JobSpecKeyError(
-                    self.doc.source, line, _format_path(path), f"keys must be strings, got {what}"
+                    self.doc.source, line, format_path(path), f"keys must be strings, got {what}"
                 )
             if key in out:
-                raise JobSpecKeyError(self.doc.source, line, _format_path((*path, key)), "duplicate key")
+                raise JobSpecKeyError(self.doc.source, line, format_path((*path, key)), "duplicate key")
             self.doc.lines[(*path, key)] = line
             out[key] = self.plain(value_node, (*path, key))
         return out
 
 
-def _document(text: str, source: str) -> _Document:
+def _document(text: str, source: str) -> Document:
     if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
         raise JobSpecKeyError(source, None, "", f"larger than {MAX_SPEC_BYTES >> 20} MiB")
     _check_nesting(text, source)

@@ -1,0 +1,104 @@
+"""The llm section of a job spec: the quickstart loads, defaults are stated, mistakes name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuprof.client.jobspec import JobSpec, JobSpecKeyError, LlmParams, load_job_spec, parse_job_spec
+from gpuprof.client.llm_spec import DatasetRef, ModelRef, SteadyState
+
+QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
+
+
+def llm(body: str, source: str = "/specs/job.yaml") -> LlmParams:
+    spec = parse_job_spec(f"workload: llm\nllm:\n{body}", source)
+    assert isinstance(spec.params, LlmParams)
+    return spec.params
+
+
+def error_of(body: str, source: str = "job.yaml") -> JobSpecKeyError:
+    with pytest.raises(JobSpecKeyError) as info:
+        parse_job_spec(f"workload: llm\nllm:\n{body}", source)
+    return info.value
+
+
+def test_the_quickstart_loads_and_survives_the_wire() -> None:
+    spec = load_job_spec(QUICKSTART)
+    assert isinstance(spec.params, LlmParams)
+    assert spec.params.models == (ModelRef("arch", "llama-3.2-1b-tiny"),)
+    assert spec.params.tasks == ("qa",) and spec.params.batch_sizes == (1, 4)
+    assert spec.params.min_new_tokens == spec.params.max_new_tokens == 32  # ignore_eos
+    assert spec.params.steady_state == SteadyState(3.0, 256, 64)
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_defaults_and_every_model_form() -> None:
+    params = llm(
+        "  models: [{arch: falcon-7b}, meta-llama/Llama-3.2-1B, ./weights, {hf: org/m, revision: v2}]\n"
+    )
+    assert params.models == (
+        ModelRef("arch", "falcon-7b"),
+        ModelRef("hf", "meta-llama/Llama-3.2-1B"),
+        ModelRef("path", "/specs/weights"),  # relative to the spec file
+        ModelRef("hf", "org/m", "v2"),
+    )
+    assert params.tasks == ("qa",) and params.dataset == DatasetRef() and params.batch_sizes == (1,)
+    assert (params.dtype, params.max_new_tokens, params.min_new_tokens, params.sampling) == (
+        "bfloat16", 32, 0, "greedy"
+    )  # fmt: skip
+    assert params.steady_state is None and params.trust_remote_code is False
+
+
+def test_a_dataset_file_gets_the_task_default_columns_and_a_format_from_its_suffix() -> None:
+    params = llm("  model: {arch: llama-3.2-1b}\n  task: commonsense\n  dataset: {file: data/hs.parquet}\n")
+    assert params.dataset.source == "file" and params.dataset.name == "/specs/data/hs.parquet"
+    assert params.dataset.format == "parquet"
+    assert params.dataset.columns == {"context": "ctx", "endings": "endings", "label": "label"}
+    params = llm(
+        "  model: {arch: llama-3.2-1b}\n  dataset: {hf: google/boolq, split: train, "
+        "columns: {context: passage, answers: answer}}\n"
+    )
+    assert params.dataset == DatasetRef(
+        "hf", "google/boolq", None, "train",
+        columns={"question": "question", "context": "passage", "answers": "answer"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "problem"),
+    [
+        ("  model: llama-3.2-1b\n", "llm.model", "write {arch: llama-3.2-1b}"),
+        ("  model: {arch: llama-3.2-1B}\n", "llm.model.arch", "must be one of"),
+        ("  model: {arch: x, hf: a/b}\n", "llm.model", "exactly one of arch, hf or path"),
+        ("  dtype: float32\n", "llm.model", "give model or models"),
+        ("  model: {arch: falcon-7b}\n  tasks: [qa, qa]\n", "llm.tasks[1]", "listed twice"),
+        ("  model: {arch: falcon-7b}\n  task: trivia\n", "llm.task", "must be one of"),
+        ("  model: {arch: falcon-7b}\n  batch_sizes: [1, 0]\n", "llm.batch_sizes[1]", "integer in [1, 1024]"),
+        ("  model: {arch: falcon-7b}\n  max_new_tokens: 4\n  min_new_tokens: 8\n", "llm.min_new_tokens",
+         "more"),
+        ("  model: {arch: falcon-7b}\n  temperature: 0.7\n", "llm.temperature", "sampling: sample only"),
+        ("  model: {arch: falcon-7b}\n  trust_remote_code: true\n", "llm.trust_remote_code", "no remote"),
+        ("  model: {arch: falcon-7b}\n  tasks: [qa, factual]\n  dataset: {file: /d.csv}\n", "llm.dataset",
+         "one"),
+        ("  model: {arch: falcon-7b}\n  dataset: {file: /d.txt}\n", "llm.dataset.format", "required"),
+        ("  model: {arch: falcon-7b}\n  dataset: {hf: squad, columns: {label: x}}\n",
+         "llm.dataset.columns.label", "unknown key"),
+        ("  model: {arch: falcon-7b}\n  ner: bert\n", "llm.ner", "spacy:<pipeline"),
+        ("  model: {arch: falcon-7b}\n  stedy_state: true\n", "llm.stedy_state",
+         "did you mean 'steady_state'"),
+    ],
+)  # fmt: skip
+def test_mistakes_name_the_key(body: str, key: str, problem: str) -> None:
+    error = error_of(body)
+    assert error.key == key and problem in error.problem, str(error)
+    assert error.line is not None
+
+
+def test_a_submitted_spec_needs_absolute_paths() -> None:
+    data = {"workload": "llm", "llm": {"model": {"path": "weights"}}}
+    with pytest.raises(JobSpecKeyError, match="absolute path in a submitted spec"):
+        JobSpec.from_dict(data)
+    spec = JobSpec.from_dict({"workload": "llm", "llm": {"model": {"path": "/m/w"}}})
+    assert isinstance(spec.params, LlmParams) and spec.params.models[0] == ModelRef("path", "/m/w")
