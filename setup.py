@@ -105,6 +105,7 @@ setup(
     packages=[
         "gpuprof.daemon",
         "gpuprof.daemon.workloads",
+        "gpuprof.daemon.llm",
         "gpuprof.sampler",
         "gpuprof.client",
         "gpuprof.client.commands",
@@ -113,6 +114,7 @@ setup(
         "gpuprof.sampler": ["py.typed", "*.pyi", "*.pxd", "include/*.h", "simnvml/*.c", "simnvml/*.h"],
         "gpuprof.client": ["py.typed"],
         "gpuprof.daemon": ["py.typed"],
+        "gpuprof.daemon.llm": ["tokenizer.json", "prompts/*.jsonl"],
     },
     ext_modules=[*cythonized(), simnvml],
     cmdclass={"build_ext": BuildNative},

@@ -1,0 +1,1 @@
+"""LLM inference measurement: models, tasks, prompt features and answer quality."""

@@ -1,0 +1,317 @@
+"""Loading a model once and running its requests, with each phase's edges reported after synchronisation.
+
+A ``Phases`` receives ``begin(name)`` and ``end(name, **attrs)`` for ``tokenize``, ``prefill`` and
+``decode`` of every batch; each edge is stamped only once the device finished the work before it (CUDA
+synchronised), so a phase's window covers its GPU work. On the simulated GPU the model runs on this CPU
+and the simulated GPU's utilization follows the phases (100 % inside prefill and decode, 0 % outside).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gpuprof.client.llm_spec import LlmParams, ModelRef
+from gpuprof.sampler.errors import GpuprofError
+
+from ..workloads import GpuTarget
+from .archs import arch_config
+from .tokenizer import TOKENIZER_NAME, load_tokenizer
+
+__all__ = ["BatchOutput", "Device", "LoadedModel", "Phases", "load_model"]
+
+
+class Phases(Protocol):
+    """Where a batch reports its phases (the workload turns them into markers)."""
+
+    def begin(self, name: str, **attrs: Any) -> None: ...
+
+    def end(self, name: str, **attrs: Any) -> None: ...
+
+
+def _torch() -> Any:
+    try:
+        return importlib.import_module("torch")
+    except ImportError as exc:
+        raise GpuprofError(f"LLM jobs need torch ({exc}): pip install 'gpuprof[inference]'") from None
+
+
+class Device:
+    """The torch device a job runs on, its synchronisation, and the simulated GPU's utilization if any."""
+
+    def __init__(self, target: GpuTarget | None) -> None:
+        """The job's GPU, or with no target this CPU alone (no GPU, real or simulated: for tests)."""
+        self.torch = _torch()
+        self.simulated = target is not None and target.simulated
+        self._sim: Any = None
+        if target is None:
+            self.device = self.torch.device("cpu")
+            self.name = "CPU"
+        elif target.simulated:
+            from gpuprof.sampler.sim import SimulatedNvml
+
+            self._sim, self._sim_index = SimulatedNvml(), target.sim_index
+            self.device = self.torch.device("cpu")
+            self.name = f"simulated GPU {target.sim_index} (model on the CPU)"
+        else:
+            if not self.torch.cuda.is_available():
+                raise GpuprofError("no CUDA GPU is visible to the worker")
+            self.device = self.torch.device("cuda:0")
+            self.name = str(self.torch.cuda.get_device_name(0))
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def busy(self) -> None:
+        if self._sim is not None:
+            self._sim.set_utilization(self._sim_index, 100)
+
+    def idle(self) -> None:
+        if self._sim is not None:
+            self._sim.set_utilization(self._sim_index, 0)
+
+    def release(self) -> None:
+        """Leaves the GPU idle with its cached memory freed (between models)."""
+        self.idle()
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
+
+
+@dataclass
+class BatchOutput:
+    """What one batch gave back, per request: token counts, the answer's text, or the chosen ending."""
+
+    input_tokens: list[int]
+    input_ids: list[list[int]]
+    output_tokens: list[int]
+    outputs: list[str | None]
+    choices: list[int | None]
+    decode_steps: int
+
+
+class _PhaseStreamer:
+    """Stamps the end of prefill at the first generated token and counts the decode steps after it."""
+
+    def __init__(self, device: Device, phases: Phases) -> None:
+        self.device, self.phases = device, phases
+        self.puts = 0
+
+    def put(self, value: Any) -> None:
+        self.puts += 1
+        if self.puts == 2:  # the first put is the prompt, the second the first new token
+            self.device.sync()
+            self.phases.end("prefill")
+            self.phases.begin("decode")
+
+    def end(self) -> None:
+        self.device.sync()
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer on the job's device, and what the result says about them."""
+
+    ref: ModelRef
+    model: Any
+    tokenizer: Any
+    device: Device
+    info: dict[str, Any]
+    max_positions: int | None
+
+    def input_limit(self, params: LlmParams) -> int:
+        """The most prompt tokens kept: max_input_tokens, less where the model's positions end sooner."""
+        limit = params.max_input_tokens
+        if self.max_positions:
+            limit = min(limit, self.max_positions - params.max_new_tokens)
+        if limit < 1:
+            raise GpuprofError(
+                f"{self.ref.label} has {self.max_positions} positions; max_new_tokens leaves none to a prompt"
+            )
+        return limit
+
+    def encode(self, text: str, limit: int) -> list[int]:
+        """The prompt's token ids, cut to its last ``limit`` tokens (the question is at the end)."""
+        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return ids[-limit:]
+
+    def generate(self, prompts: Sequence[str], params: LlmParams, phases: Phases) -> BatchOutput:
+        """Generates answers for one batch of prompts."""
+        torch = self.device.torch
+        limit = self.input_limit(params)
+        phases.begin("tokenize")
+        batch = self.tokenizer(
+            list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=limit
+        ).to(self.device.device)
+        phases.end("tokenize")
+        lengths = [int(n) for n in batch["attention_mask"].sum(dim=1).tolist()]
+        streamer = _PhaseStreamer(self.device, phases)
+        sample = params.sampling == "sample"
+        options: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "min_new_tokens": params.min_new_tokens or None,
+            "do_sample": sample,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "streamer": streamer,
+        }
+        if sample:
+            options.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)
+        self.device.busy()
+        try:
+            phases.begin("prefill")
+            with torch.inference_mode():
+                sequences = self.model.generate(**batch, **options)
+            self.device.sync()
+        finally:
+            self.device.idle()
+        steps = max(0, streamer.puts - 2)
+        if streamer.puts < 2:  # no token came: the prefill ends here, with an empty decode
+            phases.end("prefill")
+            phases.begin("decode")
+        phases.end("decode", steps=steps)
+        new = sequences[:, batch["input_ids"].shape[1] :].tolist()
+        counts = [self._generated(row) for row in new]
+        outputs = [
+            self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            for row, n in zip(new, counts, strict=True)
+        ]
+        ids = [row[-n:] if n else [] for row, n in zip(batch["input_ids"].tolist(), lengths, strict=True)]
+        return BatchOutput(lengths, ids, counts, list(outputs), [None] * len(prompts), steps)
+
+    def _generated(self, row: list[int]) -> int:
+        """Tokens a request generated: up to and including its end of sequence, padding after it excluded."""
+        eos = self.tokenizer.eos_token_id
+        return row.index(eos) + 1 if eos in row else len(row)
+
+    def choose(self, context: str, endings: Sequence[str], limit: int) -> tuple[list[int], list[list[int]]]:
+        """Token ids of the context and of each ending (with its leading space), context cut to fit."""
+        ctx = self.encode(context, limit)
+        outs = [self.tokenizer(" " + e.strip(), add_special_tokens=False)["input_ids"] for e in endings]
+        return ctx, outs
+
+    def score_choices(
+        self, items: Sequence[tuple[str, Sequence[str]]], params: LlmParams, phases: Phases
+    ) -> BatchOutput:
+        """Picks each item's ending with the highest mean log-likelihood per token: one prefill, no decode."""
+        torch = self.device.torch
+        limit = self.input_limit(params)
+        phases.begin("tokenize")
+        encoded = [self.choose(context, endings, limit) for context, endings in items]
+        rows = [ctx + ending for ctx, endings in encoded for ending in endings]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device.device)
+        phases.end("tokenize")  # right padding: a causal model's scores of real tokens ignore what follows
+        self.device.busy()
+        try:
+            phases.begin("prefill")
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+                picked = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
+            self.device.sync()
+            phases.end("prefill")
+        finally:
+            self.device.idle()
+        phases.begin("decode")
+        phases.end("decode", steps=0)
+        choices: list[int | None] = []
+        row = 0
+        for ctx, endings in encoded:
+            means = []
+            for ending in endings:
+                start = len(ctx) - 1  # the logit at position i predicts token i + 1
+                means.append(
+                    float(picked[row, start : start + len(ending)].mean()) if ending else float("-inf")
+                )
+                row += 1
+            choices.append(max(range(len(means)), key=means.__getitem__))
+        lengths = [len(ctx) + sum(len(e) for e in endings) for ctx, endings in encoded]
+        contexts = [ctx for ctx, _ in encoded]
+        return BatchOutput(lengths, contexts, [0] * len(items), [None] * len(items), choices, 0)
+
+
+def _param_count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _weights_kwargs(dtype: Any) -> dict[str, Any]:
+    """The dtype keyword of from_pretrained/from_config: ``dtype`` since transformers 4.56, before that
+    ``torch_dtype``."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def load_model(
+    ref: ModelRef, params: LlmParams, device: Device, clock: Callable[[], float] = time.monotonic
+) -> LoadedModel:
+    """Loads ``ref``: synthetic weights made on the device, or pretrained ones (from the hub or a path)."""
+    torch = device.torch
+    try:
+        import transformers
+    except ImportError as exc:
+        raise GpuprofError(f"LLM jobs need transformers ({exc}): pip install 'gpuprof[inference]'") from None
+    dtype = getattr(torch, params.dtype)
+    started = clock()
+    if ref.synthetic:
+        if device.simulated and not ref.name.endswith("-tiny"):
+            raise GpuprofError(
+                f"{ref.name} would run on this CPU (the GPU is simulated): use {ref.name}-tiny, or a real GPU"
+            )
+        tokenizer = load_tokenizer()
+        config = arch_config(
+            ref.name, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+        )
+        torch.manual_seed(params.seed)
+        with torch.device(device.device):  # weights are made where they run, in their dtype: no copy
+            model = transformers.AutoModelForCausalLM.from_config(config, **_weights_kwargs(dtype))
+        tokenizer_name = TOKENIZER_NAME
+        weights = "synthetic (random, made on the device)"
+    else:
+        source = {"local_files_only": True} if ref.kind == "path" else {"revision": ref.revision}
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                ref.name, trust_remote_code=params.trust_remote_code, padding_side="left", **source
+            )
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                ref.name, trust_remote_code=params.trust_remote_code, **_weights_kwargs(dtype), **source
+            ).to(device.device)
+        except PermissionError as exc:
+            raise GpuprofError(f"model {ref.name}: permission denied to the job's user ({exc})") from None
+        except OSError as exc:
+            raise GpuprofError(f"cannot load model {ref.name}: {exc}") from None
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer_name = str(tokenizer.name_or_path)
+        weights = "pretrained"
+    model.eval()
+    device.sync()
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    info = {
+        "model": ref.name,
+        "model_source": ref.kind,
+        "weights": weights,
+        "architecture": type(model).__name__,
+        "parameters": _param_count(model),
+        "dtype": params.dtype,
+        "tokenizer": tokenizer_name,
+        "device": device.name,
+        "load_s": round(clock() - started, 3),
+    }
+    return LoadedModel(ref, model, tokenizer, device, info, positions if isinstance(positions, int) else None)
+
+
+def forward_accepts(model: Any, name: str) -> bool:
+    """Whether the model's forward takes keyword ``name`` (``logits_to_keep`` is not in every model)."""
+    return name in inspect.signature(model.forward).parameters
