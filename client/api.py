@@ -58,6 +58,15 @@ TRACE_DTYPES = {
     "energy_mj": "UInt64",
     "nvml_return": "int32",
 }
+# An llm job's requests table (docs/llm.md): counts are integers, times and energies floats.
+REQUEST_INT_COLUMNS = ("batch_size", "rep", "index", "input_tokens", "output_tokens", "input_chars", "choice")
+REQUEST_FLOAT_COLUMNS = (
+    "tokenize_s", "prefill_s", "decode_s", "ttft_s", "tpot_s", "latency_s", "energy_j",
+    "energy_uncertainty_j", "prefill_energy_j", "decode_energy_j", "j_per_token", "observed_sm_clock_mhz",
+    "token_entropy", "unique_token_ratio", "entity_density", "reasoning_marker_density",
+    "causal_question_score", "complexity_score", "quality", "exact_match",
+)  # fmt: skip
+REQUESTS_CHUNK = 1000  # rows per reply: each carries its answer's text (at most 2,000 characters)
 
 
 class DaemonUnavailable(GpuprofError):
@@ -108,16 +117,31 @@ def default_endpoint() -> str:
     return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
 
 
-def frame_from_chunks(chunks: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def frame_from_chunks(chunks: Iterable[dict[str, Any]], table: str = "samples") -> pd.DataFrame:
     """One DataFrame from the ``columns`` of successive trace replies, typed like gpuprof sample's files."""
     columns: dict[str, list[Any]] = {}
     for chunk in chunks:
         for name, values in chunk.get("columns", {}).items():
             columns.setdefault(name, []).extend(values)
     frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
+    if table == "requests":
+        return _typed_requests(frame)
     for name, dtype in TRACE_DTYPES.items():
         if name in frame:
             frame[name] = _typed(frame[name], dtype)
+    return frame
+
+
+def _typed_requests(frame: pd.DataFrame) -> pd.DataFrame:
+    for name in frame:
+        if name in REQUEST_FLOAT_COLUMNS:
+            frame[name] = _typed(frame[name], "float64")
+        elif name in REQUEST_INT_COLUMNS:
+            frame[name] = _typed(frame[name], "int64")
+        elif name in ("short_window", "simulated"):
+            frame[name] = frame[name].astype("boolean")
+        else:
+            frame[name] = frame[name].astype("string")
     return frame
 
 
@@ -317,8 +341,12 @@ class Client:
         """Cancel a queued or running job; returns its map."""
         return dict(self.request("cancel", {"id": job_id})["job"])
 
+    def requests(self, job_id: str) -> pd.DataFrame:
+        """An llm job's requests table: one row per request (docs/llm.md)."""
+        return self.trace(job_id, "requests", REQUESTS_CHUNK)
+
     def trace(self, job_id: str, table: str = "samples", chunk_rows: int = MAX_TRACE_CHUNK) -> pd.DataFrame:
-        """A job's whole trace table (``samples`` or ``energy``), fetched in chunks."""
+        """A job's whole table (``samples``, ``energy`` or, for an llm job, ``requests``), in chunks."""
         chunks: list[dict[str, Any]] = []
         offset: int | None = 0
         while offset is not None:
@@ -330,7 +358,7 @@ class Client:
             if following is not None and following <= offset:
                 raise DaemonError("bad_reply", f"trace next_offset {following} does not pass {offset}")
             offset = following
-        return frame_from_chunks(chunks)
+        return frame_from_chunks(chunks, table)
 
     def time(self) -> dict[str, Any]:
         """The daemon's CLOCK_MONOTONIC and wall clock, read together (``monotonic_ns``, ``wall_ns``)."""

@@ -25,12 +25,14 @@ class JobWaitTimeout(GpuprofError):
 
 @dataclass
 class JobResult:
-    """A finished job: its map (``summary``), its trace and energy readings, and its marked windows."""
+    """A finished job: its map (``summary``), its trace and energy readings, its marked windows and, for an
+    llm job, its requests (one row each; empty otherwise)."""
 
     summary: dict[str, Any]
     trace: pd.DataFrame
     energy: pd.DataFrame
     windows: pd.DataFrame
+    requests: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -151,13 +153,17 @@ class JobHandle:
         """Wait for the job, then fetch its trace, energy readings and windows."""
         summary = self.wait(timeout_s)
         trace, energy = (self._table(summary, table) for table in ("samples", "energy"))
-        windows = pd.DataFrame((summary.get("result") or {}).get("windows") or [])
-        return JobResult(summary=summary, trace=trace, energy=energy, windows=windows)
+        result = summary.get("result") or {}
+        windows = pd.DataFrame(result.get("windows") or [])
+        requests = self._table(summary, "requests") if (result.get("llm") or {}).get("requests") else None
+        return JobResult(summary, trace, energy, windows, pd.DataFrame() if requests is None else requests)
 
     def _table(self, summary: dict[str, Any], table: str) -> pd.DataFrame:
         from .api import JobNotFound
 
         try:
+            if table == "requests":
+                return self.client.requests(self.id)
             return self.client.trace(self.id, table)
         except JobNotFound:
             if summary["state"] == "succeeded":

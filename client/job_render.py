@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from .handle import JobProgress
+from .llm_render import render_llm
 
 SUMMARY_KEYS = (
     "id",
@@ -150,6 +151,8 @@ def render_job(job: dict[str, Any]) -> str:
         lines.append(f"  clocks          {', '.join(parts)}; reset at the job's end")
     lines += _energy_lines(result, "  ")
     lines += _window_lines(result.get("windows") or [])
+    if result.get("llm"):
+        lines += render_llm(result["llm"], bool(job.get("simulated")))
     if job.get("simulated"):
         lines.append("  (SIMULATED: these figures come from gpuprof's simulated GPU, not a real one)")
     return "\n".join(lines)

@@ -39,7 +39,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 MAX_HISTORY_POINTS = 20_000
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
-TRACE_TABLES = ("samples", "energy")
+TRACE_TABLES = ("samples", "energy", "requests")
 MAX_TRACE_CHUNK = 50_000
 ERROR_CODES = (
     "bad_request",  # not msgpack, not a map, wrong field types, unknown fields

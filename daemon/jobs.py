@@ -23,7 +23,8 @@ from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
 from .clocks import ClockControl, ClockRequest, resolve_request
-from .markers import Marker, MarkerReader, windows
+from .markers import Marker, MarkerReader, PhaseWindow, windows
+from .requests import llm_result
 from .results import job_result
 from .store import JobRecord, JobStore
 
@@ -47,6 +48,11 @@ def worker_account(uid: int) -> pwd.struct_passwd | None:
         raise GpuprofError(
             f"uid {uid} has no account on this node: cannot run its job as that user"
         ) from None
+
+
+def record_workload(record: JobRecord) -> str:
+    """The workload kind of a job's spec."""
+    return str(record.spec.get("workload", ""))
 
 
 def _process_cwd(pid: int) -> Path | None:
@@ -383,20 +389,34 @@ class JobRunner:
             samples, energy, time.monotonic_ns(), time.time_ns(), self.simulated, {"job": job.record.id}
         )
         self.store.save_trace(job.record.id, trace)
-        result = job_result(
-            samples,
-            energy,
-            gpu,
-            job.started_mono_ns,
-            end_ns,
-            windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns),
-            self.simulated,
-        )
+        phase_windows = windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns)
+        result = job_result(samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated)
+        if record_workload(job.record) == "llm":
+            self._llm_result(job, result, phase_windows, samples, energy, gpu)
         if job.clocks is not None:
             result["dvfs"] = {"set": job.clocks, "reset": "at the job's end"}
         self.store.set_result(job.record.id, result)
         self.store.set_state(job.record.id, state, reason)
         self._announce(job.record.id)
+
+    def _llm_result(
+        self,
+        job: RunningJob,
+        result: dict[str, Any],
+        phase_windows: list[PhaseWindow],
+        samples: np.ndarray,
+        energy: np.ndarray,
+        gpu: int,
+    ) -> None:
+        """An llm job's requests table (saved beside its trace) and its summary section."""
+        try:
+            rows, section = llm_result(job.markers, phase_windows, samples, energy, gpu, self.simulated)
+            self.store.save_requests(job.record.id, rows)
+        except Exception as exc:  # a worker's odd markers must not cost the job its other results
+            log.exception("job %s: cannot build its requests table", job.record.id)
+            result["llm"] = {"error": f"requests table not built: {type(exc).__name__}: {exc}"}
+            return
+        result["llm"] = section
 
     def _idle_simulated_gpu(self, gpu: int) -> None:
         """Idle a simulated GPU whose worker was killed: a real GPU's work ends with its process."""

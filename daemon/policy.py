@@ -4,6 +4,7 @@
 - Admins (root, the account gpuprofd runs as, members of ``admin_groups``) see and cancel every job.
 - Clock changes need ``allow_dvfs`` and a caller named in ``dvfs_users`` or in one of ``dvfs_groups``
   (root and the daemon's own user need only ``allow_dvfs``); being an admin is not enough.
+- ``trust_remote_code`` in an llm job needs ``allow_trust_remote_code`` (the code runs as the job's user).
 
 Each refusal is a ``denied`` error that says what was refused and why, and is logged.
 """
@@ -69,6 +70,15 @@ class Policy:
                 "dvfs",
                 f"user {caller.user} is not among those allowed to change clocks "
                 "(dvfs_users and dvfs_groups in gpuprofd.toml)",
+            )
+
+    def check_remote_code(self, caller: Caller) -> None:
+        if not self.config.allow_trust_remote_code:
+            raise self.deny(
+                caller,
+                "llm.trust_remote_code",
+                "running a model repository's own code is off on this node "
+                "(allow_trust_remote_code = false in gpuprofd.toml)",
             )
 
     def check_job(self, caller: Caller, request: str, job_id: str, owner: str, owner_uid: int) -> None:

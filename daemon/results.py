@@ -11,6 +11,7 @@ import numpy as np
 from gpuprof.sampler.energy import SENSOR_UPDATE_S, energy_window
 
 RESULT_VERSION = 1
+REQUEST_PHASES = ("batch", "tokenize", "prefill", "decode")  # an llm job's per-batch windows
 
 # The EnergyWindow figures a result carries, for the job and for each window, under these names.
 FIGURES = (
@@ -110,6 +111,8 @@ def job_result(
     result.update(window_figures(samples, energy, gpu, t_start_ns, t_end_ns))
     out_windows: list[Plain] = []
     for window in windows:
+        if window.name in REQUEST_PHASES:  # many and short: they feed the requests table instead
+            continue
         try:
             figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns)
         except ValueError as exc:

@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 
 from gpuprof.client import protocol
-from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError
+from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.errors import ConfigError, GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
@@ -32,7 +32,7 @@ from .jobs import FINAL_STATES, JobRunner, WorkerLimits
 from .keys import KeyStore, server_keypair
 from .notify import sd_notify
 from .policy import Policy
-from .store import JobStore
+from .store import JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
 TICK_S = 0.05  # check timeouts and start queued jobs this often (samples are published more often)
@@ -452,6 +452,8 @@ class Daemon:
                 "timeout_s",
                 f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s",
             )
+        if isinstance(spec.params, LlmParams) and spec.params.trust_remote_code:
+            self.policy.check_remote_code(caller)
         request = ClockRequest.from_spec(spec.to_dict().get("dvfs"))
         if request is not None:
             self.policy.check_dvfs(caller)
@@ -502,8 +504,15 @@ class Daemon:
         record = self._job_or_404(body["id"], caller, "trace")
         if record.state not in FINAL_STATES:
             raise protocol.ProtocolError("not_found", f"job {record.id} is {record.state}: no trace yet")
-        samples, energy = self.store.load_trace(record.id)
-        frame = samples if body.get("table", "samples") == "samples" else energy
+        table = body.get("table", "samples")
+        try:
+            if table == "requests":
+                frame = self.store.load_requests(record.id)
+            else:
+                samples, energy = self.store.load_trace(record.id)
+                frame = samples if table == "samples" else energy
+        except TraceNotFound as exc:
+            raise protocol.ProtocolError("not_found", str(exc)) from None
         offset = int(body.get("offset", 0))
         chunk = frame.iloc[offset : offset + int(body.get("limit", protocol.MAX_TRACE_CHUNK))]
         columns = {

@@ -435,6 +435,30 @@ class JobStore:
         tagged = dataclasses.replace(trace, metadata={**trace.metadata, "job_id": job_id})
         return write_trace(tagged, self.trace_paths(job_id)[0])
 
+    def requests_path(self, job_id: str) -> Path:
+        """The file of an llm job's requests table."""
+        return self.traces_dir / f"{check_job_id(job_id)}.requests.parquet"
+
+    def save_requests(self, job_id: str, rows: builtins.list[dict[str, Any]]) -> Path:
+        """Write an llm job's requests table (through a temporary file and an atomic rename)."""
+        if self.get(job_id) is None:
+            raise JobNotFound(job_id)
+        path = self.requests_path(job_id)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            pd.DataFrame.from_records(rows).to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
+        return path
+
+    def load_requests(self, job_id: str) -> pd.DataFrame:
+        """An llm job's requests table; TraceNotFound when the job has none."""
+        path = self.requests_path(job_id)
+        if not path.exists():
+            raise TraceNotFound(f"job {job_id} has no requests table (only llm jobs have one)")
+        return pd.read_parquet(path)
+
     def load_trace(self, job_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(samples, energy) DataFrames of a job's saved trace."""
         samples_path, energy_path = self.trace_paths(job_id)

@@ -12,9 +12,10 @@ import click
 
 from gpuprof.sampler.errors import GpuprofError
 
-from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, FINAL_STATES, JobHandle
+from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, FINAL_STATES, Client, JobHandle
 from ..handle import JobProgress
 from ..job_render import job_json, progress_line, render_job
+from ..llm_render import requests_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_EVERY_S = 5.0  # progress lines when stderr is not a terminal
@@ -79,10 +80,13 @@ def follow(handle: JobHandle, show_progress: bool = True) -> dict[str, Any]:
             printer.finish()
 
 
-def print_job(job: dict[str, Any], as_json: bool) -> None:
-    """A job's summary as text or JSON."""
+def print_job(job: dict[str, Any], as_json: bool, client: Client | None = None) -> None:
+    """A job's summary as text or JSON; with ``client``, an llm job's JSON lists its ``requests``."""
     if as_json:
-        echo_json(job_json(job))
+        out = job_json(job)
+        if client is not None and ((job.get("result") or {}).get("llm") or {}).get("requests"):
+            out["requests"] = requests_json(client.requests(str(job["id"])))
+        echo_json(out)
     else:
         click.echo(render_job(job))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import click
 
+from gpuprof.sampler.errors import OutputError, UsageError
 from gpuprof.sampler.trace import check_writable, output_paths, write_frames
 
 from ..api import Client
@@ -31,24 +34,59 @@ def export_job(client: Client, job_id: str, output: str) -> dict[str, Any]:
     return {"job": job_id, "samples": str(samples_path), "energy": str(energy_path), "rows": len(samples)}
 
 
+def export_requests(client: Client, job_id: str, output: str) -> dict[str, Any]:
+    """Fetch an llm job's requests table and write it (Parquet or CSV, by the file's suffix)."""
+    path = Path(output)
+    if path.suffix not in (".parquet", ".csv"):
+        raise UsageError(f"{output}: the requests file must end in .parquet or .csv")
+    check_writable(output)
+    frame = client.requests(job_id)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)  # a reader never sees a half-written file
+    except OSError as exc:
+        raise OutputError(f"cannot write {output!r}: {exc.strerror}") from exc
+    return {"job": job_id, "requests": str(path), "rows": len(frame)}
+
+
 @click.command()
 @click.argument("job_id", metavar="JOB")
 @click.option(
     "-o", "--output", required=True, help="Trace file, .parquet or .csv (energy goes to NAME.energy.EXT)."
 )
+@click.option(
+    "--requests",
+    "requests_",
+    is_flag=True,
+    help="Write an llm job's requests table (one row per request) to OUTPUT instead of the trace.",
+)
 @json_option
 @endpoint_option
-def export(job_id: str, output: str, as_json: bool, endpoint: str) -> None:
+def export(job_id: str, output: str, requests_: bool, as_json: bool, endpoint: str) -> None:
     """Write JOB's power and clock trace, and its energy-counter readings beside it.
 
     The files have the columns of `gpuprof sample`'s; timestamps are the daemon host's CLOCK_MONOTONIC.
+    With --requests, write an llm job's requests instead: tokens, phases, energy, input features and
+    quality of each request (columns in docs/llm.md).
 
     \b
     Examples:
       gpuprof export 3f2a9c -o run.parquet      writes run.parquet and run.energy.parquet
       gpuprof export 3f2a9c -o run.csv          writes run.csv, run.energy.csv and run.meta.json
+      gpuprof export 3f2a9c --requests -o requests.parquet
     """
     with Client(endpoint) as client:
+        if requests_:
+            written = export_requests(client, job_id, output)
+            if as_json:
+                echo_json(written)
+            else:
+                click.echo(f"wrote {written['rows']:,} requests to {written['requests']}")
+            return
         written = export_job(client, job_id, output)
     if as_json:
         echo_json(written)

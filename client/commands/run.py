@@ -187,5 +187,5 @@ def run(
         if output is not None:
             written = export_job(client, handle.id, output)
             click.echo(f"wrote {written['samples']} and {written['energy']}", err=True)
-    print_job(job, as_json)
+        print_job(job, as_json, client)
     exit_unless_succeeded(job)

@@ -15,11 +15,15 @@ from .common import endpoint_option, json_option, print_job
 def show(job_id: str, as_json: bool, endpoint: str) -> None:
     """Show JOB's state and, once finished, its energy per method and window, with bounds.
 
+    For an llm job also its points (model x task x batch size) and steady-state energy per token; --json
+    adds `requests`, one object per request.
+
     \b
     Examples:
       gpuprof show 3f2a9c
       gpuprof show 3f2a9c --json | jq .energy_counter_j
+      gpuprof show 3f2a9c --json | jq '.requests[] | {prompt_id, energy_j, ttft_s}'   (llm jobs)
     """
     with Client(endpoint) as client:
         job = client.job(job_id)
-    print_job(job, as_json)
+        print_job(job, as_json, client)

@@ -45,5 +45,5 @@ def submit(spec: str, wait: bool, follow_: bool, as_json: bool, endpoint: str) -
         except KeyboardInterrupt:
             click.echo(f"\nstopped waiting; job {handle.id} goes on (gpuprof cancel {handle.id})", err=True)
             raise
-        print_job(job, as_json)
+        print_job(job, as_json, client)
         exit_unless_succeeded(job)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from gpuprof.client.jobspec import BurnParams, JobSpec
+from gpuprof.client.jobspec import BurnParams, JobSpec, LlmParams
 from gpuprof.sampler.errors import JobSpecError
 
 from ..markers import MarkerWriter
@@ -44,5 +44,10 @@ def run_workload(spec: JobSpec, markers: MarkerWriter, target: GpuTarget) -> Non
         from . import burn
 
         burn.run(spec.params, markers, target)
+        return
+    if isinstance(spec.params, LlmParams):
+        from . import llm
+
+        llm.run(spec.params, markers, target)
         return
     raise JobSpecError(f"workload {spec.workload!r} is not supported by this worker")

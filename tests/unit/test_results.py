@@ -86,7 +86,7 @@ def test_windows_carry_their_own_figures_and_metadata() -> None:
 
 def test_a_20_ms_window_is_flagged() -> None:
     samples, energy = steady(250.0, 1.0, gpu=0)
-    short = Window("prefill", T0 + 300 * MS, T0 + 320 * MS)
+    short = Window("step", T0 + 300 * MS, T0 + 320 * MS)
     result = job_result(samples, energy, 0, T0, T0 + 1000 * MS, [short], simulated=False)
     (window,) = result["windows"]
     assert window["shorter_than_sensor_update"] is True

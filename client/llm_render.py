@@ -1,0 +1,85 @@
+"""An llm job's result for the terminal: per point (model x task x batch size) and steady-state tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["render_llm", "requests_json"]
+
+
+def _fmt(value: Any, digits: int = 3, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value * scale:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = []
+    for row in [header, *rows]:
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)).rstrip())
+    return lines
+
+
+def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
+    """Lines for the ``llm`` section of a result."""
+    if "error" in section:
+        return [f"  requests: {section['error']}"]
+    tag = " (SIMULATED)" if simulated else ""
+    lines = []
+    for model in section.get("models") or []:
+        lines.append(
+            f"  model {model.get('model')}: {model.get('weights')}, {model.get('architecture')}, "
+            f"{(model.get('parameters') or 0) / 1e6:,.1f} M parameters, {model.get('dtype')}, "
+            f"tokenizer {model.get('tokenizer')}, loaded in {_fmt(model.get('load_s'), 1)} s"
+        )
+    points = section.get("points") or []
+    if points:
+        lines.append(
+            f"  requests{tag}: energy by {section.get('energy_method')}; medians; TTFT includes tokenization"
+        )
+        header = ["MODEL", "TASK", "BATCH", "REQ", "OUT TOK/S", "TTFT ms", "TPOT ms", "J/REQ", "CV", "J/TOK",
+                  "QUALITY", "SHORT", "SM MHz"]  # fmt: skip
+        rows = [
+            [
+                str(p.get("model")), str(p.get("task")), str(p.get("batch_size")), str(p.get("requests")),
+                _fmt(p.get("output_tokens_per_s"), 1), _fmt(p.get("ttft_s_median"), 1, 1e3),
+                _fmt(p.get("tpot_s_median"), 2, 1e3), _fmt(p.get("energy_per_request_j_mean"), 2),
+                _fmt(p.get("energy_per_request_cv"), 2), _fmt(p.get("j_per_token_mean"), 4),
+                f"{_fmt(p.get('quality_mean'), 3)} {p.get('quality_metric') or ''}".strip(),
+                _fmt(p.get("short_window_fraction"), 2), _fmt(p.get("observed_sm_clock_mhz_median"), 0),
+            ]
+            for p in points
+        ]  # fmt: skip
+        lines += ["    " + line for line in _table(header, rows)]
+        if any((p.get("short_window_fraction") or 0) > 0 for p in points):
+            lines.append(
+                "    SHORT: fraction of requests whose prefill or decode is shorter than one power-sensor "
+                "update; use steady_state for energy per token"
+            )
+    steady = section.get("steady_state") or []
+    if steady:
+        lines.append(f"  steady state{tag}: back-to-back prefill or decode; energy per token ± bound")
+        header = ["MODEL.BATCH", "PHASE", "SECONDS", "TOKENS", "TOK/S", "J/TOKEN", "±", "SOURCE", "MEAN W",
+                  "SM MHz"]  # fmt: skip
+        rows = [
+            [
+                str(s.get("id")), str(s.get("phase")), _fmt(s.get("seconds"), 2), str(s.get("tokens")),
+                _fmt(s.get("tokens_per_s"), 0), _fmt(s.get("j_per_token"), 5),
+                _fmt(s.get("j_per_token_uncertainty"), 5), str(s.get("energy_source")),
+                _fmt(s.get("mean_power_w"), 1), _fmt(s.get("observed_sm_clock_mhz_median"), 0),
+            ]
+            for s in steady
+        ]  # fmt: skip
+        lines += ["    " + line for line in _table(header, rows)]
+    return lines
+
+
+def requests_json(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The requests table as JSON-ready records (a missing value is null)."""
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return [{str(k): v for k, v in record.items()} for record in records]

@@ -1,0 +1,292 @@
+"""Per-request energy and time of an llm job, from its markers and its GPU's trace.
+
+Each batch's ``tokenize``, ``prefill`` and ``decode`` windows get their energy from integrated power (the
+1 kHz samples resolve windows the energy counter cannot); the requests of a batch share it by a fixed rule
+(docs/llm.md): tokenization by characters, prefill by input tokens, decode by output tokens. A window
+shorter than one power-sensor update is flagged: its energy is mostly the sensor's held value. The
+steady-state windows are long enough for the energy counter; they give energy per prefill and per decode
+token with the counter's bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpuprof.sampler.energy import POWER_LAG_S, SENSOR_UPDATE_S
+from gpuprof.sampler.records import MISSING_POWER, MISSING_SM_CLOCK, POWER_SOURCE_NAMES
+
+from .markers import Marker, PhaseWindow
+from .results import REQUEST_PHASES, plain, window_figures
+
+__all__ = ["REQUEST_PHASES", "HeldPower", "llm_result"]
+
+ENERGY_METHOD = (
+    "integrated power, shared within the batch (tokenize: chars, prefill: input, decode: output tokens)"
+)
+
+
+class HeldPower:
+    """A GPU's power as the sensor reported it (each reading held until the next), integrable in O(log n)."""
+
+    def __init__(self, samples: np.ndarray, gpu: int) -> None:
+        own = samples[samples["gpu"] == gpu]
+        powered = own[(own["missing"] & MISSING_POWER) == 0]
+        self.t = powered["t_ns"].astype(np.int64)
+        self.w = powered["power_mw"].astype(np.float64) / 1000.0
+        widths = np.diff(self.t).astype(np.float64) / 1e9
+        self.cumulative = np.concatenate([[0.0], np.cumsum(widths * self.w[:-1])])
+        source = int(powered["power_source"][0]) if powered.size else 0
+        self.lag_s = POWER_LAG_S.get(POWER_SOURCE_NAMES.get(source, ""), SENSOR_UPDATE_S)
+        clocked = own[(own["missing"] & MISSING_SM_CLOCK) == 0]
+        self.clock_t = clocked["t_ns"].astype(np.int64)
+        self.clock_mhz = clocked["sm_clock_mhz"].astype(np.float64)
+
+    def _at(self, t_ns: int) -> float:
+        """Energy in J from the first reading to ``t_ns``."""
+        if self.t.size == 0 or t_ns <= self.t[0]:
+            return 0.0
+        k = int(np.searchsorted(self.t, t_ns, side="right")) - 1
+        return float(self.cumulative[k] + self.w[k] * (t_ns - self.t[k]) / 1e9)
+
+    def energy(self, t0: int, t1: int) -> tuple[float | None, float | None]:
+        """(J, uncertainty J) over [t0, t1]; None without a reading before t1."""
+        if self.t.size == 0 or t1 <= self.t[0] or t1 < t0:
+            return None, None
+        joules = self._at(t1) - self._at(max(t0, int(self.t[0])))
+        mean = joules / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
+        return joules, abs(mean) * self.lag_s  # each edge's reading may be up to one update period stale
+
+    def median_clock(self, t0: int, t1: int) -> float | None:
+        lo, hi = np.searchsorted(self.clock_t, [t0, t1], side="left")
+        return float(np.median(self.clock_mhz[lo:hi])) if hi > lo else None
+
+
+def _shares(weights: Sequence[float]) -> list[float]:
+    total = float(sum(weights))
+    if total <= 0:
+        return [1.0 / len(weights)] * len(weights)
+    return [w / total for w in weights]
+
+
+def _by_id(windows: Iterable[PhaseWindow], names: Sequence[str]) -> dict[tuple[str, str], PhaseWindow]:
+    return {(w.name, str(w.attrs.get("id"))): w for w in windows if w.name in names}
+
+
+def request_rows(
+    markers: Sequence[Marker], windows: Sequence[PhaseWindow], power: HeldPower, simulated: bool
+) -> list[dict[str, Any]]:
+    """One row per ``request`` event, with its share of its batch's energy."""
+    phases = _by_id(windows, REQUEST_PHASES)
+    points = {str(w.attrs.get("id")): w.attrs for w in windows if w.name == "point"}
+    loads = {str(w.attrs.get("model")): w.attrs for w in windows if w.name == "load"}
+    batches: dict[str, list[Marker]] = defaultdict(list)
+    for marker in markers:
+        if marker.kind == "event" and marker.name == "request":
+            batches[str(marker.attrs.get("id"))].append(marker)
+    rows: list[dict[str, Any]] = []
+    for batch_id, requests in batches.items():
+        attrs = [m.attrs for m in requests]
+        edges = {name: phases.get((name, batch_id)) for name in ("tokenize", "prefill", "decode")}
+        seconds = {n: (w.duration_ns / 1e9 if w else None) for n, w in edges.items()}
+        energy = {n: power.energy(w.t_start_ns, w.t_end_ns) if w else (None, None) for n, w in edges.items()}
+        weights = {
+            "tokenize": _shares([float(a.get("input_chars") or 0) for a in attrs]),
+            "prefill": _shares([float(a.get("input_tokens") or 0) for a in attrs]),
+            "decode": _shares([float(a.get("output_tokens") or 0) for a in attrs]),
+        }
+        decode = edges["decode"]
+        steps = int(decode.attrs.get("steps", 0)) if decode else 0
+        whole = phases.get(("batch", batch_id))
+        sm_clock = power.median_clock(whole.t_start_ns, whole.t_end_ns) if whole else None
+        short = any(
+            w is not None and w.duration_ns / 1e9 < power.lag_s
+            for n, w in edges.items()
+            if n == "prefill" or (n == "decode" and steps > 0)
+        )
+        point = points.get(str(attrs[0].get("point")), {})
+        model = loads.get(str(point.get("model")), {})
+        for i, a in enumerate(attrs):
+            parts = {n: (e * weights[n][i] if e is not None else None) for n, (e, _) in energy.items()}
+            errs = [u * weights[n][i] for n, (_, u) in energy.items() if u is not None]
+            known = [v for v in parts.values() if v is not None]
+            total = sum(known) if known else None
+            tokens = int(a.get("input_tokens") or 0) + int(a.get("output_tokens") or 0)
+            tok_s, pre_s, dec_s = seconds["tokenize"], seconds["prefill"], seconds["decode"]
+            rows.append(
+                {
+                    "point": a.get("point"),
+                    "model": point.get("model"),
+                    "model_source": model.get("model_source"),
+                    "weights": model.get("weights"),
+                    "task": point.get("task"),
+                    "batch_size": point.get("batch_size"),
+                    "batch": batch_id,
+                    "rep": a.get("rep"),
+                    "index": a.get("index"),
+                    "prompt_id": a.get("prompt_id"),
+                    "kind": a.get("kind"),
+                    "input_tokens": a.get("input_tokens"),
+                    "output_tokens": a.get("output_tokens"),
+                    "tokenize_s": tok_s,
+                    "prefill_s": pre_s,
+                    "decode_s": dec_s,
+                    "ttft_s": (tok_s or 0.0) + pre_s if pre_s is not None else None,
+                    "tpot_s": dec_s / steps if dec_s is not None and steps > 0 else None,
+                    "latency_s": sum(s for s in (tok_s, pre_s, dec_s) if s is not None),
+                    "energy_j": total,
+                    "energy_uncertainty_j": sum(errs) if errs else None,
+                    "prefill_energy_j": parts["prefill"],
+                    "decode_energy_j": parts["decode"],
+                    "j_per_token": total / tokens if total is not None and tokens else None,
+                    "energy_method": ENERGY_METHOD,
+                    "short_window": short,
+                    "observed_sm_clock_mhz": sm_clock,
+                    "simulated": simulated,
+                    "input_chars": a.get("input_chars"),
+                    "token_entropy": a.get("token_entropy_bits"),
+                    "unique_token_ratio": a.get("unique_token_ratio"),
+                    "entity_density": a.get("entity_density"),
+                    "entity_method": a.get("entity_method"),
+                    "reasoning_marker_density": a.get("reasoning_marker_density"),
+                    "causal_question_score": a.get("causal_question_score"),
+                    "complexity_score": a.get("complexity_score"),
+                    "quality": a.get("quality"),
+                    "quality_metric": a.get("quality_metric"),
+                    "exact_match": a.get("exact_match"),
+                    "choice": a.get("choice"),
+                    "output": a.get("output"),
+                }
+            )
+    return rows
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def point_summaries(rows: Sequence[dict[str, Any]], windows: Sequence[PhaseWindow]) -> list[dict[str, Any]]:
+    """Per model x task x batch size: throughput, latency, energy per request and token, quality."""
+    by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_point[str(row["point"])].append(row)
+    out = []
+    for window in (w for w in windows if w.name == "point"):
+        point_rows = by_point.get(str(window.attrs.get("id")), [])
+        batch_latency = {r["batch"]: r["latency_s"] for r in point_rows}
+        busy_s = sum(batch_latency.values())
+        energies = [r["energy_j"] for r in point_rows if r["energy_j"] is not None]
+        output_tokens = sum(int(r["output_tokens"] or 0) for r in point_rows)
+        input_tokens = sum(int(r["input_tokens"] or 0) for r in point_rows)
+        mean_energy = float(np.mean(energies)) if energies else None
+        spread = float(np.std(energies, ddof=1)) if len(energies) > 1 else None
+        out.append(
+            {
+                "point": window.attrs.get("id"),
+                "model": window.attrs.get("model"),
+                "task": window.attrs.get("task"),
+                "batch_size": window.attrs.get("batch_size"),
+                "requests": len(point_rows),
+                "batches": len(batch_latency),
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "output_tokens_per_s": output_tokens / busy_s if busy_s > 0 else None,
+                "input_tokens_per_s": input_tokens / busy_s if busy_s > 0 else None,
+                "latency_s_median": _median(r["latency_s"] for r in point_rows),
+                "ttft_s_median": _median(r["ttft_s"] for r in point_rows),
+                "tpot_s_median": _median(r["tpot_s"] for r in point_rows),
+                "energy_per_request_j_mean": mean_energy,
+                "energy_per_request_j_std": spread,
+                "energy_per_request_cv": spread / mean_energy if spread is not None and mean_energy else None,
+                "j_per_token_mean": _mean(r["j_per_token"] for r in point_rows),
+                "quality_mean": _mean(r["quality"] for r in point_rows),
+                "quality_metric": next(
+                    (r["quality_metric"] for r in point_rows if r["quality_metric"]), None
+                ),
+                "short_window_fraction": (
+                    sum(bool(r["short_window"]) for r in point_rows) / len(point_rows) if point_rows else None
+                ),
+                "observed_sm_clock_mhz_median": _median(r["observed_sm_clock_mhz"] for r in point_rows),
+            }
+        )
+    return out
+
+
+def _per_token(figures: Sequence[dict[str, Any]], tokens: int) -> tuple[float | None, float | None, str]:
+    """Energy per token over windows: the counter's where every window has it, else integrated power."""
+    use_counter = all(f.get("energy_counter_j") is not None for f in figures)
+    key = "energy_counter" if use_counter else "energy_integrated"
+    values = [f.get(f"{key}_j") for f in figures]
+    errors = [f.get(f"{key}_uncertainty_j") for f in figures]
+    if not tokens or any(v is None for v in values):
+        return None, None, key
+    joules = math.fsum(v for v in values if v is not None)
+    error = math.fsum(e for e in errors if e is not None)  # added linearly: edge errors need not cancel
+    return joules / tokens, error / tokens, key
+
+
+def steady_summaries(
+    windows: Sequence[PhaseWindow], samples: np.ndarray, energy: np.ndarray, gpu: int
+) -> list[dict[str, Any]]:
+    """Energy per prefill token and per decode token, per model and batch size, from the steady windows."""
+    groups: dict[tuple[str, str], list[PhaseWindow]] = defaultdict(list)
+    for window in windows:
+        if window.name in ("steady_prefill", "steady_decode"):
+            base = str(window.attrs.get("id")).split(".s")[0]
+            groups[(base, window.name)].append(window)
+    out = []
+    for (base, name), group in sorted(groups.items()):
+        figures = [window_figures(samples, energy, gpu, w.t_start_ns, w.t_end_ns) for w in group]
+        tokens = sum(int(w.attrs.get("tokens", 0)) for w in group)
+        seconds = sum(w.duration_ns for w in group) / 1e9
+        per_token, error, key = _per_token(figures, tokens)
+        clocks = [f.get("sm_clock_median_mhz") for f in figures]
+        out.append(
+            {
+                "id": base,
+                "phase": name.removeprefix("steady_"),
+                "batch_size": group[0].attrs.get("batch_size"),
+                "context_tokens": group[0].attrs.get("context_tokens"),
+                "windows": len(group),
+                "seconds": seconds,
+                "tokens": tokens,
+                "tokens_per_s": tokens / seconds if seconds > 0 else None,
+                "j_per_token": per_token,
+                "j_per_token_uncertainty": error,
+                "energy_source": key.replace("energy_", ""),
+                "mean_power_w": _mean(f.get("mean_power_w") for f in figures),
+                "observed_sm_clock_mhz_median": _median(clocks),
+            }
+        )
+    return out
+
+
+def llm_result(
+    markers: Sequence[Marker],
+    windows: Sequence[PhaseWindow],
+    samples: np.ndarray,
+    energy: np.ndarray,
+    gpu: int,
+    simulated: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(request rows, the result's ``llm`` section) of an llm job."""
+    rows = request_rows(markers, windows, HeldPower(samples, gpu), simulated)
+    section = {
+        "models": [plain(dict(w.attrs)) for w in windows if w.name == "load"],
+        "points": point_summaries(rows, windows),
+        "steady_state": steady_summaries(windows, samples, energy, gpu),
+        "requests": len(rows),
+        "energy_method": ENERGY_METHOD,
+        "sensor_update_s": SENSOR_UPDATE_S,
+    }
+    return rows, plain(section, "llm")  # type: ignore[return-value]

@@ -1,0 +1,194 @@
+"""The llm workload: every model x task x batch size of the spec, measured request by request.
+
+Markers (all with an ``id``): ``load`` per model; per point (model, task, batch size) a ``point`` window
+holding ``warmup`` and, per batch, ``batch`` with ``tokenize``, ``prefill`` and ``decode`` inside, then
+one ``request`` event per request carrying its tokens, input features, output and quality; per model and
+batch size the ``steady_prefill`` and ``steady_decode`` windows when steady_state is asked for. The daemon
+turns them into the requests table (docs/llm.md). A model is loaded once, whatever the number of points.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gpuprof.client.llm_spec import LlmParams
+
+from ..llm import tasks
+from ..llm.engine import BatchOutput, Device, LoadedModel, load_model
+from ..llm.features import FeatureExtractor
+from ..markers import MarkerWriter
+from . import GpuTarget, sigterm_deferred
+
+MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
+
+
+class _BatchPhases:
+    """Phases of one batch, sent as markers with the batch's id."""
+
+    def __init__(self, markers: MarkerWriter, batch_id: str) -> None:
+        self.markers, self.batch_id = markers, batch_id
+
+    def begin(self, name: str, **attrs: Any) -> None:
+        self.markers.begin(name, id=self.batch_id, **attrs)
+
+    def end(self, name: str, **attrs: Any) -> None:
+        self.markers.end(name, id=self.batch_id, **attrs)
+
+
+def _batches(items: Sequence[tasks.TaskItem], size: int) -> list[list[tasks.TaskItem]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _run_batch(lm: LoadedModel, batch: list[tasks.TaskItem], params: LlmParams, phases: Any) -> BatchOutput:
+    if batch[0].kind == "choice":
+        return lm.score_choices([(item.prompt, item.endings) for item in batch], params, phases)
+    return lm.generate([item.prompt for item in batch], params, phases)
+
+
+class _Point:
+    """One model x task x batch size: warmup, then each repetition's batches, with their requests."""
+
+    def __init__(self, point_id: str, lm: LoadedModel, task: str, batch_size: int, params: LlmParams) -> None:
+        self.id, self.lm, self.task, self.batch_size, self.params = point_id, lm, task, batch_size, params
+
+    def run(self, items: list[tasks.TaskItem], extractor: _Features, markers: MarkerWriter) -> None:
+        lm, params = self.lm, self.params
+        batches = _batches(items, self.batch_size)
+        markers.begin(
+            "point", id=self.id, model=lm.ref.name, task=self.task, batch_size=self.batch_size,
+            requests=len(items) * params.repetitions,
+        )  # fmt: skip
+        markers.begin("warmup", id=self.id, requests=params.warmup_requests)
+        for index in range(-(-params.warmup_requests // self.batch_size)):
+            _run_batch(lm, batches[index % len(batches)], params, _Silent())
+        markers.end("warmup", id=self.id)
+        limit = lm.input_limit(params)
+        done, total = 0, len(batches) * params.repetitions
+        last_status = time.monotonic()
+        for rep in range(params.repetitions):
+            for number, batch in enumerate(batches):
+                batch_id = f"{self.id}.r{rep}.b{number}"
+                markers.begin("batch", id=batch_id, size=len(batch))
+                out = _run_batch(lm, batch, params, _BatchPhases(markers, batch_id))
+                markers.end("batch", id=batch_id)
+                self._report(batch, out, batch_id, rep, extractor, markers, limit)
+                done += 1
+                if time.monotonic() - last_status > 2 or done == total:
+                    last_status = time.monotonic()
+                    markers.status(
+                        f"{lm.ref.name} {self.task} batch {self.batch_size}: {done}/{total} batches"
+                    )
+        markers.end("point", id=self.id)
+
+    def _report(
+        self,
+        batch: list[tasks.TaskItem],
+        out: BatchOutput,
+        batch_id: str,
+        rep: int,
+        extractor: _Features,
+        markers: MarkerWriter,
+        limit: int,
+    ) -> None:
+        """One ``request`` event per request of a finished batch (outside the measured phases)."""
+        for index, item in enumerate(batch):
+            features = extractor.of(item, self.lm, limit)
+            output = out.outputs[index]
+            quality = tasks.score(item, output, out.choices[index])
+            markers.event(
+                "request",
+                id=batch_id,
+                point=self.id,
+                rep=rep,
+                index=index,
+                prompt_id=item.id,
+                kind=item.kind,
+                input_tokens=out.input_tokens[index],
+                output_tokens=out.output_tokens[index],
+                output=None if output is None else output[:MAX_OUTPUT_CHARS],
+                choice=out.choices[index],
+                quality=quality.value,
+                quality_metric=quality.metric,
+                exact_match=quality.exact_match,
+                **{k: v for k, v in features.items() if k not in ("input_tokens",)},
+            )
+
+
+class _Features:
+    """Each prompt's input features, computed once per model (they depend on its tokenizer)."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+        self.method = extractor.method
+        self._cache: dict[tuple[int, str, str], dict[str, Any]] = {}
+
+    def of(self, item: tasks.TaskItem, lm: LoadedModel, limit: int) -> dict[str, Any]:
+        key = (id(lm), item.task, item.id)
+        if key not in self._cache:
+            ids = lm.encode(item.prompt, limit)
+            self._cache[key] = self.extractor.features(item.prompt, ids).to_dict()
+        return self._cache[key]
+
+
+class _Silent:
+    """Phases nobody hears: warmup batches."""
+
+    def begin(self, name: str, **attrs: Any) -> None:
+        pass
+
+    def end(self, name: str, **attrs: Any) -> None:
+        pass
+
+
+def _steady(
+    lm: LoadedModel, params: LlmParams, model_index: int, corpus: list[str], markers: MarkerWriter
+) -> None:
+    """Steady-state prefill and decode at each batch size, on contexts cut from the job's prompts."""
+    from ..llm import steady
+
+    assert params.steady_state is not None
+    width = min(params.steady_state.context_tokens, lm.input_limit(params))
+    for batch_size in params.batch_sizes:
+        ids = steady.context_ids(lm, batch_size, width, corpus)
+        base = f"m{model_index}.bs{batch_size}"
+        markers.status(f"{lm.ref.name}: steady-state prefill and decode at batch {batch_size}")
+        steady.run_prefill(lm, ids, params.steady_state, markers, base)
+        steady.run_decode(lm, ids, params.steady_state, markers, base)
+
+
+def run(
+    params: LlmParams, markers: MarkerWriter, target: GpuTarget, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Loads each model once and runs its points; the GPU is left idle however it ends."""
+    extractor = _Features(FeatureExtractor(params.ner))
+    items = {
+        task: tasks.select(
+            tasks.load_items(task, params.dataset), params.prompts, params.shuffle, params.seed
+        )
+        for task in params.tasks
+    }
+    device = Device(target)
+    point = 0
+    try:
+        for model_index, ref in enumerate(params.models):
+            markers.begin("load", id=f"m{model_index}", model=ref.name, model_source=ref.kind)
+            lm = load_model(ref, params, device, clock)
+            markers.end("load", id=f"m{model_index}", ner=extractor.method, **lm.info)
+            markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
+            markers.begin("measure", id=f"m{model_index}")
+            for task in params.tasks:
+                for batch_size in params.batch_sizes:
+                    _Point(f"p{point}", lm, task, batch_size, params).run(items[task], extractor, markers)
+                    point += 1
+            if params.steady_state is not None:
+                corpus = [item.prompt for task_items in items.values() for item in task_items]
+                _steady(lm, params, model_index, corpus, markers)
+            markers.end("measure", id=f"m{model_index}")
+            del lm
+            extractor = _Features(extractor.extractor)  # the next model has its own tokenizer
+            device.release()
+    finally:
+        with sigterm_deferred():  # a SIGTERM now must not leave the simulated GPU busy
+            device.idle()

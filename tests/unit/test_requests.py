@@ -1,0 +1,147 @@
+"""An llm job's requests table: each request's share of its batch's energy, times and flags, by the rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpuprof.daemon.markers import Marker, windows
+from gpuprof.daemon.requests import HeldPower, llm_result, request_rows
+from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
+
+MS = 1_000_000
+
+
+def trace(watts: list[tuple[int, float]], end_ms: int, clock_mhz: int = 1500) -> np.ndarray:
+    """1 kHz samples of GPU 0 whose power steps to each (ms, W) from that ms on."""
+    t = np.arange(0, end_ms) * MS
+    samples = np.zeros(t.size, dtype=SAMPLE_DTYPE)
+    samples["t_ns"] = t
+    for start_ms, w in watts:
+        samples["power_mw"][t >= start_ms * MS] = int(w * 1000)
+    samples["sm_clock_mhz"] = clock_mhz
+    return samples
+
+
+def counter(samples: np.ndarray, every_ms: int = 100) -> np.ndarray:
+    """Energy counter readings consistent with the held power of ``samples``."""
+    held = HeldPower(samples, 0)
+    times = np.arange(0, int(samples["t_ns"][-1]) // MS, every_ms) * MS
+    energy = np.zeros(times.size, dtype=ENERGY_DTYPE)
+    energy["t_start_ns"] = times
+    energy["t_end_ns"] = times
+    energy["energy_mj"] = [round(held.energy(0, int(t))[0] * 1000) if t else 0 for t in times]
+    return energy
+
+
+def mk(marker_kind: str, name: str, ms: float, /, **attrs: Any) -> Marker:
+    return Marker(marker_kind, name, int(ms * MS), attrs)
+
+
+def batch_markers(
+    batch: str, t0: float, tokenize: float, prefill: float, decode: float, steps: int
+) -> list[Marker]:
+    t1, t2, t3 = t0 + tokenize, t0 + tokenize + prefill, t0 + tokenize + prefill + decode
+    return [
+        mk("begin", "batch", t0, id=batch),
+        mk("begin", "tokenize", t0, id=batch),
+        mk("end", "tokenize", t1, id=batch),
+        mk("begin", "prefill", t1, id=batch),
+        mk("end", "prefill", t2, id=batch),
+        mk("begin", "decode", t2, id=batch),
+        mk("end", "decode", t3, id=batch, steps=steps),
+        mk("end", "batch", t3, id=batch),
+    ]
+
+
+def request(batch: str, index: int, ms: float, chars: int, tokens_in: int, tokens_out: int) -> Marker:
+    return mk(
+        "event", "request", ms, id=batch, point="p0", rep=0, index=index, prompt_id=f"q{index}",
+        kind="extractive", input_tokens=tokens_in, output_tokens=tokens_out, input_chars=chars,
+        token_entropy_bits=2.0, entity_density=0.1, quality=0.5, quality_metric="f1", output="Paris",
+    )  # fmt: skip
+
+
+def job_markers() -> list[Marker]:
+    """One point of two requests in one batch: tokenize 10 ms, prefill 200 ms, decode 400 ms (4 steps)."""
+    return [
+        mk("begin", "load", 0, id="m0", model="llama-3.2-1b"),
+        mk("end", "load", 100, id="m0", model_source="arch", weights="synthetic"),
+        mk("begin", "point", 100, id="p0", model="llama-3.2-1b", task="qa", batch_size=2),
+        *batch_markers("p0.r0.b0", 1000, 10, 200, 400, 4),
+        request("p0.r0.b0", 0, 1611, chars=30, tokens_in=10, tokens_out=5),
+        request("p0.r0.b0", 1, 1611, chars=90, tokens_in=30, tokens_out=5),
+        mk("end", "point", 1700, id="p0"),
+    ]
+
+
+def test_held_power_integrates_the_step_function() -> None:
+    held = HeldPower(trace([(0, 100.0), (500, 300.0)], 2000), 0)
+    assert held.energy(0, 500 * MS)[0] == pytest.approx(50.0)
+    assert held.energy(400 * MS, 600 * MS)[0] == pytest.approx(10.0 + 30.0)
+    joules, bound = held.energy(1000 * MS, 1100 * MS)
+    assert joules == pytest.approx(30.0) and bound == pytest.approx(300.0 * 0.1)  # one update stale per edge
+    assert held.median_clock(0, 2000 * MS) == 1500
+
+
+def test_missing_power_readings_are_held_over() -> None:
+    samples = trace([(0, 100.0)], 1000)
+    samples["missing"][200:400] = MISSING_POWER
+    samples["power_mw"][200:400] = 0
+    assert HeldPower(samples, 0).energy(0, 999 * MS)[0] == pytest.approx(99.9)
+
+
+def test_requests_share_their_batch_energy_by_the_documented_rule() -> None:
+    markers = job_markers()
+    samples = trace([(0, 100.0), (1010, 400.0), (1210, 200.0), (1610, 100.0)], 3000)
+    rows = request_rows(markers, windows(markers), HeldPower(samples, 0), simulated=True)
+    assert [r["prompt_id"] for r in rows] == ["q0", "q1"]
+    first, second = rows
+    # tokenize 10 ms at 100 W = 1 J, by characters (1/4, 3/4); prefill 200 ms at 400 W = 80 J by input
+    # tokens (1/4, 3/4); decode 400 ms at 200 W = 80 J by output tokens (1/2, 1/2).
+    assert first["prefill_energy_j"] == pytest.approx(20.0) and second["prefill_energy_j"] == pytest.approx(
+        60.0
+    )
+    assert first["decode_energy_j"] == pytest.approx(40.0) and second["decode_energy_j"] == pytest.approx(
+        40.0
+    )
+    assert first["energy_j"] == pytest.approx(0.25 + 20 + 40) and second["energy_j"] == pytest.approx(
+        0.75 + 60 + 40
+    )
+    assert first["energy_j"] + second["energy_j"] == pytest.approx(161.0)  # nothing lost or counted twice
+    assert first["j_per_token"] == pytest.approx(first["energy_j"] / 15)
+    assert first["ttft_s"] == pytest.approx(0.210) and first["tpot_s"] == pytest.approx(0.1)
+    assert first["latency_s"] == pytest.approx(0.610) and first["decode_s"] == pytest.approx(0.4)
+    assert first["short_window"] is False and first["simulated"] is True
+    assert first["model"] == "llama-3.2-1b" and first["task"] == "qa" and first["batch_size"] == 2
+    assert first["model_source"] == "arch" and first["observed_sm_clock_mhz"] == 1500
+    assert first["token_entropy"] == 2.0 and first["quality"] == 0.5 and first["output"] == "Paris"
+
+
+def test_a_prefill_shorter_than_a_sensor_update_is_flagged() -> None:
+    markers = [*batch_markers("b", 100, 1, 20, 400, 4), request("b", 0, 600, 10, 10, 5)]
+    rows = request_rows(markers, windows(markers), HeldPower(trace([(0, 100.0)], 1000), 0), simulated=False)
+    assert rows[0]["short_window"] is True
+
+
+def test_the_llm_section_summarises_points_and_steady_state() -> None:
+    markers = [
+        *job_markers(),
+        mk("begin", "steady_prefill", 2000, id="m0.bs2", batch_size=2, context_tokens=256),
+        mk("end", "steady_prefill", 4000, id="m0.bs2", tokens=40_000),
+        mk("begin", "steady_decode", 4000, id="m0.bs2.s0", batch_size=2, context_tokens=256),
+        mk("end", "steady_decode", 6000, id="m0.bs2.s0", tokens=200),
+    ]
+    samples = trace([(0, 100.0), (2000, 500.0), (4000, 250.0), (6000, 100.0)], 7000)
+    rows, section = llm_result(markers, windows(markers), samples, counter(samples), 0, simulated=False)
+    assert len(rows) == 2 and section["requests"] == 2
+    (point,) = section["points"]
+    assert point["requests"] == 2 and point["batches"] == 1 and point["output_tokens"] == 10
+    assert point["output_tokens_per_s"] == pytest.approx(10 / 0.61)
+    steady = {s["phase"]: s for s in section["steady_state"]}
+    assert steady["prefill"]["j_per_token"] == pytest.approx(1000.0 / 40_000, rel=0.01)  # 2 s at 500 W
+    assert steady["decode"]["j_per_token"] == pytest.approx(500.0 / 200, rel=0.01)  # 2 s at 250 W
+    assert steady["prefill"]["energy_source"] == "counter"
+    assert 0 < steady["decode"]["j_per_token_uncertainty"] < 0.1 * steady["decode"]["j_per_token"]
