@@ -136,11 +136,13 @@ BASE = "name: demo\nworkload: burn\ntimeout_s: 600\nburn:\n  seconds: 10\n"
         ("workload: burn\nburn: 10\n", "job.yaml:2: burn: must be a mapping of keys (seconds, "),
         (
             "- workload\n",
-            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm), got a list",
+            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm), "
+            "got a list",
         ),
         (
             "burn\n",
-            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm), got 'burn'",
+            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm), "
+            "got 'burn'",
         ),
         ("", "job.yaml: the job spec is empty"),
         ("# only a comment\n", "job.yaml: the job spec is empty"),
