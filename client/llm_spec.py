@@ -251,9 +251,11 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
             if data.has(key):
                 raise data.error(key, "applies to hf datasets only")
         return DatasetRef("file", file, format=fmt, columns=columns)
-    name = data.string("hf", REQUIRED, 200)
-    if not _HF_ID.fullmatch(name):
-        raise data.error("hf", f"must be a Hugging Face dataset id, got {name!r}")
+    name = data.string("hf", REQUIRED, 4096)
+    if name.startswith(("/", ".", "~")):  # a dataset directory that datasets.load_dataset reads offline
+        name = _path(section.doc, (*path, "hf"), name)
+    elif not _HF_ID.fullmatch(name) or len(name) > 200:
+        raise data.error("hf", f"must be a Hugging Face dataset id or a dataset directory, got {name!r}")
     if data.has("format"):
         raise data.error("format", "applies to dataset files only")
     config = data.string("config", "", 100) if data.has("config") else None

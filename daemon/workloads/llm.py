@@ -60,6 +60,7 @@ class _Point:
             "point", id=self.id, model=lm.ref.name, task=self.task, batch_size=self.batch_size,
             requests=len(items) * params.repetitions,
         )  # fmt: skip
+        lm.device.torch.manual_seed(params.seed)  # each point samples the same way, whatever ran before
         markers.begin("warmup", id=self.id, requests=params.warmup_requests)
         for index in range(-(-params.warmup_requests // self.batch_size)):
             _run_batch(lm, batches[index % len(batches)], params, _Silent())

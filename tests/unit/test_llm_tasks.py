@@ -79,6 +79,24 @@ def test_csv_and_jsonl_files_with_a_column_mapping(tmp_path: Path) -> None:
     assert item.golds == ("A.",)
 
 
+def test_a_dataset_directory_loads_through_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    rows = [{"id": f"s{i}", "context": f"The year was {1900 + i}.", "question": "Which year?",
+             "answers": {"text": [str(1900 + i)], "answer_start": [13]}} for i in range(3)]  # fmt: skip
+    folder = tmp_path / "squad-like"
+    folder.mkdir()
+    (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = DatasetRef("hf", str(folder), None, "validation", columns=DEFAULT_COLUMNS["qa"] | {"id": "id"})
+    items = tasks.load_items("qa", dataset)
+    assert [(i.id, i.kind, i.golds) for i in items] == [
+        (f"s{k}", "extractive", (str(1900 + k),)) for k in range(3)
+    ]
+    with pytest.raises(GpuprofError, match="cannot load dataset"):
+        tasks.load_items("qa", DatasetRef("hf", str(folder), None, "train", columns=DEFAULT_COLUMNS["qa"]))
+
+
 def test_an_unreadable_or_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GpuprofError, match="no such file"):
         tasks.load_items("qa", DatasetRef("file", str(tmp_path / "none.csv"), format="csv"))
