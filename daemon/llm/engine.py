@@ -299,6 +299,7 @@ def load_model(
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer_name = str(tokenizer.name_or_path)
         weights = "pretrained"
+    tokenizer.truncation_side = "left"  # a prompt too long loses its start: the question is at its end
     model.eval()
     device.sync()
     config = model.config

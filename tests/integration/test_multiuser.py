@@ -324,3 +324,82 @@ def test_only_the_users_the_config_names_may_change_clocks(
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def llm_spec(dataset: Path) -> dict[str, Any]:
+    """A tiny llm job (one prompt, two tokens) that reads its prompts from ``dataset``."""
+    return {
+        "workload": "llm",
+        "timeout_s": 120,
+        "llm": {
+            "model": {"arch": "llama-3.2-1b-tiny"},
+            "dtype": "float32",
+            "prompts": 1,
+            "max_new_tokens": 2,
+            "warmup_requests": 0,
+            "ner": "heuristic",
+            "dataset": {"file": str(dataset), "columns": {"answers": "answers"}},
+        },
+    }
+
+
+def test_a_dataset_file_the_jobs_user_cannot_read_fails_the_job_saying_so(
+    users: dict[str, pwd.struct_passwd], daemon: DaemonProcess
+) -> None:
+    pytest.importorskip("torch", reason="LLM jobs need torch (pip install '.[test]')")
+    alice = users[ALICE]
+    root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-data-", dir="/tmp"))
+    root.chmod(0o755)  # alice may reach the file: only its own mode stops her
+    try:
+        dataset = root / "qa.jsonl"
+        row = {"question": "Is ice cold?", "context": "Ice is cold.", "answers": ["yes"]}
+        dataset.write_text(json.dumps(row) + "\n")
+        dataset.chmod(0o600)  # root's, and closed to everyone else
+        (submitted,) = as_user(alice, daemon, ("submit", [llm_spec(dataset)]))
+        assert submitted["ok"], submitted
+        record = wait_final(alice, daemon, submitted["value"])
+        assert record["state"] == "failed", record
+        assert "permission denied to the job's user" in record["reason"] and str(dataset) in record["reason"]
+        assert record["worker_uid"] == alice.pw_uid  # read as alice, never by the root daemon on her behalf
+
+        dataset.chmod(0o644)  # the same job, the file now readable: it was the permission, nothing else
+        (again,) = as_user(alice, daemon, ("submit", [llm_spec(dataset)]))
+        assert again["ok"], again
+        record = wait_final(alice, daemon, again["value"])
+        assert record["state"] == "succeeded", record
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+REMOTE_CODE = {
+    "workload": "llm",
+    "timeout_s": 120,
+    "llm": {"model": {"hf": "org/model"}, "trust_remote_code": True},
+}
+
+
+def test_trust_remote_code_is_refused_unless_the_config_allows_it(
+    users: dict[str, pwd.struct_passwd], daemon: DaemonProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = users[ALICE]
+    (refused,) = as_user(alice, daemon, ("submit", [REMOTE_CODE]))
+    assert not refused["ok"] and refused["type"] == "PermissionDenied", refused  # the client's "denied"
+    assert (
+        "llm.trust_remote_code denied" in refused["error"] and "allow_trust_remote_code" in refused["error"]
+    )
+    assert f"denied llm.trust_remote_code to {ALICE} (uid {alice.pw_uid})" in daemon.log.read_text()
+
+    root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-code-", dir="/tmp"))
+    root.chmod(0o755)
+    monkeypatch.setenv("GPUPROF_SIM_STATE", str(root / "sim.state"))
+    allowing = DaemonProcess(root, "allow_trust_remote_code = true\n").start()
+    try:
+        (accepted,) = as_user(alice, allowing, ("submit", [REMOTE_CODE]))
+        assert accepted["ok"], accepted  # a job id: accepted (its worker has no hub to load the model from)
+        (cancel,) = as_user(alice, allowing, ("cancel", [accepted["value"]]))
+        assert cancel["ok"] or "already" in cancel["error"], cancel  # it may have failed first
+        assert wait_final(alice, allowing, accepted["value"])["state"] in ("cancelled", "failed")
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            allowing.kill()
+        shutil.rmtree(root, ignore_errors=True)

@@ -103,3 +103,14 @@ def test_a_full_size_model_is_refused_on_the_simulated_gpu() -> None:
     device.simulated = True  # as with GpuTarget(simulated=True), without the simulated library
     with pytest.raises(GpuprofError, match=r"use mistral-7b-v0\.1-tiny"):
         load_model(params.models[0], params, device)
+
+
+def test_a_long_prompt_keeps_its_end_in_generation_and_in_its_features() -> None:
+    params = LlmParams(
+        models=(ModelRef("arch", "llama-3.2-1b-tiny"),), dtype="float32", max_input_tokens=8, max_new_tokens=2
+    )
+    lm = load_model(params.models[0], params, Device(None))
+    prompt = "word " * 40 + "Question: which river?"
+    out = lm.generate([prompt], params, Recorder())
+    assert out.input_tokens == [8] and out.input_ids[0] == lm.encode(prompt, 8)
+    assert lm.tokenizer.decode(out.input_ids[0]).endswith("which river?")
