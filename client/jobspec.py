@@ -20,6 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .dvfs_spec import DVFS_KEYS, DvfsParams, read_dvfs
 from .llm_spec import LLM_KEYS, LlmParams, read_llm
 from .spec_schema import REQUIRED, Document, JobSpecKeyError, KeyPath, Section, format_path, kind_of
 
@@ -106,44 +107,6 @@ def _read_burn(section: Section) -> BurnParams:
     )
 
 
-@dataclass(frozen=True)
-class DvfsParams:
-    """Clocks for the whole job: an SM clock lock, a memory clock lock and a power limit (each optional).
-
-    The daemon checks the values against the GPU's supported ones; ``snap`` takes the nearest supported
-    value instead of refusing. Applied only where the daemon's configuration allows this user DVFS.
-    """
-
-    sm_clocks: int | None = None
-    memory_clock: int | None = None
-    power_limit_w: float | None = None
-    snap: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-DVFS_KEYS = ("sm_clocks", "memory_clock", "power_limit_w", "snap")
-
-
-def _read_dvfs(section: Section) -> DvfsParams:
-    if isinstance(section.data.get("sm_clocks"), list):
-        raise section.error(
-            "sm_clocks",
-            "one clock per job: give one value in MHz (to compare clocks, submit a job for each)",
-        )
-    given = [key for key in DVFS_KEYS[:3] if section.has(key)]
-    if not given:
-        wanted = "give sm_clocks, memory_clock or power_limit_w"
-        raise section.doc.error(section.path, f"changes nothing: {wanted}")
-    return DvfsParams(
-        sm_clocks=section.integer("sm_clocks", 0, 1, 10_000) if "sm_clocks" in given else None,
-        memory_clock=section.integer("memory_clock", 0, 1, 100_000) if "memory_clock" in given else None,
-        power_limit_w=section.number("power_limit_w", 0, 1, 10_000) if "power_limit_w" in given else None,
-        snap=section.boolean("snap", False),
-    )
-
-
 _WORKLOAD_KEYS: dict[str, tuple[str, ...]] = {
     "burn": ("seconds", "duty_cycle", "period_s", "kind", "size", "dtype", "warmup_s"),
     "llm": LLM_KEYS,
@@ -216,6 +179,9 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
             f"{timeout_s:g} s{given} is not longer than the workload's own running time "
             f"({params.planned_s:g} s of warmup and measurement)",
         )
+    dvfs = read_dvfs(top.section("dvfs", DVFS_KEYS)) if top.has("dvfs") else None
+    if dvfs is not None and dvfs.is_sweep and workload != "llm":
+        raise top.error("dvfs", "a clock sweep runs across an llm job's points; a burn job takes one clock")
     stem = Path(doc.source).stem if not doc.source.startswith("<") else "job"
     return JobSpec(
         name=top.string("name", stem or "job", MAX_NAME_CHARS),
@@ -223,7 +189,7 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
         params=params,
         gpu=top.integer("gpu", 0, 0, 255),
         timeout_s=timeout_s,
-        dvfs=_read_dvfs(top.section("dvfs", DVFS_KEYS)) if top.has("dvfs") else None,
+        dvfs=dvfs,
         raw_text=raw_text,
         source=doc.source,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,24 @@ def test_a_submitted_spec_needs_absolute_paths() -> None:
         JobSpec.from_dict(data)
     spec = JobSpec.from_dict({"workload": "llm", "llm": {"model": {"path": "/m/w"}}})
     assert isinstance(spec.params, LlmParams) and spec.params.models[0] == ModelRef("path", "/m/w")
+
+
+def test_a_dvfs_sweep_takes_a_list_a_range_or_all() -> None:
+    head = "workload: llm\nllm:\n  model: {arch: llama-3.2-1b}\ndvfs:\n"
+    spec = parse_job_spec(head + "  sm_clocks: [1980, 1410]\n  cooldown_s: 2\n", "job.yaml")
+    assert spec.dvfs is not None and spec.dvfs.sweep == (1980, 1410) and spec.dvfs.is_sweep
+    assert spec.dvfs.order == "interleaved" and spec.dvfs.cooldown_s == 2.0
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    ranged = parse_job_spec(head + "  sm_clocks: {range: [1000, 1300, 150]}\n  order: sequential\n", "j.yaml")
+    assert ranged.dvfs is not None and ranged.dvfs.sweep == (1000, 1150, 1300)
+    every = parse_job_spec(head + "  sm_clocks: all\n", "job.yaml")
+    assert every.dvfs is not None and every.dvfs.sweep_all and every.to_dict()["dvfs"]["sm_clocks"] == "all"
+    assert JobSpec.from_dict(every.to_dict()) == every
+    for text, message in [
+        ("  sm_clocks: {range: [1300, 1000, 10]}\n", "needs 0 < lowest <= highest"),
+        ("  sm_clocks: [1410, 1410]\n", "listed twice"),
+        ("  sm_clocks: some\n", "a list of clocks, {range: [lo, hi, step]} or all"),
+        ("  sm_clocks: 1410\n  order: sequential\n", "applies to a sweep"),
+    ]:
+        with pytest.raises(JobSpecKeyError, match=re.escape(message)):
+            parse_job_spec(head + text, "job.yaml")
