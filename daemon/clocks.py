@@ -62,6 +62,16 @@ class ClockJournal:
             entry.setdefault(key, value)  # the first original value is the one to restore
         self._write(entries)
 
+    def unmark_key(self, uuid: str, key: str) -> None:
+        """Forget one change that was put back; the entry goes when nothing else is left in it."""
+        entries = self.load()
+        entry = entries.get(uuid)
+        if entry is None or entry.pop(key, None) is None:
+            return
+        if set(entry) <= {"index"}:
+            entries.pop(uuid)
+        self._write(entries)
+
     def unmark(self, uuid: str) -> None:
         entries = self.load()
         if entries.pop(uuid, None) is not None:
@@ -79,10 +89,12 @@ class ClockRequest:
 
     @classmethod
     def from_spec(cls, dvfs: dict[str, Any] | None) -> ClockRequest | None:
+        """The job-wide changes of a spec's dvfs section (a sweep's SM clocks are set point by point)."""
         if not dvfs:
             return None
+        sm = dvfs.get("sm_clocks")
         return cls(
-            sm_clock_mhz=dvfs.get("sm_clocks"),
+            sm_clock_mhz=sm if isinstance(sm, int) else None,
             memory_clock_mhz=dvfs.get("memory_clock"),
             power_limit_w=dvfs.get("power_limit_w"),
             snap=bool(dvfs.get("snap", False)),
@@ -125,6 +137,25 @@ def resolve_request(request: ClockRequest, gpu: dict[str, Any]) -> ClockRequest:
                 f"GPU {gpu['index']} takes power limits in [{low:g}, {high:g}] W, not {wanted:g} W"
             )
     return ClockRequest(**out)
+
+
+def sweep_of(dvfs: dict[str, Any] | None) -> list[int] | str | None:
+    """A spec's sweep: its SM clocks, ``"all"``, or None when it sets one clock or none."""
+    sm = (dvfs or {}).get("sm_clocks")
+    return sm if isinstance(sm, list) or sm == "all" else None
+
+
+def resolve_sweep(sweep: list[int] | str, snap: bool, gpu: dict[str, Any]) -> list[int]:
+    """A sweep's clocks checked against the GPU's (snapped if asked, duplicates dropped, order kept)."""
+    supported = sorted({int(v) for v in gpu["graphics_clocks_mhz"]})
+    if sweep == "all":
+        return supported
+    out: list[int] = []
+    for mhz in sweep:
+        value = resolve_request(ClockRequest(sm_clock_mhz=int(mhz), snap=snap), gpu).sm_clock_mhz
+        if value is not None and value not in out:
+            out.append(value)
+    return out
 
 
 class ClockControl:
@@ -184,6 +215,20 @@ class ClockControl:
                     continue
                 done.append(f"GPU {entry.get('index')} ({uuid}): {self._reset_handle(handle, uuid)}")
         return done
+
+    def reset_sm(self, uuid: str) -> None:
+        """Unlock the SM clock alone (between a sweep's points); the journal forgets it only once done."""
+        if "sm_locked" not in self.journal.load().get(uuid, {}):
+            return
+        with self._nvml():
+            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+            try:
+                pynvml.nvmlDeviceResetGpuLockedClocks(handle)
+            except pynvml.NVMLError as exc:
+                raise GpuprofError(
+                    f"GPU {uuid}: SM clock not reset: {NvmlError(_code(exc), 'reset')}"
+                ) from None
+        self.journal.unmark_key(uuid, "sm_locked")
 
     def reset(self, uuid: str) -> str | None:
         """Reset one GPU if the journal holds changes for it; what was done, or None."""

@@ -16,17 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from gpuprof.sampler.errors import GpuprofError
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
-from .clocks import ClockControl, ClockRequest, resolve_request
+from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
 from .markers import Marker, MarkerReader, PhaseWindow, windows
-from .requests import llm_result
-from .results import job_result
+from .requests import HeldPower, llm_result
+from .results import job_result, plain
 from .store import JobRecord, JobStore
+from .sweep import sweep_section
 
 KILL_GRACE_S = 5.0
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
@@ -144,6 +146,7 @@ class RunningJob:
     next_resource_check_ns: int = 0
     peak_rss_bytes: int = 0
     clocks: dict[str, Any] | None = None  # the clock changes made for the job (reset when it ends)
+    sweep: frozenset[int] = frozenset()  # SM clocks the worker may ask for, one point at a time
 
 
 class JobRunner:
@@ -256,6 +259,7 @@ class JobRunner:
             started_mono_ns=now,
             deadline_mono_ns=now + int(timeout_s * 1e9),
             clocks=clocks,
+            sweep=frozenset((clocks or {}).get("sweep_sm_clocks_mhz") or ()),
         )
         worker_uid = account.pw_uid if account is not None else os.geteuid()
         self.store.set_state(record.id, "running", worker_uid=worker_uid)
@@ -268,14 +272,17 @@ class JobRunner:
             return None
         if self.clocks is None:
             raise GpuprofError("the job asks for clock changes, but DVFS is off on this daemon")
+        sweep = sweep_of(record.spec.get("dvfs"))
         gpu = self.gpu_info[record.gpu]
         resolved = resolve_request(request, gpu)
         self.clocks.apply(record.gpu, str(gpu["uuid"]), resolved)
-        applied = {
+        applied: dict[str, Any] = {
             "sm_clock_mhz": resolved.sm_clock_mhz,
             "memory_clock_mhz": resolved.memory_clock_mhz,
             "power_limit_w": resolved.power_limit_w,
         }
+        if isinstance(sweep, list):
+            applied["sweep_sm_clocks_mhz"] = sweep
         log.info("job %s: GPU %d clocks set: %s", record.id, record.gpu, applied)
         return applied
 
@@ -298,14 +305,39 @@ class JobRunner:
         return {job.channel.fileno(): job for job in self.running.values()}
 
     def read_markers(self, job: RunningJob) -> None:
-        """Take the worker's pending markers and publish them."""
+        """Take the worker's pending markers and publish them; answer its clock requests."""
         for marker in job.reader.read_available():
             job.markers.append(marker)
+            if marker.kind == "event" and marker.name == "dvfs":
+                self._answer_clock_request(job, marker)
             self.publish(
                 job.record.id,
                 "marker",
                 {"kind": marker.kind, "name": marker.name, "t_ns": marker.t_ns, "attrs": marker.attrs},
             )
+
+    def _answer_clock_request(self, job: RunningJob, marker: Marker) -> None:
+        """Lock the SM clock a sweep's point asks for (one of the clocks approved at submit), or reset."""
+        wanted = marker.attrs.get("sm_clock_mhz")
+        gpu = job.record.gpu
+        reply: dict[str, Any]
+        try:
+            if self.clocks is None or not job.sweep:
+                raise GpuprofError("this job has no clock sweep (or DVFS is off on this daemon)")
+            uuid = str(self.gpu_info[gpu]["uuid"])
+            if wanted is None:
+                self.clocks.reset_sm(uuid)
+                reply = {"ok": True, "sm_clock_mhz": None}
+            elif isinstance(wanted, int) and wanted in job.sweep:
+                self.clocks.apply(gpu, uuid, ClockRequest(sm_clock_mhz=wanted))
+                reply = {"ok": True, "sm_clock_mhz": wanted}
+            else:
+                raise GpuprofError(f"{wanted!r} MHz is not among the job's sweep clocks")
+            log.info("job %s: GPU %d SM clock %s", job.record.id, gpu, wanted or "reset")
+        except GpuprofError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        with contextlib.suppress(OSError):  # a worker that went away needs no answer
+            job.channel.send(msgpack.packb(reply))
 
     def cancel(self, job_id: str, by: str) -> bool:
         """Stop a running job (True), or say it is not running here (False)."""
@@ -394,7 +426,8 @@ class JobRunner:
         if record_workload(job.record) == "llm":
             self._llm_result(job, result, phase_windows, samples, energy, gpu)
         if job.clocks is not None:
-            result["dvfs"] = {"set": job.clocks, "reset": "at the job's end"}
+            reset = "after every point and at the job's end" if job.sweep else "at the job's end"
+            result.setdefault("dvfs", {}).update({"set": job.clocks, "reset": reset})
         self.store.set_result(job.record.id, result)
         self.store.set_state(job.record.id, state, reason)
         self._announce(job.record.id)
@@ -412,6 +445,9 @@ class JobRunner:
         try:
             rows, section = llm_result(job.markers, phase_windows, samples, energy, gpu, self.simulated)
             self.store.save_requests(job.record.id, rows)
+            swept = sweep_section(section["points"], rows, phase_windows, HeldPower(samples, gpu))
+            if swept is not None:
+                result.setdefault("dvfs", {}).update(plain(swept, "dvfs"))
         except Exception as exc:  # a worker's odd markers must not cost the job its other results
             log.exception("job %s: cannot build its requests table", job.record.id)
             result["llm"] = {"error": f"requests table not built: {type(exc).__name__}: {exc}"}

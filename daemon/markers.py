@@ -183,6 +183,30 @@ class MarkerWriter:
         """A point in time worth recording."""
         self._send("event", name, attrs)
 
+    def set_clocks(self, sm_clock_mhz: int | None, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Asks gpuprofd to lock the SM clock (one of the job's sweep), or with None to reset it; waits.
+
+        The request is an ``event`` named ``dvfs``; the daemon answers on the same socket with a msgpack
+        map ``{ok, sm_clock_mhz, error}``. A refusal raises MarkerChannelError with the daemon's reason.
+        """
+        self._send("event", "dvfs", {"sm_clock_mhz": sm_clock_mhz})
+        self._sock.settimeout(timeout_s)
+        try:
+            data = self._sock.recv(MAX_MARKER_BYTES)
+        except OSError as exc:
+            raise MarkerChannelError(f"no answer from gpuprofd to a clock request: {exc}") from None
+        finally:
+            self._sock.settimeout(None)
+        try:
+            reply = msgpack.unpackb(data, raw=False)
+        except Exception:  # any malformed answer is the same failure
+            reply = None
+        if not isinstance(reply, dict):
+            raise MarkerChannelError("gpuprofd's answer to a clock request is not a msgpack map")
+        if not reply.get("ok"):
+            raise MarkerChannelError(f"clock change refused: {reply.get('error', 'no reason given')}")
+        return reply
+
     def status(self, text: str) -> None:
         """A line of progress for the user."""
         self._send("status", "status", {"text": _one_line(text)})

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuprof.sampler.energy import POWER_LAG_S, SENSOR_UPDATE_S
+from gpuprof.sampler.energy import POWER_LAG_S, SENSOR_UPDATE_S, reason_names
 from gpuprof.sampler.records import MISSING_POWER, MISSING_SM_CLOCK, POWER_SOURCE_NAMES
 
 from .markers import Marker, PhaseWindow
@@ -45,6 +45,8 @@ class HeldPower:
         clocked = own[(own["missing"] & MISSING_SM_CLOCK) == 0]
         self.clock_t = clocked["t_ns"].astype(np.int64)
         self.clock_mhz = clocked["sm_clock_mhz"].astype(np.float64)
+        self.all_t = own["t_ns"].astype(np.int64)
+        self.reasons = own["clock_event_reasons"].astype(np.uint64)
 
     def _at(self, t_ns: int) -> float:
         """Energy in J from the first reading to ``t_ns``."""
@@ -60,6 +62,19 @@ class HeldPower:
         joules = self._at(t1) - self._at(max(t0, int(self.t[0])))
         mean = joules / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
         return joules, abs(mean) * self.lag_s  # each edge's reading may be up to one update period stale
+
+    def clock_event_reasons(self, t0: int, t1: int) -> list[str]:
+        """Names of the clock-event reasons seen in [t0, t1]."""
+        lo, hi = np.searchsorted(self.all_t, [t0, t1], side="left")
+        return reason_names(int(np.bitwise_or.reduce(self.reasons[lo:hi]))) if hi > lo else []
+
+    def clock_quantiles(self, t0: int, t1: int) -> tuple[float, float] | None:
+        """The 5th and 95th percentiles of the SM clock in [t0, t1]."""
+        lo, hi = np.searchsorted(self.clock_t, [t0, t1], side="left")
+        if hi <= lo:
+            return None
+        low, high = np.percentile(self.clock_mhz[lo:hi], [5, 95])
+        return float(low), float(high)
 
     def median_clock(self, t0: int, t1: int) -> float | None:
         lo, hi = np.searchsorted(self.clock_t, [t0, t1], side="left")
@@ -125,6 +140,7 @@ def request_rows(
                     "weights": model.get("weights"),
                     "task": point.get("task"),
                     "batch_size": point.get("batch_size"),
+                    "sm_clock_mhz": point.get("sm_clock_mhz"),
                     "batch": batch_id,
                     "rep": a.get("rep"),
                     "index": a.get("index"),
@@ -196,6 +212,7 @@ def point_summaries(rows: Sequence[dict[str, Any]], windows: Sequence[PhaseWindo
                 "model": window.attrs.get("model"),
                 "task": window.attrs.get("task"),
                 "batch_size": window.attrs.get("batch_size"),
+                "sm_clock_mhz": window.attrs.get("sm_clock_mhz"),
                 "requests": len(point_rows),
                 "batches": len(batch_latency),
                 "input_tokens": input_tokens,

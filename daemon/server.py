@@ -23,7 +23,7 @@ from gpuprof.sampler.errors import ConfigError, GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.sim import SimulatedNvml
 
-from .clocks import ClockControl, ClockJournal, ClockRequest, resolve_request
+from .clocks import ClockControl, ClockJournal, ClockRequest, resolve_request, resolve_sweep, sweep_of
 from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
@@ -454,15 +454,20 @@ class Daemon:
             )
         if isinstance(spec.params, LlmParams) and spec.params.trust_remote_code:
             self.policy.check_remote_code(caller)
-        request = ClockRequest.from_spec(spec.to_dict().get("dvfs"))
+        stored = spec.to_dict()
+        request = ClockRequest.from_spec(stored.get("dvfs"))
         if request is not None:
             self.policy.check_dvfs(caller)
+            gpu = self.inventory[self.gpus.index(spec.gpu)]
             try:
-                resolve_request(request, self.inventory[self.gpus.index(spec.gpu)])
+                resolve_request(request, gpu)
+                sweep = sweep_of(stored["dvfs"])
+                if sweep is not None:  # the worker may then ask for exactly these clocks
+                    stored["dvfs"]["sm_clocks"] = resolve_sweep(sweep, request.snap, gpu)
             except GpuprofError as exc:
                 raise JobSpecKeyError(SUBMITTED_SOURCE, None, "dvfs", str(exc)) from None
         record = self.store.create(
-            spec.to_dict(),
+            stored,
             body.get("spec_text", ""),
             caller.user,
             caller.uid,

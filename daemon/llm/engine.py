@@ -24,6 +24,8 @@ from .tokenizer import TOKENIZER_NAME, load_tokenizer
 
 __all__ = ["BatchOutput", "Device", "LoadedModel", "Phases", "load_model"]
 
+COMPUTE_SHARE_OF_DECODE = 0.3  # the simulated GPU's decode: this share of its time scales with 1/clock
+
 
 class Phases(Protocol):
     """Where a batch reports its phases (the workload turns them into markers)."""
@@ -55,6 +57,9 @@ class Device:
             from gpuprof.sampler.sim import SimulatedNvml
 
             self._sim, self._sim_index = SimulatedNvml(), target.sim_index
+            gpus = self._sim.default_config().gpus
+            top = gpus[min(target.sim_index, len(gpus) - 1)].max_graphics_clock_mhz if gpus else 1980
+            self._top_mhz = int(top)
             self.device = self.torch.device("cpu")
             self.name = f"simulated GPU {target.sim_index} (model on the CPU)"
         else:
@@ -71,6 +76,23 @@ class Device:
     def sync(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
+
+    def stretch(self, phase: str, elapsed_s: float) -> None:
+        """On the simulated GPU, lengthens a phase as its clock would: the model runs on the CPU at one
+        speed, so a phase that took ``elapsed_s`` is held busy for ``elapsed_s * (slowdown - 1)`` more.
+
+        The slowdown at SM clock f against the top clock F (docs/simulated-gpu.md): prefill is
+        compute-bound, F / f; decode is mostly memory-bound, 0.3 F / f + 0.7.
+        """
+        if self._sim is None or elapsed_s <= 0:
+            return
+        status = self._sim.status()[self._sim_index]
+        clock = max(1, int(status.sm_clock_mhz))
+        ratio = self._top_mhz / clock
+        share = 1.0 if phase == "prefill" else COMPUTE_SHARE_OF_DECODE
+        slowdown = share * ratio + 1 - share
+        if slowdown > 1:
+            time.sleep(elapsed_s * (slowdown - 1))
 
     def busy(self) -> None:
         if self._sim is not None:
@@ -105,16 +127,21 @@ class _PhaseStreamer:
     def __init__(self, device: Device, phases: Phases) -> None:
         self.device, self.phases = device, phases
         self.puts = 0
+        self.started = self.decode_started = time.monotonic()
 
     def put(self, value: Any) -> None:
         self.puts += 1
         if self.puts == 2:  # the first put is the prompt, the second the first new token
             self.device.sync()
+            self.device.stretch("prefill", time.monotonic() - self.started)
             self.phases.end("prefill")
             self.phases.begin("decode")
+            self.decode_started = time.monotonic()
 
     def end(self) -> None:
         self.device.sync()
+        if self.puts > 2:
+            self.device.stretch("decode", time.monotonic() - self.decode_started)
 
 
 @dataclass
@@ -171,6 +198,7 @@ class LoadedModel:
         self.device.busy()
         try:
             phases.begin("prefill")
+            streamer.started = time.monotonic()
             with torch.inference_mode():
                 sequences = self.model.generate(**batch, **options)
             self.device.sync()
@@ -218,11 +246,13 @@ class LoadedModel:
         self.device.busy()
         try:
             phases.begin("prefill")
+            started = time.monotonic()
             with torch.inference_mode():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
                 logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
                 picked = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
             self.device.sync()
+            self.device.stretch("prefill", time.monotonic() - started)
             phases.end("prefill")
         finally:
             self.device.idle()

@@ -54,8 +54,10 @@ def run_prefill(
         deadline = clock() + steady.seconds
         with torch.inference_mode():
             while True:
+                started = clock()
                 lm.model(input_ids=ids, use_cache=False, **keep)
                 device.sync()
+                device.stretch("prefill", clock() - started)
                 reps += 1
                 if clock() >= deadline:
                     break
@@ -113,6 +115,7 @@ def run_decode(
             try:
                 markers.begin("steady_decode", id=name, batch_size=batch, context_tokens=width)
                 token = first
+                synced = clock()
                 while True:
                     out = lm.model(input_ids=token, use_cache=True, **{cache_kw: past})
                     past, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
@@ -124,6 +127,8 @@ def run_decode(
                         token = first  # back to the context: the next steps repeat the same lengths
                     if steps % SYNC_EVERY_STEPS == 0:
                         device.sync()
+                        device.stretch("decode", clock() - synced)
+                        synced = clock()
                         if clock() >= deadline:
                             break
                 device.sync()

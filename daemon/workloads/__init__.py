@@ -48,6 +48,6 @@ def run_workload(spec: JobSpec, markers: MarkerWriter, target: GpuTarget) -> Non
     if isinstance(spec.params, LlmParams):
         from . import llm
 
-        llm.run(spec.params, markers, target)
+        llm.run(spec.params, markers, target, spec.dvfs)
         return
     raise JobSpecError(f"workload {spec.workload!r} is not supported by this worker")

@@ -9,10 +9,12 @@ turns them into the requests table (docs/llm.md). A model is loaded once, whatev
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gpuprof.client.dvfs_spec import DvfsParams
 from gpuprof.client.llm_spec import LlmParams
 
 from ..llm import tasks
@@ -48,17 +50,20 @@ def _run_batch(lm: LoadedModel, batch: list[tasks.TaskItem], params: LlmParams, 
 
 
 class _Point:
-    """One model x task x batch size: warmup, then each repetition's batches, with their requests."""
+    """One model x task x batch size (x SM clock in a sweep): warmup, then each repetition's batches."""
 
-    def __init__(self, point_id: str, lm: LoadedModel, task: str, batch_size: int, params: LlmParams) -> None:
+    def __init__(
+        self, point_id: str, lm: LoadedModel, task: str, batch_size: int, params: LlmParams, mhz: int | None
+    ) -> None:
         self.id, self.lm, self.task, self.batch_size, self.params = point_id, lm, task, batch_size, params
+        self.sm_clock_mhz = mhz
 
     def run(self, items: list[tasks.TaskItem], extractor: _Features, markers: MarkerWriter) -> None:
         lm, params = self.lm, self.params
         batches = _batches(items, self.batch_size)
         markers.begin(
             "point", id=self.id, model=lm.ref.name, task=self.task, batch_size=self.batch_size,
-            requests=len(items) * params.repetitions,
+            requests=len(items) * params.repetitions, sm_clock_mhz=self.sm_clock_mhz,
         )  # fmt: skip
         lm.device.torch.manual_seed(params.seed)  # each point samples the same way, whatever ran before
         markers.begin("warmup", id=self.id, requests=params.warmup_requests)
@@ -159,10 +164,40 @@ def _steady(
         steady.run_decode(lm, ids, params.steady_state, markers, base)
 
 
+def plan(params: LlmParams, dvfs: DvfsParams | None) -> list[tuple[str, int, int | None]]:
+    """A model's points as (task, batch size, SM clock or None), in the order they run.
+
+    Without a sweep: tasks, then batch sizes. A sweep adds its clocks: ``sequential`` runs every point at
+    one clock before the next clock; ``interleaved`` shuffles all points with the job's seed.
+    """
+    clocks: list[int | None] = list(dvfs.sweep) if dvfs is not None and dvfs.sweep else [None]
+    points = [(task, size, mhz) for mhz in clocks for task in params.tasks for size in params.batch_sizes]
+    if dvfs is not None and dvfs.sweep and dvfs.order == "interleaved":
+        random.Random(params.seed).shuffle(points)
+    return points
+
+
+def _at_clock(markers: MarkerWriter, device: Device, dvfs: DvfsParams, mhz: int) -> None:
+    """Idles through the cooldown, then has gpuprofd lock the point's SM clock."""
+    if dvfs.cooldown_s > 0:
+        device.idle()
+        markers.begin("cooldown", seconds=dvfs.cooldown_s)
+        time.sleep(dvfs.cooldown_s)
+        markers.end("cooldown")
+    markers.set_clocks(mhz)
+
+
 def run(
-    params: LlmParams, markers: MarkerWriter, target: GpuTarget, clock: Callable[[], float] = time.monotonic
+    params: LlmParams,
+    markers: MarkerWriter,
+    target: GpuTarget,
+    dvfs: DvfsParams | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Loads each model once and runs its points; the GPU is left idle however it ends."""
+    """Loads each model once and runs its points; the GPU is left idle however it ends.
+
+    In a clock sweep gpuprofd locks each point's SM clock before it and unlocks it after it.
+    """
     extractor = _Features(FeatureExtractor(params.ner))
     items = {
         task: tasks.select(
@@ -179,10 +214,18 @@ def run(
             markers.end("load", id=f"m{model_index}", ner=extractor.method, **lm.info)
             markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
             markers.begin("measure", id=f"m{model_index}")
-            for task in params.tasks:
-                for batch_size in params.batch_sizes:
-                    _Point(f"p{point}", lm, task, batch_size, params).run(items[task], extractor, markers)
-                    point += 1
+            for task, batch_size, mhz in plan(params, dvfs):
+                if mhz is not None and dvfs is not None:
+                    _at_clock(markers, device, dvfs, mhz)
+                try:
+                    _Point(f"p{point}", lm, task, batch_size, params, mhz).run(
+                        items[task], extractor, markers
+                    )
+                finally:
+                    if mhz is not None:
+                        with sigterm_deferred():
+                            markers.set_clocks(None)  # after every point, however it ended
+                point += 1
             if params.steady_state is not None:
                 corpus = [item.prompt for task_items in items.values() for item in task_items]
                 _steady(lm, params, model_index, corpus, markers)

@@ -177,8 +177,9 @@ def test_named_spacy_pipeline_without_spacy_says_what_to_install(monkeypatch: py
 
 def test_missing_spacy_pipeline_is_a_clear_error() -> None:
     # without spaCy installed the error says to install it; with it, that the pipeline cannot be loaded
-    with pytest.raises(GpuprofError, match=r"(cannot load spaCy pipeline|needs spaCy).*/nonexistent"):
+    with pytest.raises(GpuprofError, match=r"cannot load spaCy pipeline|needs spaCy") as caught:
         FeatureExtractor(ner="spacy:/nonexistent")
+    assert "/nonexistent" in str(caught.value)
 
 
 def test_spacy_pipeline_from_a_path_counts_its_entity_tokens(tmp_path: Path) -> None:

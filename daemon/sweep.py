@@ -1,0 +1,114 @@
+"""A clock sweep's result: each point at its requested and observed SM clock, flagged where they differ,
+and the energy- and EDP-optimal clocks.
+
+A GPU may run below a locked clock (power or thermal capping), so a point is reported at the clock it
+was observed at: its median SM clock over its batches, with the 5th-95th percentile range and the
+clock-event reasons of its window. A point whose median strays from the requested clock by more than
+``max(CLOCK_TOLERANCE_MHZ, CLOCK_TOLERANCE_FRACTION x requested)`` is flagged and left out of the optima.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .markers import PhaseWindow
+from .requests import HeldPower
+
+__all__ = ["CLOCK_TOLERANCE_MHZ", "sweep_section"]
+
+CLOCK_TOLERANCE_MHZ = 30.0  # two of the H100's 15 MHz clock steps
+CLOCK_TOLERANCE_FRACTION = 0.02
+
+
+def _point_row(
+    summary: dict[str, Any], rows: list[dict[str, Any]], window: PhaseWindow, power: HeldPower
+) -> dict[str, Any]:
+    requested = summary.get("sm_clock_mhz")
+    observed = summary.get("observed_sm_clock_mhz_median")
+    energies = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], dtype=float)
+    latencies = [r["latency_s"] for r in rows if r["latency_s"] is not None]
+    energy = float(energies.mean()) if energies.size else None
+    half_width = 1.96 * float(energies.std(ddof=1)) / math.sqrt(energies.size) if energies.size > 1 else None
+    latency = float(np.median(latencies)) if latencies else None
+    tolerance = max(CLOCK_TOLERANCE_MHZ, CLOCK_TOLERANCE_FRACTION * (requested or 0))
+    flagged = observed is None or requested is None or abs(observed - requested) > tolerance
+    quantiles = power.clock_quantiles(window.t_start_ns, window.t_end_ns)
+    return {
+        "point": summary["point"],
+        "model": summary["model"],
+        "task": summary["task"],
+        "batch_size": summary["batch_size"],
+        "sm_clock_mhz": requested,
+        "observed_sm_clock_mhz": observed,
+        "observed_sm_clock_p5_p95_mhz": list(quantiles) if quantiles else None,
+        "clock_event_reasons": power.clock_event_reasons(window.t_start_ns, window.t_end_ns),
+        "flagged": flagged,
+        "requests": len(rows),
+        "energy_j": energy,
+        "energy_j_ci95": half_width,
+        "latency_s": latency,
+        "edp_js": energy * latency if energy is not None and latency is not None else None,
+        "quality_mean": summary.get("quality_mean"),
+    }
+
+
+def _optimum(points: Sequence[dict[str, Any]], key: str) -> int | None:
+    usable = [p for p in points if not p["flagged"] and p[key] is not None]
+    return min(usable, key=lambda p: p[key])["sm_clock_mhz"] if usable else None
+
+
+def sweep_section(
+    summaries: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    windows: Sequence[PhaseWindow],
+    power: HeldPower,
+) -> dict[str, Any] | None:
+    """The ``dvfs`` section of a swept llm job's result, None when no point had a clock of its own."""
+    point_windows = {str(w.attrs.get("id")): w for w in windows if w.name == "point"}
+    by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_point[str(row["point"])].append(row)
+    points = [
+        _point_row(s, by_point.get(str(s["point"]), []), point_windows[str(s["point"])], power)
+        for s in summaries
+        if s.get("sm_clock_mhz") is not None and str(s["point"]) in point_windows
+    ]
+    if not points:
+        return None
+    groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for point in points:
+        groups[(point["model"], point["task"], point["batch_size"])].append(point)
+    optima = [
+        {
+            "model": model,
+            "task": task,
+            "batch_size": size,
+            "energy_optimal_mhz": _optimum(group, "energy_j"),
+            "edp_optimal_mhz": _optimum(group, "edp_js"),
+        }
+        for (model, task, size), group in groups.items()
+    ]
+    # Over the whole job: the clock whose points, summed over every group, cost least (clocks that
+    # every group measured unflagged only).
+    totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for group in groups.values():
+        for point in group:
+            if not point["flagged"] and point["energy_j"] is not None and point["edp_js"] is not None:
+                total = totals[point["sm_clock_mhz"]]
+                total[0] += point["energy_j"]
+                total[1] += point["edp_js"]
+                total[2] += 1
+    complete = {mhz: t for mhz, t in totals.items() if t[2] == len(groups)}
+    return {
+        "points": points,
+        "optima": optima,
+        "energy_optimal_mhz": min(complete, key=lambda m: complete[m][0]) if complete else None,
+        "edp_optimal_mhz": min(complete, key=lambda m: complete[m][1]) if complete else None,
+        "flagged_points": sum(p["flagged"] for p in points),
+        "clock_tolerance": f"max({CLOCK_TOLERANCE_MHZ:g} MHz, {CLOCK_TOLERANCE_FRACTION:.0%} of the clock)",
+    }

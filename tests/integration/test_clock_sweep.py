@@ -1,0 +1,101 @@
+"""A clock sweep over an llm job's points: each at its clock, reset after each, healed after SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_harness import DaemonProcess, RawClient
+from test_clock_control import locked, start
+from test_daemon import FINAL, job, submit, wait_for, wait_state
+
+from gpuprof.sampler.sim import SimConfig, SimulatedNvml
+
+pytest.importorskip("torch", reason="LLM jobs need torch (pip install '.[test]')")
+
+CLOCKS = [600, 1005, 1410]  # supported by the simulated H100 (345 + k x 15 MHz)
+
+
+def sweep_spec(clocks: Any, prompts: int = 4, **dvfs: Any) -> dict[str, Any]:
+    return {
+        "workload": "llm",
+        "timeout_s": 300,
+        "llm": {
+            "model": {"arch": "llama-3.2-1b-tiny"}, "dtype": "float32", "prompts": prompts,
+            "batch_sizes": [2], "max_new_tokens": 4, "ignore_eos": True, "warmup_requests": 1,
+            "ner": "heuristic",
+        },
+        "dvfs": {"sm_clocks": clocks, **dvfs},
+    }  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def control_without_root() -> None:
+    """As in test_clock_control: an unprivileged test daemon may control the simulated GPU."""
+    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.kill(signal.SIGKILL)
+
+
+@pytest.fixture
+def sim_log() -> Iterator[SimulatedNvml]:
+    yield SimulatedNvml()
+
+
+def test_each_point_runs_at_its_clock_and_the_gpu_is_unlocked_between(
+    tmp_path: Path, daemons: list[DaemonProcess], sim_log: SimulatedNvml
+) -> None:
+    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    before = len(sim_log.control_log())
+    done = wait_state(client, submit(client, sweep_spec(CLOCKS, order="sequential")), FINAL, timeout_s=120)
+    assert done["state"] == "succeeded", done.get("reason")
+    dvfs = done["result"]["dvfs"]
+    assert [p["sm_clock_mhz"] for p in dvfs["points"]] == CLOCKS  # sequential: in the listed order
+    for point in dvfs["points"]:
+        assert point["observed_sm_clock_mhz"] == point["sm_clock_mhz"] and not point["flagged"]
+        assert point["energy_j"] > 0 and point["latency_s"] > 0
+    assert dvfs["energy_optimal_mhz"] in CLOCKS and dvfs["edp_optimal_mhz"] in CLOCKS
+    assert dvfs["set"]["sweep_sm_clocks_mhz"] == CLOCKS and "after every point" in dvfs["reset"]
+    calls = [c.call for c in sim_log.control_log()[before:] if c.result == 0]
+    locks, resets = calls.count("nvmlDeviceSetGpuLockedClocks"), calls.count("nvmlDeviceResetGpuLockedClocks")
+    assert locks == 3 and resets >= 3  # one lock per point, one reset after each (and at the end)
+    assert locked() is None
+    client.close()
+
+
+def test_sweep_clocks_are_checked_at_submit(tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    reply = client.request("submit", {"spec": sweep_spec([600, 1000])})
+    assert not reply.ok and reply.code == "invalid_spec"
+    assert "1000 MHz; nearest supported: 990, 1005 MHz" in str(reply.message)
+    snapped = wait_state(client, submit(client, sweep_spec([1000], snap=True)), FINAL, timeout_s=120)
+    assert [p["sm_clock_mhz"] for p in snapped["result"]["dvfs"]["points"]] == [1005]
+    client.close()
+
+
+@pytest.mark.parametrize("points_done", [0, 1, 2])
+def test_a_daemon_killed_during_a_sweep_leaves_no_clock_locked_once_it_is_back(
+    tmp_path: Path, daemons: list[DaemonProcess], points_done: int
+) -> None:
+    daemon = start(daemons, tmp_path, "allow_dvfs = true\n")
+    client = RawClient(daemon.endpoint)
+    job_id = submit(client, sweep_spec(CLOCKS, prompts=64, order="sequential"))
+    wait_for(lambda: locked() == CLOCKS[points_done], f"the lock of point {points_done}", timeout_s=120)
+    client.close()
+    daemon.kill(signal.SIGKILL)
+    assert locked() == CLOCKS[points_done]  # the worker may still run; the clock stays locked
+    back = start(daemons, tmp_path)  # DVFS now off: the journal alone says what to put back
+    assert locked() is None
+    client = RawClient(back.endpoint)
+    assert job(client, job_id)["state"] == "interrupted"
+    client.close()
