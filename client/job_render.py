@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from .handle import JobProgress
-from .llm_render import render_llm
+from .llm_render import render_llm, render_sweep
 
 SUMMARY_KEYS = (
     "id",
@@ -153,6 +153,7 @@ def render_job(job: dict[str, Any]) -> str:
     lines += _window_lines(result.get("windows") or [])
     if result.get("llm"):
         lines += render_llm(result["llm"], bool(job.get("simulated")))
+    lines += render_sweep(result.get("dvfs") or {}, bool(job.get("simulated")))
     if job.get("simulated"):
         lines.append("  (SIMULATED: these figures come from gpuprof's simulated GPU, not a real one)")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["render_llm", "requests_json"]
+__all__ = ["render_llm", "render_sweep", "requests_json"]
 
 
 def _fmt(value: Any, digits: int = 3, scale: float = 1.0) -> str:
@@ -76,6 +76,37 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
             for s in steady
         ]  # fmt: skip
         lines += ["    " + line for line in _table(header, rows)]
+    return lines
+
+
+def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
+    """Lines for a clock sweep: each point at its requested and observed clock, and the optima."""
+    points = dvfs.get("points") or []
+    if not points:
+        return []
+    tag = " (SIMULATED)" if simulated else ""
+    lines = [f"  clock sweep{tag}: {len(points)} points, {dvfs.get('flagged_points', 0)} flagged "
+             f"(observed clock off the requested by more than {dvfs.get('clock_tolerance')})"]  # fmt: skip
+    header = ["MODEL", "TASK", "BATCH", "SM MHz", "OBSERVED", "P5-P95", "J/REQ", "± CI95", "LATENCY s",
+              "EDP J*s", "FLAG"]  # fmt: skip
+    ordered = sorted(
+        points, key=lambda p: (str(p["model"]), str(p["task"]), p["batch_size"], p["sm_clock_mhz"])
+    )
+    rows = []
+    for p in ordered:
+        spread = p.get("observed_sm_clock_p5_p95_mhz") or [None, None]
+        reasons = ",".join(r for r in p.get("clock_event_reasons") or [] if r != "gpu_idle")
+        rows.append([
+            str(p["model"]), str(p["task"]), str(p["batch_size"]), str(p["sm_clock_mhz"]),
+            _fmt(p.get("observed_sm_clock_mhz"), 0), f"{_fmt(spread[0], 0)}-{_fmt(spread[1], 0)}",
+            _fmt(p.get("energy_j"), 2), _fmt(p.get("energy_j_ci95"), 2), _fmt(p.get("latency_s"), 4),
+            _fmt(p.get("edp_js"), 3), f"FLAGGED {reasons}".strip() if p.get("flagged") else "",
+        ])  # fmt: skip
+    lines += ["    " + line for line in _table(header, rows)]
+    lines.append(
+        f"    energy-optimal {dvfs.get('energy_optimal_mhz') or '-'} MHz, EDP-optimal "
+        f"{dvfs.get('edp_optimal_mhz') or '-'} MHz (unflagged points, summed over model x task x batch)"
+    )
     return lines
 
 

@@ -1,0 +1,69 @@
+"""An llm job's text result: points, steady state and a clock sweep, with capped points flagged."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import msgpack
+import pytest
+
+from gpuprof.client.llm_render import render_llm, render_sweep
+from gpuprof.daemon.markers import MarkerChannelError, MarkerReader, MarkerWriter
+
+SWEEP = {
+    "points": [
+        {"model": "m", "task": "qa", "batch_size": 8, "sm_clock_mhz": 1980, "observed_sm_clock_mhz": 1725,
+         "observed_sm_clock_p5_p95_mhz": [1710, 1740], "clock_event_reasons": ["sw_power_cap"],
+         "flagged": True,
+         "energy_j": 21.5, "energy_j_ci95": 1.2, "latency_s": 0.13, "edp_js": 2.8},
+        {"model": "m", "task": "qa", "batch_size": 8, "sm_clock_mhz": 1005, "observed_sm_clock_mhz": 1005,
+         "observed_sm_clock_p5_p95_mhz": [1005, 1005], "clock_event_reasons": [], "flagged": False,
+         "energy_j": 18.0, "energy_j_ci95": 0.9, "latency_s": 0.2, "edp_js": 3.6},
+    ],
+    "energy_optimal_mhz": 1005, "edp_optimal_mhz": 1005, "flagged_points": 1,
+    "clock_tolerance": "max(30 MHz, 2% of the clock)",
+}  # fmt: skip
+
+
+def test_a_sweep_lists_points_by_clock_and_flags_the_capped_one() -> None:
+    lines = render_sweep(SWEEP, simulated=True)
+    assert lines[0].startswith("  clock sweep (SIMULATED): 2 points, 1 flagged")
+    rows = [line for line in lines if line.strip().startswith("m ")]
+    assert rows[0].split()[3] == "1005" and rows[1].split()[3] == "1980"  # sorted by clock
+    assert rows[1].rstrip().endswith("FLAGGED sw_power_cap") and "FLAGGED" not in rows[0]
+    assert "energy-optimal 1005 MHz, EDP-optimal 1005 MHz" in lines[-1]
+    assert render_sweep({}, simulated=False) == []
+
+
+def test_an_llm_section_that_failed_says_so() -> None:
+    assert render_llm({"error": "requests table not built: ValueError: x"}, False) == [
+        "  requests: requests table not built: ValueError: x"
+    ]
+
+
+def test_a_clock_request_waits_for_the_daemons_answer() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    writer = MarkerWriter(theirs.detach())
+    reader = MarkerReader(ours)
+
+    def daemon(answer: dict[str, object]) -> None:
+        marker = next(iter(reader))
+        assert (marker.kind, marker.name) == ("event", "dvfs")
+        ours.send(msgpack.packb({**answer, "asked": marker.attrs["sm_clock_mhz"]}))
+
+    thread = threading.Thread(target=daemon, args=({"ok": True, "sm_clock_mhz": 1410},))
+    thread.start()
+    assert writer.set_clocks(1410)["asked"] == 1410
+    thread.join()
+    thread = threading.Thread(
+        target=daemon, args=({"ok": False, "error": "not among the job's sweep clocks"},)
+    )
+    thread.start()
+    with pytest.raises(MarkerChannelError, match="clock change refused: not among the job's sweep clocks"):
+        writer.set_clocks(1413)
+    thread.join()
+    with pytest.raises(MarkerChannelError, match="no answer from gpuprofd"):
+        writer.set_clocks(None, timeout_s=0.05)
+    writer.close()
+    reader.close()
