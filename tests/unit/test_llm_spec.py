@@ -124,3 +124,11 @@ def test_a_dvfs_sweep_takes_a_list_a_range_or_all() -> None:
     ]:
         with pytest.raises(JobSpecKeyError, match=re.escape(message)):
             parse_job_spec(head + text, "job.yaml")
+
+
+@pytest.mark.parametrize(("name", "clocks", "models"), [("sweep-sim", 6, 1), ("study", 7, 5)])
+def test_the_sweep_examples_load(name: str, clocks: int, models: int) -> None:
+    spec = load_job_spec(QUICKSTART.with_name(f"{name}.yaml"))
+    assert isinstance(spec.params, LlmParams) and len(spec.params.models) == models
+    assert spec.dvfs is not None and len(spec.dvfs.sweep) == clocks
+    assert all((mhz - 345) % 15 == 0 for mhz in spec.dvfs.sweep)  # the H100's supported SM clocks
