@@ -114,3 +114,18 @@ def test_a_long_prompt_keeps_its_end_in_generation_and_in_its_features() -> None
     out = lm.generate([prompt], params, Recorder())
     assert out.input_tokens == [8] and out.input_ids[0] == lm.encode(prompt, 8)
     assert lm.tokenizer.decode(out.input_ids[0]).endswith("which river?")
+
+
+def test_a_local_model_directory_loads_with_its_own_tokenizer(tmp_path: Path) -> None:
+    params = LlmParams(models=(ModelRef("arch", "gpt-neo-2.7b-tiny"),), dtype="float32", max_new_tokens=3)
+    made = load_model(params.models[0], params, Device(None))
+    made.model.save_pretrained(tmp_path / "model")  # what a user's directory of real weights looks like
+    made.tokenizer.save_pretrained(tmp_path / "model")
+    local = LlmParams(models=(ModelRef("path", str(tmp_path / "model")),), dtype="float32", max_new_tokens=3)
+    lm = load_model(local.models[0], local, Device(None))
+    assert lm.info["weights"] == "pretrained" and lm.info["model_source"] == "path"
+    assert lm.info["parameters"] == made.info["parameters"] and lm.info["architecture"] == "GPTNeoForCausalLM"
+    out = lm.generate(["The river Nile"], local, Recorder())
+    assert out.input_tokens == made.generate(["The river Nile"], params, Recorder()).input_tokens
+    with pytest.raises(GpuprofError, match="cannot load model"):
+        load_model(ModelRef("path", str(tmp_path / "none")), local, Device(None))
