@@ -13,6 +13,7 @@ from .commands.export import export
 from .commands.gpus import gpus
 from .commands.jobs import jobs
 from .commands.keygen import keygen
+from .commands.report import report
 from .commands.run import run
 from .commands.sample import sample
 from .commands.show import show
@@ -35,13 +36,14 @@ def cli() -> None:
       gpuprof run examples/burn.yaml                        run a job start to finish (no setup needed)
       gpuprof submit job.yaml --follow                      queue a job on gpuprofd and show progress
       gpuprof watch --gpu 0                                 live power and SM clock in the terminal
+      gpuprof report JOB -o study/                          an llm job's clocks, optima and plots
       gpuprof sample --seconds 10 -o trace.parquet          record GPU 0 at 1 kHz for 10 s
       gpuprof sample --simulate --gpu 0 --gpu 1 -o t.csv    record two simulated GPUs until Ctrl-C
       gpuprof sim load --gpu 0 --util 80                    make the simulated GPU 0 busy
     """
 
 
-for command in (run, submit, jobs, show, watch, cancel, export, gpus, status, sample, sim, keygen):
+for command in (run, submit, jobs, show, watch, cancel, export, report, gpus, status, sample, sim, keygen):
     cli.add_command(command)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from daemon_harness import DaemonProcess, RawClient
 from test_clock_control import locked, start
@@ -99,3 +101,29 @@ def test_a_daemon_killed_during_a_sweep_leaves_no_clock_locked_once_it_is_back(
     client = RawClient(back.endpoint)
     assert job(client, job_id)["state"] == "interrupted"
     client.close()
+
+
+def test_gpuprof_report_writes_tables_plots_and_one_page(
+    tmp_path: Path, daemons: list[DaemonProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    from gpuprof.client.cli import main
+
+    daemon = start(daemons, tmp_path, "allow_dvfs = true\n")
+    client = RawClient(daemon.endpoint)
+    done = wait_state(client, submit(client, sweep_spec(CLOCKS, prompts=6)), FINAL, timeout_s=120)
+    client.close()
+    assert done["state"] == "succeeded", done.get("reason")
+    out = tmp_path / "report"
+    assert main(["report", done["id"], "-o", str(out), "--endpoint", daemon.endpoint]) == 0
+    text = capsys.readouterr().out
+    assert "llama-3.2-1b-tiny / qa / batch 2: energy-optimal" in text and "SIMULATED" in text
+    for name in ("clocks.csv", "optima.csv", "pareto.csv", "correlations.csv", "energy_vs_clock.png",
+                 "pareto.png", "report.html"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    clocks = pd.read_csv(out / "clocks.csv")
+    assert sorted(clocks["clock_mhz"]) == CLOCKS and (clocks["requests"] == 6).all()
+    page = (out / "report.html").read_text()
+    assert "SIMULATED" in page and page.count("data:image/png;base64,") >= 5
+    assert main(["report", done["id"], "-o", str(out), "--json", "--endpoint", daemon.endpoint]) == 0
+    assert json.loads(capsys.readouterr().out)["page"] == [str(out / "report.html")]
