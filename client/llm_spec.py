@@ -60,6 +60,7 @@ LLM_KEYS = (
     "top_p",
     "warmup_requests",
     "repetitions",
+    "ci95_target",
     "steady_state",
     "trust_remote_code",
     "ner",
@@ -129,6 +130,7 @@ class LlmParams:
     top_p: float = 1.0
     warmup_requests: int = 2
     repetitions: int = 1
+    ci95_target: float | None = None  # stop repeating a point once its CI half width / mean is this small
     steady_state: SteadyState | None = None
     trust_remote_code: bool = False
     ner: str = "auto"
@@ -150,6 +152,8 @@ class LlmParams:
         data["dataset"] = "builtin" if self.dataset.source == "builtin" else _dataset_dict(dataset)
         if self.steady_state is None:
             data.pop("steady_state")
+        if self.ci95_target is None:
+            data.pop("ci95_target")
         if self.sampling == "greedy":
             data.pop("temperature")
             data.pop("top_p")
@@ -335,7 +339,10 @@ def read_llm(section: Section) -> LlmParams:
         temperature=section.number("temperature", 1.0, 0, 100, low_open=True),
         top_p=section.number("top_p", 1.0, 0, 1, low_open=True),
         warmup_requests=section.integer("warmup_requests", 2, 0, 10_000),
-        repetitions=section.integer("repetitions", 1, 1, 1000),
+        repetitions=section.integer("repetitions", 10 if section.has("ci95_target") else 1, 1, 1000),
+        ci95_target=section.number("ci95_target", 0, 0, 1, low_open=True)
+        if section.has("ci95_target")
+        else None,
         steady_state=_read_steady(section),
         trust_remote_code=trust,
         ner=ner,

@@ -25,7 +25,7 @@ from gpuprof.sampler.trace import Trace
 
 from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
 from .markers import Marker, MarkerReader, PhaseWindow, windows
-from .requests import HeldPower, llm_result
+from .requests import HeldPower, llm_result, request_rows
 from .results import job_result, plain
 from .store import JobRecord, JobStore
 from .sweep import sweep_section
@@ -310,6 +310,8 @@ class JobRunner:
             job.markers.append(marker)
             if marker.kind == "event" and marker.name == "dvfs":
                 self._answer_clock_request(job, marker)
+            elif marker.kind == "event" and marker.name == "energy_query":
+                self._answer(job, self._point_energy(job, str(marker.attrs.get("point"))))
             self.publish(
                 job.record.id,
                 "marker",
@@ -336,8 +338,32 @@ class JobRunner:
             log.info("job %s: GPU %d SM clock %s", job.record.id, gpu, wanted or "reset")
         except GpuprofError as exc:
             reply = {"ok": False, "error": str(exc)}
+        self._answer(job, reply)
+
+    @staticmethod
+    def _answer(job: RunningJob, reply: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # a worker that went away needs no answer
             job.channel.send(msgpack.packb(reply))
+
+    def _point_energy(self, job: RunningJob, point: str) -> dict[str, Any]:
+        """Energy per request of a point's finished batches so far: mean and 95% CI half width."""
+        ours = [
+            m
+            for m in job.markers
+            if m.attrs.get("point") == point or str(m.attrs.get("id", "")).startswith(f"{point}.")
+        ]
+        samples = concat(job.samples, SAMPLE_DTYPE)
+        rows = request_rows(ours, windows(ours), HeldPower(samples, job.record.gpu), self.simulated)
+        energies = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], dtype=float)
+        if energies.size < 2:
+            return {"ok": True, "requests": int(energies.size), "mean_j": None, "ci95_j": None}
+        half_width = 1.96 * float(energies.std(ddof=1)) / float(np.sqrt(energies.size))
+        return {
+            "ok": True,
+            "requests": int(energies.size),
+            "mean_j": float(energies.mean()),
+            "ci95_j": half_width,
+        }
 
     def cancel(self, job_id: str, by: str) -> bool:
         """Stop a running job (True), or say it is not running here (False)."""

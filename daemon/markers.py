@@ -189,12 +189,21 @@ class MarkerWriter:
         The request is an ``event`` named ``dvfs``; the daemon answers on the same socket with a msgpack
         map ``{ok, sm_clock_mhz, error}``. A refusal raises MarkerChannelError with the daemon's reason.
         """
-        self._send("event", "dvfs", {"sm_clock_mhz": sm_clock_mhz})
+        return self._ask("dvfs", {"sm_clock_mhz": sm_clock_mhz}, "clock change", timeout_s)
+
+    def energy_so_far(self, point: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Asks gpuprofd for the energy per request of ``point``'s finished batches: ``{ok, requests,
+        mean_j, ci95_j}`` (an ``event`` named ``energy_query``), to decide whether to repeat it."""
+        return self._ask("energy_query", {"point": point}, "energy query", timeout_s)
+
+    def _ask(self, name: str, attrs: dict[str, Any], what: str, timeout_s: float) -> dict[str, Any]:
+        """Sends an event the daemon answers on the same socket (a msgpack map), and waits for the answer."""
+        self._send("event", name, attrs)
         self._sock.settimeout(timeout_s)
         try:
             data = self._sock.recv(MAX_MARKER_BYTES)
         except OSError as exc:
-            raise MarkerChannelError(f"no answer from gpuprofd to a clock request: {exc}") from None
+            raise MarkerChannelError(f"no answer from gpuprofd to a {what} request: {exc}") from None
         finally:
             self._sock.settimeout(None)
         try:
@@ -202,9 +211,9 @@ class MarkerWriter:
         except Exception:  # any malformed answer is the same failure
             reply = None
         if not isinstance(reply, dict):
-            raise MarkerChannelError("gpuprofd's answer to a clock request is not a msgpack map")
+            raise MarkerChannelError(f"gpuprofd's answer to a {what} request is not a msgpack map")
         if not reply.get("ok"):
-            raise MarkerChannelError(f"clock change refused: {reply.get('error', 'no reason given')}")
+            raise MarkerChannelError(f"{what} refused: {reply.get('error', 'no reason given')}")
         return reply
 
     def status(self, text: str) -> None:

@@ -213,6 +213,8 @@ def point_summaries(rows: Sequence[dict[str, Any]], windows: Sequence[PhaseWindo
                 "task": window.attrs.get("task"),
                 "batch_size": window.attrs.get("batch_size"),
                 "sm_clock_mhz": window.attrs.get("sm_clock_mhz"),
+                "repetitions": window.attrs.get("repetitions"),
+                "ci95_target_reached": window.attrs.get("ci95_target_reached"),
                 "requests": len(point_rows),
                 "batches": len(batch_latency),
                 "input_tokens": input_tokens,

@@ -73,6 +73,8 @@ class _Point:
         limit = lm.input_limit(params)
         done, total = 0, len(batches) * params.repetitions
         last_status = time.monotonic()
+        reached: bool | None = None  # None: no ci95_target
+        repetitions = 0
         for rep in range(params.repetitions):
             for number, batch in enumerate(batches):
                 batch_id = f"{self.id}.r{rep}.b{number}"
@@ -86,7 +88,18 @@ class _Point:
                     markers.status(
                         f"{lm.ref.name} {self.task} batch {self.batch_size}: {done}/{total} batches"
                     )
-        markers.end("point", id=self.id)
+            repetitions = rep + 1
+            if params.ci95_target is not None:
+                reached = self._precise_enough(markers, params.ci95_target)
+                if reached:
+                    break
+        markers.end("point", id=self.id, repetitions=repetitions, ci95_target_reached=reached)
+
+    def _precise_enough(self, markers: MarkerWriter, target: float) -> bool:
+        """Whether the point's energy per request is known to ``target`` (CI half width / mean)."""
+        energy = markers.energy_so_far(self.id)
+        mean, half = energy.get("mean_j"), energy.get("ci95_j")
+        return bool(mean and half is not None and half / mean <= target)
 
     def _report(
         self,

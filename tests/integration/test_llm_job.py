@@ -114,3 +114,24 @@ def test_a_job_with_an_unreadable_dataset_fails_saying_so(tmp_path: Path) -> Non
         assert f"dataset file {tmp_path}/missing.jsonl: no such file" in job["reason"]
     finally:
         daemon.kill()
+
+
+@pytest.mark.parametrize(("target", "repetitions"), [("1.0", 1), ("1.0e-9", 3)])
+def test_a_point_repeats_until_its_energy_is_known_to_the_target(
+    tmp_path: Path, target: str, repetitions: int
+) -> None:
+    daemon = DaemonProcess(tmp_path).start()
+    try:
+        spec = tmp_path / "job.yaml"
+        spec.write_text(
+            "workload: llm\ntimeout_s: 300\nllm:\n  model: {arch: llama-3.2-1b-tiny}\n  dtype: float32\n"
+            "  prompts: 4\n  batch_sizes: [2]\n  max_new_tokens: 2\n  ignore_eos: true\n  ner: heuristic\n"
+            f"  warmup_requests: 0\n  ci95_target: {target}\n  repetitions: 3\n"
+        )
+        with Client(daemon.endpoint) as client:
+            result = client.submit(str(spec)).result(timeout_s=240)
+        (point,) = result.summary["result"]["llm"]["points"]
+        assert point["repetitions"] == repetitions and point["requests"] == 4 * repetitions
+        assert point["ci95_target_reached"] is (repetitions == 1)  # 1e-9 is never reached: the cap stops it
+    finally:
+        daemon.kill()

@@ -132,3 +132,10 @@ def test_the_sweep_examples_load(name: str, clocks: int, models: int) -> None:
     assert isinstance(spec.params, LlmParams) and len(spec.params.models) == models
     assert spec.dvfs is not None and len(spec.dvfs.sweep) == clocks
     assert all((mhz - 345) % 15 == 0 for mhz in spec.dvfs.sweep)  # the H100's supported SM clocks
+
+
+def test_a_ci_target_makes_repetitions_a_cap() -> None:
+    params = llm("  model: {arch: falcon-7b}\n  ci95_target: 0.05\n")
+    assert params.ci95_target == 0.05 and params.repetitions == 10  # the default cap with a target
+    assert llm("  model: {arch: falcon-7b}\n  ci95_target: 0.05\n  repetitions: 4\n").repetitions == 4
+    assert error_of("  model: {arch: falcon-7b}\n  ci95_target: 0\n").key == "llm.ci95_target"
