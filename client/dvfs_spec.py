@@ -16,7 +16,7 @@ from .spec_schema import Section, is_number, kind_of
 
 __all__ = ["DVFS_KEYS", "DvfsParams", "read_dvfs"]
 
-DVFS_KEYS = ("sm_clocks", "memory_clock", "power_limit_w", "snap", "order", "cooldown_s")
+DVFS_KEYS = ("sm_clocks", "memory_clock", "power_limit_w", "sm_clock_range", "snap", "order", "cooldown_s")
 ORDERS = ("interleaved", "sequential")
 MAX_SWEEP_CLOCKS = 256
 MAX_MHZ = 10_000
@@ -38,6 +38,7 @@ class DvfsParams:
     snap: bool = False
     sweep: tuple[int, ...] = ()
     sweep_all: bool = False
+    sm_clock_range: tuple[int, int] | None = None  # a range lock for the whole job: the GPU picks within it
     order: str = "interleaved"
     cooldown_s: float = 0.0
 
@@ -55,6 +56,8 @@ class DvfsParams:
         if not self.is_sweep:
             data.pop("order")
             data.pop("cooldown_s")
+        if self.sm_clock_range is not None:
+            data["sm_clock_range"] = list(self.sm_clock_range)
         return {k: v for k, v in data.items() if v is not None}
 
 
@@ -81,13 +84,27 @@ def _sweep(section: Section, value: object) -> tuple[int, ...]:
     return clocks
 
 
+def _range_lock(section: Section) -> tuple[int, int]:
+    value = section.data["sm_clock_range"]
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(is_number(v) and isinstance(v, int) for v in value)
+    )
+    if not ok or not 0 < value[0] < value[1] <= MAX_MHZ:
+        problem = f"must be [lowest, highest] MHz with lowest < highest, got {value!r}"
+        raise section.error("sm_clock_range", problem)
+    return int(value[0]), int(value[1])
+
+
 def read_dvfs(section: Section) -> DvfsParams:
     """Validates the ``dvfs:`` section."""
-    given = [key for key in DVFS_KEYS[:3] if section.has(key)]
+    given = [key for key in DVFS_KEYS[:4] if section.has(key)]
     if not given:
-        raise section.doc.error(
-            section.path, "changes nothing: give sm_clocks, memory_clock or power_limit_w"
-        )
+        wanted = "give sm_clocks, sm_clock_range, memory_clock or power_limit_w"
+        raise section.doc.error(section.path, f"changes nothing: {wanted}")
+    if section.has("sm_clocks") and section.has("sm_clock_range"):
+        raise section.error("sm_clock_range", "give sm_clocks or sm_clock_range, not both")
     value = section.data.get("sm_clocks")
     single = value is None or (is_number(value) and not isinstance(value, list))
     sweep_all = value == "all"
@@ -106,6 +123,7 @@ def read_dvfs(section: Section) -> DvfsParams:
         snap=section.boolean("snap", False),
         sweep=sweep,
         sweep_all=sweep_all,
+        sm_clock_range=_range_lock(section) if section.has("sm_clock_range") else None,
         order=section.choice("order", "interleaved", ORDERS),
         cooldown_s=section.number("cooldown_s", 0.0, 0, 600),
     )

@@ -139,7 +139,9 @@ def render_job(job: dict[str, Any]) -> str:
     lines.append(f"  duration        {_num(result.get('duration_s'), 's', 3)}")
     clocks = (result.get("dvfs") or {}).get("set")
     if clocks:
-        parts = [
+        span = clocks.get("sm_clock_range_mhz")
+        parts = [f"SM clock locked within {span[0]}-{span[1]} MHz"] if span else []
+        parts += [
             f"{label} {clocks[key]:g} {unit}"
             for key, label, unit in (
                 ("sm_clock_mhz", "SM clock locked at", "MHz"),

@@ -86,6 +86,7 @@ class ClockRequest:
     memory_clock_mhz: int | None = None
     power_limit_w: float | None = None
     snap: bool = False
+    sm_clock_range_mhz: tuple[int, int] | None = None  # a range lock instead of one clock
 
     @classmethod
     def from_spec(cls, dvfs: dict[str, Any] | None) -> ClockRequest | None:
@@ -98,7 +99,12 @@ class ClockRequest:
             memory_clock_mhz=dvfs.get("memory_clock"),
             power_limit_w=dvfs.get("power_limit_w"),
             snap=bool(dvfs.get("snap", False)),
+            sm_clock_range_mhz=_pair(dvfs.get("sm_clock_range")),
         )
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    return (int(value[0]), int(value[1])) if isinstance(value, list) and len(value) == 2 else None
 
 
 def nearest(value: int, supported: list[int]) -> list[int]:
@@ -129,6 +135,12 @@ def resolve_request(request: ClockRequest, gpu: dict[str, Any]) -> ClockRequest:
                 )
             value = min(close, key=lambda v: (abs(v - value), v))
         out[key] = value
+    if request.sm_clock_range_mhz is not None:
+        ends = [
+            resolve_request(ClockRequest(sm_clock_mhz=end, snap=request.snap), gpu).sm_clock_mhz
+            for end in request.sm_clock_range_mhz
+        ]
+        out["sm_clock_range_mhz"] = (ends[0], ends[1])
     if request.power_limit_w is not None:
         low, high = gpu["min_power_limit_w"], gpu["max_power_limit_w"]
         if not low <= request.power_limit_w <= high:
@@ -190,9 +202,10 @@ class ClockControl:
                     self.journal.mark(uuid, index, memory_locked=True)
                     mhz = request.memory_clock_mhz
                     pynvml.nvmlDeviceSetMemoryLockedClocks(handle, mhz, mhz)
-                if request.sm_clock_mhz is not None:
+                low, high = request.sm_clock_range_mhz or (request.sm_clock_mhz, request.sm_clock_mhz)
+                if low is not None and high is not None:
                     self.journal.mark(uuid, index, sm_locked=True)
-                    pynvml.nvmlDeviceSetGpuLockedClocks(handle, request.sm_clock_mhz, request.sm_clock_mhz)
+                    pynvml.nvmlDeviceSetGpuLockedClocks(handle, low, high)
             except pynvml.NVMLError as exc:
                 failure = NvmlError(_code(exc), "clock control")
                 self._reset_handle(handle, uuid)

@@ -278,6 +278,7 @@ class JobRunner:
         self.clocks.apply(record.gpu, str(gpu["uuid"]), resolved)
         applied: dict[str, Any] = {
             "sm_clock_mhz": resolved.sm_clock_mhz,
+            "sm_clock_range_mhz": list(resolved.sm_clock_range_mhz) if resolved.sm_clock_range_mhz else None,
             "memory_clock_mhz": resolved.memory_clock_mhz,
             "power_limit_w": resolved.power_limit_w,
         }

@@ -155,3 +155,17 @@ def test_systemd_is_told_when_the_sockets_are_ready(
     daemon.kill(signal.SIGTERM)
     assert notify.recv(4096).decode() == "STOPPING=1"
     notify.close()
+
+
+def test_a_range_lock_is_set_and_reset(tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    job_id = submit(client, burn(3.0, dvfs={"sm_clock_range": [1005, SUPPORTED]}))
+    wait_for(
+        lambda: SimulatedNvml().status()[0].locked_sm_clock_range_mhz == (1005, SUPPORTED), "the range lock"
+    )
+    done = wait_state(client, job_id, FINAL, timeout_s=30)
+    assert done["result"]["dvfs"]["set"]["sm_clock_range_mhz"] == [1005, SUPPORTED]
+    assert SimulatedNvml().status()[0].locked_sm_clock_range_mhz is None
+    reply = client.request("submit", {"spec": burn(1.0, dvfs={"sm_clock_range": [1000, SUPPORTED]})})
+    assert not reply.ok and "nearest supported: 990, 1005 MHz" in str(reply.message)
+    client.close()

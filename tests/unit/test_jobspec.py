@@ -276,7 +276,10 @@ def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
     assert JobSpec.from_dict(spec.to_dict()) == spec
     assert "dvfs" not in parse_job_spec(MINIMAL).to_dict()
     cases = [
-        ("dvfs: {}\n", "dvfs: changes nothing: give sm_clocks, memory_clock or power_limit_w"),
+        (
+            "dvfs: {}\n",
+            "dvfs: changes nothing: give sm_clocks, sm_clock_range, memory_clock or power_limit_w",
+        ),
         ("dvfs: {sm_clocks: [1410, 1980]}\n", "dvfs: a clock sweep runs across an llm job's points"),
         ("dvfs: {sm_clocks: 1410.5}\n", "dvfs.sm_clocks: must be an integer in [1, 10000]"),
         ("dvfs: {sm_clocks: 1410, snap: yes please}\n", "dvfs.snap: must be true or false"),

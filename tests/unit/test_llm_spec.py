@@ -139,3 +139,17 @@ def test_a_ci_target_makes_repetitions_a_cap() -> None:
     assert params.ci95_target == 0.05 and params.repetitions == 10  # the default cap with a target
     assert llm("  model: {arch: falcon-7b}\n  ci95_target: 0.05\n  repetitions: 4\n").repetitions == 4
     assert error_of("  model: {arch: falcon-7b}\n  ci95_target: 0\n").key == "llm.ci95_target"
+
+
+def test_a_range_lock_holds_for_the_whole_job() -> None:
+    head = "workload: llm\nllm:\n  model: {arch: llama-3.2-1b}\ndvfs:\n"
+    spec = parse_job_spec(head + "  sm_clock_range: [1005, 1410]\n", "job.yaml")
+    assert spec.dvfs is not None and spec.dvfs.sm_clock_range == (1005, 1410) and not spec.dvfs.is_sweep
+    assert spec.to_dict()["dvfs"]["sm_clock_range"] == [1005, 1410]
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    for text, message in [
+        ("  sm_clock_range: [1410, 1005]\n", "lowest < highest"),
+        ("  sm_clock_range: [1005, 1410]\n  sm_clocks: 1410\n", "not both"),
+    ]:
+        with pytest.raises(JobSpecKeyError, match=re.escape(message)):
+            parse_job_spec(head + text, "job.yaml")
