@@ -16,7 +16,9 @@ from .spec_schema import Section, is_number, kind_of
 
 __all__ = ["DVFS_KEYS", "DvfsParams", "read_dvfs"]
 
-DVFS_KEYS = ("sm_clocks", "memory_clock", "power_limit_w", "sm_clock_range", "snap", "order", "cooldown_s")
+DVFS_KEYS = (
+    "sm_clocks", "memory_clock", "power_limit_w", "sm_clock_range", "snap", "order", "cooldown_s", "search",
+)  # fmt: skip
 ORDERS = ("interleaved", "sequential")
 MAX_SWEEP_CLOCKS = 256
 MAX_MHZ = 10_000
@@ -39,6 +41,8 @@ class DvfsParams:
     sweep: tuple[int, ...] = ()
     sweep_all: bool = False
     sm_clock_range: tuple[int, int] | None = None  # a range lock for the whole job: the GPU picks within it
+    search: str | None = None  # energy, edp or latency_budget: measure only what finding the optimum needs
+    latency_budget: float | None = None
     order: str = "interleaved"
     cooldown_s: float = 0.0
 
@@ -58,6 +62,9 @@ class DvfsParams:
             data.pop("cooldown_s")
         if self.sm_clock_range is not None:
             data["sm_clock_range"] = list(self.sm_clock_range)
+        budget = data.pop("latency_budget")
+        if self.search == "latency_budget":
+            data["search"] = {"latency_budget": budget}
         return {k: v for k, v in data.items() if v is not None}
 
 
@@ -97,6 +104,18 @@ def _range_lock(section: Section) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _search(section: Section, sweep: bool) -> tuple[str | None, float | None]:
+    if not section.has("search"):
+        return None, None
+    if not sweep:
+        raise section.error("search", "searches a sweep's clocks: give sm_clocks as a list, a range or all")
+    value = section.data["search"]
+    if isinstance(value, dict):
+        budget = section.section("search", ("latency_budget",)).number("latency_budget", 1.1, 1.0, 10.0)
+        return "latency_budget", budget
+    return section.choice("search", None, ("energy", "edp")), None
+
+
 def read_dvfs(section: Section) -> DvfsParams:
     """Validates the ``dvfs:`` section."""
     given = [key for key in DVFS_KEYS[:4] if section.has(key)]
@@ -112,6 +131,7 @@ def read_dvfs(section: Section) -> DvfsParams:
         problem = f"must be a clock, a list of clocks, {{range: [lo, hi, step]}} or all, got {value!r}"
         raise section.error("sm_clocks", problem)
     sweep = () if single or sweep_all else _sweep(section, value)
+    search, budget = _search(section, bool(sweep) or sweep_all)
     if single:
         for key in ("order", "cooldown_s"):
             if section.has(key):
@@ -124,6 +144,8 @@ def read_dvfs(section: Section) -> DvfsParams:
         sweep=sweep,
         sweep_all=sweep_all,
         sm_clock_range=_range_lock(section) if section.has("sm_clock_range") else None,
+        search=search,
+        latency_budget=budget,
         order=section.choice("order", "interleaved", ORDERS),
         cooldown_s=section.number("cooldown_s", 0.0, 0, 600),
     )

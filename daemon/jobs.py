@@ -364,6 +364,7 @@ class JobRunner:
             "requests": int(energies.size),
             "mean_j": float(energies.mean()),
             "ci95_j": half_width,
+            "latency_s": float(np.median([r["latency_s"] for r in rows])),
         }
 
     def cancel(self, job_id: str, by: str) -> bool:

@@ -104,9 +104,15 @@ def sweep_section(
                 total[1] += point["edp_js"]
                 total[2] += 1
     complete = {mhz: t for mhz, t in totals.items() if t[2] == len(groups)}
+    searches = [
+        {k: w.attrs.get(k) for k in ("id", "objective", "grid", "best_mhz", "measured")}
+        for w in windows
+        if w.name == "search"
+    ]
     return {
         "points": points,
         "optima": optima,
+        "searches": searches,
         "energy_optimal_mhz": min(complete, key=lambda m: complete[m][0]) if complete else None,
         "edp_optimal_mhz": min(complete, key=lambda m: complete[m][1]) if complete else None,
         "flagged_points": sum(p["flagged"] for p in points),

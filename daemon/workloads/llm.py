@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from gpuprof.client.dvfs_spec import DvfsParams
 from gpuprof.client.llm_spec import LlmParams
+from gpuprof.sampler.errors import GpuprofError
 
 from ..llm import tasks
 from ..llm.engine import BatchOutput, Device, LoadedModel, load_model
 from ..llm.features import FeatureExtractor
 from ..markers import MarkerWriter
 from . import GpuTarget, sigterm_deferred
+from .clock_search import search_clock
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
 
@@ -190,6 +192,64 @@ def plan(params: LlmParams, dvfs: DvfsParams | None) -> list[tuple[str, int, int
     return points
 
 
+class _PointRunner:
+    """Runs one model's points, each at its clock when the job sweeps (locked before, reset after)."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        extractor: _Features,
+        items: dict[str, list[tasks.TaskItem]],
+        params: LlmParams,
+        dvfs: DvfsParams | None,
+        device: Device,
+        markers: MarkerWriter,
+        counter: Iterator[int],
+    ) -> None:
+        self.lm, self.extractor, self.items, self.params = lm, extractor, items, params
+        self.dvfs, self.device, self.markers, self.counter = dvfs, device, markers, counter
+
+    def run(self, task: str, batch_size: int, mhz: int | None) -> str:
+        """Runs the point; returns its id."""
+        point_id = f"p{next(self.counter)}"
+        if mhz is not None and self.dvfs is not None:
+            _at_clock(self.markers, self.device, self.dvfs, mhz)
+        try:
+            point = _Point(point_id, self.lm, task, batch_size, self.params, mhz)
+            point.run(self.items[task], self.extractor, self.markers)
+        finally:
+            if mhz is not None:
+                with sigterm_deferred():
+                    self.markers.set_clocks(None)  # after every point, however it ended
+        return point_id
+
+
+def _search(
+    params: LlmParams,
+    dvfs: DvfsParams,
+    model_index: int,
+    run_point: Callable[[str, int, int | None], str],
+    markers: MarkerWriter,
+) -> None:
+    """Per task and batch size, measures only the clocks a golden-section search for the optimum needs."""
+    for task in params.tasks:
+        for batch_size in params.batch_sizes:
+            search_id = f"m{model_index}.{task}.bs{batch_size}"
+            objective = dvfs.search or "energy"
+            markers.begin("search", id=search_id, objective=objective, grid=len(dvfs.sweep))
+
+            def measure(mhz: int, task: str = task, batch_size: int = batch_size) -> tuple[float, float]:
+                energy = markers.energy_so_far(run_point(task, batch_size, mhz))
+                if energy.get("mean_j") is None or energy.get("latency_s") is None:
+                    raise GpuprofError(
+                        f"the point at {mhz} MHz has too few requests to compare: raise prompts"
+                    )
+                return float(energy["mean_j"]), float(energy["latency_s"])
+
+            best, seen = search_clock(list(dvfs.sweep), measure, objective, dvfs.latency_budget)
+            markers.end("search", id=search_id, best_mhz=best, measured=sorted(seen))
+
+
 def _at_clock(markers: MarkerWriter, device: Device, dvfs: DvfsParams, mhz: int) -> None:
     """Idles through the cooldown, then has gpuprofd lock the point's SM clock."""
     if dvfs.cooldown_s > 0:
@@ -219,7 +279,7 @@ def run(
         for task in params.tasks
     }
     device = Device(target)
-    point = 0
+    counter = iter(range(1 << 30))  # point ids run across models
     try:
         for model_index, ref in enumerate(params.models):
             markers.begin("load", id=f"m{model_index}", model=ref.name, model_source=ref.kind)
@@ -227,18 +287,13 @@ def run(
             markers.end("load", id=f"m{model_index}", ner=extractor.method, **lm.info)
             markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
             markers.begin("measure", id=f"m{model_index}")
-            for task, batch_size, mhz in plan(params, dvfs):
-                if mhz is not None and dvfs is not None:
-                    _at_clock(markers, device, dvfs, mhz)
-                try:
-                    _Point(f"p{point}", lm, task, batch_size, params, mhz).run(
-                        items[task], extractor, markers
-                    )
-                finally:
-                    if mhz is not None:
-                        with sigterm_deferred():
-                            markers.set_clocks(None)  # after every point, however it ended
-                point += 1
+
+            run_point = _PointRunner(lm, extractor, items, params, dvfs, device, markers, counter).run
+            if dvfs is not None and dvfs.search is not None:
+                _search(params, dvfs, model_index, run_point, markers)
+            else:
+                for task, batch_size, mhz in plan(params, dvfs):
+                    run_point(task, batch_size, mhz)
             if params.steady_state is not None:
                 corpus = [item.prompt for task_items in items.values() for item in task_items]
                 _steady(lm, params, model_index, corpus, markers)

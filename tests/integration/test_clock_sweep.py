@@ -127,3 +127,20 @@ def test_gpuprof_report_writes_tables_plots_and_one_page(
     assert "SIMULATED" in page and page.count("data:image/png;base64,") >= 5
     assert main(["report", done["id"], "-o", str(out), "--json", "--endpoint", daemon.endpoint]) == 0
     assert json.loads(capsys.readouterr().out)["page"] == [str(out / "report.html")]
+
+
+def test_a_search_measures_part_of_the_grid_and_names_its_optimum(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    grid = {"range": [600, 1950, 75]}  # 19 clocks
+    spec = sweep_spec(grid, prompts=4, search="energy")
+    done = wait_state(client, submit(client, spec), FINAL, timeout_s=240)
+    client.close()
+    assert done["state"] == "succeeded", done.get("reason")
+    dvfs = done["result"]["dvfs"]
+    (search,) = dvfs["searches"]
+    assert search["objective"] == "energy" and search["grid"] == 19
+    assert len(search["measured"]) < 19 and search["best_mhz"] in search["measured"]
+    assert sorted(p["sm_clock_mhz"] for p in dvfs["points"]) == search["measured"]  # one point per clock
+    assert locked() is None

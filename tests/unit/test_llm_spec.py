@@ -153,3 +153,17 @@ def test_a_range_lock_holds_for_the_whole_job() -> None:
     ]:
         with pytest.raises(JobSpecKeyError, match=re.escape(message)):
             parse_job_spec(head + text, "job.yaml")
+
+
+def test_a_search_needs_a_sweep_and_a_known_objective() -> None:
+    head = "workload: llm\nllm:\n  model: {arch: llama-3.2-1b}\ndvfs:\n"
+    spec = parse_job_spec(head + "  sm_clocks: all\n  search: {latency_budget: 1.2}\n", "job.yaml")
+    assert spec.dvfs is not None and (spec.dvfs.search, spec.dvfs.latency_budget) == ("latency_budget", 1.2)
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    for text, message in [
+        ("  sm_clocks: 1410\n  search: energy\n", "searches a sweep's clocks"),
+        ("  sm_clocks: all\n  search: power\n", "must be one of 'energy', 'edp'"),
+        ("  sm_clocks: all\n  search: {latency_budget: 0.9}\n", "must be a number in [1, 10]"),
+    ]:
+        with pytest.raises(JobSpecKeyError, match=re.escape(message)):
+            parse_job_spec(head + text, "job.yaml")
