@@ -56,6 +56,13 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
             for p in points
         ]  # fmt: skip
         lines += ["    " + line for line in _table(header, rows)]
+        for p in points:
+            if p.get("capped"):
+                lines.append(
+                    f"    CAPPED: {p.get('model')} {p.get('task')} batch {p.get('batch_size')} ran at "
+                    f"{_fmt(p.get('observed_sm_clock_mhz_median'), 0)} MHz, below its clock, under "
+                    f"{', '.join(r for r in p.get('clock_event_reasons') or [] if r != 'gpu_idle')}"
+                )
         if any((p.get("short_window_fraction") or 0) > 0 for p in points):
             lines.append(
                 "    SHORT: fraction of requests whose prefill or decode is shorter than one power-sensor "

@@ -28,7 +28,7 @@ from .markers import Marker, MarkerReader, PhaseWindow, windows
 from .requests import HeldPower, llm_result, request_rows
 from .results import job_result, plain
 from .store import JobRecord, JobStore
-from .sweep import sweep_section
+from .sweep import mark_capped, sweep_section
 
 KILL_GRACE_S = 5.0
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
@@ -473,7 +473,10 @@ class JobRunner:
         try:
             rows, section = llm_result(job.markers, phase_windows, samples, energy, gpu, self.simulated)
             self.store.save_requests(job.record.id, rows)
-            swept = sweep_section(section["points"], rows, phase_windows, HeldPower(samples, gpu))
+            power = HeldPower(samples, gpu)
+            clocks = (self.gpu_info.get(gpu) or {}).get("graphics_clocks_mhz") or []
+            mark_capped(section["points"], phase_windows, power, max(clocks) if clocks else None)
+            swept = sweep_section(section["points"], rows, phase_windows, power)
             if swept is not None:
                 result.setdefault("dvfs", {}).update(plain(swept, "dvfs"))
         except Exception as exc:  # a worker's odd markers must not cost the job its other results

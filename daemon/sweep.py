@@ -19,10 +19,41 @@ import numpy as np
 from .markers import PhaseWindow
 from .requests import HeldPower
 
-__all__ = ["CLOCK_TOLERANCE_MHZ", "sweep_section"]
+__all__ = ["CLOCK_TOLERANCE_MHZ", "mark_capped", "sweep_section"]
 
 CLOCK_TOLERANCE_MHZ = 30.0  # two of the H100's 15 MHz clock steps
 CLOCK_TOLERANCE_FRACTION = 0.02
+CAP_REASONS = (
+    "sw_power_cap",
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+)
+
+
+def _tolerance(mhz: float) -> float:
+    return max(CLOCK_TOLERANCE_MHZ, CLOCK_TOLERANCE_FRACTION * mhz)
+
+
+def mark_capped(
+    summaries: Sequence[dict[str, Any]], windows: Sequence[PhaseWindow], power: HeldPower, top_mhz: int | None
+) -> None:
+    """Adds each point's clock-event reasons and ``capped``: it ran below its clock (the locked one, else
+    the GPU's top clock) by more than the tolerance while a power or thermal cap was active."""
+    point_windows = {str(w.attrs.get("id")): w for w in windows if w.name == "point"}
+    for summary in summaries:
+        window = point_windows.get(str(summary["point"]))
+        if window is None:
+            continue
+        reasons = power.clock_event_reasons(window.t_start_ns, window.t_end_ns)
+        wanted = summary.get("sm_clock_mhz") or top_mhz
+        observed = summary.get("observed_sm_clock_mhz_median")
+        summary["clock_event_reasons"] = reasons
+        summary["capped"] = bool(
+            wanted and observed is not None and observed < wanted - _tolerance(wanted)
+            and any(reason in CAP_REASONS for reason in reasons)
+        )  # fmt: skip
 
 
 def _point_row(
@@ -35,7 +66,7 @@ def _point_row(
     energy = float(energies.mean()) if energies.size else None
     half_width = 1.96 * float(energies.std(ddof=1)) / math.sqrt(energies.size) if energies.size > 1 else None
     latency = float(np.median(latencies)) if latencies else None
-    tolerance = max(CLOCK_TOLERANCE_MHZ, CLOCK_TOLERANCE_FRACTION * (requested or 0))
+    tolerance = _tolerance(requested or 0)
     flagged = observed is None or requested is None or abs(observed - requested) > tolerance
     quantiles = power.clock_quantiles(window.t_start_ns, window.t_end_ns)
     return {

@@ -145,3 +145,20 @@ def test_the_llm_section_summarises_points_and_steady_state() -> None:
     assert steady["decode"]["j_per_token"] == pytest.approx(500.0 / 200, rel=0.01)  # 2 s at 250 W
     assert steady["prefill"]["energy_source"] == "counter"
     assert 0 < steady["decode"]["j_per_token_uncertainty"] < 0.1 * steady["decode"]["j_per_token"]
+
+
+def test_a_point_below_the_top_clock_under_a_power_cap_is_marked_capped() -> None:
+    from gpuprof.daemon.sweep import mark_capped
+
+    markers = job_markers()
+    samples = trace([(0, 690.0)], 3000, clock_mhz=1665)
+    samples["clock_event_reasons"][1000:1700] = 0x4  # sw_power_cap while the point ran
+    _, section = llm_result(markers, windows(markers), samples, counter(samples), 0, simulated=False)
+    (point,) = section["points"]
+    mark_capped(section["points"], windows(markers), HeldPower(samples, 0), top_mhz=1980)
+    assert point["capped"] is True and "sw_power_cap" in point["clock_event_reasons"]
+    mark_capped(section["points"], windows(markers), HeldPower(samples, 0), top_mhz=1680)
+    assert point["capped"] is False  # within 30 MHz of the clock it could run at
+    samples["clock_event_reasons"][:] = 0
+    mark_capped(section["points"], windows(markers), HeldPower(samples, 0), top_mhz=1980)
+    assert point["capped"] is False  # below the top clock, but not held there by a cap
