@@ -83,6 +83,13 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
             for s in steady
         ]  # fmt: skip
         lines += ["    " + line for line in _table(header, rows)]
+        for s in steady:
+            if s.get("capped"):
+                reasons = ", ".join(r for r in s.get("clock_event_reasons") or [] if r != "gpu_idle")
+                lines.append(
+                    f"    CAPPED: {s.get('id')} {s.get('phase')} ran at "
+                    f"{_fmt(s.get('observed_sm_clock_mhz_median'), 0)} MHz, below its clock, under {reasons}"
+                )
     return lines
 
 

@@ -475,7 +475,9 @@ class JobRunner:
             self.store.save_requests(job.record.id, rows)
             power = HeldPower(samples, gpu)
             clocks = (self.gpu_info.get(gpu) or {}).get("graphics_clocks_mhz") or []
-            mark_capped(section["points"], phase_windows, power, max(clocks) if clocks else None)
+            top = max(clocks) if clocks else None
+            mark_capped(section["points"], phase_windows, power, top)
+            mark_capped(section["steady_state"], phase_windows, power, top)
             swept = sweep_section(section["points"], rows, phase_windows, power)
             if swept is not None:
                 result.setdefault("dvfs", {}).update(plain(swept, "dvfs"))

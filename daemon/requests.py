@@ -285,6 +285,9 @@ def steady_summaries(
                 "energy_source": key.replace("energy_", ""),
                 "mean_power_w": _mean(f.get("mean_power_w") for f in figures),
                 "observed_sm_clock_mhz_median": _median(clocks),
+                "clock_event_reasons": sorted(
+                    {r for f in figures for r in f.get("clock_event_reasons") or []}
+                ),
             }
         )
     return out

@@ -40,19 +40,18 @@ def mark_capped(
     summaries: Sequence[dict[str, Any]], windows: Sequence[PhaseWindow], power: HeldPower, top_mhz: int | None
 ) -> None:
     """Adds each point's clock-event reasons and ``capped``: it ran below its clock (the locked one, else
-    the GPU's top clock) by more than the tolerance while a power or thermal cap was active."""
+    the GPU's top clock) by more than the tolerance while a power or thermal cap was active. Also takes
+    steady-state summaries (their reasons already given)."""
     point_windows = {str(w.attrs.get("id")): w for w in windows if w.name == "point"}
     for summary in summaries:
-        window = point_windows.get(str(summary["point"]))
-        if window is None:
-            continue
-        reasons = power.clock_event_reasons(window.t_start_ns, window.t_end_ns)
+        window = point_windows.get(str(summary.get("point")))
+        if window is not None:
+            summary["clock_event_reasons"] = power.clock_event_reasons(window.t_start_ns, window.t_end_ns)
         wanted = summary.get("sm_clock_mhz") or top_mhz
         observed = summary.get("observed_sm_clock_mhz_median")
-        summary["clock_event_reasons"] = reasons
         summary["capped"] = bool(
             wanted and observed is not None and observed < wanted - _tolerance(wanted)
-            and any(reason in CAP_REASONS for reason in reasons)
+            and any(reason in CAP_REASONS for reason in summary.get("clock_event_reasons") or [])
         )  # fmt: skip
 
 
