@@ -28,10 +28,11 @@ from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
-from .jobs import FINAL_STATES, JobRunner, WorkerLimits
+from .jobs import FINAL_STATES, JobRunner
 from .keys import KeyStore, server_keypair
 from .notify import sd_notify
 from .policy import Policy
+from .processes import WorkerLimits
 from .store import JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
