@@ -401,9 +401,11 @@ class JobRunner:
     ) -> None:
         """An llm job's requests table (saved beside its trace) and its summary section."""
         try:
-            rows, section = llm_result(job.markers, phase_windows, samples, energy, gpu, self.simulated)
+            power = HeldPower(samples, gpu)  # built once: every figure below integrates it
+            rows, section = llm_result(
+                job.markers, phase_windows, samples, energy, gpu, self.simulated, power
+            )
             self.store.save_requests(job.record.id, rows)
-            power = HeldPower(samples, gpu)
             clocks = (self.gpu_info.get(gpu) or {}).get("graphics_clocks_mhz") or []
             top = max(clocks) if clocks else None
             mark_capped(section["points"], phase_windows, power, top)

@@ -300,9 +300,10 @@ def llm_result(
     energy: np.ndarray,
     gpu: int,
     simulated: bool,
+    power: HeldPower | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(request rows, the result's ``llm`` section) of an llm job."""
-    rows = request_rows(markers, windows, HeldPower(samples, gpu), simulated)
+    """(request rows, the result's ``llm`` section) of an llm job; ``power``: the GPU's, if already built."""
+    rows = request_rows(markers, windows, power or HeldPower(samples, gpu), simulated)
     section = {
         "models": [plain(dict(w.attrs)) for w in windows if w.name == "load"],
         "points": point_summaries(rows, windows),
