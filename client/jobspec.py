@@ -43,6 +43,7 @@ SUBMITTED_SOURCE = "<submitted spec>"
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_TIMEOUT_S = 7 * 86400.0
 MAX_NAME_CHARS = 128
+BURN_SETTLE_S = 0.5  # a burn sweep's point runs this long at its clock before it is measured
 MAX_BURN_STEPS = 100_000  # measured periods; each is a marker window the daemon stores
 
 _YAML = "tag:yaml.org,2002:"
@@ -180,8 +181,15 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
             f"({params.planned_s:g} s of warmup and measurement)",
         )
     dvfs = read_dvfs(top.section("dvfs", DVFS_KEYS)) if top.has("dvfs") else None
-    if dvfs is not None and dvfs.is_sweep and workload != "llm":
-        raise top.error("dvfs", "a clock sweep runs across an llm job's points; a burn job takes one clock")
+    if dvfs is not None and dvfs.sweep and isinstance(params, BurnParams):
+        per_point = BURN_SETTLE_S + params.seconds + dvfs.cooldown_s
+        planned = params.warmup_s + len(dvfs.sweep) * per_point
+        if timeout_s <= planned:
+            raise top.error(
+                "timeout_s",
+                f"{timeout_s:g} s is not longer than the sweep's own running time ({planned:g} s: "
+                f"{len(dvfs.sweep)} clocks x {per_point:g} s, with {BURN_SETTLE_S:g} s to settle at each)",
+            )
     stem = Path(doc.source).stem if not doc.source.startswith("<") else "job"
     return JobSpec(
         name=top.string("name", stem or "job", MAX_NAME_CHARS),

@@ -1,4 +1,5 @@
-"""An llm job's result for the terminal: per point (model x task x batch size) and steady-state tables."""
+"""A job's result for the terminal: an llm job's points (model x task x batch size) and steady state; a
+clock sweep's points (an llm or a burn job's)."""
 
 from __future__ import annotations
 
@@ -94,33 +95,47 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
 
 
 def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
-    """Lines for a clock sweep: each point at its requested and observed clock, and the optima."""
+    """Lines for a clock sweep: each point at its requested and observed clock, and the optima.
+
+    An llm job's points cost per request (by model, task and batch size), a burn job's per operation."""
     points = dvfs.get("points") or []
     if not points:
         return []
     tag = " (SIMULATED)" if simulated else ""
     lines = [f"  clock sweep{tag}: {len(points)} points, {dvfs.get('flagged_points', 0)} flagged "
              f"(observed clock off the requested by more than {dvfs.get('clock_tolerance')})"]  # fmt: skip
-    header = ["MODEL", "TASK", "BATCH", "SM MHz", "OBSERVED", "P5-P95", "J/REQ", "± CI95", "LATENCY s",
-              "EDP J*s", "FLAG"]  # fmt: skip
-    ordered = sorted(
-        points, key=lambda p: (str(p["model"]), str(p["task"]), p["batch_size"], p["sm_clock_mhz"])
-    )
+    burn = points[0].get("unit") == "operation"
+    keys = ("kind", "size") if burn else ("model", "task", "batch_size")
+    header = ["KIND", "SIZE"] if burn else ["MODEL", "TASK", "BATCH"]
+    # An operation costs millijoules and milliseconds: shown in those units.
+    per_op = ["mJ/OP", "± CI95", "ms/OP", "EDP mJ*ms"]
+    figures = per_op if burn else ["J/REQ", "± CI95", "LATENCY s", "EDP J*s"]
+    header += ["SM MHz", "OBSERVED", "P5-P95", *figures, "FLAG"]
+    scale = 1e3 if burn else 1.0
+    ordered = sorted(points, key=lambda p: (*(str(p.get(k)) for k in keys), p["sm_clock_mhz"]))
     rows = []
     for p in ordered:
         spread = p.get("observed_sm_clock_p5_p95_mhz") or [None, None]
         reasons = ",".join(r for r in p.get("clock_event_reasons") or [] if r != "gpu_idle")
         rows.append([
-            str(p["model"]), str(p["task"]), str(p["batch_size"]), str(p["sm_clock_mhz"]),
+            *(str(p.get(k)) for k in keys), str(p["sm_clock_mhz"]),
             _fmt(p.get("observed_sm_clock_mhz"), 0), f"{_fmt(spread[0], 0)}-{_fmt(spread[1], 0)}",
-            _fmt(p.get("energy_j"), 2), _fmt(p.get("energy_j_ci95"), 2), _fmt(p.get("latency_s"), 4),
-            _fmt(p.get("edp_js"), 3), f"FLAGGED {reasons}".strip() if p.get("flagged") else "",
+            _fmt(p.get("energy_j"), 2, scale), _fmt(p.get("energy_j_ci95"), 2, scale),
+            _fmt(p.get("latency_s"), 4, scale), _fmt(p.get("edp_js"), 3, scale * scale),
+            f"FLAGGED {reasons}".strip() if p.get("flagged") else "",
         ])  # fmt: skip
     lines += ["    " + line for line in _table(header, rows)]
+    over = "kind x size" if burn else "model x task x batch"
     lines.append(
         f"    energy-optimal {dvfs.get('energy_optimal_mhz') or '-'} MHz, EDP-optimal "
-        f"{dvfs.get('edp_optimal_mhz') or '-'} MHz (unflagged points, summed over model x task x batch)"
+        f"{dvfs.get('edp_optimal_mhz') or '-'} MHz (unflagged points, summed over {over})"
     )
+    for search in dvfs.get("searches") or []:
+        measured = search.get("measured") or []
+        lines.append(
+            f"    {search.get('objective')} search {search.get('id')}: best {search.get('best_mhz')} MHz, "
+            f"{len(measured)} of {search.get('grid')} clocks measured"
+        )
     return lines
 
 

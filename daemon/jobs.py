@@ -29,7 +29,7 @@ from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree
 from .requests import HeldPower, llm_result, request_rows
 from .results import job_result, plain
 from .store import JobRecord, JobStore
-from .sweep import mark_capped, sweep_section
+from .sweep import burn_point, burn_sweep_section, mark_capped, sweep_section
 
 KILL_GRACE_S = 5.0
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
@@ -277,7 +277,10 @@ class JobRunner:
             job.channel.send(msgpack.packb(reply))
 
     def _point_energy(self, job: RunningJob, point: str) -> dict[str, Any]:
-        """Energy per request of a point's finished batches so far: mean and 95% CI half width."""
+        """Energy per request of a point's finished batches so far (per operation of a finished burn
+        point): mean, 95% CI half width and latency."""
+        if record_workload(job.record) == "burn":
+            return self._burn_point_energy(job, point)
         ours = [
             m
             for m in job.markers
@@ -295,6 +298,19 @@ class JobRunner:
             "mean_j": float(energies.mean()),
             "ci95_j": half_width,
             "latency_s": float(np.median([r["latency_s"] for r in rows])),
+        }
+
+    def _burn_point_energy(self, job: RunningJob, point: str) -> dict[str, Any]:
+        found = [w for w in windows(job.markers) if w.name == "point" and str(w.attrs.get("id")) == point]
+        if not found or found[-1].problem is not None:
+            return {"ok": False, "error": f"no finished point {point!r}"}
+        figures = burn_point(found[-1], HeldPower(concat(job.samples, SAMPLE_DTYPE), job.record.gpu))
+        return {
+            "ok": True,
+            "ops": figures["ops"],
+            "mean_j": figures["energy_j"],
+            "ci95_j": figures["energy_j_ci95"],
+            "latency_s": figures["latency_s"],
         }
 
     def cancel(self, job_id: str, by: str) -> bool:
@@ -383,6 +399,10 @@ class JobRunner:
         result = job_result(samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated)
         if record_workload(job.record) == "llm":
             self._llm_result(job, result, phase_windows, samples, energy, gpu)
+        elif job.sweep:
+            swept = burn_sweep_section(phase_windows, HeldPower(samples, gpu))
+            if swept is not None:
+                result["dvfs"] = plain(swept, "dvfs")
         if job.clocks is not None:
             reset = "after every point and at the job's end" if job.sweep else "at the job's end"
             result.setdefault("dvfs", {}).update({"set": job.clocks, "reset": reset})

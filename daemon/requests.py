@@ -63,6 +63,12 @@ class HeldPower:
         mean = joules / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
         return joules, abs(mean) * self.lag_s  # each edge's reading may be up to one update period stale
 
+    def updates(self, t0: int, t1: int) -> np.ndarray:
+        """The sensor's distinct readings in [t0, t1] (W): each reading once, however often sampled."""
+        lo, hi = np.searchsorted(self.t, [t0, t1], side="left")
+        held = self.w[lo:hi]
+        return held[np.flatnonzero(np.diff(held, prepend=np.nan))] if held.size else held
+
     def clock_event_reasons(self, t0: int, t1: int) -> list[str]:
         """Names of the clock-event reasons seen in [t0, t1]."""
         lo, hi = np.searchsorted(self.all_t, [t0, t1], side="left")

@@ -1,6 +1,10 @@
 """A clock sweep's result: each point at its requested and observed SM clock, flagged where they differ,
 and the energy- and EDP-optimal clocks.
 
+An llm job's point costs energy and time per request (its requests' mean); a burn job's per operation:
+its window's integrated power over the operations done in it. The window opens after the point settled
+at its clock, so the power sensor's lag does not carry the previous point's power into it.
+
 A GPU may run below a locked clock (power or thermal capping), so a point is reported at the clock it
 was observed at: its median SM clock over its batches, with the 5th-95th percentile range and the
 clock-event reasons of its window. A point whose median strays from the requested clock by more than
@@ -19,7 +23,7 @@ import numpy as np
 from .markers import PhaseWindow
 from .requests import HeldPower
 
-__all__ = ["CLOCK_TOLERANCE_MHZ", "mark_capped", "sweep_section"]
+__all__ = ["CLOCK_TOLERANCE_MHZ", "burn_point", "burn_sweep_section", "mark_capped", "sweep_section"]
 
 CLOCK_TOLERANCE_MHZ = 30.0  # two of the H100's 15 MHz clock steps
 CLOCK_TOLERANCE_FRACTION = 0.02
@@ -65,19 +69,13 @@ def _point_row(
     energy = float(energies.mean()) if energies.size else None
     half_width = 1.96 * float(energies.std(ddof=1)) / math.sqrt(energies.size) if energies.size > 1 else None
     latency = float(np.median(latencies)) if latencies else None
-    tolerance = _tolerance(requested or 0)
-    flagged = observed is None or requested is None or abs(observed - requested) > tolerance
-    quantiles = power.clock_quantiles(window.t_start_ns, window.t_end_ns)
     return {
         "point": summary["point"],
         "model": summary["model"],
         "task": summary["task"],
         "batch_size": summary["batch_size"],
-        "sm_clock_mhz": requested,
-        "observed_sm_clock_mhz": observed,
-        "observed_sm_clock_p5_p95_mhz": list(quantiles) if quantiles else None,
-        "clock_event_reasons": power.clock_event_reasons(window.t_start_ns, window.t_end_ns),
-        "flagged": flagged,
+        **_clocks(requested, observed, window, power),
+        "unit": "request",
         "requests": len(rows),
         "energy_j": energy,
         "energy_j_ci95": half_width,
@@ -85,6 +83,62 @@ def _point_row(
         "edp_js": energy * latency if energy is not None and latency is not None else None,
         "quality_mean": summary.get("quality_mean"),
     }
+
+
+def _clocks(
+    requested: int | None, observed: float | None, window: PhaseWindow, power: HeldPower
+) -> dict[str, Any]:
+    """A point's requested and observed clocks, its clock-event reasons, and whether it is flagged."""
+    quantiles = power.clock_quantiles(window.t_start_ns, window.t_end_ns)
+    return {
+        "sm_clock_mhz": requested,
+        "observed_sm_clock_mhz": observed,
+        "observed_sm_clock_p5_p95_mhz": list(quantiles) if quantiles else None,
+        "clock_event_reasons": power.clock_event_reasons(window.t_start_ns, window.t_end_ns),
+        "flagged": observed is None or requested is None or abs(observed - requested) > _tolerance(requested),
+    }
+
+
+BURN_ENERGY_METHOD = "integrated power over the point's window, per operation"
+
+
+def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
+    """A burn sweep's point: energy and time per operation, with a 95% interval from the spread of the
+    power sensor's updates in the window (its power is steady but for ripple)."""
+    t0, t1 = window.t_start_ns, window.t_end_ns
+    ops = int(window.attrs.get("ops") or 0)
+    joules, _ = power.energy(t0, t1)
+    updates = power.updates(t0, t1)
+    seconds = (t1 - t0) / 1e9
+    half_width = None
+    if updates.size > 1:  # of the window's energy: its mean power's interval over its length
+        half_width = 1.96 * float(np.std(updates, ddof=1)) / math.sqrt(updates.size) * seconds
+
+    def per_op(value: float | None) -> float | None:
+        return value / ops if ops and value is not None else None
+
+    energy, latency = per_op(joules), per_op(seconds)
+    return {
+        "point": window.attrs.get("id"),
+        "kind": window.attrs.get("kind"),
+        "size": window.attrs.get("size"),
+        **_clocks(window.attrs.get("sm_clock_mhz"), power.median_clock(t0, t1), window, power),
+        "unit": "operation",
+        "ops": ops,
+        "seconds": seconds,
+        "mean_power_w": joules / seconds if joules is not None and seconds > 0 else None,
+        "energy_j": energy,
+        "energy_j_ci95": per_op(half_width),
+        "latency_s": latency,
+        "edp_js": energy * latency if energy is not None and latency is not None else None,
+        "energy_method": BURN_ENERGY_METHOD,
+    }
+
+
+def burn_sweep_section(windows: Sequence[PhaseWindow], power: HeldPower) -> dict[str, Any] | None:
+    """The ``dvfs`` section of a swept burn job's result, None when it ran no point."""
+    points = [burn_point(w, power) for w in windows if w.name == "point"]
+    return _section(points, ("kind", "size"), windows) if points else None
 
 
 def _optimum(points: Sequence[dict[str, Any]], key: str) -> int | None:
@@ -108,20 +162,23 @@ def sweep_section(
         for s in summaries
         if s.get("sm_clock_mhz") is not None and str(s["point"]) in point_windows
     ]
-    if not points:
-        return None
-    groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    return _section(points, ("model", "task", "batch_size"), windows) if points else None
+
+
+def _section(
+    points: list[dict[str, Any]], keys: tuple[str, ...], windows: Sequence[PhaseWindow]
+) -> dict[str, Any]:
+    """Points with the optima per group (points alike in ``keys``), over the job, and of its searches."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for point in points:
-        groups[(point["model"], point["task"], point["batch_size"])].append(point)
+        groups[tuple(point[key] for key in keys)].append(point)
     optima = [
         {
-            "model": model,
-            "task": task,
-            "batch_size": size,
+            **dict(zip(keys, group_key, strict=True)),
             "energy_optimal_mhz": _optimum(group, "energy_j"),
             "edp_optimal_mhz": _optimum(group, "edp_js"),
         }
-        for (model, task, size), group in groups.items()
+        for group_key, group in groups.items()
     ]
     # Over the whole job: the clock whose points, summed over every group, cost least (clocks that
     # every group measured unflagged only).

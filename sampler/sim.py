@@ -24,12 +24,23 @@ __all__ = [
     "SimulatedNvml",
     "config_from_dict",
     "load_config",
+    "slowdown",
 ]
 
 API_VERSION = 1  # GPUPROF_SIM_API_VERSION in sampler/simnvml/gpuprof_sim.h
 LOG_ENTRIES = 256
 _SUCCESS, _INVALID_ARGUMENT, _NO_PERMISSION = 0, 2, 4
 _BAD_GPU = 0xFFFFFFFF
+
+# How work slows down on a simulated GPU (it models power, not computation): the share of a kernel's
+# time at the top clock that scales with 1 / SM clock. The rest is bound by memory and does not.
+COMPUTE_BOUND = 1.0  # matmuls, prefill
+MEMORY_BOUND = 0.3  # copies, decode: mostly waiting on HBM
+
+
+def slowdown(compute_share: float, top_mhz: float, mhz: float) -> float:
+    """How many times longer work takes at SM clock ``mhz`` than at ``top_mhz`` (docs/simulated-gpu.md)."""
+    return compute_share * top_mhz / max(mhz, 1.0) + 1.0 - compute_share
 
 
 class _GpuConfigStruct(ctypes.Structure):

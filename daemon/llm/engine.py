@@ -24,8 +24,6 @@ from .tokenizer import TOKENIZER_NAME, load_tokenizer
 
 __all__ = ["BatchOutput", "Device", "LoadedModel", "Phases", "load_model"]
 
-COMPUTE_SHARE_OF_DECODE = 0.3  # the simulated GPU's decode: this share of its time scales with 1/clock
-
 
 class Phases(Protocol):
     """Where a batch reports its phases (the workload turns them into markers)."""
@@ -86,13 +84,12 @@ class Device:
         """
         if self._sim is None or elapsed_s <= 0:
             return
-        status = self._sim.status()[self._sim_index]
-        clock = max(1, int(status.sm_clock_mhz))
-        ratio = self._top_mhz / clock
-        share = 1.0 if phase == "prefill" else COMPUTE_SHARE_OF_DECODE
-        slowdown = share * ratio + 1 - share
-        if slowdown > 1:
-            time.sleep(elapsed_s * (slowdown - 1))
+        from gpuprof.sampler.sim import COMPUTE_BOUND, MEMORY_BOUND, slowdown
+
+        clock = self._sim.status()[self._sim_index].sm_clock_mhz
+        factor = slowdown(COMPUTE_BOUND if phase == "prefill" else MEMORY_BOUND, self._top_mhz, clock)
+        if factor > 1:
+            time.sleep(elapsed_s * (factor - 1))
 
     def busy(self) -> None:
         if self._sim is not None:

@@ -43,7 +43,7 @@ def run_workload(spec: JobSpec, markers: MarkerWriter, target: GpuTarget) -> Non
     if isinstance(spec.params, BurnParams):
         from . import burn
 
-        burn.run(spec.params, markers, target)
+        burn.run(spec.params, markers, target, spec.dvfs)
         return
     if isinstance(spec.params, LlmParams):
         from . import llm

@@ -5,25 +5,43 @@ fixed schedule from the phase's start, so lateness does not accumulate. Markers:
 same on/off pattern, unmarked, so that clocks and temperature settle in the measured regime), ``measure``
 (the whole measured run) and inside it one ``step`` per period, spanning its busy part: the step begins
 before its work starts and ends after the GPU finished it (torch.cuda.synchronize) or, simulated, after the
-utilization went back to 0.
+utilization went back to 0. Steps count the operations done (``ops``).
+
+With a clock sweep (``dvfs.sm_clocks`` a list, a range or all) ``measure`` holds one ``point`` window per
+SM clock: gpuprofd locks the clock, the pattern runs ``BURN_SETTLE_S`` unmarked (so that the power sensor,
+which lags, reports the point's own power when its window opens), then ``seconds`` marked; the clock is
+unlocked after the point however it ended. Energy and time per operation make the point's figures, so a
+fixed amount of work costs more time at a lower clock. ``dvfs.search`` measures only the clocks a
+golden-section search for the optimum needs.
+
+On the simulated GPU an operation takes what the H100's spec sheet says at the top clock (``SIM_PEAK``),
+longer at a lower clock by the documented slowdown: matmul is compute-bound, memcpy memory-bound.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gpuprof.client.jobspec import BurnParams
+from gpuprof.client.dvfs_spec import DvfsParams
+from gpuprof.client.jobspec import BURN_SETTLE_S, BurnParams
 from gpuprof.sampler.errors import DeviceNotFound, GpuprofError
 
 from ..markers import MarkerWriter
 from . import GpuTarget, sigterm_deferred
+from .clock_search import search_clock
 
 CHUNK_S = 0.01  # GPU work queued between two clock checks: how late a busy part may end
 MAX_CHUNK_OPS = 10_000
+SWEEP_SEED = 0  # of an interleaved sweep's order
+# The H100 SXM's spec-sheet peaks, which the simulated GPU reaches at its top clock: dense FLOP/s of a
+# matmul by dtype (float32 without TF32, as torch runs it by default) and HBM3 bytes/s (a copy reads and
+# writes each byte).
+SIM_PEAK = {"bfloat16": 989.4e12, "float16": 989.4e12, "float32": 66.9e12, "hbm": 3.35e12}
 Clock = Callable[[], int]
 Sleep = Callable[[float], None]
 
@@ -49,11 +67,22 @@ def sleep_until(deadline_ns: int, clock: Clock, sleep: Sleep) -> None:
         sleep(left / 1e9)
 
 
-class SimulatedBurn:
-    """Drives simulated GPU ``index``: utilization 100 % while busy, 0 % otherwise and at the end."""
+def sim_op_seconds(params: BurnParams) -> float:
+    """One operation's time on the simulated GPU at its top clock."""
+    if params.kind == "matmul":
+        return 2 * params.size**3 / SIM_PEAK[params.dtype]
+    return 2 * (params.size << 20) / SIM_PEAK["hbm"]
 
-    def __init__(self, index: int, clock: Clock, sleep: Sleep) -> None:
-        from gpuprof.sampler.sim import SimulatedNvml
+
+class SimulatedBurn:
+    """Drives simulated GPU ``index``: utilization 100 % while busy, 0 % otherwise and at the end.
+
+    It counts the operations the simulated GPU would have done: each ``CHUNK_S`` of busy time at the SM
+    clock it runs at then, ``chunk / (sim_op_seconds x slowdown(clock))``.
+    """
+
+    def __init__(self, index: int, params: BurnParams, clock: Clock, sleep: Sleep) -> None:
+        from gpuprof.sampler.sim import COMPUTE_BOUND, MEMORY_BOUND, SimulatedNvml
 
         self._sim = SimulatedNvml()
         gpus = self._sim.status()
@@ -61,15 +90,31 @@ class SimulatedBurn:
             raise DeviceNotFound(index, len(gpus))
         self._index, self._clock, self._sleep = index, clock, sleep
         self.description = f"simulated GPU {index} ({gpus[index].name})"
-        self.work_attrs: dict[str, Any] = {}
+        self._op_s = sim_op_seconds(params)
+        self._share = COMPUTE_BOUND if params.kind == "matmul" else MEMORY_BOUND
+        defaults = self._sim.default_config().gpus
+        self._top_mhz = defaults[min(index, len(defaults) - 1)].max_graphics_clock_mhz
+        self.work_attrs: dict[str, Any] = {"sim_op_s_at_top_clock": self._op_s}
         self._busy = False
+        self._done = 0.0  # operations, fractional: only whole ones are reported
+        self._reported = 0
 
     def busy_until(self, deadline_ns: int) -> int | None:
+        from gpuprof.sampler.sim import slowdown
+
         if not self._busy:
             self._sim.set_utilization(self._index, 100)
             self._busy = True
-        sleep_until(deadline_ns, self._clock, self._sleep)
-        return None
+        now = self._clock()
+        while now < deadline_ns:
+            mhz = self._sim.status()[self._index].sm_clock_mhz
+            sleep_until(min(deadline_ns, now + int(CHUNK_S * 1e9)), self._clock, self._sleep)
+            later = self._clock()
+            self._done += (later - now) / 1e9 / (self._op_s * slowdown(self._share, self._top_mhz, mhz))
+            now = later
+        ops = int(self._done) - self._reported
+        self._reported += ops
+        return ops
 
     def idle(self) -> None:
         if self._busy:
@@ -144,7 +189,7 @@ class TorchBurn:
 
 def open_engine(params: BurnParams, target: GpuTarget, clock: Clock, sleep: Sleep) -> BurnEngine:
     if target.simulated:
-        return SimulatedBurn(target.sim_index, clock, sleep)
+        return SimulatedBurn(target.sim_index, params, clock, sleep)
     return TorchBurn(params, clock)
 
 
@@ -185,15 +230,21 @@ def run(
     params: BurnParams,
     markers: MarkerWriter,
     target: GpuTarget,
+    dvfs: DvfsParams | None = None,
     clock: Clock = time.monotonic_ns,
     sleep: Sleep = time.sleep,
 ) -> None:
-    """Loads the engine, warms up, then runs the measured periods; the GPU is left idle however it ends."""
+    """Loads the engine, warms up, then runs the measured periods (at each clock of a sweep); the GPU is
+    left idle however it ends."""
     markers.begin("load", workload="burn", kind=params.kind, size=params.size, dtype=params.dtype)
     engine = open_engine(params, target, clock, sleep)
     try:
         markers.end("load", device=engine.description, simulated=target.simulated, **engine.work_attrs)
         what = f"{params.kind} for {params.seconds:g} s at duty cycle {params.duty_cycle:g}"
+        sweep = dvfs is not None and bool(dvfs.sweep)
+        if sweep:
+            assert dvfs is not None
+            what += f" at each of {len(dvfs.sweep)} SM clocks" + (" (searched)" if dvfs.search else "")
         markers.status(f"burn: {what} on {engine.description}")
         markers.begin("warmup", seconds=params.warmup_s)
         _cycle(engine, params, clock(), params.warmup_s, clock, sleep, None)
@@ -202,9 +253,73 @@ def run(
         markers.begin(
             "measure", seconds=params.seconds, duty_cycle=params.duty_cycle, period_s=params.period_s
         )
-        steps, ops = _cycle(engine, params, clock(), params.seconds, clock, sleep, markers)
-        engine.idle()
-        markers.end("measure", steps=steps, **({} if ops is None else {"ops": ops}))
+        if sweep:
+            assert dvfs is not None
+            _Sweep(engine, params, dvfs, markers, clock, sleep).run()
+            markers.end("measure")
+        else:
+            steps, ops = _cycle(engine, params, clock(), params.seconds, clock, sleep, markers)
+            engine.idle()
+            markers.end("measure", steps=steps, **({} if ops is None else {"ops": ops}))
     finally:
         with sigterm_deferred():  # a SIGTERM now must not leave the GPU busy
             engine.close()
+
+
+class _Sweep:
+    """A burn job's points, one per SM clock, each locked before it and unlocked after it."""
+
+    def __init__(
+        self,
+        engine: BurnEngine,
+        params: BurnParams,
+        dvfs: DvfsParams,
+        markers: MarkerWriter,
+        clock: Clock,
+        sleep: Sleep,
+    ) -> None:
+        self.engine, self.params, self.dvfs, self.markers = engine, params, dvfs, markers
+        self.clock, self.sleep = clock, sleep
+        self.count = 0
+
+    def run(self) -> None:
+        clocks = list(self.dvfs.sweep)
+        if self.dvfs.search is not None:
+            self.markers.begin("search", id="burn", objective=self.dvfs.search, grid=len(clocks))
+            best, seen = search_clock(clocks, self.measure, self.dvfs.search, self.dvfs.latency_budget)
+            self.markers.end("search", id="burn", best_mhz=best, measured=sorted(seen))
+            return
+        if self.dvfs.order == "interleaved":
+            random.Random(SWEEP_SEED).shuffle(clocks)
+        for mhz in clocks:
+            self.point(mhz)
+
+    def point(self, mhz: int) -> str:
+        """Runs the point at ``mhz``; returns its id."""
+        point_id = f"p{self.count}"
+        self.count += 1
+        markers, params = self.markers, self.params
+        if self.dvfs.cooldown_s > 0:
+            markers.begin("cooldown", seconds=self.dvfs.cooldown_s)
+            self.sleep(self.dvfs.cooldown_s)
+            markers.end("cooldown")
+        markers.set_clocks(mhz)
+        try:
+            markers.status(f"burn: {params.kind} at {mhz} MHz (point {self.count})")
+            _cycle(self.engine, params, self.clock(), BURN_SETTLE_S, self.clock, self.sleep, None)
+            markers.begin("point", id=point_id, sm_clock_mhz=mhz, kind=params.kind, size=params.size)
+            steps, ops = _cycle(self.engine, params, self.clock(), params.seconds, self.clock, self.sleep,
+                                markers)  # fmt: skip
+            markers.end("point", id=point_id, steps=steps, ops=ops)
+        finally:
+            with sigterm_deferred():
+                self.engine.idle()
+                markers.set_clocks(None)  # after every point, however it ended
+        return point_id
+
+    def measure(self, mhz: int) -> tuple[float, float]:
+        """(energy J, seconds) per operation of a point run at ``mhz``, as gpuprofd measured it."""
+        figures = self.markers.energy_so_far(self.point(mhz))
+        if figures.get("mean_j") is None or figures.get("latency_s") is None:
+            raise GpuprofError(f"the point at {mhz} MHz did no measurable work: {figures.get('error')}")
+        return float(figures["mean_j"]), float(figures["latency_s"])

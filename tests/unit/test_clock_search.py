@@ -39,3 +39,15 @@ def test_edp_and_latency_budget_move_the_optimum_up() -> None:
     assert seen[budget_best][1] <= 1.5 * top_latency and budget_best == min(
         c for c in GRID if 2000.0 / c <= 1.5 * top_latency
     )  # the U's optimum is too slow: the slowest clock within budget is the cheapest
+
+
+def test_the_pick_is_the_cheapest_clock_measured_even_when_noise_bent_the_bracket_away() -> None:
+    _, smooth = u_shaped(1110)
+    first_probe = GRID[round((len(GRID) - 1) * 0.381966)]  # where a golden-section search looks first
+
+    def noisy(mhz: int) -> tuple[float, float]:
+        energy, latency = smooth(mhz)  # type: ignore[operator]
+        return (energy - 1.0 if mhz == first_probe else energy + 0.5), latency  # one lucky reading
+
+    best, seen = search_clock(GRID, noisy, "energy")  # type: ignore[arg-type]
+    assert first_probe in seen and best == min(seen, key=lambda mhz: seen[mhz][0])

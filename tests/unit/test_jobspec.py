@@ -269,6 +269,27 @@ def test_specs_are_frozen() -> None:
         spec.params.seconds = 1  # type: ignore[misc]
 
 
+def test_a_burn_job_sweeps_clocks_each_point_for_its_seconds() -> None:
+    spec = parse_job_spec(
+        "workload: burn\ntimeout_s: 60\nburn: {seconds: 10, warmup_s: 1}\n"
+        "dvfs: {sm_clocks: [1005, 1410], search: edp}\n"
+    )
+    assert spec.dvfs is not None and spec.dvfs.sweep == (1005, 1410) and spec.dvfs.search == "edp"
+    with pytest.raises(JobSpecError, match=r"60 s is not longer than the sweep's own running time \(62\.5 s: "
+                       r"3 clocks x 20\.5 s, with 0\.5 s to settle at each\)"):  # fmt: skip
+        parse_job_spec(
+            "workload: burn\ntimeout_s: 60\nburn: {seconds: 10, warmup_s: 1}\n"
+            "dvfs: {sm_clocks: [1005, 1410, 1500], cooldown_s: 10}\n"
+        )
+
+
+def test_the_burn_search_example_loads() -> None:
+    spec = load_job_spec(EXAMPLE.with_name("burn-search.yaml"))
+    assert isinstance(spec.params, BurnParams) and spec.params.kind == "matmul"
+    assert spec.dvfs is not None and len(spec.dvfs.sweep) == 31 and spec.dvfs.search == "energy"
+    assert all((mhz - 345) % 15 == 0 for mhz in spec.dvfs.sweep)  # the H100's supported SM clocks
+
+
 def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
     spec = parse_job_spec(MINIMAL + "dvfs:\n  sm_clocks: 1410\n  power_limit_w: 500\n", "job.yaml")
     assert spec.dvfs == DvfsParams(sm_clocks=1410, power_limit_w=500.0)
@@ -280,7 +301,10 @@ def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
             "dvfs: {}\n",
             "dvfs: changes nothing: give sm_clocks, sm_clock_range, memory_clock or power_limit_w",
         ),
-        ("dvfs: {sm_clocks: [1410, 1980]}\n", "dvfs: a clock sweep runs across an llm job's points"),
+        (
+            "dvfs: {sm_clocks: {range: [345, 1980, 15]}, cooldown_s: 30}\n",
+            "timeout_s: 3600 s is not longer than the sweep's own running time",
+        ),
         ("dvfs: {sm_clocks: 1410.5}\n", "dvfs.sm_clocks: must be an integer in [1, 10000]"),
         ("dvfs: {sm_clocks: 1410, snap: yes please}\n", "dvfs.snap: must be true or false"),
         ("dvfs: {sm_clock: 1410}\n", "dvfs.sm_clock: unknown key (did you mean 'sm_clocks'?)"),

@@ -36,6 +36,20 @@ def test_a_sweep_lists_points_by_clock_and_flags_the_capped_one() -> None:
     assert render_sweep({}, simulated=False) == []
 
 
+def test_a_burn_sweep_shows_each_clock_per_operation_in_millijoules() -> None:
+    point = {"kind": "matmul", "size": 8192, "unit": "operation", "sm_clock_mhz": 1140,
+             "observed_sm_clock_mhz": 1140, "observed_sm_clock_p5_p95_mhz": [1140, 1140],
+             "clock_event_reasons": [], "flagged": False, "energy_j": 0.80176, "energy_j_ci95": 0.0105,
+             "latency_s": 0.0019308, "edp_js": 0.80176 * 0.0019308}  # fmt: skip
+    search = {"id": "burn", "objective": "energy", "grid": 31, "best_mhz": 1140, "measured": [915, 1140]}
+    lines = render_sweep({"points": [point], "searches": [search], "energy_optimal_mhz": 1140}, False)
+    assert lines[1].split()[:2] == ["KIND", "SIZE"] and "mJ/OP" in lines[1] and "ms/OP" in lines[1]
+    assert lines[2].split() == ["matmul", "8192", "1140", "1,140", "1,140-1,140", "801.76", "10.50",
+                                "1.9308", "1,548.038"]  # fmt: skip
+    assert "summed over kind x size" in lines[3]
+    assert lines[4].strip() == "energy search burn: best 1140 MHz, 2 of 31 clocks measured"
+
+
 def test_an_llm_section_that_failed_says_so() -> None:
     assert render_llm({"error": "requests table not built: ValueError: x"}, False) == [
         "  requests: requests table not built: ValueError: x"
