@@ -132,9 +132,11 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
     )
     for search in dvfs.get("searches") or []:
         measured = search.get("measured") or []
+        best = search.get("best_mhz")
         lines.append(
-            f"    {search.get('objective')} search {search.get('id')}: best {search.get('best_mhz')} MHz, "
-            f"{len(measured)} of {search.get('grid')} clocks measured"
+            f"    {search.get('objective')} search {search.get('id')}: "
+            + (f"best {best} MHz" if best is not None else "no clock measured was held (all flagged)")
+            + f", {len(measured)} of {search.get('grid')} clocks measured"
         )
     return lines
 

@@ -29,7 +29,7 @@ from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree
 from .requests import HeldPower, llm_result, request_rows
 from .results import job_result, plain
 from .store import JobRecord, JobStore
-from .sweep import burn_point, burn_sweep_section, mark_capped, sweep_section
+from .sweep import burn_point, burn_sweep_section, mark_capped, strays, sweep_section
 
 KILL_GRACE_S = 5.0
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
@@ -292,12 +292,16 @@ class JobRunner:
         if energies.size < 2:
             return {"ok": True, "requests": int(energies.size), "mean_j": None, "ci95_j": None}
         half_width = 1.96 * float(energies.std(ddof=1)) / float(np.sqrt(energies.size))
+        begins = (m for m in job.markers if m.name == "point" and m.attrs.get("id") == point)
+        requested = next((m.attrs.get("sm_clock_mhz") for m in begins), None)
+        observed = [r["observed_sm_clock_mhz"] for r in rows if r["observed_sm_clock_mhz"] is not None]
         return {
             "ok": True,
             "requests": int(energies.size),
             "mean_j": float(energies.mean()),
             "ci95_j": half_width,
             "latency_s": float(np.median([r["latency_s"] for r in rows])),
+            "flagged": strays(requested, float(np.median(observed)) if observed else None),
         }
 
     def _burn_point_energy(self, job: RunningJob, point: str) -> dict[str, Any]:
@@ -311,6 +315,7 @@ class JobRunner:
             "mean_j": figures["energy_j"],
             "ci95_j": figures["energy_j_ci95"],
             "latency_s": figures["latency_s"],
+            "flagged": figures["flagged"],
         }
 
     def cancel(self, job_id: str, by: str) -> bool:

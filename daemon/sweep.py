@@ -23,7 +23,14 @@ import numpy as np
 from .markers import PhaseWindow
 from .requests import HeldPower
 
-__all__ = ["CLOCK_TOLERANCE_MHZ", "burn_point", "burn_sweep_section", "mark_capped", "sweep_section"]
+__all__ = [
+    "CLOCK_TOLERANCE_MHZ",
+    "burn_point",
+    "burn_sweep_section",
+    "mark_capped",
+    "strays",
+    "sweep_section",
+]
 
 CLOCK_TOLERANCE_MHZ = 30.0  # two of the H100's 15 MHz clock steps
 CLOCK_TOLERANCE_FRACTION = 0.02
@@ -38,6 +45,11 @@ CAP_REASONS = (
 
 def _tolerance(mhz: float) -> float:
     return max(CLOCK_TOLERANCE_MHZ, CLOCK_TOLERANCE_FRACTION * mhz)
+
+
+def strays(requested: float | None, observed: float | None) -> bool:
+    """Whether a point observed at ``observed`` MHz cannot be reported as its ``requested`` clock."""
+    return observed is None or requested is None or abs(observed - requested) > _tolerance(requested)
 
 
 def mark_capped(
@@ -95,7 +107,7 @@ def _clocks(
         "observed_sm_clock_mhz": observed,
         "observed_sm_clock_p5_p95_mhz": list(quantiles) if quantiles else None,
         "clock_event_reasons": power.clock_event_reasons(window.t_start_ns, window.t_end_ns),
-        "flagged": observed is None or requested is None or abs(observed - requested) > _tolerance(requested),
+        "flagged": strays(requested, observed),
     }
 
 

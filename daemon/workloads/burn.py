@@ -281,12 +281,14 @@ class _Sweep:
         self.engine, self.params, self.dvfs, self.markers = engine, params, dvfs, markers
         self.clock, self.sleep = clock, sleep
         self.count = 0
+        self.flagged: set[int] = set()  # clocks whose point ran off its clock (capped)
 
     def run(self) -> None:
         clocks = list(self.dvfs.sweep)
         if self.dvfs.search is not None:
             self.markers.begin("search", id="burn", objective=self.dvfs.search, grid=len(clocks))
-            best, seen = search_clock(clocks, self.measure, self.dvfs.search, self.dvfs.latency_budget)
+            best, seen = search_clock(clocks, self.measure, self.dvfs.search, self.dvfs.latency_budget,
+                                      self.flagged.__contains__)  # fmt: skip
             self.markers.end("search", id="burn", best_mhz=best, measured=sorted(seen))
             return
         if self.dvfs.order == "interleaved":
@@ -322,4 +324,6 @@ class _Sweep:
         figures = self.markers.energy_so_far(self.point(mhz))
         if figures.get("mean_j") is None or figures.get("latency_s") is None:
             raise GpuprofError(f"the point at {mhz} MHz did no measurable work: {figures.get('error')}")
+        if figures.get("flagged"):
+            self.flagged.add(mhz)
         return float(figures["mean_j"]), float(figures["latency_s"])

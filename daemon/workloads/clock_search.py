@@ -6,6 +6,9 @@ objective is unimodal over the sorted grid, and a golden-section search over its
 log(n) / log(1.618) + 2 measurements. ``latency_budget`` b minimises energy among clocks whose latency
 is within b x the top clock's: the top clock is measured first, and a clock over the budget scores by
 how far over it is, which keeps the objective unimodal (latency is monotone in the clock).
+
+A clock the GPU did not hold (power or thermal capping: its point is flagged) still steers the search by
+what it measured, but is never the pick: the pick would be reported as a clock the GPU did not run at.
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ _GOLDEN = 0.381966  # 2 - 1.618...: where the first probe of a golden-section se
 
 
 def search_clock(
-    clocks: list[int], measure: Measure, objective: str, latency_budget: float | None = None
-) -> tuple[int, dict[int, tuple[float, float]]]:
-    """(the best clock, every clock measured with its (energy, latency)), measuring each clock once."""
+    clocks: list[int],
+    measure: Measure,
+    objective: str,
+    latency_budget: float | None = None,
+    flagged: Callable[[int], bool] = lambda mhz: False,
+) -> tuple[int | None, dict[int, tuple[float, float]]]:
+    """(the best clock, every clock measured with its (energy, latency)), measuring each clock once.
+
+    The best is the cheapest clock measured that ``flagged`` does not reject; None when it rejects all."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     grid = sorted(set(clocks))
@@ -58,5 +67,5 @@ def search_clock(
     for index in range(low, high + 1):
         score(index)
     # The best of every clock measured: on a noisy U the bracket may have left the lowest one behind.
-    best = min((i for i, mhz in enumerate(grid) if mhz in seen), key=score)
-    return grid[best], seen
+    usable = [i for i, mhz in enumerate(grid) if mhz in seen and not flagged(mhz)]
+    return (grid[min(usable, key=score)] if usable else None), seen

@@ -238,15 +238,23 @@ def _search(
             objective = dvfs.search or "energy"
             markers.begin("search", id=search_id, objective=objective, grid=len(dvfs.sweep))
 
-            def measure(mhz: int, task: str = task, batch_size: int = batch_size) -> tuple[float, float]:
+            flagged: set[int] = set()  # clocks whose point ran off its clock (capped)
+
+            def measure(
+                mhz: int, task: str = task, batch_size: int = batch_size, flagged: set[int] = flagged
+            ) -> tuple[float, float]:
                 energy = markers.energy_so_far(run_point(task, batch_size, mhz))
+                if energy.get("flagged"):
+                    flagged.add(mhz)
                 if energy.get("mean_j") is None or energy.get("latency_s") is None:
                     raise GpuprofError(
                         f"the point at {mhz} MHz has too few requests to compare: raise prompts"
                     )
                 return float(energy["mean_j"]), float(energy["latency_s"])
 
-            best, seen = search_clock(list(dvfs.sweep), measure, objective, dvfs.latency_budget)
+            best, seen = search_clock(
+                list(dvfs.sweep), measure, objective, dvfs.latency_budget, flagged.__contains__
+            )
             markers.end("search", id=search_id, best_mhz=best, measured=sorted(seen))
 
 

@@ -51,3 +51,13 @@ def test_the_pick_is_the_cheapest_clock_measured_even_when_noise_bent_the_bracke
 
     best, seen = search_clock(GRID, noisy, "energy")  # type: ignore[arg-type]
     assert first_probe in seen and best == min(seen, key=lambda mhz: seen[mhz][0])
+
+
+def test_a_clock_the_gpu_did_not_hold_is_never_the_pick() -> None:
+    _, measure = u_shaped(1800)  # the U's bottom lies among clocks a power cap holds down
+    capped = {mhz for mhz in GRID if mhz > 1725}
+    best, seen = search_clock(GRID, measure, "energy", flagged=capped.__contains__)  # type: ignore[arg-type]
+    assert capped & set(seen)  # they steered the search...
+    assert best == max(mhz for mhz in seen if mhz not in capped)  # ...but the pick is one the GPU held
+    nothing, _ = search_clock(GRID, measure, "energy", flagged=lambda mhz: True)  # type: ignore[arg-type]
+    assert nothing is None
