@@ -178,7 +178,8 @@ class ClockControl:
         self.journal = journal
 
     @contextlib.contextmanager
-    def _nvml(self) -> Iterator[None]:
+    def _nvml(self, gpu: int | None = None) -> Iterator[None]:
+        """An NVML session; an NVML error inside it (a lost GPU, say) comes out as NvmlError."""
         _use_library(self.library.path)
         try:
             pynvml.nvmlInit()
@@ -186,12 +187,14 @@ class ClockControl:
             raise NvmlError(_code(exc), "nvmlInit") from exc
         try:
             yield
+        except pynvml.NVMLError as exc:
+            raise NvmlError(_code(exc), "clock control", gpu) from exc
         finally:
             pynvml.nvmlShutdown()
 
     def apply(self, index: int, uuid: str, request: ClockRequest) -> None:
         """Make the changes ``request`` asks of GPU ``index``; a failure undoes what was done and raises."""
-        with self._nvml():
+        with self._nvml(index):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             try:
                 if request.power_limit_w is not None:

@@ -27,7 +27,7 @@ from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
 from .markers import Marker, MarkerReader, PhaseWindow, windows
 from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree_rss_bytes
 from .requests import HeldPower, llm_result, request_rows
-from .results import job_result, plain
+from .results import job_result, plain, unmeasured
 from .store import JobRecord, JobStore
 from .sweep import burn_point, burn_sweep_section, mark_capped, strays, sweep_section
 
@@ -118,6 +118,7 @@ class JobRunner:
     def _start(self, record: JobRecord) -> None:
         try:
             account = worker_account(record.uid)
+            self._put_back_clocks(record.gpu)
             clocks = self._apply_clocks(record)
         except GpuprofError as exc:
             failed = self.store.set_state(record.id, "failed", str(exc))
@@ -216,6 +217,20 @@ class JobRunner:
             applied["sweep_sm_clocks_mhz"] = sweep
         log.info("job %s: GPU %d clocks set: %s", record.id, record.gpu, applied)
         return applied
+
+    def _put_back_clocks(self, gpu: int) -> None:
+        """Reset what an earlier job changed on ``gpu`` and could not put back then (its GPU was failing)."""
+        if self.clocks is None or gpu not in self.gpu_info:
+            return
+        try:
+            done = self.clocks.reset(str(self.gpu_info[gpu]["uuid"]))
+        except GpuprofError as exc:
+            done = f"FAILED: {exc}"
+        if done is not None and done.startswith("FAILED: "):
+            failure = done.removeprefix("FAILED: ")
+            raise GpuprofError(f"GPU {gpu} keeps clock changes of an earlier job, not put back: {failure}")
+        if done is not None:
+            log.warning("GPU %d: clock changes an earlier job left were put back: %s", gpu, done)
 
     def _reset_clocks(self, gpu: int) -> None:
         if self.clocks is None or gpu not in self.gpu_info:
@@ -396,6 +411,9 @@ class JobRunner:
             self._idle_simulated_gpu(gpu)
         samples = concat(job.samples, SAMPLE_DTYPE)
         energy = concat(job.energy, ENERGY_DTYPE)
+        unread = unmeasured(samples, energy, gpu) if state == "succeeded" else None
+        if unread is not None:  # a workload that ran on a GPU nobody could read measured nothing
+            state, reason = "failed", unread
         trace = Trace(
             samples, energy, time.monotonic_ns(), time.time_ns(), self.simulated, {"job": job.record.id}
         )

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from gpuprof.sampler.energy import SENSOR_UPDATE_S, energy_window
+from gpuprof.sampler.errors import nvml_error_name
+from gpuprof.sampler.records import MISSING_POWER
 
 RESULT_VERSION = 1
 REQUEST_PHASES = ("batch", "tokenize", "prefill", "decode")  # an llm job's per-batch windows
@@ -128,3 +130,13 @@ def job_result(
         )
     result["windows"] = out_windows
     return result
+
+
+def unmeasured(samples: np.ndarray, energy: np.ndarray, gpu: int) -> str | None:
+    """Why a job on ``gpu`` measured nothing (every power and counter read failed); None when it measured."""
+    own, readings = samples[samples["gpu"] == gpu], energy[energy["gpu"] == gpu]
+    powered = np.any((own["missing"] & MISSING_POWER) == 0)
+    if not (own.size or readings.size) or powered or np.any(readings["nvml_return"] == 0):
+        return None
+    errors = ", ".join(nvml_error_name(int(code)) for code in np.unique(readings["nvml_return"]))
+    return f"GPU {gpu} could not be read during the job ({errors or 'NVML errors'}): its energy is unknown"

@@ -86,6 +86,12 @@ def _group_id(name: str) -> int | None:
         return None
 
 
+def _nullable(column: Any) -> list[Any]:
+    """A trace column as a list, a missing value (NaN, or NA of a nullable integer column) as None."""
+    values, missing = column.astype(object).tolist(), column.isna().tolist()
+    return [None if gone else value for value, gone in zip(values, missing, strict=True)]
+
+
 def _listed(job: dict[str, Any]) -> dict[str, Any]:
     """A job map for listings: its result's totals without the per-window figures (``job`` has those)."""
     result = job.get("result")
@@ -102,7 +108,12 @@ class Daemon:
         self.config = config
         os.umask(0o077)  # the job database, traces and job directories are the daemon's alone
         self.library = resolve(simulate=config.simulate)
-        self.inventory = read_inventory(self.library, config.gpus)
+        self.inventory, self.unreadable = read_inventory(self.library, config.gpus)
+        for index, error in self.unreadable.items():  # a lost GPU must not cost the node its others
+            log.error("GPU %d not served: NVML cannot read it (%s)", index, error)
+        if not self.inventory:
+            lost = ", ".join(f"GPU {index}: {error}" for index, error in self.unreadable.items())
+            raise GpuprofError(f"no GPU to serve: NVML cannot read any ({lost})")
         self.gpus = [g["index"] for g in self.inventory]
         state_dir = Path(config.state_dir)
         self.store = JobStore(str(state_dir))
@@ -443,8 +454,10 @@ class Daemon:
     def _on_submit(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         spec = JobSpec.from_dict(body["spec"])
         if spec.gpu not in self.gpus:  # errors in the form of JobSpec's own: source, key, problem
+            lost = self.unreadable.get(spec.gpu)
+            why = f" (NVML could not read it when gpuprofd started: {lost})" if lost else ""
             raise JobSpecKeyError(
-                SUBMITTED_SOURCE, None, "gpu", f"GPU {spec.gpu} is not served here; GPUs: {self.gpus}"
+                SUBMITTED_SOURCE, None, "gpu", f"GPU {spec.gpu} is not served here{why}; GPUs: {self.gpus}"
             )
         if spec.timeout_s > self.config.max_timeout_s:
             raise JobSpecKeyError(
@@ -521,9 +534,7 @@ class Daemon:
             raise protocol.ProtocolError("not_found", str(exc)) from None
         offset = int(body.get("offset", 0))
         chunk = frame.iloc[offset : offset + int(body.get("limit", protocol.MAX_TRACE_CHUNK))]
-        columns = {
-            name: [None if v != v else v for v in chunk[name].astype(object).tolist()] for name in chunk
-        }
+        columns = {name: _nullable(chunk[name]) for name in chunk}
         end = offset + len(chunk)
         return {
             "columns": columns,
