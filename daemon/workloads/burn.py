@@ -241,10 +241,9 @@ def run(
     try:
         markers.end("load", device=engine.description, simulated=target.simulated, **engine.work_attrs)
         what = f"{params.kind} for {params.seconds:g} s at duty cycle {params.duty_cycle:g}"
-        sweep = dvfs is not None and bool(dvfs.sweep)
-        if sweep:
-            assert dvfs is not None
-            what += f" at each of {len(dvfs.sweep)} SM clocks" + (" (searched)" if dvfs.search else "")
+        sweep = dvfs if dvfs is not None and dvfs.sweep else None
+        if sweep is not None:
+            what += f" at each of {len(sweep.sweep)} SM clocks" + (" (searched)" if sweep.search else "")
         markers.status(f"burn: {what} on {engine.description}")
         markers.begin("warmup", seconds=params.warmup_s)
         _cycle(engine, params, clock(), params.warmup_s, clock, sleep, None)
@@ -253,9 +252,8 @@ def run(
         markers.begin(
             "measure", seconds=params.seconds, duty_cycle=params.duty_cycle, period_s=params.period_s
         )
-        if sweep:
-            assert dvfs is not None
-            _Sweep(engine, params, dvfs, markers, clock, sleep).run()
+        if sweep is not None:
+            _Sweep(engine, params, sweep, markers, clock, sleep).run()
             markers.end("measure")
         else:
             steps, ops = _cycle(engine, params, clock(), params.seconds, clock, sleep, markers)
