@@ -1,10 +1,12 @@
 """gpuprofd benchmark: live-stream latency, a stalled subscriber, request latency, burn energy vs nvidia-smi.
 
     python3 benchmarks/daemon_bench.py [--simulate] [--json OUT] [--gpu N] [--only live requests burn]
+    python3 benchmarks/daemon_bench.py [--simulate] --only parallel [--gpus 0 1]
 
 Each section starts its own gpuprofd (``python -m gpuprof.daemon.cli serve``) on a temporary ipc endpoint
 and state directory, and stops it at the end. Only reads the GPU: no clock, power-limit or other setting is
-changed (``burn`` runs a bf16 matmul job and reads ``nvidia-smi --query-gpu``). Prints a table per section
+changed (``burn`` runs a bf16 matmul job and reads ``nvidia-smi --query-gpu``; ``parallel`` runs one such
+job on each of several GPUs at once under one daemon). Prints a table per section
 and writes one JSON; every figure is measured side by side in this one run.
 """
 
@@ -39,7 +41,8 @@ from gpuprof.client import protocol
 from gpuprof.sampler import resolve
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("live", "requests", "burn")
+SECTIONS = ("live", "requests", "burn", "parallel")
+DEFAULT_SECTIONS = ("live", "requests", "burn")  # parallel needs several GPUs: asked for by name
 LIVE_S = 5.0  # each subscriber phase
 PUBLISH_INTERVAL_MS = 2.0  # gpuprofd's default
 LIVE_ROWS = ((PUBLISH_INTERVAL_MS, (1, 8)), (50.0, (8,)))  # 50 ms: the batching of earlier versions
@@ -94,6 +97,9 @@ FLAT_KEYS = (
     "burn_nvidia_smi_vs_counter",
     "burn_nvidia_smi_vs_integrated",
     "burn_nvidia_smi_rate_hz",
+    "parallel_gpus",
+    "parallel_overlap_s",
+    "parallel_max_abs_integrated_vs_counter",
 )
 GOALS = {
     "live_p99_ms_1sub": "<= 5 (every sample)",
@@ -205,26 +211,31 @@ class DaemonUnderTest:
 
     def run_job(self, burn: dict[str, Any], gpu: int, timeout_s: float = 180.0) -> tuple[dict[str, Any], int]:
         """Submit a burn job and wait for it: (its final job map, CLOCK_MONOTONIC ns at submission)."""
+        submitted = time.monotonic_ns()
+        job_id = self.submit_burn(burn, gpu, timeout_s)
+        return self.wait_job(job_id, timeout_s), submitted
+
+    def submit_burn(self, burn: dict[str, Any], gpu: int, timeout_s: float) -> str:
+        """Submit a burn job on ``gpu``; its id."""
         from gpuprof.client.jobspec import JobSpec
 
         spec = JobSpec.from_dict(
             {"name": "daemon-bench", "gpu": gpu, "workload": "burn", "burn": burn, "timeout_s": timeout_s}
         )
-        requester = Requester(self.context, self.endpoint)
-        try:
-            submitted = time.monotonic_ns()
-            job = requester.request("submit", {"spec": spec.to_dict()})[0]["job"]
-            deadline = time.monotonic() + timeout_s + 30
-            while job["state"] in ("queued", "running"):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job['id']} still {job['state']}")
-                time.sleep(0.2)
-                job = requester.request("job", {"id": job["id"]})[0]["job"]
-        finally:
-            requester.close()
+        return str(self.request("submit", {"spec": spec.to_dict()})["job"]["id"])
+
+    def wait_job(self, job_id: str, timeout_s: float) -> dict[str, Any]:
+        """The job's final map, once it succeeded (anything else raises)."""
+        deadline = time.monotonic() + timeout_s + 30
+        job = self.request("job", {"id": job_id})["job"]
+        while job["state"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']}")
+            time.sleep(0.2)
+            job = self.request("job", {"id": job_id})["job"]
         if job["state"] != "succeeded":
-            raise RuntimeError(f"burn job {job['id']} {job['state']}: {job.get('reason')}")
-        return job, submitted
+            raise RuntimeError(f"burn job {job_id} {job['state']}: {job.get('reason')}")
+        return dict(job)
 
     def cpu_s(self) -> float:
         """User + system CPU time the daemon process has used, all threads, from /proc."""
@@ -671,6 +682,90 @@ def section_burn(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return out
 
 
+# ---- parallel --------------------------------------------------------------------------------------------
+
+
+def section_parallel(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """One burn job per GPU, all at once under one daemon: each job's integrated energy against its own GPU's
+    energy counter, over its own measure window, and how long all the jobs' windows overlapped."""
+    gpus = tuple(args.gpus)
+    if len(set(gpus)) < 2:
+        raise ValueError(f"parallel needs two or more distinct GPUs (--gpus), got {list(gpus)}")
+    config = f"gpus = {list(gpus)}\nrate_hz = {SAMPLER_RATE_HZ}\nhistory_s = 60.0\n"
+    with DaemonUnderTest(root / "parallel", args.simulate, config) as daemon:
+        cpu_before, wall_before = daemon.cpu_s(), time.monotonic()
+        ids = {gpu: daemon.submit_burn(BURN, gpu, timeout_s=300) for gpu in gpus}
+        jobs = {gpu: daemon.wait_job(job_id, timeout_s=300) for gpu, job_id in ids.items()}
+        daemon_cpu_pct = 100 * (daemon.cpu_s() - cpu_before) / (time.monotonic() - wall_before)
+        sampler = daemon.request("stats")["sampler"]
+    per_gpu: dict[str, Any] = {}
+    rows = []
+    for gpu, job in jobs.items():
+        window = next(w for w in job["result"]["windows"] if w["name"] == "measure")
+        counter, integrated = window["energy_counter_j"], window["energy_integrated_j"]
+        entry = {
+            "job": job["id"],
+            "t_start_ns": window["t_start_ns"],
+            "t_end_ns": window["t_end_ns"],
+            "window_s": (window["t_end_ns"] - window["t_start_ns"]) / 1e9,
+            "counter_j": counter,
+            "counter_uncertainty_j": window.get("energy_counter_uncertainty_j"),
+            "integrated_j": integrated,
+            "integrated_uncertainty_j": window.get("energy_integrated_uncertainty_j"),
+            "integrated_vs_counter": rel(integrated, counter),
+            "mean_power_w": window["mean_power_w"],
+            "sm_clock_mhz": [window["sm_clock_min_mhz"], window["sm_clock_max_mhz"]],
+            "clock_event_reasons": window["clock_event_reasons"],
+            "samples": window["samples"],
+        }
+        per_gpu[str(gpu)] = entry
+        rows.append(
+            [
+                gpu,
+                job["id"],
+                entry["window_s"],
+                counter,
+                integrated,
+                entry["integrated_vs_counter"],
+                entry["mean_power_w"],
+                f"{window['sm_clock_min_mhz']}-{window['sm_clock_max_mhz']}",
+                window["samples"],
+            ]
+        )
+    overlap_ns = min(e["t_end_ns"] for e in per_gpu.values()) - max(e["t_start_ns"] for e in per_gpu.values())
+    differences = [
+        abs(e["integrated_vs_counter"]) for e in per_gpu.values() if e["integrated_vs_counter"] is not None
+    ]
+    table(
+        f"parallel: one burn job per GPU {list(gpus)} under one gpuprofd ({BURN['kind']} {BURN['dtype']} "
+        f"{BURN['size']}, {BURN['seconds']} s)" + (" (SIMULATED)" if args.simulate else ""),
+        [
+            "GPU",
+            "job",
+            "window s",
+            "counter J",
+            "integrated J",
+            "integ. vs counter",
+            "mean W",
+            "SM MHz",
+            "samples",
+        ],
+        rows,
+    )
+    print(
+        f"  measure windows overlapped {max(overlap_ns, 0) / 1e9:.2f} s; "
+        f"the daemon used {daemon_cpu_pct:.1f}% of a core while they ran"
+    )
+    return {
+        "parallel_gpus": list(gpus),
+        "parallel_overlap_s": overlap_ns / 1e9,
+        "parallel_max_abs_integrated_vs_counter": max(differences) if differences else None,
+        "parallel_daemon_cpu_pct": daemon_cpu_pct,
+        "parallel_per_gpu": per_gpu,
+        "parallel_sampler_stats": sampler,
+    }
+
+
 # ---- run -------------------------------------------------------------------------------------------------
 
 
@@ -684,6 +779,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--simulate", action="store_true", help="daemons serve gpuprof's simulated GPU")
     parser.add_argument("--json", type=Path, help="results file (default out/daemon_bench_<date>.json)")
     parser.add_argument("--gpu", type=int, default=0, help="GPU index (default 0)")
+    parser.add_argument(
+        "--gpus", type=int, nargs="+", default=[0, 1], help="GPUs of the parallel section (default 0 1)"
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     return parser.parse_args(argv)
 
@@ -691,12 +789,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.simulate:
-        simulate_node(args.gpu + 1)  # a private simulated GPU state, inherited by the daemons and workers
+        # A private simulated node, inherited by the daemons and their workers.
+        simulate_node(max(args.gpu, *args.gpus) + 1)
     lib = resolve(simulate=args.simulate)
+    gpus = tuple(args.gpus) if args.only == ["parallel"] else (args.gpu,)  # the GPUs this run reads
     now = datetime.datetime.now(datetime.UTC)
     result: dict[str, Any] = {
         "simulated": lib.simulated,
-        "device": device_info(lib, (args.gpu,)),
+        "device": device_info(lib, gpus),
         "date": now.isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "host": {"name": socket.gethostname(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -707,11 +807,17 @@ def main(argv: list[str] | None = None) -> int:
         **dict.fromkeys(FLAT_KEYS),  # present (null) even when a section is skipped or fails
     }
     label = "SIMULATED GPU" if lib.simulated else "REAL GPU"
-    print(f"gpuprof daemon benchmark -- {label}: {result['device']['name']}, GPU {args.gpu}")
-    sections = {"live": section_live, "requests": section_requests, "burn": section_burn}
+    named = f"GPUs {list(gpus)}" if len(gpus) > 1 else f"GPU {gpus[0]}"
+    print(f"gpuprof daemon benchmark -- {label}: {result['device']['name']}, {named}")
+    sections = {
+        "live": section_live,
+        "requests": section_requests,
+        "burn": section_burn,
+        "parallel": section_parallel,
+    }
     root = Path(tempfile.mkdtemp(prefix="gpuprof-dbench-"))  # short: ipc paths are limited to ~100 bytes
     try:
-        for name in args.only or SECTIONS:
+        for name in args.only or DEFAULT_SECTIONS:
             if name == "burn" and args.simulate and not args.only:
                 result["skipped"].append("burn (simulated GPU; ask for it with --only burn)")
                 print("\n== burn: skipped on the simulated GPU (run it with --only burn)")
