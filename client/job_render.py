@@ -137,10 +137,13 @@ def render_job(job: dict[str, Any]) -> str:
     if not result:
         return "\n".join(lines)
     lines.append(f"  duration        {_num(result.get('duration_s'), 's', 3)}")
-    clocks = (result.get("dvfs") or {}).get("set")
+    dvfs = result.get("dvfs") or {}
+    clocks = dvfs.get("set")
     if clocks:
-        span = clocks.get("sm_clock_range_mhz")
+        span, sweep = clocks.get("sm_clock_range_mhz"), clocks.get("sweep_sm_clocks_mhz")
         parts = [f"SM clock locked within {span[0]}-{span[1]} MHz"] if span else []
+        if sweep:
+            parts.append(f"SM clock locked per point, {len(sweep)} clocks, {min(sweep)}-{max(sweep)} MHz")
         parts += [
             f"{label} {clocks[key]:g} {unit}"
             for key, label, unit in (
@@ -150,12 +153,13 @@ def render_job(job: dict[str, Any]) -> str:
             )
             if clocks.get(key) is not None
         ]
-        lines.append(f"  clocks          {', '.join(parts)}; reset at the job's end")
+        reset = dvfs.get("reset") or "at the job's end"
+        lines.append(f"  clocks          {', '.join(parts)}; reset {reset}")
     lines += _energy_lines(result, "  ")
     lines += _window_lines(result.get("windows") or [])
     if result.get("llm"):
         lines += render_llm(result["llm"], bool(job.get("simulated")))
-    lines += render_sweep(result.get("dvfs") or {}, bool(job.get("simulated")))
+    lines += render_sweep(dvfs, bool(job.get("simulated")))
     if job.get("simulated"):
         lines.append("  (SIMULATED: these figures come from gpuprof's simulated GPU, not a real one)")
     return "\n".join(lines)

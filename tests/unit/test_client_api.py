@@ -229,3 +229,16 @@ def test_a_job_run_at_set_clocks_says_which_and_that_they_were_reset() -> None:
     text = render_job(job)
     assert "clocks          SM clock locked at 1410 MHz, power limit 500 W; reset at the job's end" in text
     assert "clocks " not in render_job(finished_job())
+
+
+def test_a_swept_job_says_its_clocks_and_that_it_was_reset_after_every_point() -> None:
+    job = finished_job()
+    job["result"]["dvfs"] = {
+        "set": {"sm_clock_mhz": None, "sweep_sm_clocks_mhz": [600, 1005, 1410], "power_limit_w": None},
+        "reset": "after every point and at the job's end",
+    }
+    text = render_job(job)
+    assert (
+        "clocks          SM clock locked per point, 3 clocks, 600-1410 MHz; "
+        "reset after every point and at the job's end"
+    ) in text
