@@ -91,7 +91,9 @@ def optima(table: pd.DataFrame) -> pd.DataFrame:
                 None if best is None else 1 - best["energy_j"] / default["energy_j"]
             )
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    clocks = [name for name in frame if "_mhz" in name]
+    return frame.astype(dict.fromkeys(clocks, "Int64"))  # whole MHz; <NA> where no point qualifies
 
 
 def pareto(table: pd.DataFrame) -> pd.DataFrame:

@@ -2,12 +2,63 @@
 
 from __future__ import annotations
 
-import click
+import json
+from pathlib import Path
+from typing import Any
 
-from ..api import Client
+import click
+import pandas as pd
+
+from ..api import Client, frame_from_chunks
 from ..report import Report
 from ..report_page import write_report
 from .common import echo_json, endpoint_option, json_option
+
+
+def saved_job(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A job and its requests table from a file of ``gpuprof run --json`` or ``gpuprof show --json``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise click.BadParameter(f"{path}: cannot read it as JSON ({exc})", param_hint="JOB") from None
+    if not isinstance(data, dict) or not isinstance(data.get("requests"), list) or not data["requests"]:
+        raise click.BadParameter(
+            f"{path}: not the --json output of a finished llm job (it has no requests list)", param_hint="JOB"
+        )
+    records = data.pop("requests")
+    names = list(dict.fromkeys(name for record in records for name in record))
+    columns = {name: [record.get(name) for record in records] for name in names}
+    requests = frame_from_chunks([{"columns": columns}], "requests")  # typed as the daemon's table is
+    return {**data, "result": data}, requests  # --json lifts the result's keys to the top level
+
+
+def _mhz(value: Any) -> str:
+    return "none (every point flagged)" if pd.isna(value) else f"{value} MHz"
+
+
+def write_job_report(
+    job: dict[str, Any], requests: pd.DataFrame, directory: str, as_json: bool, err: bool = False
+) -> None:
+    """Write a job's report into ``directory`` and say what it found (on stderr when ``err``)."""
+    analysis = Report.from_job(job, requests)
+    written = write_report(analysis, directory)
+    if as_json:
+        echo_json(written)
+        return
+    for row in analysis.optima.itertuples():
+        saving = getattr(row, "saving_at_1_1x_latency", None)
+        line = (
+            f"{row.model} / {row.task} / batch {row.batch_size}: "
+            f"energy-optimal {_mhz(row.energy_optimal_mhz)}, EDP-optimal {_mhz(row.edp_optimal_mhz)}"
+        )
+        if saving is not None and saving == saving:
+            line += f", {saving:.1%} less energy than {_mhz(row.default_clock_mhz)} within 1.1x its latency"
+        click.echo(line, err=err)
+    if analysis.simulated:
+        click.echo("(SIMULATED: from gpuprof's simulated GPU, not a real one)", err=err)
+    click.echo(
+        f"wrote {len(written['tables'])} tables, {len(written['plots'])} plots, {written['page'][0]}", err=err
+    )
 
 
 @click.command()
@@ -25,31 +76,23 @@ def report(job_id: str, directory: str | None, as_json: bool, endpoint: str) -> 
     are left out of optima. Writes clocks.csv, optima.csv, pareto.csv, correlations.csv, a PNG per
     plot and report.html (self-contained). Method: docs/report.md.
 
+    JOB is a job id on gpuprofd, or a file holding the output of `gpuprof run --json` or
+    `gpuprof show --json` for an llm job (no daemon needed then).
+
     \b
     Examples:
       gpuprof report 3f2a9c                     writes report-3f2a9c/
       gpuprof report 3f2a9c -o study/ --json    prints the files written as JSON
+      gpuprof run sweep.yaml --json > sweep.json && gpuprof report sweep.json -o sweep/
     """
-    with Client(endpoint) as client:
-        job = client.job(job_id)
-        if not ((job.get("result") or {}).get("llm") or {}).get("requests"):
-            raise click.UsageError(f"job {job_id} has no requests table: only a finished llm job has one")
-        analysis = Report.from_job(job, client.requests(job_id))
-    written = write_report(analysis, directory or f"report-{job_id}")
-    if as_json:
-        echo_json(written)
-        return
-    optima = analysis.optima
-    for row in optima.itertuples():
-        saving = getattr(row, "saving_at_1_1x_latency", None)
-        line = (
-            f"{row.model} / {row.task} / batch {row.batch_size}: "
-            f"energy-optimal {row.energy_optimal_mhz} MHz, "
-            f"EDP-optimal {row.edp_optimal_mhz} MHz"
-        )
-        if saving is not None and saving == saving:
-            line += f", {saving:.1%} less energy than {row.default_clock_mhz:g} MHz within 1.1x its latency"
-        click.echo(line)
-    if analysis.simulated:
-        click.echo("(SIMULATED: from gpuprof's simulated GPU, not a real one)")
-    click.echo(f"wrote {len(written['tables'])} tables, {len(written['plots'])} plots, {written['page'][0]}")
+    saved = Path(job_id)
+    if saved.is_file():
+        job, requests = saved_job(saved)
+        job_id = str(job.get("id"))
+    else:
+        with Client(endpoint) as client:
+            job = client.job(job_id)
+            if not ((job.get("result") or {}).get("llm") or {}).get("requests"):
+                raise click.UsageError(f"job {job_id} has no requests table: only a finished llm job has one")
+            requests = client.requests(job_id)
+    write_job_report(job, requests, directory or f"report-{job_id}", as_json)

@@ -23,6 +23,7 @@ from gpuprof.sampler.trace import check_writable
 from ..api import Client, DaemonUnavailable
 from .common import endpoint_option, exit_unless_succeeded, follow, json_option, print_job
 from .export import export_job
+from .report import write_job_report
 
 PROBE_TIMEOUT_S = 1.0
 STARTUP_TIMEOUT_S = 30.0
@@ -141,10 +142,22 @@ class PrivateDaemon:
     is_flag=True,
     help="Let the private daemon apply the spec's dvfs: section (NVML needs root for clock changes).",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    metavar="DIR",
+    help="For an llm job: also write its report (tables, plots, one HTML page) into DIR, like report.",
+)
 @json_option
 @endpoint_option
 def run(
-    spec: str, simulate: bool, output: str | None, allow_dvfs: bool, as_json: bool, endpoint: str
+    spec: str,
+    simulate: bool,
+    output: str | None,
+    allow_dvfs: bool,
+    report_dir: str | None,
+    as_json: bool,
+    endpoint: str,
 ) -> None:
     """Run the job spec SPEC and print its result: the one command to try gpuprof.
 
@@ -157,12 +170,15 @@ def run(
       gpuprof run examples/burn.yaml
       gpuprof run examples/burn.yaml --simulate --json
       gpuprof run examples/burn.yaml -o burn.parquet
+      gpuprof run examples/sweep-sim.yaml --allow-dvfs --report sweep-report/
     """
     from ..jobspec import load_job_spec
 
     job_spec = load_job_spec(spec)  # a bad spec or output fails here, before any daemon starts
     if output is not None:
         check_writable(output)
+    if report_dir is not None and job_spec.workload != "llm":
+        raise click.UsageError(f"--report needs an llm job; {spec} is a {job_spec.workload} job")
     hello = probe(endpoint)
     if hello is not None and simulate and not hello.get("simulated"):
         click.echo(f"the gpuprofd at {endpoint} uses real GPUs: starting a simulated one", err=True)
@@ -188,4 +204,7 @@ def run(
             written = export_job(client, handle.id, output)
             click.echo(f"wrote {written['samples']} and {written['energy']}", err=True)
         print_job(job, as_json, client)
+        if report_dir is not None and job["state"] == "succeeded":
+            # Now, while a private daemon still holds the job: it goes with the daemon.
+            write_job_report(job, client.requests(handle.id), report_dir, as_json=False, err=as_json)
     exit_unless_succeeded(job)

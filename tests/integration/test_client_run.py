@@ -81,3 +81,30 @@ def test_run_applies_a_dvfs_section_only_when_allowed(
         c.call == "nvmlDeviceSetGpuLockedClocks" and c.args[:2] == (1410, 1410)
         for c in SimulatedNvml().control_log()
     )
+
+
+def test_run_writes_an_llm_jobs_report_before_its_private_daemon_goes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="LLM jobs need torch (pip install '.[test]')")
+    pytest.importorskip("matplotlib")
+    spec = tmp_path / "llm.yaml"
+    spec.write_text(
+        "name: small\nworkload: llm\ntimeout_s: 300\nllm:\n  model: {arch: llama-3.2-1b-tiny}\n"
+        "  dtype: float32\n  prompts: 4\n  batch_sizes: [2]\n  max_new_tokens: 4\n  ner: heuristic\n"
+    )
+    endpoint = ["--endpoint", f"ipc://{tmp_path}/none.sock"]
+    report = tmp_path / "report"
+    code = main(["run", str(spec), "--simulate", "--json", "--report", str(report), *endpoint])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["state"] == "succeeded"  # stdout: one JSON document; the report: stderr
+    assert f"{report}/report.html" in err and "SIMULATED" in err
+    for name in ("clocks.csv", "optima.csv", "pareto.csv", "correlations.csv", "report.html"):
+        assert (report / name).stat().st_size > 0, name
+
+    burn = tmp_path / "burn.yaml"
+    burn.write_text(SPEC)
+    assert main(["run", str(burn), "--simulate", "--report", str(tmp_path / "no"), *endpoint]) == 2
+    assert "--report needs an llm job" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,18 @@ def test_gpuprof_report_writes_tables_plots_and_one_page(
     assert "SIMULATED" in page and page.count("data:image/png;base64,") >= 5
     assert main(["report", done["id"], "-o", str(out), "--json", "--endpoint", daemon.endpoint]) == 0
     assert json.loads(capsys.readouterr().out)["page"] == [str(out / "report.html")]
+
+    # The same report from the job's saved --json, with no daemon to ask.
+    assert main(["show", done["id"], "--json", "--endpoint", daemon.endpoint]) == 0
+    saved = tmp_path / "job.json"
+    saved.write_text(capsys.readouterr().out)
+    daemon.kill(signal.SIGTERM)
+    again = tmp_path / "from-file"
+    assert main(["report", str(saved), "-o", str(again), "--endpoint", daemon.endpoint]) == 0
+    assert "SIMULATED" in capsys.readouterr().out
+    for name in ("clocks.csv", "optima.csv", "pareto.csv", "correlations.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(again / name), pd.read_csv(out / name), obj=name)
+    assert re.search(r"energy-optimal \d+ MHz, EDP-optimal \d+ MHz", text), text  # whole MHz
 
 
 def test_a_search_measures_part_of_the_grid_and_names_its_optimum(
