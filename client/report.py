@@ -92,7 +92,7 @@ def optima(table: pd.DataFrame) -> pd.DataFrame:
             )
         rows.append(row)
     frame = pd.DataFrame(rows)
-    clocks = [name for name in frame if "_mhz" in name]
+    clocks = [name for name in frame.columns if "_mhz" in str(name)]
     return frame.astype(dict.fromkeys(clocks, "Int64"))  # whole MHz; <NA> where no point qualifies
 
 
