@@ -3,8 +3,6 @@ the documented slowdown and power model say, and a search finds the optimum from
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,10 @@ from test_daemon import FINAL, submit, wait_state
 
 from gpuprof.client.jobspec import BurnParams
 from gpuprof.daemon.workloads.burn import sim_op_seconds
-from gpuprof.sampler.sim import COMPUTE_BOUND, MEMORY_BOUND, GpuSpec, SimConfig, SimulatedNvml, slowdown
+from gpuprof.sampler.sim import COMPUTE_BOUND, MEMORY_BOUND, GpuSpec, SimulatedNvml, slowdown
 
 SPEC = GpuSpec()
+pytestmark = pytest.mark.usefixtures("control_without_root")  # conftest: DVFS as an unprivileged user
 
 
 def model_power_w(mhz: float) -> float:
@@ -45,20 +44,6 @@ def sweep(kind: str, clocks: Any, seconds: float, **dvfs: Any) -> dict[str, Any]
         "burn": {"kind": kind, "seconds": seconds, "warmup_s": 0},
         "dvfs": {"sm_clocks": clocks, **dvfs},
     }
-
-
-@pytest.fixture(autouse=True)
-def control_without_root() -> None:
-    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.kill(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kind", ["matmul", "memcpy"])

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +15,10 @@ from daemon_harness import DaemonProcess, RawClient
 from test_daemon import FINAL, burn, job, submit, wait_for, wait_state
 
 from gpuprof.client.protocol import ProtocolError
-from gpuprof.sampler.sim import SimConfig, SimulatedNvml
+from gpuprof.sampler.sim import SimulatedNvml
 
 SUPPORTED = 1410  # one of the simulated H100's supported SM clocks (its default list)
-
-
-@pytest.fixture(autouse=True)
-def control_without_root() -> None:
-    """The simulated GPU refuses control calls from non-root processes, as the driver does; tests of
-    gpuprofd's own rules let an unprivileged test daemon through (as root this changes nothing)."""
-    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.kill(signal.SIGKILL)
+pytestmark = pytest.mark.usefixtures("control_without_root")  # conftest: DVFS as an unprivileged user
 
 
 def start(daemons: list[DaemonProcess], root: Path, config: str = "") -> DaemonProcess:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,12 @@ from daemon_harness import DaemonProcess, RawClient
 from test_clock_control import start
 from test_daemon import FINAL, job, submit, the_worker, wait_for, wait_state
 
-from gpuprof.sampler.sim import SimConfig, SimGpuStatus, SimulatedNvml
+from gpuprof.sampler.sim import SimGpuStatus, SimulatedNvml
 
 CLOCKS = [1005, 1410]
 MEMORY_MHZ = 1593  # the simulated H100's lower memory clock
 POWER_LIMIT_W = 500
+pytestmark = pytest.mark.usefixtures("control_without_root")  # conftest: DVFS as an unprivileged user
 
 
 def gpu() -> SimGpuStatus:
@@ -49,20 +50,6 @@ def sweep_spec() -> dict[str, Any]:
             "power_limit_w": POWER_LIMIT_W,
         },
     }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def control_without_root() -> None:
-    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.kill(signal.SIGKILL)
 
 
 def in_second_point(daemons: list[DaemonProcess], root: Path) -> tuple[DaemonProcess, RawClient, str]:

@@ -15,11 +15,12 @@ from daemon_harness import DaemonProcess, RawClient
 from test_clock_control import locked, start
 from test_daemon import FINAL, job, submit, wait_for, wait_state
 
-from gpuprof.sampler.sim import SimConfig, SimulatedNvml
+from gpuprof.sampler.sim import SimulatedNvml
 
 pytest.importorskip("torch", reason="LLM jobs need torch (pip install '.[test]')")
 
 CLOCKS = [600, 1005, 1410]  # supported by the simulated H100 (345 + k x 15 MHz)
+pytestmark = pytest.mark.usefixtures("control_without_root")  # conftest: DVFS as an unprivileged user
 
 
 def sweep_spec(clocks: Any, prompts: int = 4, **dvfs: Any) -> dict[str, Any]:
@@ -33,21 +34,6 @@ def sweep_spec(clocks: Any, prompts: int = 4, **dvfs: Any) -> dict[str, Any]:
         },
         "dvfs": {"sm_clocks": clocks, **dvfs},
     }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def control_without_root() -> None:
-    """As in test_clock_control: an unprivileged test daemon may control the simulated GPU."""
-    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.kill(signal.SIGKILL)
 
 
 @pytest.fixture

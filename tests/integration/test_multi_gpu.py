@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from daemon_harness import DaemonProcess, RawClient
+from test_clock_control import start
 from test_daemon import FINAL, burn, fetch_trace, submit, wait_for, wait_state
 
 from gpuprof.client.cli import main
@@ -38,21 +37,6 @@ def eight_gpus() -> None:
     SimulatedNvml().configure(
         SimConfig(gpus=tuple(GpuSpec() for _ in range(GPUS)), allow_unprivileged_control=True)
     )
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.kill(signal.SIGKILL)
-
-
-def start(daemons: list[DaemonProcess], root: Path, config: str = "") -> DaemonProcess:
-    daemon = DaemonProcess(root, config)
-    daemons.append(daemon)
-    return daemon.start()
 
 
 def measured(record: dict[str, Any]) -> dict[str, Any]:
