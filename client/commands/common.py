@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +16,9 @@ from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, FINAL_STATES, Client, JobHandl
 from ..handle import JobProgress
 from ..job_render import job_json, progress_line, render_job
 from ..llm_render import requests_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_EVERY_S = 5.0  # progress lines when stderr is not a terminal
@@ -80,12 +83,18 @@ def follow(handle: JobHandle, show_progress: bool = True) -> dict[str, Any]:
             printer.finish()
 
 
-def print_job(job: dict[str, Any], as_json: bool, client: Client | None = None) -> None:
-    """A job's summary as text or JSON; with ``client``, an llm job's JSON lists its ``requests``."""
+def print_job(
+    job: dict[str, Any], as_json: bool, client: Client | None = None, requests: pd.DataFrame | None = None
+) -> None:
+    """A job's summary as text or JSON; with ``client`` (or its ``requests`` already fetched), an llm job's
+    JSON lists its ``requests``."""
     if as_json:
         out = job_json(job)
-        if client is not None and ((job.get("result") or {}).get("llm") or {}).get("requests"):
-            out["requests"] = requests_json(client.requests(str(job["id"])))
+        has_requests = bool(((job.get("result") or {}).get("llm") or {}).get("requests"))
+        if requests is None and client is not None and has_requests:
+            requests = client.requests(str(job["id"]))
+        if requests is not None:
+            out["requests"] = requests_json(requests)
         echo_json(out)
     else:
         click.echo(render_job(job))

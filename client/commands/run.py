@@ -203,8 +203,10 @@ def run(
         if output is not None:
             written = export_job(client, handle.id, output)
             click.echo(f"wrote {written['samples']} and {written['energy']}", err=True)
-        print_job(job, as_json, client)
-        if report_dir is not None and job["state"] == "succeeded":
+        reporting = report_dir is not None and job["state"] == "succeeded"
+        requests = client.requests(handle.id) if reporting else None  # fetched once for both
+        print_job(job, as_json, client, requests)
+        if report_dir is not None and requests is not None:
             # Now, while a private daemon still holds the job: it goes with the daemon.
-            write_job_report(job, client.requests(handle.id), report_dir, as_json=False, err=as_json)
+            write_job_report(job, requests, report_dir, as_json=False, err=as_json)
     exit_unless_succeeded(job)
