@@ -18,6 +18,7 @@ from gpuprof.client.jobspec import (
     load_job_spec,
     parse_job_spec,
 )
+from gpuprof.client.llm_spec import LlmParams
 from gpuprof.sampler.errors import ConfigError, JobSpecError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "burn.yaml"
@@ -288,6 +289,21 @@ def test_the_burn_search_example_loads() -> None:
     assert isinstance(spec.params, BurnParams) and spec.params.kind == "matmul"
     assert spec.dvfs is not None and len(spec.dvfs.sweep) == 31 and spec.dvfs.search == "energy"
     assert all((mhz - 345) % 15 == 0 for mhz in spec.dvfs.sweep)  # the H100's supported SM clocks
+
+
+def test_the_study_example_expresses_the_whole_study_and_the_small_sweep_loads() -> None:
+    study = load_job_spec(EXAMPLE.with_name("study.yaml"))
+    assert isinstance(study.params, LlmParams)
+    assert [m.name for m in study.params.models] == [
+        "falcon-7b", "mistral-7b-v0.1", "llama-3.2-1b", "llama-3.2-3b", "gpt-neo-2.7b",
+    ]  # fmt: skip
+    assert study.params.tasks == ("qa", "commonsense", "factual") and len(study.params.batch_sizes) > 1
+    assert study.params.steady_state is not None
+    assert study.dvfs is not None and study.dvfs.order == "interleaved" and len(study.dvfs.sweep) >= 5
+    assert all((mhz - 345) % 15 == 0 for mhz in study.dvfs.sweep)  # the H100's supported SM clocks
+    small = load_job_spec(EXAMPLE.with_name("sweep-sim.yaml"))
+    assert isinstance(small.params, LlmParams) and small.params.models[0].name.endswith("-tiny")
+    assert small.dvfs is not None and len(small.dvfs.sweep) > 1
 
 
 def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
