@@ -23,13 +23,14 @@ from gpuprof.sampler.errors import GpuprofError
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
-from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
+from .clocks import ClockControl
+from .job_clocks import JobClocks
 from .markers import Marker, MarkerReader, PhaseWindow, windows
 from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree_rss_bytes
-from .requests import HeldPower, llm_result, request_rows
+from .requests import HeldPower, llm_result
 from .results import job_result, plain, unmeasured
 from .store import JobRecord, JobStore
-from .sweep import burn_point, burn_sweep_section, mark_capped, strays, sweep_section
+from .sweep import burn_sweep_section, mark_capped, point_energy, sweep_section
 
 KILL_GRACE_S = 5.0
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
@@ -94,8 +95,7 @@ class JobRunner:
         inventory: list[dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
-        self.clocks = clocks  # None: DVFS is off, and a job asking for it is refused at submit
-        self.gpu_info = {int(g["index"]): g for g in inventory or []}
+        self.clocks = JobClocks(clocks, {int(g["index"]): g for g in inventory or []})
         self.limits = limits or WorkerLimits.from_config(0, 1024)
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +118,8 @@ class JobRunner:
     def _start(self, record: JobRecord) -> None:
         try:
             account = worker_account(record.uid)
-            self._put_back_clocks(record.gpu)
-            clocks = self._apply_clocks(record)
+            self.clocks.put_back(record.gpu)
+            clocks = self.clocks.apply(record)
         except GpuprofError as exc:
             failed = self.store.set_state(record.id, "failed", str(exc))
             self.publish(record.id, "job", {"job": failed.to_dict()})
@@ -129,7 +129,7 @@ class JobRunner:
         except Exception as exc:  # the job fails; the daemon, and the GPU's clocks, must not
             log.exception("job %s: cannot start its worker", record.id)
             if clocks is not None:
-                self._reset_clocks(record.gpu)
+                self.clocks.reset(record.gpu)
             failed = self.store.set_state(record.id, "failed", f"cannot start the worker: {exc}")
             self.publish(record.id, "job", {"job": failed.to_dict()})
 
@@ -196,50 +196,6 @@ class JobRunner:
         self.store.set_state(record.id, "running", worker_uid=worker_uid)
         self._announce(record.id)
 
-    def _apply_clocks(self, record: JobRecord) -> dict[str, Any] | None:
-        """Make the clock changes the job asks for (journaled, reset when it ends); what was set."""
-        request = ClockRequest.from_spec(record.spec.get("dvfs"))
-        if request is None:
-            return None
-        if self.clocks is None:
-            raise GpuprofError("the job asks for clock changes, but DVFS is off on this daemon")
-        sweep = sweep_of(record.spec.get("dvfs"))
-        gpu = self.gpu_info[record.gpu]
-        resolved = resolve_request(request, gpu)
-        self.clocks.apply(record.gpu, str(gpu["uuid"]), resolved)
-        applied: dict[str, Any] = {
-            "sm_clock_mhz": resolved.sm_clock_mhz,
-            "sm_clock_range_mhz": list(resolved.sm_clock_range_mhz) if resolved.sm_clock_range_mhz else None,
-            "memory_clock_mhz": resolved.memory_clock_mhz,
-            "power_limit_w": resolved.power_limit_w,
-        }
-        if isinstance(sweep, list):
-            applied["sweep_sm_clocks_mhz"] = sweep
-        log.info("job %s: GPU %d clocks set: %s", record.id, record.gpu, applied)
-        return applied
-
-    def _put_back_clocks(self, gpu: int) -> None:
-        """Reset what an earlier job changed on ``gpu`` and could not put back then (its GPU was failing)."""
-        if self.clocks is None or gpu not in self.gpu_info:
-            return
-        try:
-            done = self.clocks.reset(str(self.gpu_info[gpu]["uuid"]))
-        except GpuprofError as exc:
-            done = f"FAILED: {exc}"
-        if done is not None and done.startswith("FAILED: "):
-            failure = done.removeprefix("FAILED: ")
-            raise GpuprofError(f"GPU {gpu} keeps clock changes of an earlier job, not put back: {failure}")
-        if done is not None:
-            log.warning("GPU %d: clock changes an earlier job left were put back: %s", gpu, done)
-
-    def _reset_clocks(self, gpu: int) -> None:
-        if self.clocks is None or gpu not in self.gpu_info:
-            return
-        try:
-            self.clocks.reset(str(self.gpu_info[gpu]["uuid"]))
-        except GpuprofError as exc:
-            log.error("GPU %d: clocks not reset: %s", gpu, exc)
-
     def feed(self, samples: np.ndarray, energy: np.ndarray) -> None:
         """Give every running job the samples and counter readings of its GPU."""
         for gpu, job in self.running.items():
@@ -255,83 +211,23 @@ class JobRunner:
         for marker in job.reader.read_available():
             job.markers.append(marker)
             if marker.kind == "event" and marker.name == "dvfs":
-                self._answer_clock_request(job, marker)
+                wanted = marker.attrs.get("sm_clock_mhz")
+                self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted))
             elif marker.kind == "event" and marker.name == "energy_query":
-                self._answer(job, self._point_energy(job, str(marker.attrs.get("point"))))
+                power = HeldPower(concat(job.samples, SAMPLE_DTYPE), job.record.gpu)
+                point = str(marker.attrs.get("point"))
+                workload = record_workload(job.record)
+                self._answer(job, point_energy(workload, job.markers, power, point, self.simulated))
             self.publish(
                 job.record.id,
                 "marker",
                 {"kind": marker.kind, "name": marker.name, "t_ns": marker.t_ns, "attrs": marker.attrs},
             )
 
-    def _answer_clock_request(self, job: RunningJob, marker: Marker) -> None:
-        """Lock the SM clock a sweep's point asks for (one of the clocks approved at submit), or reset."""
-        wanted = marker.attrs.get("sm_clock_mhz")
-        gpu = job.record.gpu
-        reply: dict[str, Any]
-        try:
-            if self.clocks is None or not job.sweep:
-                raise GpuprofError("this job has no clock sweep (or DVFS is off on this daemon)")
-            uuid = str(self.gpu_info[gpu]["uuid"])
-            if wanted is None:
-                self.clocks.reset_sm(uuid)
-                reply = {"ok": True, "sm_clock_mhz": None}
-            elif isinstance(wanted, int) and wanted in job.sweep:
-                self.clocks.apply(gpu, uuid, ClockRequest(sm_clock_mhz=wanted))
-                reply = {"ok": True, "sm_clock_mhz": wanted}
-            else:
-                raise GpuprofError(f"{wanted!r} MHz is not among the job's sweep clocks")
-            log.info("job %s: GPU %d SM clock %s", job.record.id, gpu, wanted or "reset")
-        except GpuprofError as exc:
-            reply = {"ok": False, "error": str(exc)}
-        self._answer(job, reply)
-
     @staticmethod
     def _answer(job: RunningJob, reply: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # a worker that went away needs no answer
             job.channel.send(msgpack.packb(reply))
-
-    def _point_energy(self, job: RunningJob, point: str) -> dict[str, Any]:
-        """Energy per request of a point's finished batches so far (per operation of a finished burn
-        point): mean, 95% CI half width and latency."""
-        if record_workload(job.record) == "burn":
-            return self._burn_point_energy(job, point)
-        ours = [
-            m
-            for m in job.markers
-            if m.attrs.get("point") == point or str(m.attrs.get("id", "")).startswith(f"{point}.")
-        ]
-        samples = concat(job.samples, SAMPLE_DTYPE)
-        rows = request_rows(ours, windows(ours), HeldPower(samples, job.record.gpu), self.simulated)
-        energies = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], dtype=float)
-        if energies.size < 2:
-            return {"ok": True, "requests": int(energies.size), "mean_j": None, "ci95_j": None}
-        half_width = 1.96 * float(energies.std(ddof=1)) / float(np.sqrt(energies.size))
-        begins = (m for m in job.markers if m.name == "point" and m.attrs.get("id") == point)
-        requested = next((m.attrs.get("sm_clock_mhz") for m in begins), None)
-        observed = [r["observed_sm_clock_mhz"] for r in rows if r["observed_sm_clock_mhz"] is not None]
-        return {
-            "ok": True,
-            "requests": int(energies.size),
-            "mean_j": float(energies.mean()),
-            "ci95_j": half_width,
-            "latency_s": float(np.median([r["latency_s"] for r in rows])),
-            "flagged": strays(requested, float(np.median(observed)) if observed else None),
-        }
-
-    def _burn_point_energy(self, job: RunningJob, point: str) -> dict[str, Any]:
-        found = [w for w in windows(job.markers) if w.name == "point" and str(w.attrs.get("id")) == point]
-        if not found or found[-1].problem is not None:
-            return {"ok": False, "error": f"no finished point {point!r}"}
-        figures = burn_point(found[-1], HeldPower(concat(job.samples, SAMPLE_DTYPE), job.record.gpu))
-        return {
-            "ok": True,
-            "ops": figures["ops"],
-            "mean_j": figures["energy_j"],
-            "ci95_j": figures["energy_j_ci95"],
-            "latency_s": figures["latency_s"],
-            "flagged": figures["flagged"],
-        }
 
     def cancel(self, job_id: str, by: str) -> bool:
         """Stop a running job (True), or say it is not running here (False)."""
@@ -395,7 +291,7 @@ class JobRunner:
         job.channel.close()
         end_ns = time.monotonic_ns()
         if job.clocks is not None:
-            self._reset_clocks(gpu)
+            self.clocks.reset(gpu)
         code = job.process.returncode
         failures = [m for m in job.markers if m.kind == "fail"]
         if job.stop_reason is not None:
@@ -449,8 +345,7 @@ class JobRunner:
                 job.markers, phase_windows, samples, energy, gpu, self.simulated, power
             )
             self.store.save_requests(job.record.id, rows)
-            clocks = (self.gpu_info.get(gpu) or {}).get("graphics_clocks_mhz") or []
-            top = max(clocks) if clocks else None
+            top = self.clocks.top_sm_clock_mhz(gpu)
             mark_capped(section["points"], phase_windows, power, top)
             mark_capped(section["steady_state"], phase_windows, power, top)
             swept = sweep_section(section["points"], rows, phase_windows, power)

@@ -20,14 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .markers import PhaseWindow
-from .requests import HeldPower
+from .markers import Marker, PhaseWindow, windows
+from .requests import HeldPower, request_rows
 
 __all__ = [
     "CLOCK_TOLERANCE_MHZ",
     "burn_point",
     "burn_sweep_section",
     "mark_capped",
+    "point_energy",
     "strays",
     "sweep_section",
 ]
@@ -216,4 +217,45 @@ def _section(
         "edp_optimal_mhz": min(complete, key=lambda m: complete[m][1]) if complete else None,
         "flagged_points": sum(p["flagged"] for p in points),
         "clock_tolerance": f"max({CLOCK_TOLERANCE_MHZ:g} MHz, {CLOCK_TOLERANCE_FRACTION:.0%} of the clock)",
+    }
+
+
+def point_energy(
+    workload: str, markers: Sequence[Marker], power: HeldPower, point: str, simulated: bool
+) -> dict[str, Any]:
+    """What a worker asks between repetitions of a point: its energy so far per request (per operation of
+    a finished burn point), with its 95% CI half width, latency and whether it strayed from its clock."""
+    if workload == "burn":
+        found = [w for w in windows(markers) if w.name == "point" and str(w.attrs.get("id")) == point]
+        if not found or found[-1].problem is not None:
+            return {"ok": False, "error": f"no finished point {point!r}"}
+        figures = burn_point(found[-1], power)
+        return {
+            "ok": True,
+            "ops": figures["ops"],
+            "mean_j": figures["energy_j"],
+            "ci95_j": figures["energy_j_ci95"],
+            "latency_s": figures["latency_s"],
+            "flagged": figures["flagged"],
+        }
+    ours = [
+        m
+        for m in markers
+        if m.attrs.get("point") == point or str(m.attrs.get("id", "")).startswith(f"{point}.")
+    ]
+    rows = request_rows(ours, windows(ours), power, simulated)
+    energies = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], dtype=float)
+    if energies.size < 2:
+        return {"ok": True, "requests": int(energies.size), "mean_j": None, "ci95_j": None}
+    half_width = 1.96 * float(energies.std(ddof=1)) / float(np.sqrt(energies.size))
+    begins = (m for m in markers if m.name == "point" and m.attrs.get("id") == point)
+    requested = next((m.attrs.get("sm_clock_mhz") for m in begins), None)
+    observed = [r["observed_sm_clock_mhz"] for r in rows if r["observed_sm_clock_mhz"] is not None]
+    return {
+        "ok": True,
+        "requests": int(energies.size),
+        "mean_j": float(energies.mean()),
+        "ci95_j": half_width,
+        "latency_s": float(np.median([r["latency_s"] for r in rows])),
+        "flagged": strays(requested, float(np.median(observed)) if observed else None),
     }
