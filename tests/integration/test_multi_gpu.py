@@ -168,11 +168,13 @@ def test_a_failing_gpu_fails_its_own_job_and_the_others_keep_being_sampled(
 
     # Every tick still read every GPU: over the span all eight jobs ran, each trace holds as many samples,
     # GPU 5's all missing (a failed read is a missing value, never a zero), the others' all present.
+    # "As many": each read is stamped when it is made, so the one tick that straddles either edge of the
+    # span counts for the GPUs read on the inner side of that edge only: one sample per edge at most.
     t_start_ns = max(r["result"]["t_start_ns"] for r in [*records.values(), lost])
     t_end_ns = min(r["result"]["t_end_ns"] for r in [*records.values(), lost])
     powers = {gpu: within(fetch_trace(client, ids[gpu])[0], "power_w", t_start_ns, t_end_ns) for gpu in ids}
     counts = {gpu: len(power) for gpu, power in powers.items()}
-    assert max(counts.values()) - min(counts.values()) <= 1 and min(counts.values()) > 0, counts
+    assert max(counts.values()) - min(counts.values()) <= 2 and min(counts.values()) > 0, counts
     assert set(powers.pop(LOST)) == {None}
     assert all(None not in power for power in powers.values())
 
