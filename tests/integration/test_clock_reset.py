@@ -3,10 +3,8 @@ simulated GPU ends at its default clocks and power limit, and the journal is emp
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from daemon_harness import DaemonProcess, RawClient
 from test_clock_control import start
 from test_daemon import FINAL, job, submit, the_worker, wait_for, wait_state
 
+from gpuprof.daemon.clocks import ClockJournal
 from gpuprof.sampler.sim import SimGpuStatus, SimulatedNvml
 
 CLOCKS = [1005, 1410]
@@ -63,8 +62,8 @@ def in_second_point(daemons: list[DaemonProcess], root: Path) -> tuple[DaemonPro
 
 
 def journal(root: Path) -> dict[str, Any]:
-    path = root / "state" / "clocks.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    """What the daemon's clock journal still holds to put back."""
+    return ClockJournal(root / "state").load()
 
 
 def test_a_cancelled_sweep_puts_every_setting_back(tmp_path: Path, daemons: list[DaemonProcess]) -> None:
@@ -88,24 +87,13 @@ def test_a_sweep_whose_worker_dies_puts_every_setting_back(
     client.close()
 
 
-StopDaemon = Callable[[DaemonProcess], None]
-
-
-def _sigterm(daemon: DaemonProcess) -> None:
-    assert daemon.kill(signal.SIGTERM) == 0
-
-
-def _sigint(daemon: DaemonProcess) -> None:
-    assert daemon.kill(signal.SIGINT) == 0
-
-
-@pytest.mark.parametrize("stop", [_sigterm, _sigint], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_daemon_stopped_mid_sweep_puts_every_setting_back_before_it_exits(
-    tmp_path: Path, daemons: list[DaemonProcess], stop: StopDaemon
+    tmp_path: Path, daemons: list[DaemonProcess], signum: int
 ) -> None:
     daemon, client, job_id = in_second_point(daemons, tmp_path)
     client.close()
-    stop(daemon)
+    assert daemon.kill(signum) == 0
     assert changed(gpu()) == {} and journal(tmp_path) == {}  # done before exiting, not left to the next start
     back = RawClient(start(daemons, tmp_path).endpoint)
     assert job(back, job_id)["state"] == "interrupted"
