@@ -23,7 +23,14 @@ from gpuprof.sampler.errors import GpuprofError, JobSpecError, PermissionDenied,
 
 from .handle import FINAL_STATES, JobHandle, JobProgress, JobResult
 from .keys import CurveKeys, curve_keys
-from .protocol import MAX_TRACE_CHUNK, PROTOCOL_VERSION, ProtocolError, decode_reply, encode_request
+from .protocol import (
+    MAX_SPEC_TEXT_CHARS,
+    MAX_TRACE_CHUNK,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_reply,
+    encode_request,
+)
 from .stream import Subscription
 
 __all__ = [
@@ -101,15 +108,38 @@ class DaemonError(GpuprofError):
         super().__init__(f"gpuprofd: {code}: {message}")
 
 
-def error_for(code: str, message: str) -> GpuprofError:
-    """The gpuprof exception for an error reply."""
+def error_for(code: str, message: str, details: dict[str, Any] | None = None) -> GpuprofError:
+    """The gpuprof exception for an error reply.
+
+    One about a key of a submitted spec carries ``spec_key`` and ``spec_problem`` (``details``' key
+    and problem), for the client to name the line of its own file.
+    """
+    error: GpuprofError
     if code == "not_found":
-        return JobNotFound(message)
-    if code == "denied":
-        return PermissionDenied(message)
-    if code == "invalid_spec":
-        return JobSpecError(message)
-    return DaemonError(code, message)
+        error = JobNotFound(message)
+    elif code == "denied":
+        error = PermissionDenied(message)
+    elif code == "invalid_spec":
+        error = JobSpecError(message)
+    else:
+        error = DaemonError(code, message)
+    details = details or {}
+    if isinstance(details.get("key"), str):
+        setattr(error, "spec_key", details["key"])  # noqa: B010 (not every error class has these)
+        setattr(error, "spec_problem", str(details.get("problem") or message))  # noqa: B010
+    return error
+
+
+def _named_in(spec: SpecLike, error: GpuprofError) -> GpuprofError:
+    """A daemon's refusal of a key of ``spec``, as an error naming the spec's file, line and key."""
+    key = getattr(error, "spec_key", None)
+    if key is None or not hasattr(spec, "key_error"):
+        return error
+    located = spec.key_error(key, getattr(error, "spec_problem", str(error)))
+    if isinstance(error, PermissionDenied):
+        where = located.source if located.line is None else f"{located.source}:{located.line}"
+        return PermissionDenied(f"{where}: {located.key}: {error}")
+    return located
 
 
 def default_endpoint() -> str:
@@ -276,7 +306,7 @@ class Client:
                 return reply.body
             # An error whose id the daemon could not read (e.g. too large) answers the one request in flight.
             if not reply.ok and reply.id in (request_id, -1):
-                raise error_for(reply.code or "internal", reply.message or "")
+                raise error_for(reply.code or "internal", reply.message or "", reply.body)
 
     def _wait(self, socket: zmq.Socket[bytes], timeout_ms: int) -> bool:
         """Whether a reply is ready within ``timeout_ms``; a refused CURVE key raises at once."""
@@ -316,9 +346,12 @@ class Client:
         else:
             spec = spec_or_path
         body: dict[str, Any] = {"spec": spec.to_dict()}
-        if spec.raw_text:
+        if spec.raw_text and len(spec.raw_text) <= MAX_SPEC_TEXT_CHARS:  # else the daemon keeps the data only
             body["spec_text"] = spec.raw_text
-        job = self.request("submit", body)["job"]
+        try:
+            job = self.request("submit", body)["job"]
+        except (JobSpecError, PermissionDenied) as refused:  # found by the daemon, named in the user's file
+            raise _named_in(spec, refused) from None
         return JobHandle(self, str(job["id"]), job)
 
     def jobs(

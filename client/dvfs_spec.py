@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .spec_schema import Section, is_number, kind_of
+from .spec_schema import Section, excerpt, is_number, kind_of
 
 __all__ = ["DVFS_KEYS", "DvfsParams", "read_dvfs"]
 
@@ -99,7 +99,7 @@ def _range_lock(section: Section) -> tuple[int, int]:
         and all(is_number(v) and isinstance(v, int) for v in value)
     )
     if not ok or not 0 < value[0] < value[1] <= MAX_MHZ:
-        problem = f"must be [lowest, highest] MHz with lowest < highest, got {value!r}"
+        problem = f"must be [lowest, highest] MHz with lowest < highest, got {excerpt(value)}"
         raise section.error("sm_clock_range", problem)
     return int(value[0]), int(value[1])
 
@@ -128,7 +128,7 @@ def read_dvfs(section: Section) -> DvfsParams:
     single = value is None or (is_number(value) and not isinstance(value, list))
     sweep_all = value == "all"
     if not (single or sweep_all or isinstance(value, (list, dict))):
-        problem = f"must be a clock, a list of clocks, {{range: [lo, hi, step]}} or all, got {value!r}"
+        problem = f"must be a clock, a list of clocks, {{range: [lo, hi, step]}} or all, got {excerpt(value)}"
         raise section.error("sm_clocks", problem)
     sweep = () if single or sweep_all else _sweep(section, value)
     search, budget = _search(section, bool(sweep) or sweep_all)

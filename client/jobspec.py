@@ -9,6 +9,7 @@ docs/jobspec.md; each ``workload:`` kind has its own section and reader (``_WORK
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 from collections.abc import Callable
@@ -20,9 +21,21 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gpuprof.sampler.files import read_regular_file
+
 from .dvfs_spec import DVFS_KEYS, DvfsParams, read_dvfs
 from .llm_spec import LLM_KEYS, LlmParams, read_llm
-from .spec_schema import REQUIRED, Document, JobSpecKeyError, KeyPath, Section, format_path, kind_of
+from .spec_schema import (
+    REQUIRED,
+    Document,
+    JobSpecKeyError,
+    KeyPath,
+    Section,
+    excerpt,
+    format_path,
+    kind_of,
+    parse_path,
+)
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -134,6 +147,11 @@ class JobSpec:
     dvfs: DvfsParams | None = None
     raw_text: str = field(default="", compare=False, repr=False)
     source: str = field(default="<string>", compare=False)
+    lines: dict[KeyPath, int] = field(default_factory=dict, compare=False, repr=False)  # of each key
+
+    def key_error(self, key: str, problem: str) -> JobSpecKeyError:
+        """An error about ``key`` (as format_path writes it) found elsewhere, named at its line here."""
+        return Document(None, self.source, self.lines).error(parse_path(key), problem)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (defaults filled in), for the wire and the worker; see from_dict."""
@@ -168,9 +186,11 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
     workload = top.choice("workload", REQUIRED, kinds)
     for other in kinds:
         if other != workload and top.has(other):
-            raise top.error(other, f"this section is for workload {other!r}, but workload is {workload!r}")
+            raise top.error(
+                other, f"this section is for workload {other!r}, but workload is {excerpt(workload)}"
+            )
     if not top.has(workload):
-        raise top.error(workload, f"required section is missing (workload is {workload!r})")
+        raise top.error(workload, f"required section is missing (workload is {excerpt(workload)})")
     params = _WORKLOAD_READERS[workload](top.section(workload, _WORKLOAD_KEYS[workload]))
     timeout_s = top.number("timeout_s", DEFAULT_TIMEOUT_S, 0, MAX_TIMEOUT_S, low_open=True)
     if timeout_s <= params.planned_s:
@@ -200,6 +220,7 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
         dvfs=dvfs,
         raw_text=raw_text,
         source=doc.source,
+        lines=doc.lines,
     )
 
 
@@ -245,7 +266,7 @@ class _Plainer:
             if node.tag == f"{_YAML}timestamp":  # a date where a string is expected: keep its text
                 return node.value
             if node.tag not in _SCALAR_TAGS:
-                raise self.doc.error(path, f"unsupported YAML tag {node.tag!r}")
+                raise self.doc.error(path, f"unsupported YAML tag {excerpt(node.tag)}")
             return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
         if isinstance(node, SequenceNode) and node.tag == f"{_YAML}seq":
             out = []
@@ -255,7 +276,7 @@ class _Plainer:
             return out
         if isinstance(node, MappingNode) and node.tag == f"{_YAML}map":
             return self._mapping(node, path)
-        raise self.doc.error(path, f"unsupported YAML tag {node.tag!r}")
+        raise self.doc.error(path, f"unsupported YAML tag {excerpt(node.tag)}")
 
     def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -301,12 +322,11 @@ def parse_job_spec(text: str, source: str = "<string>") -> JobSpec:
 def load_job_spec(path: str | os.PathLike[str]) -> JobSpec:
     """Reads and validates a job spec file (UTF-8 YAML, at most MAX_SPEC_BYTES)."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_SPEC_BYTES + 1)
+        data = read_regular_file(path, MAX_SPEC_BYTES)  # never waits on a FIFO, never reads a device
     except OSError as exc:
-        raise JobSpecKeyError(str(path), None, "", f"cannot read job spec: {exc.strerror}") from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise JobSpecKeyError(str(path), None, "", f"larger than {MAX_SPEC_BYTES >> 20} MiB")
+        if exc.errno == errno.EFBIG:
+            raise JobSpecKeyError(str(path), None, "", f"larger than {MAX_SPEC_BYTES >> 20} MiB") from None
+        raise JobSpecKeyError(str(path), None, "", f"cannot read job spec: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec_schema import REQUIRED, Document, KeyPath, Section, did_you_mean, kind_of
+from .spec_schema import REQUIRED, Document, KeyPath, Section, did_you_mean, excerpt, kind_of
 
 __all__ = ["ARCHS", "TASKS", "DatasetRef", "LlmParams", "ModelRef", "SteadyState", "read_llm"]
 
@@ -191,7 +191,7 @@ def _path(doc: Document, path: KeyPath, value: object) -> str:
     if not expanded.is_absolute():
         base = _base_dir(doc)
         if base is None:
-            raise doc.error(path, f"must be an absolute path in a submitted spec, got {value!r}")
+            raise doc.error(path, f"must be an absolute path in a submitted spec, got {excerpt(value)}")
         expanded = base / expanded
     return str(Path(*expanded.parts))  # normalised, "..'s" kept: the worker's open decides
 
@@ -203,7 +203,7 @@ def _read_model(doc: Document, path: KeyPath, value: object) -> ModelRef:
         if value.startswith(("/", ".", "~")):
             return ModelRef("path", _path(doc, path, value))
         if not _HF_ID.fullmatch(value) or len(value) > 200:
-            raise doc.error(path, f"must be a Hugging Face id (org/name) or a path, got {value!r}")
+            raise doc.error(path, f"must be a Hugging Face id (org/name) or a path, got {excerpt(value)}")
         return ModelRef("hf", value)
     section = Section(doc, path, value, ("arch", "hf", "path", "revision"))
     kinds = [key for key in ("arch", "hf", "path") if section.has(key)]
@@ -220,7 +220,7 @@ def _read_model(doc: Document, path: KeyPath, value: object) -> ModelRef:
         return ModelRef("path", _path(doc, (*path, "path"), section.data["path"]))
     name = section.string("hf", REQUIRED, 200)
     if not _HF_ID.fullmatch(name):
-        raise section.error("hf", f"must be a Hugging Face id such as org/name, got {name!r}")
+        raise section.error("hf", f"must be a Hugging Face id such as org/name, got {excerpt(name)}")
     revision = section.string("revision", "", 100) if section.has("revision") else None
     return ModelRef("hf", name, revision)
 
@@ -243,7 +243,7 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
         for key in mapping.data:
             column = mapping.string(key, REQUIRED, 200)
             if not _COLUMN.fullmatch(column):
-                problem = f"must be a column name (a dot reaches into a nested one), got {column!r}"
+                problem = f"must be a column name (a dot reaches into a nested one), got {excerpt(column)}"
                 raise mapping.error(key, problem)
             columns[key] = column
     if kinds[0] == "file":
@@ -259,7 +259,9 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
     if name.startswith(("/", ".", "~")):  # a dataset directory that datasets.load_dataset reads offline
         name = _path(section.doc, (*path, "hf"), name)
     elif not _HF_ID.fullmatch(name) or len(name) > 200:
-        raise data.error("hf", f"must be a Hugging Face dataset id or a dataset directory, got {name!r}")
+        raise data.error(
+            "hf", f"must be a Hugging Face dataset id or a dataset directory, got {excerpt(name)}"
+        )
     if data.has("format"):
         raise data.error("format", "applies to dataset files only")
     config = data.string("config", "", 100) if data.has("config") else None
@@ -301,9 +303,9 @@ def read_llm(section: Section) -> LlmParams:
     for path, value in _one_or_many(section, "task", "tasks", ["qa"]):
         if not isinstance(value, str) or value not in TASKS:
             hint = did_you_mean(value, TASKS) if isinstance(value, str) else ""
-            raise doc.error(path, f"must be one of {', '.join(map(repr, TASKS))}, got {value!r}{hint}")
+            raise doc.error(path, f"must be one of {', '.join(map(repr, TASKS))}, got {excerpt(value)}{hint}")
         if value in tasks:
-            raise doc.error(path, f"{value!r} is listed twice")
+            raise doc.error(path, f"{excerpt(value)} is listed twice")
         tasks.append(value)
     max_new = section.integer("max_new_tokens", 32, 1, 16384)
     min_new = section.integer("min_new_tokens", 0, 0, 16384)
@@ -318,7 +320,9 @@ def read_llm(section: Section) -> LlmParams:
             raise section.error(key, "applies to sampling: sample only")
     ner = section.string("ner", "auto", 4096)
     if ner not in ("auto", "heuristic") and not (ner.startswith("spacy:") and len(ner) > 6):
-        raise section.error("ner", f"must be auto, heuristic or spacy:<pipeline name or path>, got {ner!r}")
+        raise section.error(
+            "ner", f"must be auto, heuristic or spacy:<pipeline name or path>, got {excerpt(ner)}"
+        )
     trust = section.boolean("trust_remote_code", False)
     if trust and all(m.synthetic for m in models):
         raise section.error("trust_remote_code", "synthetic-weight models run no remote code: leave it out")

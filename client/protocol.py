@@ -6,13 +6,32 @@ socket: encoding and decoding are tested on bytes alone.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgpack
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # the daemon's config may change it
+MAX_STRING_FIELD_CHARS = 256  # every str field but submit's spec_text
+MAX_SPEC_TEXT_CHARS = 64 * 1024  # the YAML kept with a job, for the record; a longer one is not sent
+MAX_VERSIONS = 16  # hello's versions list
+# Error replies and log lines quote what a client sent as a short, escaped excerpt, and an error's
+# strings are clipped (in UTF-8 bytes) so that a whole error frame stays under MAX_ERROR_FRAME_BYTES.
+MAX_EXCERPT_CHARS = 80
+MAX_ERROR_MESSAGE_BYTES = 400
+MAX_ERROR_KEY_BYTES = 96
+MAX_ERROR_PROBLEM_BYTES = 300
+MAX_ERROR_FRAME_BYTES = 1024
+# Live-data subscriptions: a topic is ``gpu/N`` or ``job/ID`` (or a prefix of one); longer ones are
+# refused. The daemon's XPUB drops a connection that sends a message (a subscription is one byte then the
+# topic; a CURVE handshake's INITIATE is some 300 bytes) larger than MAX_SUBSCRIPTION_BYTES.
+MAX_TOPIC_BYTES = 64
+MAX_SUBSCRIPTION_BYTES = 1024
+GPU_TOPIC_PREFIX = b"gpu/"
+JOB_TOPIC_PREFIX = b"job/"
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 # Request type -> {field: (accepted Python types, required)}. Unknown fields are refused.
 REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
@@ -41,6 +60,7 @@ MAX_HISTORY_POINTS = 20_000
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy", "requests")
 MAX_TRACE_CHUNK = 50_000
+MAX_REQUESTS_CHUNK = 2_000  # rows of an llm job's requests table per reply: each holds an answer's text
 ERROR_CODES = (
     "bad_request",  # not msgpack, not a map, wrong field types, unknown fields
     "unsupported_version",
@@ -49,18 +69,49 @@ ERROR_CODES = (
     "not_found",
     "denied",
     "invalid_spec",
+    "rate_limited",  # the user sent more requests, or took more of the daemon's time, than allowed
+    "quota_exceeded",  # the user has as many queued jobs as the daemon allows
     "internal",
 )
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother, _EXCERPT.maxlong = 2, MAX_EXCERPT_CHARS, 24, 24
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = _EXCERPT.maxset = 4
+
+
+def excerpt(value: object) -> str:
+    """A short, escaped quotation of a value a client sent, for error messages and log lines.
+
+    Strings and bytes are cut in the middle and keep their length; nested values are cut at two levels.
+    Never raises, whatever the value.
+    """
+    try:
+        text = _EXCERPT.repr(value)
+    except Exception:  # a value whose repr fails is still named
+        text = f"<{type(value).__name__}>"
+    if isinstance(value, (str, bytes)) and len(value) > MAX_EXCERPT_CHARS:
+        text += f" ({len(value):,} {'chars' if isinstance(value, str) else 'bytes'})"
+    return clip(text, 2 * MAX_EXCERPT_CHARS + 32)
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, marked with "..." where it was cut."""
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - 3].decode("utf-8", "ignore") + "..."
 
 
 class ProtocolError(Exception):
     """A message that breaks the protocol; ``code`` is one of ERROR_CODES."""
 
-    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, request_id: int | None = None, key: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.key = key  # the job spec key it is about, if any (a denied dvfs section: "dvfs")
 
 
 @dataclass(frozen=True)
@@ -74,7 +125,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """A reply: ``ok`` with a body, or an error with ``code`` and ``message``."""
+    """A reply: ``ok`` with a body, or an error with ``code``, ``message`` and, in ``body``, any of ``key``
+    and ``problem``."""
 
     id: int
     ok: bool
@@ -105,35 +157,60 @@ def encode_request(type_: str, body: dict[str, Any] | None = None, request_id: i
 
 
 def decode_request(payload: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request:
-    """Validate one request frame; raises ProtocolError naming what is wrong."""
+    """Validate one request frame; raises ProtocolError naming what is wrong, and nothing else.
+
+    Every field is type-checked before it is used; what the client sent is quoted only as an excerpt.
+    """
     message = _unpack(payload, max_bytes)
     request_id = message.get("id")
-    if not isinstance(request_id, int) or isinstance(request_id, bool):
-        raise ProtocolError("bad_request", "field 'id' must be an integer")
-    if message.get("v") != PROTOCOL_VERSION:
+    if not _is_int(request_id):
+        raise ProtocolError("bad_request", f"field 'id' must be an integer, got {_kind(request_id)}")
+    version = message.get("v")
+    if not _is_int(version) or version != PROTOCOL_VERSION:
         raise ProtocolError(
             "unsupported_version",
-            f"protocol version {message.get('v')!r} not supported; this daemon speaks {PROTOCOL_VERSION}",
+            f"protocol version {excerpt(version)} not supported; this daemon speaks {PROTOCOL_VERSION}",
             request_id,
         )
     type_ = message.get("type")
-    if type_ not in REQUEST_SCHEMAS:
-        raise ProtocolError("unknown_type", f"unknown request type {type_!r}", request_id)
+    if not isinstance(type_, str) or type_ not in REQUEST_SCHEMAS:
+        known = ", ".join(REQUEST_SCHEMAS)
+        raise ProtocolError(
+            "unknown_type", f"unknown request type {excerpt(type_)}; types: {known}", request_id
+        )
     body = message.get("body", {})
     if not isinstance(body, dict):
-        raise ProtocolError("bad_request", "field 'body' must be a map", request_id)
-    extra = set(message) - {"v", "type", "id", "body"}
+        raise ProtocolError("bad_request", f"field 'body' must be a map, got {_kind(body)}", request_id)
+    extra = [name for name in message if name not in ("v", "type", "id", "body")]
     if extra:
-        raise ProtocolError("bad_request", f"unknown fields {sorted(extra)}", request_id)
-    _check_body(str(type_), body, request_id)
-    return Request(type=str(type_), id=request_id, body=body)
+        raise ProtocolError("bad_request", f"unknown fields {excerpt(extra)}", request_id)
+    _check_body(type_, body, request_id)
+    return Request(type=type_, id=request_id, body=body)
 
 
-def _check_body(type_: str, body: dict[str, Any], request_id: int) -> None:
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KINDS: dict[type, str] = {
+    bool: "bool", int: "int", float: "float", str: "str", bytes: "bin", list: "array", dict: "map",
+    type(None): "nil",
+}  # fmt: skip
+
+
+def _kind(value: object) -> str:
+    """The msgpack-level kind of a value, for errors about a field of the wrong type."""
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _check_body(type_: str, body: dict[Any, Any], request_id: int) -> None:
     schema = REQUEST_SCHEMAS[type_]
     for name in body:
-        if name not in schema:
-            raise ProtocolError("bad_request", f"{type_}: unknown field {name!r}", request_id)
+        if not isinstance(name, str) or name not in schema:
+            fields = ", ".join(schema) or "none"
+            raise ProtocolError(
+                "bad_request", f"{type_}: unknown field {excerpt(name)} (fields: {fields})", request_id
+            )
     for name, (types, required) in schema.items():
         if name not in body:
             if required:
@@ -141,16 +218,44 @@ def _check_body(type_: str, body: dict[str, Any], request_id: int) -> None:
             continue
         value = body[name]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            expected = " or ".join(t.__name__ for t in types)
+            expected = " or ".join(_KINDS.get(t, t.__name__) for t in types)
             raise ProtocolError(
                 "bad_request",
-                f"{type_}: field {name!r} must be {expected}, got {type(value).__name__}",
+                f"{type_}: field {name!r} must be {expected}, got {_kind(value)}",
                 request_id,
             )
         if isinstance(value, int) and not 0 <= value <= MAX_FIELD_INT:  # ids, offsets and limits
             raise ProtocolError(
-                "bad_request", f"{type_}: field {name!r} must be in [0, 2**63), got {value}", request_id
+                "bad_request",
+                f"{type_}: field {name!r} must be in [0, 2**63), got {excerpt(value)}",
+                request_id,
             )
+        longest = MAX_SPEC_TEXT_CHARS if name == "spec_text" else MAX_STRING_FIELD_CHARS
+        if isinstance(value, str) and len(value) > longest:
+            raise ProtocolError(
+                "bad_request",
+                f"{type_}: field {name!r} is {len(value):,} characters; at most {longest:,}",
+                request_id,
+            )
+    _check_values(type_, body, request_id)
+
+
+def _check_values(type_: str, body: dict[str, Any], request_id: int) -> None:
+    """The checks of one request type's values beyond their types."""
+    if type_ == "hello":
+        versions = body.get("versions", [])
+        if len(versions) > MAX_VERSIONS or not all(_is_int(v) for v in versions):
+            raise ProtocolError(
+                "bad_request",
+                f"hello: versions must be a list of at most {MAX_VERSIONS} integers",
+                request_id,
+            )
+    if type_ == "jobs" and body.get("state", "queued") not in JOB_STATES:
+        raise ProtocolError(
+            "bad_request",
+            f"jobs: unknown state {excerpt(body['state'])}; states: {', '.join(JOB_STATES)}",
+            request_id,
+        )
     if type_ == "history":
         seconds = body.get("seconds", 30)
         if not (0 < seconds < float("inf")) or not 1 <= body.get("max_points", 2000) <= MAX_HISTORY_POINTS:
@@ -173,37 +278,55 @@ def encode_reply(request_id: int, body: dict[str, Any]) -> bytes:
     return _pack({"v": PROTOCOL_VERSION, "type": "reply", "id": request_id, "body": body})
 
 
-def encode_error(request_id: int | None, code: str, message: str) -> bytes:
-    """The bytes of an error reply; ``request_id`` is None when the request's id could not be read."""
-    body = {"code": code, "message": message}
+def encode_error(
+    request_id: int | None,
+    code: str,
+    message: str,
+    key: str | None = None,
+    problem: str | None = None,
+) -> bytes:
+    """The bytes of an error reply; ``request_id`` is None when the request's id could not be read.
+
+    ``key`` and ``problem`` (a spec error's key path and what is wrong with it) let a client name the
+    line of its own file. The frame is at most MAX_ERROR_FRAME_BYTES: every string is clipped.
+    """
+    body = {"code": code, "message": clip(message, MAX_ERROR_MESSAGE_BYTES)}
+    if key is not None:
+        body["key"] = clip(key, MAX_ERROR_KEY_BYTES)
+    if problem is not None:
+        body["problem"] = clip(problem, MAX_ERROR_PROBLEM_BYTES)
     return _pack({"v": PROTOCOL_VERSION, "type": "error", "id": request_id, "body": body})
 
 
 def decode_reply(payload: bytes, max_bytes: int = 1 << 30) -> Reply:
     """Parse a reply frame (client side)."""
     message = _unpack(payload, max_bytes)
-    body = message.get("body") or {}
+    body = message.get("body")
     request_id = message.get("id")
+    if not isinstance(body, dict):
+        raise ProtocolError("bad_request", "malformed reply from the daemon: its body is not a map")
     if message.get("type") == "error":
+        details = {name: str(body[name]) for name in ("key", "problem") if isinstance(body.get(name), str)}
         return Reply(
-            id=request_id if isinstance(request_id, int) else -1,
+            id=request_id if _is_int(request_id) else -1,
             ok=False,
+            body=details,
             code=str(body.get("code", "internal")),
             message=str(body.get("message", "")),
         )
-    if message.get("type") != "reply" or not isinstance(request_id, int) or not isinstance(body, dict):
+    if message.get("type") != "reply" or not _is_int(request_id):
         raise ProtocolError("bad_request", "malformed reply from the daemon")
     return Reply(id=request_id, ok=True, body=body)
 
 
 def topic_for_gpu(gpu: int) -> bytes:
     """PUB topic of a GPU's live samples."""
-    return f"gpu/{gpu}".encode()
+    return GPU_TOPIC_PREFIX + str(gpu).encode()
 
 
 def topic_for_job(job_id: str) -> bytes:
     """PUB topic of a job's state changes, phase markers and samples."""
-    return f"job/{job_id}".encode()
+    return JOB_TOPIC_PREFIX + job_id.encode()
 
 
 def encode_publish(kind: str, body: dict[str, Any]) -> bytes:

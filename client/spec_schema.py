@@ -7,10 +7,13 @@ it, refusing unknown keys and naming the nearest valid one. Each workload's read
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from gpuprof.sampler.errors import JobSpecError
+
+from .protocol import MAX_ERROR_KEY_BYTES, MAX_ERROR_PROBLEM_BYTES, clip, excerpt
 
 __all__ = [
     "REQUIRED",
@@ -19,8 +22,10 @@ __all__ = [
     "KeyPath",
     "Section",
     "did_you_mean",
+    "excerpt",
     "format_path",
     "kind_of",
+    "parse_path",
 ]
 
 KeyPath = tuple[str | int, ...]
@@ -31,6 +36,8 @@ class JobSpecKeyError(JobSpecError):
     """A JobSpecError about one key: ``source``, ``line`` (None when unknown), ``key`` and ``problem``."""
 
     def __init__(self, source: str, line: int | None, key: str, problem: str) -> None:
+        # Bounded like a daemon's error reply: a spec's odd key or value is quoted, never echoed whole.
+        key, problem = clip(key, MAX_ERROR_KEY_BYTES), clip(problem, MAX_ERROR_PROBLEM_BYTES)
         self.source = source
         self.line = line
         self.key = key
@@ -44,6 +51,14 @@ def format_path(path: KeyPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
     return out
+
+
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def parse_path(key: str) -> KeyPath:
+    """The key path that format_path wrote as ``key`` (``dvfs.sm_clocks[2]``)."""
+    return tuple(int(index) if index else name for index, name in _PATH_PART.findall(key))
 
 
 class Document:
@@ -80,7 +95,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def kind_of(value: object) -> str:
     if isinstance(value, dict):
         return "a mapping"
-    return "a list" if isinstance(value, list) else repr(value)
+    return "a list" if isinstance(value, list) else excerpt(value)
 
 
 class Section:
@@ -93,7 +108,7 @@ class Section:
         self.data: dict[str, Any] = data
         for key in data:
             if not isinstance(key, str):
-                raise doc.error(path, f"keys must be strings, got {key!r}")
+                raise doc.error(path, f"keys must be strings, got {excerpt(key)}")
             if key not in self.keys:
                 hint = did_you_mean(key, self.keys)
                 raise doc.error((*path, key), f"unknown key{hint}; valid keys: {', '.join(self.keys)}")
@@ -115,13 +130,15 @@ class Section:
         value = self._get(key, default)
         ok = is_number(value) and (low < value if low_open else low <= value) and value <= high
         if not ok:  # NaN fails the comparisons
-            raise self.error(key, f"must be a number in {_interval(low, high, low_open)}, got {value!r}")
+            raise self.error(
+                key, f"must be a number in {_interval(low, high, low_open)}, got {excerpt(value)}"
+            )
         return float(value)
 
     def integer(self, key: str, default: Any, low: int, high: int) -> int:
         value = self._get(key, default)
         if not (is_number(value) and isinstance(value, int) and low <= value <= high):
-            raise self.error(key, f"must be an integer in [{low}, {high}], got {value!r}")
+            raise self.error(key, f"must be an integer in [{low}, {high}], got {excerpt(value)}")
         return value
 
     def choice(self, key: str, default: Any, choices: tuple[str, ...]) -> str:
@@ -129,7 +146,7 @@ class Section:
         if value not in choices or not isinstance(value, str):
             hint = did_you_mean(value, choices) if isinstance(value, str) else ""
             options = ", ".join(repr(c) for c in choices)
-            raise self.error(key, f"must be one of {options}, got {value!r}{hint}")
+            raise self.error(key, f"must be one of {options}, got {excerpt(value)}{hint}")
         return value
 
     def string(self, key: str, default: Any, max_chars: int) -> str:
@@ -138,13 +155,13 @@ class Section:
             quote = "" if isinstance(value, (dict, list)) else " (quote it)"
             raise self.error(key, f"must be a string, got {kind_of(value)}{quote}")
         if not value or len(value) > max_chars or not value.isprintable():
-            raise self.error(key, f"must be 1 to {max_chars} printable characters, got {value!r}")
+            raise self.error(key, f"must be 1 to {max_chars} printable characters, got {excerpt(value)}")
         return value
 
     def boolean(self, key: str, default: Any) -> bool:
         value = self._get(key, default)
         if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {value!r}")
+            raise self.error(key, f"must be true or false, got {excerpt(value)}")
         return value
 
     def section(self, key: str, keys: Iterable[str]) -> Section:
@@ -165,7 +182,7 @@ class Section:
         out: list[int] = []
         for path, item in self.items(key, default, max_items):
             if not (is_number(item) and isinstance(item, int) and low <= item <= high):
-                raise self.doc.error(path, f"must be an integer in [{low}, {high}], got {item!r}")
+                raise self.doc.error(path, f"must be an integer in [{low}, {high}], got {excerpt(item)}")
             if item in out:
                 raise self.doc.error(path, f"{item} is listed twice")
             out.append(item)

@@ -78,6 +78,15 @@ class ClockJournal:
             self._write(entries)
 
 
+class ClockSpecError(GpuprofError):
+    """A clock a job spec asks for that its GPU does not support; ``path`` is its key in ``dvfs:``."""
+
+    def __init__(self, path: tuple[str | int, ...], problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(problem)
+
+
 @dataclass(frozen=True)
 class ClockRequest:
     """What a job asks for: an SM clock lock, a memory clock lock, a power limit (each optional)."""
@@ -120,35 +129,48 @@ def resolve_request(request: ClockRequest, gpu: dict[str, Any]) -> ClockRequest:
     An unsupported value is a GpuprofError naming the nearest supported ones.
     """
     out: dict[str, Any] = {"snap": request.snap, "power_limit_w": request.power_limit_w}
-    for key, supported_key, what in (
-        ("sm_clock_mhz", "graphics_clocks_mhz", "an SM clock"),
-        ("memory_clock_mhz", "memory_clocks_mhz", "a memory clock"),
+    for key, supported_key, what, path in (
+        ("sm_clock_mhz", "graphics_clocks_mhz", "an SM clock", ("sm_clocks",)),
+        ("memory_clock_mhz", "memory_clocks_mhz", "a memory clock", ("memory_clock",)),
     ):
-        value = getattr(request, key)
-        supported = [int(v) for v in gpu[supported_key]]
-        if value is not None and value not in supported:
-            close = nearest(value, supported)
-            if not request.snap:
-                raise GpuprofError(
-                    f"GPU {gpu['index']} does not support {what} of {value} MHz; nearest supported: "
-                    f"{', '.join(map(str, close))} MHz (or set dvfs.snap: true)"
-                )
-            value = min(close, key=lambda v: (abs(v - value), v))
-        out[key] = value
+        out[key] = _supported(getattr(request, key), gpu, supported_key, what, request.snap, path)
     if request.sm_clock_range_mhz is not None:
-        ends = [
-            resolve_request(ClockRequest(sm_clock_mhz=end, snap=request.snap), gpu).sm_clock_mhz
-            for end in request.sm_clock_range_mhz
-        ]
-        out["sm_clock_range_mhz"] = (ends[0], ends[1])
+        low, high = (
+            _supported(end, gpu, "graphics_clocks_mhz", "an SM clock", request.snap, ("sm_clock_range", i))
+            for i, end in enumerate(request.sm_clock_range_mhz)
+        )
+        out["sm_clock_range_mhz"] = (low, high)
     if request.power_limit_w is not None:
         low, high = gpu["min_power_limit_w"], gpu["max_power_limit_w"]
         if not low <= request.power_limit_w <= high:
             wanted = request.power_limit_w
-            raise GpuprofError(
-                f"GPU {gpu['index']} takes power limits in [{low:g}, {high:g}] W, not {wanted:g} W"
+            raise ClockSpecError(
+                ("power_limit_w",),
+                f"GPU {gpu['index']} takes power limits in [{low:g}, {high:g}] W, not {wanted:g} W",
             )
     return ClockRequest(**out)
+
+
+def _supported(
+    value: int | None,
+    gpu: dict[str, Any],
+    supported_key: str,
+    what: str,
+    snap: bool,
+    path: tuple[str | int, ...],
+) -> int | None:
+    """``value`` if the GPU supports it, the nearest supported one when ``snap``, else ClockSpecError."""
+    supported = [int(v) for v in gpu[supported_key]]
+    if value is None or value in supported:
+        return value
+    close = nearest(value, supported)
+    if not snap:
+        raise ClockSpecError(
+            path,
+            f"GPU {gpu['index']} does not support {what} of {value} MHz; nearest supported: "
+            f"{', '.join(map(str, close))} MHz (or set dvfs.snap: true)",
+        )
+    return min(close, key=lambda v: (abs(v - value), v))
 
 
 def sweep_of(dvfs: dict[str, Any] | None) -> list[int] | str | None:
@@ -160,11 +182,11 @@ def sweep_of(dvfs: dict[str, Any] | None) -> list[int] | str | None:
 def resolve_sweep(sweep: list[int] | str, snap: bool, gpu: dict[str, Any]) -> list[int]:
     """A sweep's clocks checked against the GPU's (snapped if asked, duplicates dropped, order kept)."""
     supported = sorted({int(v) for v in gpu["graphics_clocks_mhz"]})
-    if sweep == "all":
+    if isinstance(sweep, str):  # "all", the one string sweep_of gives
         return supported
     out: list[int] = []
-    for mhz in sweep:
-        value = resolve_request(ClockRequest(sm_clock_mhz=int(mhz), snap=snap), gpu).sm_clock_mhz
+    for index, mhz in enumerate(sweep):
+        value = _supported(int(mhz), gpu, "graphics_clocks_mhz", "an SM clock", snap, ("sm_clocks", index))
         if value is not None and value not in out:
             out.append(value)
     return out

@@ -49,6 +49,9 @@ class DaemonConfig:
     max_timeout_s: float = 86400.0
     worker_memory_limit_mb: int = 0  # resident memory of a job's processes; 0: 80% of the node's memory
     worker_output_limit_mb: int = 1024  # what a job may write: each file, and its directory in all
+    max_queued_jobs_per_user: int = 100  # a submit beyond it is refused (quota_exceeded)
+    request_rate_per_user: float = 200.0  # requests a second, a second's worth at once (rate_limited)
+    request_time_share_per_user: float = 0.5  # of gpuprofd's time one user's requests may take
 
     def __post_init__(self) -> None:
         checks = [
@@ -85,6 +88,15 @@ class DaemonConfig:
             ),
             (1 <= self.worker_output_limit_mb <= 1 << 30, "worker_output_limit_mb must be in [1, 2**30]"),
             (bool(self.users_group), "users_group must name a group"),
+            (
+                1 <= self.max_queued_jobs_per_user <= 1_000_000,
+                "max_queued_jobs_per_user must be in [1, 1000000]",
+            ),
+            (1 <= self.request_rate_per_user <= 1_000_000, "request_rate_per_user must be in [1, 1000000]"),
+            (
+                0.01 <= self.request_time_share_per_user <= 1,
+                "request_time_share_per_user must be in [0.01, 1]",
+            ),
         ]
         for ok, message in checks:
             if not ok:

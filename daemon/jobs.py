@@ -25,6 +25,7 @@ from gpuprof.sampler.trace import Trace
 
 from .clocks import ClockControl
 from .job_clocks import JobClocks
+from .limits import TokenBucket
 from .markers import Marker, MarkerReader, PhaseWindow, windows
 from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree_rss_bytes
 from .requests import HeldPower, llm_result
@@ -33,6 +34,9 @@ from .store import JobRecord, JobStore
 from .sweep import burn_sweep_section, mark_capped, point_energy, sweep_section
 
 KILL_GRACE_S = 5.0
+MARKER_BATCH = 256  # markers taken from a worker before the daemon's loop turns to its other work
+QUESTIONS = ("dvfs", "energy_query")  # events the daemon answers, each at some cost
+QUESTIONS_PER_S = 20
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
@@ -78,6 +82,11 @@ class RunningJob:
     peak_rss_bytes: int = 0
     clocks: dict[str, Any] | None = None  # the clock changes made for the job (reset when it ends)
     sweep: frozenset[int] = frozenset()  # SM clocks the worker may ask for, one point at a time
+    questions: TokenBucket = field(
+        default_factory=lambda: TokenBucket(
+            QUESTIONS_PER_S, QUESTIONS_PER_S, QUESTIONS_PER_S, time.monotonic()
+        )
+    )  # the clock changes and energy queries it may still ask for now
 
 
 class JobRunner:
@@ -206,23 +215,37 @@ class JobRunner:
         """Marker sockets to poll, by file descriptor."""
         return {job.channel.fileno(): job for job in self.running.values()}
 
-    def read_markers(self, job: RunningJob) -> None:
-        """Take the worker's pending markers and publish them; answer its clock requests."""
-        for marker in job.reader.read_available():
-            job.markers.append(marker)
-            if marker.kind == "event" and marker.name == "dvfs":
-                wanted = marker.attrs.get("sm_clock_mhz")
-                self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted))
-            elif marker.kind == "event" and marker.name == "energy_query":
-                power = HeldPower(concat(job.samples, SAMPLE_DTYPE), job.record.gpu)
-                point = str(marker.attrs.get("point"))
-                workload = record_workload(job.record)
-                self._answer(job, point_energy(workload, job.markers, power, point, self.simulated))
-            self.publish(
-                job.record.id,
-                "marker",
-                {"kind": marker.kind, "name": marker.name, "t_ns": marker.t_ns, "attrs": marker.attrs},
-            )
+    def read_markers(self, job: RunningJob, drain: bool = False) -> None:
+        """Take the worker's pending markers (a batch; all of them when ``drain``) and publish them;
+        answer its clock requests and energy queries."""
+        while True:
+            for marker in job.reader.read_available(MARKER_BATCH):
+                self._take_marker(job, marker)
+            if not drain or not job.reader.more_waiting:
+                return
+
+    def _take_marker(self, job: RunningJob, marker: Marker) -> None:
+        job.markers.append(marker)
+        if marker.kind == "event" and marker.name in QUESTIONS:
+            now = time.monotonic()
+            job.questions.refill(now)
+            if job.questions.tokens < 1:  # the worker runs the user's code: its questions cost the daemon
+                self._answer(job, {"ok": False, "error": f"more than {QUESTIONS_PER_S} questions a second"})
+                return
+            job.questions.tokens -= 1
+        if marker.kind == "event" and marker.name == "dvfs":
+            wanted = marker.attrs.get("sm_clock_mhz")
+            self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted))
+        elif marker.kind == "event" and marker.name == "energy_query":
+            power = HeldPower(concat(job.samples, SAMPLE_DTYPE), job.record.gpu)
+            point = str(marker.attrs.get("point"))
+            workload = record_workload(job.record)
+            self._answer(job, point_energy(workload, job.markers, power, point, self.simulated))
+        self.publish(
+            job.record.id,
+            "marker",
+            {"kind": marker.kind, "name": marker.name, "t_ns": marker.t_ns, "attrs": marker.attrs},
+        )
 
     @staticmethod
     def _answer(job: RunningJob, reply: dict[str, Any]) -> None:
@@ -254,7 +277,7 @@ class JobRunner:
         now = time.monotonic_ns()
         for gpu, job in list(self.running.items()):
             if job.process.poll() is not None:
-                self.read_markers(job)
+                self.read_markers(job, drain=True)
                 self._finish(gpu, job)
             elif job.kill_at_ns is not None and now >= job.kill_at_ns:
                 self._signal(job, signal.SIGKILL)

@@ -40,6 +40,7 @@ __all__ = [
 MARKER_FD_ENV = "GPUPROF_MARKER_FD"
 MARKER_VERSION = 1
 MAX_MARKER_BYTES = 64 * 1024
+MAX_JOB_MARKER_BYTES = 256 * 1024 * 1024  # what the daemon keeps of one job's markers
 MAX_NAME_CHARS = 64
 MAX_TEXT_CHARS = 1000  # status text and fail reasons; longer ones are cut by the writer
 MAX_ATTR_DEPTH = 8
@@ -247,17 +248,23 @@ class DatagramSource(Protocol):
 class MarkerReader:
     """The daemon's side: yields valid markers; malformed messages are counted, never raised.
 
-    The stream ends at EOF (the worker closed its end or exited). At most ``max_markers`` are kept; later
-    ones count as errors.
+    The stream ends at EOF (the worker closed its end or exited). At most ``max_markers`` are kept, and
+    at most ``max_bytes`` of them as they came: a worker runs the user's code, and the daemon keeps a
+    job's markers until it ends. Later ones count as errors.
     """
 
-    def __init__(self, sock: DatagramSource, max_markers: int = 1_000_000) -> None:
+    def __init__(
+        self, sock: DatagramSource, max_markers: int = 1_000_000, max_bytes: int = MAX_JOB_MARKER_BYTES
+    ) -> None:
         self._sock = sock
         self.max_markers = max_markers
+        self.max_bytes = max_bytes
+        self.bytes = 0  # of the markers kept
         self.received = 0  # valid markers yielded
         self.errors = 0  # malformed or dropped messages
         self.error_messages: collections.deque[str] = collections.deque(maxlen=16)  # the latest few
         self.closed = False  # EOF seen
+        self.more_waiting = False  # read_available stopped at its limit, not at an empty socket
 
     def fileno(self) -> int:
         """For select/poll: readable when a marker or EOF is waiting."""
@@ -269,10 +276,13 @@ class MarkerReader:
         except MarkerError as exc:
             self._count(str(exc))
             return None
-        if self.received >= self.max_markers:
-            self._count(f"more than {self.max_markers} markers; dropped {marker.kind} {marker.name!r}")
+        if self.received >= self.max_markers or self.bytes + len(data) > self.max_bytes:
+            kept = self.received >= self.max_markers
+            full = f"{self.max_markers} markers" if kept else f"{self.max_bytes:,} bytes of markers"
+            self._count(f"more than {full} kept; dropped {marker.kind} {marker.name!r}")
             return None
         self.received += 1
+        self.bytes += len(data)
         return marker
 
     def _count(self, message: str) -> None:
@@ -287,10 +297,16 @@ class MarkerReader:
             return None
         return data
 
-    def read_available(self) -> list[Marker]:
-        """Every marker waiting now, without blocking."""
+    def read_available(self, limit: int = 256) -> list[Marker]:
+        """The markers waiting now, at most ``limit`` messages' worth, without blocking."""
         out: list[Marker] = []
-        while not self.closed:
+        self.more_waiting = False
+        for taken in range(limit + 1):
+            if self.closed:
+                break
+            if taken == limit:
+                self.more_waiting = True
+                break
             try:
                 data = self._recv(socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):

@@ -38,10 +38,11 @@ class Policy:
     def may_see(self, caller: Caller, owner_uid: int) -> bool:
         return caller.uid == owner_uid or self.is_admin(caller)
 
-    def deny(self, caller: Caller, what: str, why: str) -> protocol.ProtocolError:
-        """The error to raise for a refusal, logged with who asked."""
+    def deny(self, caller: Caller, what: str, why: str, key: str | None = None) -> protocol.ProtocolError:
+        """The error to raise for a refusal, logged with who asked; ``key`` is the job spec key it is
+        about, if any (the client names its line)."""
         log.warning("denied %s to %s (uid %d): %s", what, caller.user, caller.uid, why)
-        return protocol.ProtocolError("denied", f"{what} denied: {why}")
+        return protocol.ProtocolError("denied", f"{what} denied: {why}", key=key)
 
     def check_use(self, caller: Caller, request: str) -> None:
         if not self.may_use(caller):
@@ -63,6 +64,7 @@ class Policy:
                 "dvfs",
                 "clock changes are off on this node (allow_dvfs = false in gpuprofd.toml; "
                 "a local daemon takes gpuprofd serve --allow-dvfs)",
+                key="dvfs",
             )
         if not self.may_change_clocks(caller):
             raise self.deny(
@@ -70,6 +72,7 @@ class Policy:
                 "dvfs",
                 f"user {caller.user} is not among those allowed to change clocks "
                 "(dvfs_users and dvfs_groups in gpuprofd.toml)",
+                key="dvfs",
             )
 
     def check_remote_code(self, caller: Caller) -> None:
@@ -79,6 +82,7 @@ class Policy:
                 "llm.trust_remote_code",
                 "running a model repository's own code is off on this node "
                 "(allow_trust_remote_code = false in gpuprofd.toml)",
+                key="llm.trust_remote_code",
             )
 
     def check_job(self, caller: Caller, request: str, job_id: str, owner: str, owner_uid: int) -> None:

@@ -18,25 +18,40 @@ import zmq
 
 from gpuprof.client import protocol
 from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
+from gpuprof.client.spec_schema import Document, KeyPath
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.errors import ConfigError, GpuprofError, JobSpecError
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.sim import SimulatedNvml
 
-from .clocks import ClockControl, ClockJournal, ClockRequest, resolve_request, resolve_sweep, sweep_of
+from .clocks import (
+    ClockControl,
+    ClockJournal,
+    ClockRequest,
+    ClockSpecError,
+    resolve_request,
+    resolve_sweep,
+    sweep_of,
+)
 from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner
 from .keys import KeyStore, server_keypair
+from .limits import RequestLimits
+from .logbound import install as bound_log
 from .notify import sd_notify
 from .policy import Policy
 from .processes import WorkerLimits
 from .store import JobStore, TraceNotFound
+from .topics import allowed_topic
 
 log = logging.getLogger("gpuprofd")
 TICK_S = 0.05  # check timeouts and start queued jobs this often (samples are published more often)
+BATCH = 64  # requests (or subscriptions) handled before the loop polls everything again: no flood starves it
+PEEK_BYTES = 4096  # a rate-limited request this small is decoded for its id
+ROUTER_RCVHWM = 64  # requests queued per connection while the daemon is busy (each up to max_message_bytes)
 LIVE_COLUMNS = (
     "t_ns",
     "power_mw",
@@ -92,8 +107,26 @@ def _nullable(column: Any) -> list[Any]:
     return [None if gone else value for value, gone in zip(values, missing, strict=True)]
 
 
+def _request_id(payload: bytes) -> int | None:
+    """The id of a small request not otherwise read (so a refusal can be matched to it), or None: a
+    refusal must cost less than decoding a large message."""
+    if len(payload) > PEEK_BYTES:
+        return None
+    try:
+        return protocol.decode_request(payload).id
+    except protocol.ProtocolError as exc:
+        return exc.request_id
+
+
+def _spec_error(path: KeyPath, problem: str) -> JobSpecKeyError:
+    """A spec error found by the daemon, in JobSpec's own form: the submitted spec, its key, the problem."""
+    return Document(None, SUBMITTED_SOURCE).error(path, problem)
+
+
 def _listed(job: dict[str, Any]) -> dict[str, Any]:
-    """A job map for listings: its result's totals without the per-window figures (``job`` has those)."""
+    """A job map for listings: no spec text, and its result's totals without the per-window figures
+    (``job`` has those)."""
+    job = {name: value for name, value in job.items() if name != "spec_text"}
     result = job.get("result")
     if isinstance(result, dict) and "windows" in result:
         totals = {k: v for k, v in result.items() if k != "windows"}
@@ -106,6 +139,7 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
+        bound_log(log)  # before anything a client sends can reach a log line
         os.umask(0o077)  # the job database, traces and job directories are the daemon's alone
         self.library = resolve(simulate=config.simulate)
         self.inventory, self.unreadable = read_inventory(self.library, config.gpus)
@@ -128,10 +162,16 @@ class Daemon:
         self.zap = ZapHandler(self.context, curve_users=self.keys)
         self.callers = Callers()
         self.policy = Policy(config)
+        self.limits = RequestLimits(
+            config.request_rate_per_user,
+            config.request_time_share_per_user,
+            exempt_uids=frozenset({0, os.getuid()}),
+        )
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + 4096)
+        self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         # XPUB in manual mode: each subscription arrives here with its connection's user, and the daemon
         # applies only what that user may see (their own jobs' topics, every GPU's samples).
@@ -139,6 +179,8 @@ class Daemon:
         self.pub.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         self.pub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.pub.setsockopt(zmq.SNDHWM, config.pub_hwm)
+        # A subscription is one byte and a topic: a larger message drops its connection unread.
+        self.pub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_SUBSCRIPTION_BYTES)
         self.pub.setsockopt(zmq.LINGER, 0)
         limits = WorkerLimits.from_config(config.worker_memory_limit_mb, config.worker_output_limit_mb)
         self.clocks = ClockControl(self.library, ClockJournal(state_dir))
@@ -260,22 +302,30 @@ class Daemon:
             events = dict(poller.poll(timeout_ms))
             for fd, job in channels.items():
                 if fd in events:
-                    self.runner.read_markers(job)
+                    self._guarded(self.runner.read_markers, job)
                 poller.unregister(fd)
             if self.zap.socket in events:
-                self.zap.handle()
+                self._guarded(self.zap.handle)
             if self.pub in events:
-                self._serve_subscriptions()
+                self._guarded(self._serve_subscriptions)
             if self.router in events:
-                self._serve_requests()
+                self._guarded(self._serve_requests)
             now = time.monotonic()
             if now >= next_tick:
-                self._tick()
+                self._guarded(self._tick)
                 next_tick = time.monotonic() + TICK_S
                 next_publish = time.monotonic() + publish_s
             elif now >= next_publish:
-                self._drain_and_publish()
+                self._guarded(self._drain_and_publish)
                 next_publish = max(next_publish + publish_s, time.monotonic())  # steady, never a burst
+
+    @staticmethod
+    def _guarded(step: Any, *args: Any) -> None:
+        """Run one step of the loop; a bug in it is logged (bounded) and the loop goes on."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("%s failed; gpuprofd goes on", getattr(step, "__name__", step))
 
     def _drain_and_publish(self) -> None:
         """Move what the sampler recorded into the history and the running jobs, and publish it live."""
@@ -306,9 +356,9 @@ class Daemon:
         return body
 
     def _serve_subscriptions(self) -> None:
-        """Apply each (un)subscription as far as its connection's user may see: every GPU's samples,
-        their own jobs' topics; an admin anything. The rest is dropped and logged."""
-        while True:
+        """Apply each (un)subscription as far as its connection's user may see (daemon/topics.py); the
+        rest is dropped and logged. At most BATCH at a time."""
+        for _ in range(BATCH):
             try:
                 frame = self.pub.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -329,70 +379,94 @@ class Daemon:
                 "ignored a subscription by %s (uid %d): not in the users group", caller.user, caller.uid
             )
             return None
-        if self.policy.is_admin(caller):
-            return topic
-        gpus = protocol.topic_for_gpu(0)[:4]  # b"gpu/"
-        if topic.startswith(gpus):
-            return topic
-        if gpus.startswith(topic):  # "" or "g...": everything a member may see is every GPU's samples
-            return gpus
-        job_id = topic.removeprefix(b"job/").decode(errors="replace")
-        record = self.store.get(job_id) if topic.startswith(b"job/") and self.store.valid_id(job_id) else None
-        if record is not None and self.policy.may_see(caller, record.uid):
-            return topic
-        log.warning("ignored a subscription by %s (uid %d) to %r", caller.user, caller.uid, topic)
-        return None
+
+        def owns(job_id: str) -> bool:
+            record = self.store.get(job_id) if self.store.valid_id(job_id) else None
+            return record is not None and self.policy.may_see(caller, record.uid)
+
+        allowed = allowed_topic(topic, self.gpus, self.policy.is_admin(caller), owns)
+        if allowed is None:
+            log.warning(
+                "ignored a subscription by %s (uid %d) to %s",
+                caller.user,
+                caller.uid,
+                protocol.excerpt(topic),
+            )
+        return allowed
 
     def _publish_job(self, job_id: str, kind: str, body: dict[str, Any]) -> None:
         self.pub.send_multipart([protocol.topic_for_job(job_id), protocol.encode_publish(kind, body)])
 
     def _serve_requests(self) -> None:
-        while True:
+        """Answer the requests waiting, at most BATCH of them; one that fails costs only itself."""
+        for _ in range(BATCH):
             try:
                 received = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             if len(received) < 2:
                 continue  # nothing to answer: not even an identity and a payload
-            uid = frame_uid(received[-1])
-            frames = [frame.bytes for frame in received]
-            identity, envelope, payload = frames[0], frames[1:-1], frames[-1]
-            if envelope not in ([], [b""]):
-                # Two requests in one message, or frames before one: refused whole rather than echoing
-                # the extra frames and running the last. The reply is one frame, as to a DEALER.
-                error = "a request is one frame, after an empty delimiter frame for a REQ socket"
-                self.router.send_multipart([identity, protocol.encode_error(None, "bad_request", error)])
-                continue
-            caller = self.callers.get(uid) if uid is not None else None
-            self.router.send_multipart([identity, *envelope, self._answer(payload, caller)])
+            identity = received[0].bytes
+            try:
+                reply = self._reply_frames(received)
+            except Exception:  # a bug must cost one request, never the daemon
+                log.exception("a request failed")
+                reply = [protocol.encode_error(None, "internal", "internal error; see the daemon's log")]
+            self.router.send_multipart([identity, *reply])
+
+    def _reply_frames(self, received: list[zmq.Frame]) -> list[bytes]:
+        """The frames that answer one received message (after its identity frame)."""
+        uid = frame_uid(received[-1])
+        envelope = [frame.bytes for frame in received[1:-1]]
+        if envelope not in ([], [b""]):
+            # Two requests in one message, or frames before one: refused whole rather than echoing
+            # the extra frames and running the last. The reply is one frame, as to a DEALER.
+            error = "a request is one frame, after an empty delimiter frame for a REQ socket"
+            return [protocol.encode_error(None, "bad_request", error)]
+        caller = self.callers.get(uid) if uid is not None else None
+        started = time.perf_counter()
+        answer = self._answer(received[-1].bytes, caller)
+        if caller is not None:
+            self.limits.charge(caller.uid, time.perf_counter() - started)
+        return [*envelope, answer]
 
     def _answer(self, payload: bytes, caller: Caller | None) -> bytes:
-        try:
-            request = protocol.decode_request(payload, self.config.max_message_bytes)
-        except protocol.ProtocolError as exc:
-            log.info("refused a request: %s", exc.message)
-            return protocol.encode_error(exc.request_id, exc.code, exc.message)
+        request_id: int | None = None
         try:
             if caller is None:  # cannot happen while ZAP runs; refused rather than served anonymously
                 raise protocol.ProtocolError("denied", "the connection has no verified user")
+            refusal = self.limits.admit(caller.uid)
+            if refusal is not None:
+                log.warning("rate-limited %s (uid %d): %s", caller.user, caller.uid, refusal)
+                raise protocol.ProtocolError("rate_limited", refusal, _request_id(payload))
+            try:
+                request = protocol.decode_request(payload, self.config.max_message_bytes)
+            except protocol.ProtocolError as exc:
+                log.info("refused a request of %s (uid %d): %s", caller.user, caller.uid, exc.message)
+                raise
+            request_id = request.id
             self.policy.check_use(caller, request.type)
             body = getattr(self, f"_on_{request.type}")(request.body, caller)
             return protocol.encode_reply(request.id, body)
         except protocol.ProtocolError as exc:
-            return protocol.encode_error(request.id, exc.code, exc.message)
+            return protocol.encode_error(
+                exc.request_id if request_id is None else request_id, exc.code, exc.message, exc.key
+            )
+        except JobSpecKeyError as exc:
+            return protocol.encode_error(request_id, "invalid_spec", str(exc), exc.key, exc.problem)
         except JobSpecError as exc:
-            return protocol.encode_error(request.id, "invalid_spec", str(exc))
+            return protocol.encode_error(request_id, "invalid_spec", str(exc))
         except GpuprofError as exc:
-            return protocol.encode_error(request.id, "bad_request", str(exc))
+            return protocol.encode_error(request_id, "bad_request", str(exc))
         except Exception:  # a bug must cost one request, never the daemon
-            log.exception("request %s failed", request.type)
-            return protocol.encode_error(request.id, "internal", "internal error; see the daemon's log")
+            log.exception("request failed")
+            return protocol.encode_error(request_id, "internal", "internal error; see the daemon's log")
 
     def _job_or_404(self, job_id: str, caller: Caller, request: str) -> Any:
         """The job, if it exists and ``caller`` may see it (its owner, or an admin)."""
         record = self.store.get(job_id) if self.store.valid_id(job_id) else None
         if record is None:
-            raise protocol.ProtocolError("not_found", f"no job {job_id!r}")
+            raise protocol.ProtocolError("not_found", f"no job {protocol.excerpt(job_id)}")
         self.policy.check_job(caller, request, record.id, record.user, record.uid)
         return record
 
@@ -456,15 +530,12 @@ class Daemon:
         if spec.gpu not in self.gpus:  # errors in the form of JobSpec's own: source, key, problem
             lost = self.unreadable.get(spec.gpu)
             why = f" (NVML could not read it when gpuprofd started: {lost})" if lost else ""
-            raise JobSpecKeyError(
-                SUBMITTED_SOURCE, None, "gpu", f"GPU {spec.gpu} is not served here{why}; GPUs: {self.gpus}"
-            )
+            raise _spec_error(("gpu",), f"GPU {spec.gpu} is not served here{why}; GPUs: {self.gpus}")
         if spec.timeout_s > self.config.max_timeout_s:
-            raise JobSpecKeyError(
-                SUBMITTED_SOURCE,
-                None,
-                "timeout_s",
-                f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s",
+            raise _spec_error(
+                ("timeout_s",),
+                f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s "
+                "(max_timeout_s)",
             )
         if isinstance(spec.params, LlmParams) and spec.params.trust_remote_code:
             self.policy.check_remote_code(caller)
@@ -478,8 +549,9 @@ class Daemon:
                 sweep = sweep_of(stored["dvfs"])
                 if sweep is not None:  # the worker may then ask for exactly these clocks
                     stored["dvfs"]["sm_clocks"] = resolve_sweep(sweep, request.snap, gpu)
-            except GpuprofError as exc:
-                raise JobSpecKeyError(SUBMITTED_SOURCE, None, "dvfs", str(exc)) from None
+            except ClockSpecError as exc:
+                raise _spec_error(("dvfs", *exc.path), exc.problem) from None
+        self._check_quota(caller)
         record = self.store.create(
             stored,
             body.get("spec_text", ""),
@@ -491,13 +563,29 @@ class Daemon:
         self.runner.schedule(self.gpus)
         return {"job": (self.store.get(record.id) or record).to_dict()}
 
+    def _check_quota(self, caller: Caller) -> None:
+        """Refuse a submit that would give ``caller`` more queued jobs than max_queued_jobs_per_user."""
+        limit = self.config.max_queued_jobs_per_user
+        if caller.uid in self.limits.exempt_uids:
+            return
+        queued = self.store.count_queued_of(caller.uid)
+        if queued >= limit:
+            log.warning("refused a submit by %s (uid %d): %d jobs queued", caller.user, caller.uid, queued)
+            raise protocol.ProtocolError(
+                "quota_exceeded",
+                f"{caller.user} has {queued} queued jobs; this daemon queues at most {limit} per user "
+                "(max_queued_jobs_per_user): wait for some to start, or cancel some",
+            )
+
     def _on_jobs(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         limit = min(max(int(body.get("limit", 100)), 1), 10_000)
         user = body.get("user")
         if not self.policy.is_admin(caller):
             if user not in (None, caller.user):
                 raise self.policy.deny(
-                    caller, f"listing {user}'s jobs", "only an admin sees other users' jobs"
+                    caller,
+                    f"listing the jobs of {protocol.excerpt(user)}",
+                    "only an admin sees other users' jobs",
                 )
             user = caller.user
         records = self.store.list(user=user, state=body.get("state"), gpu=body.get("gpu"), limit=limit)
@@ -533,7 +621,10 @@ class Daemon:
         except TraceNotFound as exc:
             raise protocol.ProtocolError("not_found", str(exc)) from None
         offset = int(body.get("offset", 0))
-        chunk = frame.iloc[offset : offset + int(body.get("limit", protocol.MAX_TRACE_CHUNK))]
+        limit = int(body.get("limit", protocol.MAX_TRACE_CHUNK))
+        if table == "requests":  # each row holds up to 2,000 characters of answer: a reply stays ~4 MB
+            limit = min(limit, protocol.MAX_REQUESTS_CHUNK)
+        chunk = frame.iloc[offset : offset + limit]
         columns = {name: _nullable(chunk[name]) for name in chunk}
         end = offset + len(chunk)
         return {

@@ -369,6 +369,10 @@ class JobStore:
         """How many jobs wait for ``gpu``."""
         return int(self._read("SELECT count(*) FROM jobs WHERE gpu = ? AND state = ?", (gpu, QUEUED))[0][0])
 
+    def count_queued_of(self, uid: int) -> int:
+        """How many jobs of the user ``uid`` wait, on every GPU."""
+        return int(self._read("SELECT count(*) FROM jobs WHERE state = ? AND uid = ?", (QUEUED, uid))[0][0])
+
     def set_state(
         self, job_id: str, state: str, reason: str | None = None, worker_uid: int | None = None
     ) -> JobRecord:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from .errors import ConfigError
+from .files import read_regular_file
 
+MAX_CONFIG_BYTES = 1 << 20
 MAX_GPUS = 16
 MAX_MEMORY_CLOCKS = 8
 MAX_GRAPHICS_CLOCKS = 512
@@ -244,9 +246,11 @@ def config_from_dict(data: object, source: str = "<config>") -> SimConfig:
 def load_config(path: str | Path) -> SimConfig:
     """Reads a simulated-GPU config from a JSON file; ConfigError names the file, the line or the key."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read simulated-GPU config: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read simulated-GPU config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -9,17 +9,23 @@ from typing import Any
 import click
 import pandas as pd
 
+from gpuprof.sampler.files import read_regular_file
+
 from ..api import Client, frame_from_chunks
 from ..report import Report
 from ..report_page import write_report
 from .common import echo_json, endpoint_option, json_option
 
+MAX_SAVED_JOB_BYTES = 1 << 30  # a saved --json of a long llm job: its requests' answers, a line each
+
 
 def saved_job(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """A job and its requests table from a file of ``gpuprof run --json`` or ``gpuprof show --json``."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(read_regular_file(path, MAX_SAVED_JOB_BYTES))
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot read it: {exc.strerror or exc}", param_hint="JOB") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise click.BadParameter(f"{path}: cannot read it as JSON ({exc})", param_hint="JOB") from None
     if not isinstance(data, dict) or not isinstance(data.get("requests"), list) or not data["requests"]:
         raise click.BadParameter(

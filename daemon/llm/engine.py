@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from gpuprof.client.llm_spec import LlmParams, ModelRef
 from gpuprof.sampler.errors import GpuprofError
+from gpuprof.sampler.files import unusable_path
 
 from ..workloads import GpuTarget
 from .archs import arch_config
@@ -311,6 +314,12 @@ def load_model(
         weights = "synthetic (random, made on the device)"
     else:
         source = {"local_files_only": True} if ref.kind == "path" else {"revision": ref.revision}
+        if ref.kind == "path":  # else transformers takes a missing directory for a malformed hub id
+            problem = unusable_path(ref.name, directory=True)
+            if problem is None and not os.access(Path(ref.name) / "config.json", os.R_OK):
+                problem = f"{ref.name}: no readable config.json (not a saved transformers model)"
+            if problem is not None:
+                raise GpuprofError(f"model directory {problem}")
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 ref.name, trust_remote_code=params.trust_remote_code, padding_side="left", **source
@@ -320,7 +329,7 @@ def load_model(
             ).to(device.device)
         except PermissionError as exc:
             raise GpuprofError(f"model {ref.name}: permission denied to the job's user ({exc})") from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a malformed hub id, a config transformers refuses
             raise GpuprofError(f"cannot load model {ref.name}: {exc}") from None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -16,6 +16,7 @@ from typing import Any
 
 from gpuprof.client.llm_spec import DatasetRef
 from gpuprof.sampler.errors import GpuprofError
+from gpuprof.sampler.files import unusable_path
 
 from . import quality
 
@@ -32,6 +33,14 @@ _BUILTIN_COLUMNS = {
         "correct_answers": "correct_answers",
     },
 }
+
+
+class MissingField(GpuprofError):
+    """A row without a value the task needs; ``key`` is the task's name for it (a columns key)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ def make_item(task: str, row: Mapping[str, Any], columns: Mapping[str, str], ind
     def text(key: str, required: bool = True) -> str:
         value = _field(row, columns[key]) if key in columns else None
         if (value is None or str(value).strip() == "") and required:
-            raise GpuprofError(f"row {index}: no {key!r} (column {columns.get(key, key)!r})")
+            raise MissingField(key, f"row {index}: no {key!r} (column {columns.get(key, key)!r})")
         return "" if value is None else str(value)
 
     if task == "qa":
@@ -144,6 +153,10 @@ def _rows(dataset: DatasetRef, task: str) -> list[Mapping[str, Any]]:
             raise GpuprofError(
                 "Hugging Face datasets need the datasets package: pip install datasets"
             ) from None
+        if dataset.name.startswith("/"):  # a local dataset directory, read as the job's user
+            problem = unusable_path(dataset.name, directory=True)
+            if problem is not None:
+                raise GpuprofError(f"dataset directory {problem} (llm.dataset.hf)")
         try:
             loaded = datasets.load_dataset(dataset.name, dataset.config, split=dataset.split)
         except Exception as exc:  # offline, unknown name, bad split: datasets raises many kinds
@@ -155,6 +168,9 @@ def _rows(dataset: DatasetRef, task: str) -> list[Mapping[str, Any]]:
 def _file_rows(dataset: DatasetRef) -> list[Mapping[str, Any]]:
     import pandas as pd
 
+    problem = unusable_path(dataset.name, directory=False)  # a FIFO would hang pandas; say why first
+    if problem is not None:
+        raise GpuprofError(f"dataset file {problem} (llm.dataset.file)")
     try:
         if dataset.format == "jsonl":
             frame = pd.read_json(dataset.name, lines=True, dtype=False)
@@ -162,22 +178,27 @@ def _file_rows(dataset: DatasetRef) -> list[Mapping[str, Any]]:
             frame = pd.read_csv(dataset.name, dtype=str, keep_default_na=False)
         else:
             frame = pd.read_parquet(dataset.name)
-    except PermissionError:
-        raise GpuprofError(f"dataset file {dataset.name}: permission denied to the job's user") from None
-    except FileNotFoundError:
-        raise GpuprofError(f"dataset file {dataset.name}: no such file") from None
     except (OSError, ValueError) as exc:
         raise GpuprofError(f"dataset file {dataset.name}: not a {dataset.format} table ({exc})") from None
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def load_items(task: str, dataset: DatasetRef) -> list[TaskItem]:
-    """Every item of ``dataset`` for ``task``."""
+    """Every item of ``dataset`` for ``task``; an error names the dataset and the spec key to change."""
     columns = _BUILTIN_COLUMNS[task] if dataset.source == "builtin" else dataset.columns
     rows = _rows(dataset, task)
+    where = {"builtin": "built-in", "file": "file", "hf": "dataset"}[dataset.source]
+    name = f"{task} set" if dataset.source == "builtin" else dataset.name
     if not rows:
-        raise GpuprofError(f"the {task} dataset has no rows")
-    return [make_item(task, row, columns, index) for index, row in enumerate(rows)]
+        raise GpuprofError(f"the {where} {name} has no rows")
+    try:
+        return [make_item(task, row, columns, index) for index, row in enumerate(rows)]
+    except MissingField as exc:
+        raise GpuprofError(
+            f"{where} {name}: {exc} (map another column with llm.dataset.columns.{exc.key})"
+        ) from None
+    except GpuprofError as exc:
+        raise GpuprofError(f"{where} {name}: {exc}") from None
 
 
 def select(items: Sequence[TaskItem], count: int, shuffle: bool, seed: int) -> list[TaskItem]:

@@ -249,6 +249,28 @@ BAD_FRAMES = [
     pytest.param([msgpack.packb({1: 2})], (-1, "bad_request"), id="int-key"),
     pytest.param([msgpack.packb({"v": 1, "type": "hello", "body": {}})], (-1, "bad_request"), id="no-id"),
     pytest.param([protocol.encode_request("shutdown", {}, 7)], (7, "unknown_type"), id="unknown-type"),
+    pytest.param(  # unhashable: once a TypeError that stopped the daemon
+        [msgpack.packb({"v": 1, "type": ["hello"], "id": 7, "body": {}})], (7, "unknown_type"), id="list-type"
+    ),
+    pytest.param([msgpack.packb({"v": 1, "type": {"a": 1}, "id": 7})], (7, "unknown_type"), id="map-type"),
+    pytest.param(
+        [msgpack.packb({"v": [1], "type": "hello", "id": 7})], (7, "unsupported_version"), id="list-v"
+    ),
+    pytest.param(
+        [msgpack.packb({"v": 1, "type": "hello", "id": 7, 1.5: 0, b"x": 0})],
+        (-1, "bad_request"),
+        id="float-key",
+    ),
+    pytest.param(
+        [msgpack.packb({"v": 1, "type": "hello", "id": 7, "x": 0, b"y": 0})],
+        (7, "bad_request"),
+        id="mixed-keys",
+    ),
+    pytest.param(
+        [msgpack.packb({"v": 1, "type": "job", "id": 7, "body": {b"id": "x"}})],
+        (7, "bad_request"),
+        id="bin-field",
+    ),
     pytest.param(
         [msgpack.packb({"v": 2, "type": "hello", "id": 7})], (7, "unsupported_version"), id="version-2"
     ),
@@ -378,6 +400,9 @@ def test_spec_errors_are_invalid_spec_naming_the_key(
     reply = client.request("submit", {"spec": spec})
     assert not reply.ok and reply.code == "invalid_spec", reply
     assert reply.message is not None and reply.message.startswith(f"<submitted spec>: {named}: "), reply
+    assert reply.body["key"] == named and reply.message.endswith(
+        reply.body["problem"]
+    )  # for the client's file
     assert client.request("jobs").body["jobs"] == []  # nothing was queued
 
 

@@ -326,6 +326,44 @@ def test_only_the_users_the_config_names_may_change_clocks(
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_each_member_has_a_quota_of_queued_jobs_and_a_request_rate(
+    users: dict[str, pwd.struct_passwd], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-quota-", dir="/tmp"))
+    root.chmod(0o755)
+    monkeypatch.setenv("GPUPROF_SIM_STATE", str(root / "sim.state"))
+    daemon = DaemonProcess(root, "max_queued_jobs_per_user = 2\nrequest_rate_per_user = 20\n").start()
+    long = {**BURN, "burn": {**BURN["burn"], "seconds": 20, "period_s": 1}}
+    try:
+        # The first runs at once, two wait: the fourth would be a third waiting.
+        submits = as_user(users[ALICE], daemon, *[("submit", [long])] * 4)
+        assert [reply["ok"] for reply in submits] == [True, True, True, False]
+        refused = submits[3]
+        assert refused["type"] == "DaemonError" and "quota_exceeded" in refused["error"]
+        assert "has 2 queued jobs; this daemon queues at most 2 per user" in refused["error"]
+        (bobs,) = as_user(users[BOB], daemon, ("submit", [long]))
+        assert bobs["ok"], bobs  # a quota is each user's own
+
+        # 60 requests at once: a second's worth (20) pass, the rest are told to slow down.
+        times = as_user(users[BOB], daemon, *[("time", [])] * 60)
+        limited = [reply for reply in times if not reply["ok"]]
+        assert all(reply["ok"] for reply in times[:20]) and len(limited) >= 10, times
+        assert all("rate_limited" in reply["error"] for reply in limited)
+        assert "requests a second (request_rate_per_user); retry in" in limited[0]["error"]
+        (alices,) = as_user(users[ALICE], daemon, ("time", []))
+        assert alices["ok"]  # bob's rate is not alice's
+
+        for reply in [*submits[:3], bobs]:
+            as_user(users[ALICE if reply is not bobs else BOB], daemon, ("cancel", [reply["value"]]))
+        log = daemon.log.read_text()
+        assert f"refused a submit by {ALICE} (uid {users[ALICE].pw_uid}): 2 jobs queued" in log
+        assert log.count("rate-limited") <= 20  # logged a burst at a time, not once per request
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def llm_spec(dataset: Path) -> dict[str, Any]:
     """A tiny llm job (one prompt, two tokens) that reads its prompts from ``dataset``."""
     return {
@@ -359,7 +397,7 @@ def test_a_dataset_file_the_jobs_user_cannot_read_fails_the_job_saying_so(
         assert submitted["ok"], submitted
         record = wait_final(alice, daemon, submitted["value"])
         assert record["state"] == "failed", record
-        assert "permission denied to the job's user" in record["reason"] and str(dataset) in record["reason"]
+        assert f"{dataset}: permission denied to {ALICE}" in record["reason"]
         assert record["worker_uid"] == alice.pw_uid  # read as alice, never by the root daemon on her behalf
 
         dataset.chmod(0o644)  # the same job, the file now readable: it was the permission, nothing else

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 
@@ -216,6 +217,19 @@ def test_unreadable_files_are_named(tmp_path: Path) -> None:
     path.write_bytes(b"workload: burn\nname: caf\xe9\n")
     with pytest.raises(JobSpecError, match=r"latin1\.yaml:2: not UTF-8 text"):
         load_job_spec(path)
+
+
+def test_only_regular_files_are_read_never_a_fifo_a_device_or_a_directory(tmp_path: Path) -> None:
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)  # opened to read, a FIFO would wait for a writer forever
+    with pytest.raises(
+        JobSpecError, match=r"spec\.fifo: cannot read job spec: not a regular file: it is a FIFO"
+    ):
+        load_job_spec(fifo)
+    with pytest.raises(JobSpecError, match=r"/dev/zero: cannot read job spec: .* a character device"):
+        load_job_spec("/dev/zero")
+    with pytest.raises(JobSpecError, match=r"cannot read job spec: not a regular file: it is a directory"):
+        load_job_spec(tmp_path)
 
 
 def test_round_trip_through_plain_data() -> None:

@@ -127,5 +127,11 @@ def test_a_local_model_directory_loads_with_its_own_tokenizer(tmp_path: Path) ->
     assert lm.info["parameters"] == made.info["parameters"] and lm.info["architecture"] == "GPTNeoForCausalLM"
     out = lm.generate(["The river Nile"], local, Recorder())
     assert out.input_tokens == made.generate(["The river Nile"], params, Recorder()).input_tokens
-    with pytest.raises(GpuprofError, match="cannot load model"):
+    with pytest.raises(GpuprofError, match=r"model directory .*/none: no such directory$"):
         load_model(ModelRef("path", str(tmp_path / "none")), local, Device(None))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(GpuprofError, match=r"weights\.bin: is a regular file, not a directory"):
+        load_model(ModelRef("path", str(tmp_path / "weights.bin")), local, Device(None))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GpuprofError, match=r"empty: no readable config\.json"):
+        load_model(ModelRef("path", str(tmp_path / "empty")), local, Device(None))

@@ -149,7 +149,19 @@ def test_read_available_returns_what_is_waiting_without_blocking() -> None:
 def test_the_reader_keeps_at_most_max_markers() -> None:
     reader = MarkerReader(FakeSocket([marker_bytes("event", "e", t) for t in range(1, 6)]), max_markers=3)
     assert len(list(reader)) == 3 and reader.errors == 2
-    assert "more than 3 markers" in reader.error_messages[-1]
+    assert "more than 3 markers kept" in reader.error_messages[-1]
+
+
+def test_a_flooding_worker_is_read_a_batch_at_a_time_and_kept_to_a_byte_budget() -> None:
+    flood = [marker_bytes("event", "e", t, blob="x" * 1000) for t in range(1, 1001)]
+    reader = MarkerReader(FakeSocket(flood, eof=False), max_bytes=100 * len(flood[0]))
+    first = reader.read_available(limit=256)
+    assert len(first) == 100 and reader.more_waiting  # the daemon's loop gets its turn back
+    assert reader.bytes == 100 * len(flood[0]) and reader.errors == 156
+    assert f"more than {100 * len(flood[0]):,} bytes of markers kept" in reader.error_messages[-1]
+    while reader.more_waiting:
+        assert reader.read_available(limit=256) == []
+    assert reader.received == 100 and reader.errors == 900 and not reader.closed
 
 
 def m(kind: str, name: str, t_ns: int, **attrs: object) -> Marker:
