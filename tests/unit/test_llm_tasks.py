@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,24 @@ def test_scoring_follows_the_item_kind() -> None:
     pytest.importorskip("rouge_score")
     generation = tasks.TaskItem("d", "factual", "generation", "p", ("Bulls are colour-blind to red.",))
     assert tasks.score(generation, "Bulls are colour-blind to red.").value == pytest.approx(1.0)
+
+
+def test_a_dataset_the_task_cannot_use_is_named_with_the_key_to_change(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"query": "Is ice cold?", "answers": ["yes"]}) + "\n")
+    with pytest.raises(GpuprofError) as caught:
+        tasks.load_items("qa", DatasetRef("file", str(rows), format="jsonl", columns=DEFAULT_COLUMNS["qa"]))
+    assert str(caught.value) == (
+        f"file {rows}: row 0: no 'question' (column 'question') "
+        "(map another column with llm.dataset.columns.question)"
+    )
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)  # pandas would wait for a writer forever
+    with pytest.raises(
+        GpuprofError, match=r"dataset file .*rows\.fifo: is a FIFO \(named pipe\), not a regular"
+    ):
+        tasks.load_items("qa", DatasetRef("file", str(fifo), format="jsonl", columns=DEFAULT_COLUMNS["qa"]))
+    with pytest.raises(
+        GpuprofError, match=r"dataset directory .*rows\.jsonl: is a regular file, not a directory"
+    ):
+        tasks.load_items("qa", DatasetRef("hf", str(rows), None, "validation", columns=DEFAULT_COLUMNS["qa"]))
