@@ -240,12 +240,16 @@ def _check_nesting(text: str, source: str) -> None:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, source) from None
+        raise _yaml_error(exc, source, text) from None
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> JobSpecKeyError:
+def _yaml_error(exc: yaml.YAMLError, source: str, text: str) -> JobSpecKeyError:
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
+        line = text[: exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        return JobSpecKeyError(source, line, "", f"invalid YAML: the character U+{code:04X} is not allowed")
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
     return JobSpecKeyError(source, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")
 
 
@@ -267,7 +271,11 @@ class _Plainer:
                 return node.value
             if node.tag not in _SCALAR_TAGS:
                 raise self.doc.error(path, f"unsupported YAML tag {excerpt(node.tag)}")
-            return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+            try:
+                return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+            except (ValueError, KeyError, OverflowError):  # an explicit tag on a value not of it: !!int abc
+                kind = node.tag.removeprefix(_YAML)
+                raise self.doc.error(path, f"{excerpt(node.value)} is not a valid !!{kind}") from None
         if isinstance(node, SequenceNode) and node.tag == f"{_YAML}seq":
             out = []
             for index, item in enumerate(node.value):
@@ -306,7 +314,7 @@ def _document(text: str, source: str) -> Document:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, source) from None
+        raise _yaml_error(exc, source, text) from None
     plainer = _Plainer(source)
     if node is not None:
         plainer.doc.lines[()] = node.start_mark.line + 1

@@ -187,7 +187,10 @@ def _base_dir(doc: Document) -> Path | None:
 def _path(doc: Document, path: KeyPath, value: object) -> str:
     if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
         raise doc.error(path, f"must be a file system path, got {kind_of(value)}")
-    expanded = Path(value).expanduser()
+    try:
+        expanded = Path(value).expanduser()
+    except RuntimeError:  # ~name of no account here
+        raise doc.error(path, f"{excerpt(value)}: no such user's home directory") from None
     if not expanded.is_absolute():
         base = _base_dir(doc)
         if base is None:
