@@ -1,4 +1,5 @@
-"""Per-user limits: how many requests a user may send, how much of gpuprofd's time they may take.
+"""Per-user limits: how many requests a user may send, how much of gpuprofd's time they may take; and
+the time each type of request takes to answer, which those limits charge.
 
 Each user (by uid) has two token buckets: one of requests (``request_rate_per_user`` a second, a second's
 worth at once) and one of the daemon's time spent serving them (``request_time_share_per_user`` seconds a
@@ -9,10 +10,14 @@ account are not limited: they run the node. Queued jobs per user are counted by 
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+SERVICE_WINDOW = 1000  # requests of each type whose service times ``stats`` summarizes
 TIME_BURST_S = 1.0  # a user may take this much of the daemon's time at once, then their share
 IDLE_FORGET_S = 600.0  # a user's buckets are dropped after this long without a request
 
@@ -99,3 +104,29 @@ class RequestLimits:
         if uid in self.exempt_uids:
             return
         self._buckets(uid, self._clock()).time.tokens -= seconds
+
+
+class ServiceTimes:
+    """How long gpuprofd took to answer each type of request (``refused``: never decoded), over the last
+    SERVICE_WINDOW of each: the daemon's own time, whatever the client's scheduling adds to a round trip."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, collections.deque[float]] = {}
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, kind: str, seconds: float) -> None:
+        self._times.setdefault(kind, collections.deque(maxlen=SERVICE_WINDOW)).append(seconds)
+        self._counts[kind] += 1
+
+    def summary(self) -> dict[str, dict[str, float | int]]:
+        """Per type: ``count`` (since start), and ``p50_ms``, ``p99_ms``, ``max_ms`` of the window."""
+        out: dict[str, dict[str, float | int]] = {}
+        for kind, times in self._times.items():
+            p50, p99 = np.percentile(np.fromiter(times, float, len(times)), [50, 99]) * 1000
+            out[kind] = {
+                "count": self._counts[kind],
+                "p50_ms": round(float(p50), 3),
+                "p99_ms": round(float(p99), 3),
+                "max_ms": round(max(times) * 1000, 3),
+            }
+        return out

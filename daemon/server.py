@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import grp
 import logging
@@ -39,7 +40,7 @@ from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
 from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner
 from .keys import KeyStore, server_keypair
-from .limits import RequestLimits
+from .limits import RequestLimits, ServiceTimes
 from .logbound import install as bound_log
 from .notify import sd_notify
 from .policy import Policy
@@ -63,6 +64,7 @@ LIVE_COLUMNS = (
 )
 
 
+@functools.cache  # a lookup in the installed distributions' metadata: ~0.5 ms, once per hello otherwise
 def _daemon_version() -> str:
     try:
         return version("gpuprof")
@@ -162,6 +164,7 @@ class Daemon:
         self.zap = ZapHandler(self.context, curve_users=self.keys)
         self.callers = Callers()
         self.policy = Policy(config)
+        self.service_times = ServiceTimes()
         self.limits = RequestLimits(
             config.request_rate_per_user,
             config.request_time_share_per_user,
@@ -424,13 +427,21 @@ class Daemon:
             error = "a request is one frame, after an empty delimiter frame for a REQ socket"
             return [protocol.encode_error(None, "bad_request", error)]
         caller = self.callers.get(uid) if uid is not None else None
-        started = time.perf_counter()
-        answer = self._answer(received[-1].bytes, caller)
-        if caller is not None:
-            self.limits.charge(caller.uid, time.perf_counter() - started)
-        return [*envelope, answer]
+        return [*envelope, self._answer(received[-1].bytes, caller)]
 
     def _answer(self, payload: bytes, caller: Caller | None) -> bytes:
+        """The reply to one request; the time it took is counted for its type and against its user."""
+        started = time.perf_counter()
+        served: list[str] = []  # the request's type, once it is known
+        try:
+            return self._reply_to(payload, caller, served)
+        finally:
+            took = time.perf_counter() - started
+            self.service_times.add(served[0] if served else "refused", took)
+            if caller is not None:
+                self.limits.charge(caller.uid, took)
+
+    def _reply_to(self, payload: bytes, caller: Caller | None, served: list[str]) -> bytes:
         request_id: int | None = None
         try:
             if caller is None:  # cannot happen while ZAP runs; refused rather than served anonymously
@@ -445,6 +456,7 @@ class Daemon:
                 log.info("refused a request of %s (uid %d): %s", caller.user, caller.uid, exc.message)
                 raise
             request_id = request.id
+            served.append(request.type)
             self.policy.check_use(caller, request.type)
             body = getattr(self, f"_on_{request.type}")(request.body, caller)
             return protocol.encode_reply(request.id, body)
@@ -513,6 +525,8 @@ class Daemon:
                 "running": running,
                 "queued": {str(gpu): self.store.count_queued(gpu) for gpu in self.gpus},
             },
+            "requests": self.service_times.summary(),
+            "rate_limited": {str(uid): count for uid, count in self.limits.refused.items()},
         }
 
     def _on_history(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:

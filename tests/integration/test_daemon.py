@@ -681,6 +681,10 @@ def test_history_and_stats_tell_what_the_sampler_recorded(client: RawClient) -> 
     assert stats["history"]["samples"] >= len(t_ns) and stats["history"]["seconds"] == 60
     assert stats["jobs"] == {"running": {}, "queued": {"0": 0}}
     assert stats["simulated"] is True and stats["publish"]["batches"] > 0
+    served = stats["requests"]  # the daemon's own time per type of request, this stats request not yet in
+    assert served["history"]["count"] == 3 and served["refused"]["count"] == 3  # the three bad ones above
+    assert 0 < served["history"]["p50_ms"] <= served["history"]["p99_ms"] <= served["history"]["max_ms"]
+    assert "stats" not in served and stats["rate_limited"] == {}
 
 
 # -- inventory and clocks ----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprof.daemon.limits import TIME_BURST_S, RequestLimits
+from gpuprof.daemon.limits import SERVICE_WINDOW, TIME_BURST_S, RequestLimits, ServiceTimes
 
 
 class Clock:
@@ -46,3 +46,13 @@ def test_root_and_the_daemons_own_user_are_never_limited(uid: int) -> None:
     limits = RequestLimits(rate_per_s=1, time_share=0.01, exempt_uids=frozenset({0, 4242}), clock=Clock())
     limits.charge(uid, 100.0)
     assert all(limits.admit(uid) is None for _ in range(100))
+
+
+def test_service_times_summarize_the_last_window_of_each_request_type() -> None:
+    times = ServiceTimes()
+    for n in range(SERVICE_WINDOW + 500):
+        times.add("jobs", 1.0 if n < 500 else 0.001)  # the slow ones have left the window
+    times.add("refused", 0.0002)
+    summary = times.summary()
+    assert summary["jobs"] == {"count": SERVICE_WINDOW + 500, "p50_ms": 1.0, "p99_ms": 1.0, "max_ms": 1.0}
+    assert summary["refused"]["count"] == 1 and summary["refused"]["max_ms"] == 0.2
