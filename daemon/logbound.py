@@ -9,9 +9,12 @@ WINDOW_S; the lines it could not log are counted and said in its next line once 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import traceback
 from collections.abc import Callable
 
+MAX_BUGS = 256  # distinct bugs remembered; a new one beyond it is still logged, only not remembered
 MAX_LINE_CHARS = 1000
 MAX_TRACEBACK_CHARS = 8000
 BURST = 20
@@ -62,3 +65,34 @@ def install(logger: logging.Logger) -> BoundedLog:
     bounded = BoundedLog()
     logger.addFilter(bounded)
     return bounded
+
+
+class Bugs:
+    """Bugs met while serving: each distinct one (what failed, the exception's type and where it was raised)
+    is logged with its traceback the first time, and counted, in one line, every time after."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.total = 0
+        self._seen: dict[tuple[str, str, str, int], int] = {}
+
+    def log(self, what: str) -> None:
+        """Log the exception being handled (call from an ``except`` block) as a bug in ``what``."""
+        kind, error, trace = sys.exc_info()
+        frames = traceback.extract_tb(trace) if trace is not None else []
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        key = (what, kind.__name__ if kind else "?", *where)
+        count = self._seen.get(key, 0) + 1
+        if key in self._seen or len(self._seen) < MAX_BUGS:
+            self._seen[key] = count
+        self.total += 1
+        if count == 1:
+            self.logger.exception("%s failed (a bug in gpuprofd, which goes on)", what)
+        else:
+            self.logger.error(
+                "%s failed again: %s: %s (%d times; its traceback was logged the first time)",
+                what,
+                key[1],
+                _clip(str(error), 200),
+                count,
+            )

@@ -41,6 +41,7 @@ from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner
 from .keys import KeyStore, server_keypair
 from .limits import RequestLimits, ServiceTimes
+from .logbound import Bugs
 from .logbound import install as bound_log
 from .notify import sd_notify
 from .policy import Policy
@@ -142,6 +143,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         bound_log(log)  # before anything a client sends can reach a log line
+        self.bugs = Bugs(log)
         os.umask(0o077)  # the job database, traces and job directories are the daemon's alone
         self.library = resolve(simulate=config.simulate)
         self.inventory, self.unreadable = read_inventory(self.library, config.gpus)
@@ -322,13 +324,12 @@ class Daemon:
                 self._guarded(self._drain_and_publish)
                 next_publish = max(next_publish + publish_s, time.monotonic())  # steady, never a burst
 
-    @staticmethod
-    def _guarded(step: Any, *args: Any) -> None:
-        """Run one step of the loop; a bug in it is logged (bounded) and the loop goes on."""
+    def _guarded(self, step: Any, *args: Any) -> None:
+        """Run one step of the loop; a bug in it is logged (once with its traceback) and the loop goes on."""
         try:
             step(*args)
         except Exception:
-            log.exception("%s failed; gpuprofd goes on", getattr(step, "__name__", step))
+            self.bugs.log(str(getattr(step, "__name__", step)))
 
     def _drain_and_publish(self) -> None:
         """Move what the sampler recorded into the history and the running jobs, and publish it live."""
@@ -413,7 +414,7 @@ class Daemon:
             try:
                 reply = self._reply_frames(received)
             except Exception:  # a bug must cost one request, never the daemon
-                log.exception("a request failed")
+                self.bugs.log("a request")
                 reply = [protocol.encode_error(None, "internal", "internal error; see the daemon's log")]
             self.router.send_multipart([identity, *reply])
 
@@ -471,7 +472,7 @@ class Daemon:
         except GpuprofError as exc:
             return protocol.encode_error(request_id, "bad_request", str(exc))
         except Exception:  # a bug must cost one request, never the daemon
-            log.exception("request failed")
+            self.bugs.log(f"request {served[0] if served else '?'}")
             return protocol.encode_error(request_id, "internal", "internal error; see the daemon's log")
 
     def _job_or_404(self, job_id: str, caller: Caller, request: str) -> Any:
@@ -527,6 +528,7 @@ class Daemon:
             },
             "requests": self.service_times.summary(),
             "rate_limited": {str(uid): count for uid, count in self.limits.refused.items()},
+            "internal_errors": self.bugs.total,
         }
 
     def _on_history(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:

@@ -250,6 +250,7 @@ def test_a_handler_that_raises_costs_one_request_and_the_loop_goes_on(
         ]
         assert replies[1].message == "internal error; see the daemon's log"
         daemon._guarded(broken, {}, None)  # a loop step that raises is logged, not raised
+        assert daemon.bugs.total == 3
     finally:
         client.close(linger=0)
         daemon.sampler.close()

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gpuprof.daemon.logbound import BURST, MAX_LINE_CHARS, WINDOW_S, BoundedLog
+from gpuprof.daemon.logbound import BURST, MAX_LINE_CHARS, WINDOW_S, BoundedLog, Bugs
 
 
 class Clock:
@@ -59,3 +59,30 @@ def test_a_repeated_message_is_logged_a_burst_at_a_time_then_counted(
         refuse(n)
     assert len(lines) == BURST + 4
     assert f"({BURST * 49} more like this in the last {WINDOW_S:g} s not logged)" in lines[BURST + 1]
+
+
+def test_a_bug_is_logged_with_its_traceback_once_then_counted(
+    logged: tuple[logging.Logger, list[str], Clock],
+) -> None:
+    logger, lines, _ = logged
+    bugs = Bugs(logger)
+
+    def fail(n: int) -> None:
+        raise KeyError(f"missing {n}")
+
+    for n in range(3):
+        try:
+            fail(n)
+        except KeyError:
+            bugs.log("request jobs")
+    try:
+        raise ValueError("another")
+    except ValueError:
+        bugs.log("request jobs")
+    assert bugs.total == 4 and len(lines) == 4
+    assert lines[0].startswith("request jobs failed (a bug in gpuprofd, which goes on)\nTraceback")
+    again = (
+        "request jobs failed again: KeyError: 'missing 2' (3 times; its traceback was logged the first time)"
+    )
+    assert lines[2] == again
+    assert "Traceback" in lines[3] and "ValueError: another" in lines[3]  # a different bug: its own traceback
