@@ -9,10 +9,11 @@ values against the GPU's supported clocks (``snap`` takes the nearest instead of
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from .spec_schema import Section, excerpt, is_number, kind_of
+from .spec_schema import Section, excerpt, is_number
 
 __all__ = ["DVFS_KEYS", "DvfsParams", "read_dvfs"]
 
@@ -75,9 +76,9 @@ def _sweep(section: Section, value: object) -> tuple[int, ...]:
         if not (
             isinstance(bounds, list)
             and len(bounds) == 3
-            and all(is_number(b) and b == int(b) for b in bounds)
+            and all(is_number(b) and math.isfinite(b) and b == int(b) for b in bounds)
         ):
-            raise ranged.error("range", f"must be [lowest, highest, step] in MHz, got {kind_of(bounds)}")
+            raise ranged.error("range", f"must be [lowest, highest, step] in MHz, got {excerpt(bounds)}")
         low, high, step = (int(b) for b in bounds)
         if not (0 < low <= high <= MAX_MHZ and step > 0):
             raise ranged.error(
@@ -125,6 +126,10 @@ def read_dvfs(section: Section) -> DvfsParams:
     if section.has("sm_clocks") and section.has("sm_clock_range"):
         raise section.error("sm_clock_range", "give sm_clocks or sm_clock_range, not both")
     value = section.data.get("sm_clocks")
+    if section.has("sm_clocks") and value is None:
+        raise section.error(
+            "sm_clocks", "must be a clock, a list of clocks, {range: [lo, hi, step]} or all, got null"
+        )
     single = value is None or (is_number(value) and not isinstance(value, list))
     sweep_all = value == "all"
     if not (single or sweep_all or isinstance(value, (list, dict))):

@@ -273,7 +273,7 @@ class _Plainer:
                 raise self.doc.error(path, f"unsupported YAML tag {excerpt(node.tag)}")
             try:
                 return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
-            except (ValueError, KeyError, OverflowError):  # an explicit tag on a value not of it: !!int abc
+            except (ValueError, KeyError, IndexError, OverflowError):  # a value not of its tag: !!int abc
                 kind = node.tag.removeprefix(_YAML)
                 raise self.doc.error(path, f"{excerpt(node.value)} is not a valid !!{kind}") from None
         if isinstance(node, SequenceNode) and node.tag == f"{_YAML}seq":

@@ -36,14 +36,21 @@ class JobSpecKeyError(JobSpecError):
     """A JobSpecError about one key: ``source``, ``line`` (None when unknown), ``key`` and ``problem``."""
 
     def __init__(self, source: str, line: int | None, key: str, problem: str) -> None:
-        # Bounded like a daemon's error reply: a spec's odd key or value is quoted, never echoed whole.
-        key, problem = clip(key, MAX_ERROR_KEY_BYTES), clip(problem, MAX_ERROR_PROBLEM_BYTES)
+        # Bounded like a daemon's error reply, and on one line: a spec's odd key or value is quoted, never
+        # echoed whole, and a control character in it is escaped.
+        key = clip(_printable(key), MAX_ERROR_KEY_BYTES)
+        problem = clip(_printable(problem), MAX_ERROR_PROBLEM_BYTES)
         self.source = source
         self.line = line
         self.key = key
         self.problem = problem
         where = source if line is None else f"{source}:{line}"
         super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+def _printable(text: str) -> str:
+    """``text``, escaped as a Python string literal's body when it holds a character that is not printable."""
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode()
 
 
 def format_path(path: KeyPath) -> str:

@@ -11,7 +11,9 @@ its own; the failure's message ends with the daemon's log, where a crash leaves 
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
+import math
 import signal
 import socket
 import struct
@@ -44,6 +46,8 @@ MAX_RSS_GROWTH_PER_SUBSCRIPTION_EXAMPLE = 16 << 20
 # traceback 8,000 (docs/protocol.md, "Limits"), while quoting a message whole would add up to 64 KiB.
 MAX_LOG_GROWTH_PER_EXAMPLE = 32 << 10
 NOT_FOR_ROOT = ("rate_limited", "quota_exceeded")  # root (these tests) and the daemon's user are exempt
+# Clock changes allowed, so that a fuzzed dvfs section is checked against the GPU, not only denied.
+CONFIG = f"max_message_bytes = {MAX_MESSAGE_BYTES}\nallow_dvfs = true\n"
 SENTINEL_IDS = itertools.count(7_340_032_000_001)  # no generated request uses these: they end an exchange
 
 FUZZ = settings(
@@ -87,7 +91,7 @@ class Gpuprofd:
         self.log_start = log.stat().st_size if log.exists() else 0
         with pytest.MonkeyPatch.context() as patch:  # its own simulated GPU, whichever test starts it
             patch.setenv("GPUPROF_SIM_STATE", str(self.root / "sim.state"))
-            self.daemon = DaemonProcess(self.root, f"max_message_bytes = {MAX_MESSAGE_BYTES}\n").start()
+            self.daemon = DaemonProcess(self.root, CONFIG).start()
         self.baseline_rss = self.rss()
         self.check()
 
@@ -206,13 +210,12 @@ def encode(value: Any, job_id: str) -> bytes:
 
 
 def _header(count: int, fix: int, wide: int) -> bytes:
+    """A map's or array's header: the fix form, or the 16-bit (``wide``) or 32-bit one."""
     if count < 16:
         return bytes([fix | count])
-    return (
-        bytes([wide]) + struct.pack(">H", count)
-        if count < 1 << 16
-        else bytes([wide + 1]) + struct.pack(">I", count)
-    )
+    if count < 1 << 16:
+        return bytes([wide]) + struct.pack(">H", count)
+    return bytes([wide + 1]) + struct.pack(">I", count)
 
 
 def deep(depth: int) -> Packed:
@@ -258,31 +261,61 @@ VALUES = st.recursive(
 
 # A burn spec that would run for 0.05 s; the fuzz mostly breaks it (an accepted one is cancelled at once).
 SHORT_BURN = {"workload": "burn", "timeout_s": 30, "burn": {"seconds": 0.05, "period_s": 0.05, "warmup_s": 0}}
-SPEC_KEYS = ["name", "gpu", "workload", "timeout_s", "dvfs", "burn", "llm"]
-BURN_KEYS = ["seconds", "duty_cycle", "period_s", "kind", "size", "dtype", "warmup_s"]
+# Specs the fuzz starts from, each section for the daemon to check (dvfs: against the simulated GPU).
+BASE_SPECS = [
+    SHORT_BURN,
+    {**SHORT_BURN, "dvfs": {"sm_clocks": 1410, "memory_clock": 2619, "power_limit_w": 500, "snap": True}},
+    {**SHORT_BURN, "dvfs": {"sm_clocks": [1410, 1980], "order": "sequential", "search": "energy"}},
+    {**SHORT_BURN, "dvfs": {"sm_clocks": {"range": [1200, 1410, 105]}, "cooldown_s": 0}},
+    {**SHORT_BURN, "dvfs": {"sm_clock_range": [990, 1500]}},
+    {
+        "workload": "llm",
+        "timeout_s": 60,
+        "llm": {
+            "model": {"arch": "llama-3.2-1b-tiny"},
+            "prompts": 1,
+            "dataset": {"file": "/nonexistent.csv"},
+        },
+    },
+]
 SPEC_VALUES = st.one_of(
     WIRE_VALUES,
-    st.sampled_from(["burn", "llm", "memcpy", "float32", "all", "~nosuchuser/x", "/tmp", ""]),
-    st.sampled_from([0, 1, 255, 256, 86400, 604801, 10**6]),
+    st.none(),  # a key written with nothing after it
+    st.sampled_from(["burn", "llm", "memcpy", "float32", "all", "~nosuchuser/x", "/tmp", "", "energy"]),
+    st.sampled_from([0, 1, 255, 256, 1410, 86400, 604801, 10**6, -1, 2**63, math.inf, -math.inf, math.nan]),
     st.floats(0.01, 100),
     st.integers(900, 1000).map(deep),  # as deep as msgpack-python reads, deeper than repr goes
 )
 
 
+def _sections(spec: dict[Any, Any]) -> list[dict[Any, Any] | list[Any]]:
+    """The spec's mappings and lists, two levels down (dvfs.sm_clocks.range is three)."""
+    out: list[Any] = [spec]
+    for value in list(spec.values()):
+        if isinstance(value, (dict, list)):
+            out.append(value)
+            inner = value.values() if isinstance(value, dict) else value
+            out += [v for v in inner if isinstance(v, (dict, list))]
+    return [section for section in out if section]
+
+
 @st.composite
 def specs(draw: st.DrawFn) -> Any:
-    """SHORT_BURN with 1-3 of its keys set to other values, keys added or dropped; now and then any value."""
+    """A base spec with 1-3 values in any of its sections set to others, keys added or dropped; now and
+    then any value at all."""
     if draw(st.integers(0, 9)) == 0:
         return draw(WIRE_VALUES)
-    spec: dict[Any, Any] = {**SHORT_BURN, "burn": dict(SHORT_BURN["burn"])}
+    spec = copy.deepcopy(draw(st.sampled_from(BASE_SPECS)))
     for _ in range(draw(st.integers(1, 3))):
-        section = spec["burn"] if isinstance(spec.get("burn"), dict) and draw(st.booleans()) else spec
-        known = st.sampled_from(SPEC_KEYS if section is spec else BURN_KEYS)
+        section = draw(st.sampled_from(_sections(spec)))
+        known = st.sampled_from(list(section) if isinstance(section, dict) else range(len(section)))
         action = draw(st.sampled_from(["set", "set", "set", "add", "drop"]))
         if action == "drop":
-            section.pop(draw(known), None)
+            section.pop(draw(known))
+        elif action == "set" or isinstance(section, list):
+            section[draw(known)] = draw(SPEC_VALUES)
         else:
-            section[draw(known if action == "set" else st.text(max_size=12) | LONG_TEXT)] = draw(SPEC_VALUES)
+            section[draw(st.text(max_size=12) | LONG_TEXT)] = draw(SPEC_VALUES)
     return spec
 
 
@@ -419,8 +452,8 @@ def sent_id(payload: bytes) -> int | None:
     return value if type(value) is int else None
 
 
-def check_reply(sent: list[bytes], reply: list[bytes]) -> dict[str, Any]:
-    """One reply, for the message ``sent``: its framing, its form, an error's size and code; the body."""
+def check_reply(sent: list[bytes], reply: list[bytes]) -> None:
+    """One reply, for the message ``sent``: its framing, its form, an error's size and code."""
     if len(sent) == 1 or (len(sent) == 2 and sent[0] == b""):  # DEALER, or REQ after its delimiter
         assert reply[:-1] == sent[:-1], reply
         request_id = sent_id(sent[-1])
@@ -434,7 +467,7 @@ def check_reply(sent: list[bytes], reply: list[bytes]) -> dict[str, Any]:
     if message["type"] == "reply":
         assert message["id"] == request_id and request_id is not None, (message["id"], request_id)
         event("reply: ok")
-        return dict(message["body"])
+        return
     assert message["type"] == "error", message
     assert len(frame) <= MAX_ERROR_FRAME_BYTES, f"an error frame of {len(frame)} bytes: {frame[:300]!r}"
     assert message["id"] is None or message["id"] == request_id, (message["id"], request_id)
@@ -444,7 +477,6 @@ def check_reply(sent: list[bytes], reply: list[bytes]) -> dict[str, Any]:
     assert len(sent) == 1 or (len(sent) == 2 and sent[0] == b"") or body["code"] == "bad_request", body
     assert body["code"] != "internal", f"a client's message made a daemon bug: {body}"
     event(f"reply: {body['code']}")  # --hypothesis-show-statistics shows how far the fuzz got
-    return {}
 
 
 def cancel_accepted(client: RawClient, bodies: list[dict[str, Any]]) -> None:
@@ -455,19 +487,22 @@ def cancel_accepted(client: RawClient, bodies: list[dict[str, Any]]) -> None:
             client.request("cancel", {"id": job["id"]}, timeout_s=REPLY_WITHIN_S)
 
 
-def fuzz_exchange(gpuprofd: Gpuprofd, messages: list[list[bytes]]) -> None:
-    """One example: the messages and their replies checked, then the daemon's health."""
+def fuzz_exchange(gpuprofd: Gpuprofd, messages: list[list[bytes]]) -> list[dict[str, Any]]:
+    """One example: the messages and their replies checked, then the daemon's health; the replies."""
     assume(all(len(frame) <= DROPPED_ABOVE for frames in messages for frame in frames))  # see the size test
     gpuprofd.begin()
     client = RawClient(gpuprofd.endpoint)
     try:
         replies = exchange(gpuprofd, client, messages)
         assert len(replies) == len(messages), f"{len(replies)} replies to {len(messages)} messages"
-        bodies = [check_reply(sent, reply) for sent, reply in zip(messages, replies, strict=True)]
-        cancel_accepted(client, bodies)
+        for sent, reply in zip(messages, replies, strict=True):
+            check_reply(sent, reply)
+        decoded = [msgpack.unpackb(reply[-1]) for reply in replies]
+        cancel_accepted(client, [message["body"] for message in decoded if message["type"] == "reply"])
     finally:
         client.close()
     gpuprofd.check()
+    return decoded
 
 
 def framed(payloads: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[bool, Any]]:
@@ -500,6 +535,17 @@ def test_every_request_type_with_fuzzed_fields_gets_one_bounded_reply(
     fuzz_exchange(
         gpuprofd, [frames_of(as_req, payload, gpuprofd.finished_job) for as_req, payload in messages]
     )
+
+
+@settings(FUZZ, max_examples=200)
+@given(specs=st.lists(specs(), min_size=1, max_size=3))
+def test_a_fuzzed_spec_is_refused_naming_its_key_or_queued(gpuprofd: Gpuprofd, specs: list[Any]) -> None:
+    """Submits of broken specs (each accepted one cancelled at once): an invalid_spec error names the
+    submitted spec and its key; nothing in a spec is a daemon bug."""
+    requests = [{"v": 1, "type": "submit", "id": i, "body": {"spec": spec}} for i, spec in enumerate(specs)]
+    for message in fuzz_exchange(gpuprofd, [[encode(request, "")] for request in requests]):
+        if message["body"].get("code") == "invalid_spec":
+            assert message["body"]["message"].startswith("<submitted spec>"), message
 
 
 FRAMES = st.one_of(

@@ -12,13 +12,14 @@ same outcome.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -43,7 +44,7 @@ SCHEMA_KEYS = frozenset(
 )
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=1000,  # each takes a few ms
     deadline=None,
     derandomize=True,  # CI sees the same examples on every run
     database=None,  # nothing written into the checkout; derandomize makes a failure reproducible anyway
@@ -134,11 +135,14 @@ BURN = st.fixed_dictionaries(
         "warmup_s": st.floats(0, 30),
     },
 )
-SM_CLOCKS = st.one_of(
-    st.integers(210, 1980),
+CLOCK_RANGES = st.builds(
+    lambda low, span, step: {"range": [low, low + span, step]}, *[st.integers(1, 2000)] * 3
+)
+SWEEP_CLOCKS = st.one_of(
     st.lists(st.integers(210, 1980), min_size=1, max_size=5, unique=True),
     st.just("all"),
-    st.builds(lambda low, span, step: {"range": [low, low + span, step]}, *[st.integers(1, 2000)] * 3),
+    CLOCK_RANGES,
+    CLOCK_RANGES,
 )
 WHOLE_JOB = {  # settings that hold for the whole job, with any of the forms below
     "memory_clock": st.integers(1, 3000),
@@ -152,13 +156,18 @@ SWEEP = {
 }
 DVFS = st.one_of(
     st.fixed_dictionaries({"sm_clocks": st.integers(210, 1980)}, optional=WHOLE_JOB),
-    st.fixed_dictionaries({"sm_clocks": SM_CLOCKS}, optional={**WHOLE_JOB, **SWEEP}),
+    st.fixed_dictionaries({"sm_clocks": SWEEP_CLOCKS}, optional={**WHOLE_JOB, **SWEEP}),
+    st.fixed_dictionaries({"sm_clocks": SWEEP_CLOCKS}, optional={**WHOLE_JOB, **SWEEP}),
     st.fixed_dictionaries(
         {"sm_clock_range": st.builds(lambda lo, up: [lo, lo + up], st.integers(1, 2000), st.integers(1, 99))},
         optional=WHOLE_JOB,
     ),
-    st.fixed_dictionaries({}, optional=WHOLE_JOB).filter(
-        lambda d: "memory_clock" in d or "power_limit_w" in d
+    st.fixed_dictionaries(
+        {"memory_clock": WHOLE_JOB["memory_clock"]},
+        optional={"power_limit_w": WHOLE_JOB["power_limit_w"], "snap": WHOLE_JOB["snap"]},
+    ),
+    st.fixed_dictionaries(
+        {"power_limit_w": WHOLE_JOB["power_limit_w"]}, optional={"snap": WHOLE_JOB["snap"]}
     ),
 )
 COMMON = st.fixed_dictionaries(
@@ -194,15 +203,20 @@ def nested_lists(depth: int) -> list[Any]:
 TRICKY_STRINGS = st.sampled_from(
     [
         "", " ", "all", "builtin", "burn", "llm", "auto", "spacy:", "~", "~nosuchuser/x", "/", ".", "..",
-        "\x00", "\t", "\n", "yes", "no", "on", "null", ".nan", "1e999", "0x10", "1_000", "12:30:00",
-        "2024-01-01", "!!python/object", "&a", "*a", "<<", "- a", "a: b", "{", "[", "#", "'", '"', "\\",
-        "\u2028", "\ud800", "\ufeff", "🙂", "a" * 129, "org/", "a/b/c", "spacy:\x00",
+        "\x00", "\t", "\n", "\x1b[2J", "yes", "no", "on", "null", ".nan", "1e999", "0x10", "1_000",
+        "12:30:00", "2024-01-01", "!!python/object", "&a", "*a", "<<", "- a", "a: b", "{", "[", "#", "'", '"',
+        "\\", "\u2028", "\ud800", "\ufeff", "🙂", "a" * 129, "org/", "a/b/c", "spacy:\x00",
     ]
 )  # fmt: skip
 HUGE_STRINGS = st.integers(300, 20_000).map(lambda n: "é" * n)
+# What a number is replaced with first: the values that break arithmetic and conversions.
+EDGE_NUMBERS = st.sampled_from(
+    [math.nan, math.inf, -math.inf, -1, 0, -0.0, 0.5, 1e-300, 2**63, 10**400, -(10**400), 1e308]
+)
 NUMBERS = st.one_of(
+    EDGE_NUMBERS,
     st.integers(-(2**70), 2**70),
-    st.sampled_from([-1, 0, 1, 2**31, 2**63, 2**64, 10**30, 10**400, -(10**400)]),
+    st.sampled_from([1, 2**31, 2**64, 10**30]),
     st.floats(),  # NaN, infinities, -0.0 and subnormals included
 )
 YAML_VALUES = st.one_of(
@@ -243,33 +257,51 @@ def _fresh(value: Any) -> Any:
     return value
 
 
-def _slots(data: Any) -> list[tuple[Any, Any]]:
-    """(container, key or index) of every mapping entry and list item, iteratively (data may be deep)."""
-    out: list[tuple[Any, Any]] = []
+def _containers(data: Any) -> list[Any]:
+    """Every mapping and list in ``data``, outermost first, iteratively (data may be deep)."""
+    out: list[Any] = []
     stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            out += [(node, key) for key in node]
-            stack += [v for v in node.values() if isinstance(v, (dict, list))][:8]
-        elif isinstance(node, list):
-            out += [(node, index) for index in range(len(node))]
-            stack += [v for v in node if isinstance(v, (dict, list))][:8]
+    while stack and len(out) < 64:
+        node = stack.pop(0)
+        if isinstance(node, (dict, list)) and node:
+            out.append(node)
+            stack += list(node.values() if isinstance(node, dict) else node)[:8]
     return out
+
+
+def _numbers(container: Any) -> list[Any]:
+    keys = container.keys() if isinstance(container, dict) else range(len(container))
+    return [k for k in keys if isinstance(container[k], (int, float)) and not isinstance(container[k], bool)]
 
 
 @st.composite
 def mutated(draw: st.DrawFn, specs: st.SearchStrategy[Any], values: st.SearchStrategy[Any]) -> Any:
-    """A spec with 0-3 mutations: a value replaced or wrapped, a key dropped, renamed or added."""
+    """A spec with 1-3 mutations, each in one of its mappings or lists (a small section as likely as a
+    large one): a number or any value replaced, a value left out (``key:`` with nothing after it) or
+    wrapped, a key dropped, renamed or added."""
     spec = _fresh(draw(specs))
-    for _ in range(draw(st.integers(0, 3))):
-        slots = _slots(spec)
-        if not slots:
+    for _ in range(draw(st.integers(1, 3))):
+        action = draw(
+            st.sampled_from(["number"] * 3 + ["replace", "replace", "empty", "drop", "rename", "add", "wrap"])
+        )
+        containers = _containers(spec)
+        if action == "number":  # NaN, infinities, huge and negative numbers where numbers go
+            containers = [c for c in containers if _numbers(c)] or containers
+        if not containers:
             break
-        container, key = draw(st.sampled_from(slots))
-        action = draw(st.sampled_from(["replace", "replace", "drop", "rename", "add", "wrap"]))
-        if action == "replace":
+        container = draw(st.sampled_from(containers))
+        keys = _numbers(container) if action == "number" else []
+        key = draw(
+            st.sampled_from(
+                keys or list(container.keys() if isinstance(container, dict) else range(len(container)))
+            )
+        )
+        if action == "number" and keys:
+            container[key] = draw(EDGE_NUMBERS | NUMBERS)
+        elif action in ("number", "replace"):
             container[key] = draw(values)
+        elif action == "empty":
+            container[key] = None
         elif action == "wrap":
             container[key] = draw(st.sampled_from([[container[key]], {"value": container[key]}]))
         elif action == "drop":
@@ -289,9 +321,12 @@ def mutated(draw: st.DrawFn, specs: st.SearchStrategy[Any], values: st.SearchStr
 def outcome(read: Callable[[], JobSpec]) -> JobSpec | JobSpecKeyError:
     """What reading gives: a JobSpec or a JobSpecKeyError. Any other exception propagates: a failure."""
     try:
-        return read()
+        spec = read()
     except JobSpecKeyError as error:
+        event("refused")  # --hypothesis-show-statistics shows the share of each
         return error
+    event("read")
+    return spec
 
 
 def check_error(error: JobSpecKeyError, source: str) -> None:
@@ -387,9 +422,8 @@ def dump(data: Any) -> str:
 # -- the tests ----------------------------------------------------------------------------------------
 
 
-@FUZZ
-@given(data=mutated(SPECS, YAML_VALUES))
-def test_a_mutated_spec_in_yaml_is_read_or_refused_with_its_line_and_key(data: Any) -> None:
+def check_yaml(data: Any) -> None:
+    """``data`` as YAML is a spec that survives the wire, or one error that names the key and its line."""
     text = dump(data)
     first = outcome(lambda: parse_job_spec(text, SOURCE))
     check_same(first, outcome(lambda: parse_job_spec(text, SOURCE)))
@@ -399,14 +433,12 @@ def test_a_mutated_spec_in_yaml_is_read_or_refused_with_its_line_and_key(data: A
     check_error(first, SOURCE)
     existing = check_key_named(first, yaml.safe_load(text))
     if existing is not None:  # the problem is about a key in the text: its line, or one inside its value
-        spans = line_spans(text)
-        low, high = spans[existing]
+        low, high = line_spans(text)[existing]
         assert first.line is not None and low <= first.line <= high, (str(first)[:300], low, high)
 
 
-@FUZZ
-@given(data=mutated(SPECS, DATA_VALUES) | DATA_VALUES)
-def test_a_mutated_spec_as_data_is_read_or_refused_naming_the_key(data: Any) -> None:
+def check_data(data: Any) -> None:
+    """``data`` submitted as data is a spec that survives the wire, or one error that names the key."""
     first = outcome(lambda: JobSpec.from_dict(data))
     check_same(first, outcome(lambda: JobSpec.from_dict(data)))
     if isinstance(first, JobSpec):
@@ -415,6 +447,30 @@ def test_a_mutated_spec_as_data_is_read_or_refused_naming_the_key(data: Any) -> 
     check_error(first, SUBMITTED)
     assert first.line is None
     check_key_named(first, data)
+
+
+@FUZZ
+@given(data=mutated(SPECS, YAML_VALUES))
+def test_a_mutated_spec_in_yaml_is_read_or_refused_with_its_line_and_key(data: Any) -> None:
+    check_yaml(data)
+
+
+@FUZZ
+@given(data=st.one_of(mutated(SPECS, DATA_VALUES), mutated(SPECS, DATA_VALUES), DATA_VALUES))
+def test_a_mutated_spec_as_data_is_read_or_refused_naming_the_key(data: Any) -> None:
+    check_data(data)
+
+
+# A burn job long enough for any sweep's own time, so that a dvfs section is read whatever it holds.
+BURN_FOR_DVFS = {"workload": "burn", "timeout_s": 604800, "burn": {"seconds": 1, "warmup_s": 0}}
+
+
+@FUZZ
+@given(dvfs=mutated(DVFS, YAML_VALUES))
+def test_a_mutated_dvfs_section_is_read_or_refused_naming_its_key(dvfs: Any) -> None:
+    """The dvfs keys depend on each other most (forms of sm_clocks, sweep-only keys): fuzzed on their own."""
+    check_yaml({**BURN_FOR_DVFS, "dvfs": dvfs})
+    check_data({**BURN_FOR_DVFS, "dvfs": dvfs})
 
 
 # YAML a user may write, or paste by mistake, at the place of a value or as a line of its own.
@@ -525,7 +581,8 @@ def _decodes(line: bytes) -> bool:
 
 
 def test_the_spec_generators_reach_valid_specs_of_every_workload() -> None:
-    """The fuzz above means something only if its inputs are often valid before they are mutated."""
+    """The fuzz above means something only if its inputs are often valid before they are mutated; those
+    valid ones go over the wire and back unchanged."""
     seen: dict[str, int] = {}
 
     @settings(FUZZ, max_examples=200)
@@ -537,6 +594,7 @@ def test_the_spec_generators_reach_valid_specs_of_every_workload() -> None:
             return
         key = spec.workload + ("+dvfs" if spec.dvfs else "")
         seen[key] = seen.get(key, 0) + 1
+        check_round_trip(spec)
 
     read()
     assert {"burn", "llm", "burn+dvfs", "llm+dvfs"} <= set(seen), seen
