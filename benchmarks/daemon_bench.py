@@ -37,7 +37,7 @@ import zmq
 from nvidia_smi_power import NvidiaSmiPower  # benchmarks/, beside this file
 from sampler_bench import device_info, finite, fmt, simulate_node, table
 
-from gpuprof.client import protocol
+from gpuprof.client.wire import protocol
 from gpuprof.sampler import resolve
 
 HERE = Path(__file__).resolve().parent
@@ -217,7 +217,7 @@ class DaemonUnderTest:
 
     def submit_burn(self, burn: dict[str, Any], gpu: int, timeout_s: float) -> str:
         """Submit a burn job on ``gpu``; its id."""
-        from gpuprof.client.jobspec import JobSpec
+        from gpuprof.client.wire.jobspec import JobSpec
 
         spec = JobSpec.from_dict(
             {"name": "daemon-bench", "gpu": gpu, "workload": "burn", "burn": burn, "timeout_s": timeout_s}
@@ -547,7 +547,7 @@ def stored_result() -> dict[str, Any]:
 
 def populate(state_dir: Path, count: int, simulated: bool) -> list[str]:
     """``count`` finished jobs written straight into a job store (as a daemon would have left them)."""
-    from gpuprof.client.jobspec import load_job_spec
+    from gpuprof.client.wire.jobspec import load_job_spec
     from gpuprof.daemon.store import JobStore
 
     example = HERE.parent / "examples" / "burn.yaml"

@@ -141,7 +141,7 @@ def _start_daemon(root: Path, simulate: bool) -> subprocess.Popen[bytes]:
 
 
 def overhead(simulate: bool, seconds: float, rounds: int, out_dir: Path) -> dict[str, Any]:
-    from gpuprof.client.llm_spec import LlmParams, ModelRef, SteadyState
+    from gpuprof.client.wire.llm_spec import LlmParams, ModelRef, SteadyState
     from gpuprof.daemon.llm import steady
     from gpuprof.daemon.llm.engine import Device, load_model
     from gpuprof.daemon.workloads import GpuTarget

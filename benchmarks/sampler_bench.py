@@ -506,11 +506,11 @@ def device_info(lib: NvmlLibrary, gpus: tuple[int, ...]) -> dict[str, Any]:
     """GPU names and the driver version, read through pynvml from the library under test."""
     import pynvml
 
-    from gpuprof.sampler.pynvml_sampler import _use_library
+    from gpuprof.sampler.device import use_library
 
     info: dict[str, Any] = {"library": lib.path, "simulated": lib.simulated}
     try:
-        _use_library(lib.path)
+        use_library(lib.path)
         pynvml.nvmlInit()
         try:
             info["driver_version"] = pynvml.nvmlSystemGetDriverVersion()

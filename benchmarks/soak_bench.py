@@ -89,8 +89,8 @@ def error_code(exc: BaseException) -> str:
 def run_submitter(cfg: dict[str, Any]) -> dict[str, Any]:
     """Keep ``per_gpu`` of this user's burn jobs queued or running on every GPU until ``until``."""
     from gpuprof.client import Client
-    from gpuprof.client.jobspec import JobSpec
-    from gpuprof.sampler.errors import GpuprofError
+    from gpuprof.client.wire.errors import GpuprofError
+    from gpuprof.client.wire.jobspec import JobSpec
 
     stop = stop_on_sigterm()
     burn = {"seconds": cfg["job_seconds"], "warmup_s": 0}
@@ -156,8 +156,8 @@ def run_subscriber(cfg: dict[str, Any]) -> dict[str, Any]:
     import zmq
 
     from gpuprof.client import Client
-    from gpuprof.client.protocol import ProtocolError, decode_publish, topic_for_gpu, topic_for_job
-    from gpuprof.sampler.errors import GpuprofError
+    from gpuprof.client.wire.errors import GpuprofError
+    from gpuprof.client.wire.protocol import ProtocolError, decode_publish, topic_for_gpu, topic_for_job
 
     stop = stop_on_sigterm()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -474,7 +474,7 @@ def probe(
     import msgpack
 
     from gpuprof.client import Client
-    from gpuprof.sampler.errors import GpuprofError
+    from gpuprof.client.wire.errors import GpuprofError
 
     nap(start_at - time.monotonic(), stop)
     rtts: dict[str, list[int]] = {t: [] for t in PROBE_TYPES}

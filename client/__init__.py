@@ -11,7 +11,7 @@ __all__ = ["Client", "DaemonError", "DaemonUnavailable", "JobHandle", "JobNotFou
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: a job worker imports gpuprof.client.jobspec and must not pay for (or need)
+    # Imported on first use: a job worker imports gpuprof.client.wire.jobspec and must not pay for (or need)
     # zmq and pandas.
     if name in __all__:
         from . import api

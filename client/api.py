@@ -19,11 +19,19 @@ import pandas as pd
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from gpuprof.sampler.errors import GpuprofError, JobSpecError, PermissionDenied, UsageError
-
-from .handle import FINAL_STATES, JobHandle, JobProgress, JobResult
+from .handle import JobHandle, JobProgress, JobResult
 from .keys import CurveKeys, curve_keys
-from .protocol import (
+from .stream import Subscription
+from .wire.errors import (
+    DaemonError,
+    DaemonUnavailable,
+    GpuprofError,
+    JobNotFound,
+    JobSpecError,
+    PermissionDenied,
+    UsageError,
+)
+from .wire.protocol import (
     MAX_SPEC_TEXT_CHARS,
     MAX_TRACE_CHUNK,
     PROTOCOL_VERSION,
@@ -31,7 +39,7 @@ from .protocol import (
     decode_reply,
     encode_request,
 )
-from .stream import Subscription
+from .wire.states import FINAL_STATES
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -74,38 +82,6 @@ REQUEST_FLOAT_COLUMNS = (
     "causal_question_score", "complexity_score", "quality", "exact_match",
 )  # fmt: skip
 REQUESTS_CHUNK = 1000  # rows per reply: each carries its answer's text (at most 2,000 characters)
-
-
-class DaemonUnavailable(GpuprofError):
-    """No gpuprofd answered at the endpoint in time."""
-
-    exit_code = 9
-
-    def __init__(self, endpoint: str, why: str) -> None:
-        self.endpoint = endpoint
-        super().__init__(
-            f"no gpuprofd answered at {endpoint} ({why}). Start one with "
-            f"`gpuprofd serve --simulate --endpoint {endpoint}` (drop --simulate on a GPU node), "
-            "point GPUPROF_ENDPOINT or --endpoint at a running one, "
-            "or use `gpuprof run JOB.yaml`, which starts a private daemon"
-        )
-
-
-class JobNotFound(GpuprofError):
-    """The daemon knows no job (or no trace) by that id."""
-
-    exit_code = 10
-
-
-class DaemonError(GpuprofError):
-    """An error reply from gpuprofd: ``code`` is one of the protocol's error codes."""
-
-    exit_code = 11
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"gpuprofd: {code}: {message}")
 
 
 def error_for(code: str, message: str, details: dict[str, Any] | None = None) -> GpuprofError:
@@ -198,7 +174,7 @@ def _socket_denied(path: str) -> str:
 
 
 class SpecLike(Protocol):
-    """What submit needs of a job spec (client/jobspec.py's JobSpec)."""
+    """What submit needs of a job spec (client/wire/jobspec.py's JobSpec)."""
 
     @property
     def raw_text(self) -> str | None: ...
@@ -340,7 +316,7 @@ class Client:
     def submit(self, spec_or_path: str | os.PathLike[str] | SpecLike) -> JobHandle:
         """Validate a job spec here, submit it, and return a handle on the queued job."""
         if isinstance(spec_or_path, str | os.PathLike):
-            from .jobspec import load_job_spec
+            from .wire.jobspec import load_job_spec
 
             spec: SpecLike = load_job_spec(Path(spec_or_path))
         else:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from gpuprof.sampler.command import run_command
+from gpuprof.client.wire.command import run_command
 
 from .commands.cancel import cancel
 from .commands.export import export

@@ -5,22 +5,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from gpuprof.sampler.errors import GpuprofError
+from .wire.errors import JobNotFound, JobWaitTimeout
+from .wire.states import FINAL_STATES
 
 if TYPE_CHECKING:
-    from .api import Client
-
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+    from .stream import Subscription
 
 
-class JobWaitTimeout(GpuprofError):
-    """A job that did not finish within the time given to wait()."""
+class JobClient(Protocol):
+    """What a handle asks of its client (client/api.py's Client)."""
 
-    exit_code = 12
+    def job(self, job_id: str) -> dict[str, Any]: ...
+
+    def cancel(self, job_id: str) -> dict[str, Any]: ...
+
+    def stream(self, gpu: int | None = None, job: str | None = None) -> Subscription: ...
+
+    def requests(self, job_id: str) -> pd.DataFrame: ...
+
+    def trace(self, job_id: str, table: str = ..., chunk_rows: int = ...) -> pd.DataFrame: ...
 
 
 @dataclass
@@ -97,7 +104,7 @@ def _last_present(values: Any) -> float | None:
 class JobHandle:
     """One job on a daemon: ``.id``, ``.info()``, ``.wait()``, ``.result()``, ``.stream()``, ``.cancel()``."""
 
-    def __init__(self, client: Client, job_id: str, job: dict[str, Any] | None = None) -> None:
+    def __init__(self, client: JobClient, job_id: str, job: dict[str, Any] | None = None) -> None:
         self.client = client
         self.id = job_id
         self.last = job or {"id": job_id, "state": "queued"}
@@ -159,7 +166,6 @@ class JobHandle:
         return JobResult(summary, trace, energy, windows, pd.DataFrame() if requests is None else requests)
 
     def _table(self, summary: dict[str, Any], table: str) -> pd.DataFrame:
-        from .api import JobNotFound
 
         try:
             if table == "requests":

@@ -16,7 +16,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from gpuprof.sampler.errors import UsageError
+from gpuprof.client.wire.errors import UsageError
 
 CLIENT_KEY_ENV = "GPUPROF_CLIENT_KEY"  # a secret certificate (default: CONFIG/client.key_secret)
 SERVER_KEY_ENV = "GPUPROF_SERVER_KEY"  # the daemon's public certificate (default: CONFIG/servers/HOST.key)

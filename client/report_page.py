@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
 
 from .report import GROUP, Report
 

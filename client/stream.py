@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 
 from .keys import CurveKeys
-from .protocol import ProtocolError, decode_publish, topic_for_gpu, topic_for_job
+from .wire.protocol import ProtocolError, decode_publish, topic_for_gpu, topic_for_job
 
 
 def decode_live(topic: bytes, payload: bytes) -> dict[str, Any] | None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from gpuprof.sampler.command import run_command
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.command import run_command
+from gpuprof.client.wire.errors import GpuprofError
 
 from .config import DEFAULT_CONFIG, DaemonConfig, load_config
 

@@ -10,29 +10,22 @@ ExecStopPost). GPUs are named by UUID in the journal, so a changed GPU order can
 from __future__ import annotations
 
 import bisect
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pynvml
-
-from gpuprof.sampler.errors import GpuprofError, NvmlError
+from gpuprof.client.wire.errors import GpuprofError, NvmlError, PermissionDenied
+from gpuprof.sampler.device import Gpu, NvmlSession
 from gpuprof.sampler.library import NvmlLibrary
-from gpuprof.sampler.pynvml_sampler import _use_library
 
 from .atomic import write_text_atomically
 
 log = logging.getLogger("gpuprofd")
 JOURNAL_FILE = "clocks.json"
-
-
-def _code(exc: pynvml.NVMLError) -> int:
-    return int(getattr(exc, "value", 999))
 
 
 class ClockJournal:
@@ -199,41 +192,23 @@ class ClockControl:
         self.library = library
         self.journal = journal
 
-    @contextlib.contextmanager
-    def _nvml(self, gpu: int | None = None) -> Iterator[None]:
-        """An NVML session; an NVML error inside it (a lost GPU, say) comes out as NvmlError."""
-        _use_library(self.library.path)
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise NvmlError(_code(exc), "nvmlInit") from exc
-        try:
-            yield
-        except pynvml.NVMLError as exc:
-            raise NvmlError(_code(exc), "clock control", gpu) from exc
-        finally:
-            pynvml.nvmlShutdown()
-
     def apply(self, index: int, uuid: str, request: ClockRequest) -> None:
         """Make the changes ``request`` asks of GPU ``index``; a failure undoes what was done and raises."""
-        with self._nvml(index):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        with NvmlSession(self.library) as nvml:
+            gpu = nvml.gpu(index)
             try:
                 if request.power_limit_w is not None:
-                    original = pynvml.nvmlDeviceGetPowerManagementLimit(handle)
-                    self.journal.mark(uuid, index, power_limit_mw=int(original))
-                    pynvml.nvmlDeviceSetPowerManagementLimit(handle, int(request.power_limit_w * 1000))
+                    self.journal.mark(uuid, index, power_limit_mw=gpu.power_limit_mw())
+                    gpu.set_power_limit_mw(int(request.power_limit_w * 1000))
                 if request.memory_clock_mhz is not None:
                     self.journal.mark(uuid, index, memory_locked=True)
-                    mhz = request.memory_clock_mhz
-                    pynvml.nvmlDeviceSetMemoryLockedClocks(handle, mhz, mhz)
+                    gpu.lock_memory_clocks(request.memory_clock_mhz, request.memory_clock_mhz)
                 low, high = request.sm_clock_range_mhz or (request.sm_clock_mhz, request.sm_clock_mhz)
                 if low is not None and high is not None:
                     self.journal.mark(uuid, index, sm_locked=True)
-                    pynvml.nvmlDeviceSetGpuLockedClocks(handle, low, high)
-            except pynvml.NVMLError as exc:
-                failure = NvmlError(_code(exc), "clock control")
-                self._reset_handle(handle, uuid)
+                    gpu.lock_sm_clocks(low, high)
+            except (NvmlError, PermissionDenied) as failure:
+                self._reset_gpu(gpu, uuid)
                 raise GpuprofError(f"GPU {index}: cannot change clocks: {failure}") from None
 
     def reset_all(self) -> list[str]:
@@ -242,53 +217,44 @@ class ClockControl:
         if not entries:
             return []
         done = []
-        with self._nvml():
+        with NvmlSession(self.library) as nvml:
             for uuid, entry in entries.items():
                 try:
-                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
-                except pynvml.NVMLError as exc:
-                    done.append(
-                        f"{uuid}: not found ({NvmlError(_code(exc), 'GetHandleByUUID')}); left journaled"
-                    )
+                    gpu = nvml.gpu_by_uuid(uuid, entry.get("index"))
+                except (NvmlError, PermissionDenied) as exc:
+                    done.append(f"{uuid}: not found ({exc}); left journaled")
                     continue
-                done.append(f"GPU {entry.get('index')} ({uuid}): {self._reset_handle(handle, uuid)}")
+                done.append(f"GPU {entry.get('index')} ({uuid}): {self._reset_gpu(gpu, uuid)}")
         return done
 
     def reset_sm(self, uuid: str) -> None:
         """Unlock the SM clock alone (between a sweep's points); the journal forgets it only once done."""
         if "sm_locked" not in self.journal.load().get(uuid, {}):
             return
-        with self._nvml():
-            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+        with NvmlSession(self.library) as nvml:
             try:
-                pynvml.nvmlDeviceResetGpuLockedClocks(handle)
-            except pynvml.NVMLError as exc:
-                raise GpuprofError(
-                    f"GPU {uuid}: SM clock not reset: {NvmlError(_code(exc), 'reset')}"
-                ) from None
+                nvml.gpu_by_uuid(uuid).reset_sm_clocks()
+            except (NvmlError, PermissionDenied) as exc:
+                raise GpuprofError(f"GPU {uuid}: SM clock not reset: {exc}") from None
         self.journal.unmark_key(uuid, "sm_locked")
 
     def reset(self, uuid: str) -> str | None:
         """Reset one GPU if the journal holds changes for it; what was done, or None."""
         if uuid not in self.journal.load():
             return None
-        with self._nvml():
-            return self._reset_handle(pynvml.nvmlDeviceGetHandleByUUID(uuid.encode()), uuid)
+        with NvmlSession(self.library) as nvml:
+            return self._reset_gpu(nvml.gpu_by_uuid(uuid), uuid)
 
-    def _reset_handle(self, handle: Any, uuid: str) -> str:
+    def _reset_gpu(self, gpu: Gpu, uuid: str) -> str:
         entry = self.journal.load().get(uuid, {})
         failures, done = [], []
-        steps = [
-            ("sm_locked", "SM clock unlocked", lambda: pynvml.nvmlDeviceResetGpuLockedClocks(handle)),
-            (
-                "memory_locked",
-                "memory clock unlocked",
-                lambda: pynvml.nvmlDeviceResetMemoryLockedClocks(handle),
-            ),
+        steps: list[tuple[str, str, Callable[[], None]]] = [
+            ("sm_locked", "SM clock unlocked", gpu.reset_sm_clocks),
+            ("memory_locked", "memory clock unlocked", gpu.reset_memory_clocks),
             (
                 "power_limit_mw",
                 f"power limit back to {entry.get('power_limit_mw', 0) / 1000:g} W",
-                lambda: pynvml.nvmlDeviceSetPowerManagementLimit(handle, int(entry["power_limit_mw"])),
+                lambda: gpu.set_power_limit_mw(int(entry["power_limit_mw"])),
             ),
         ]
         for key, what, call in steps:
@@ -297,8 +263,8 @@ class ClockControl:
             try:
                 call()
                 done.append(what)
-            except pynvml.NVMLError as exc:
-                failures.append(f"{what}: {NvmlError(_code(exc), 'reset')}")
+            except (NvmlError, PermissionDenied) as exc:
+                failures.append(f"{what}: {exc}")
         if failures:
             log.error(
                 "GPU %s: could not reset: %s (left in %s)", uuid, "; ".join(failures), self.journal.path

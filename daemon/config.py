@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuprof.sampler.errors import ConfigError
+from gpuprof.client.wire.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/gpuprof/gpuprofd.toml"
 DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
 
 from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
 from .store import JobRecord

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import zmq.auth
 from zmq.utils import z85
 
-from gpuprof.sampler.errors import ConfigError, UsageError
+from gpuprof.client.wire.errors import ConfigError, UsageError
 
 from .atomic import write_text_atomically
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
 
 __all__ = [
     "KINDS",

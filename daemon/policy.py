@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-from gpuprof.client import protocol
+from gpuprof.client.wire import protocol
 
 from .config import DaemonConfig
 from .identity import Caller

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import zmq
 
-from gpuprof.client import protocol
-from gpuprof.client.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
-from gpuprof.client.spec_schema import Document, KeyPath
+from gpuprof.client.wire import protocol
+from gpuprof.client.wire.errors import ConfigError, GpuprofError, JobSpecError
+from gpuprof.client.wire.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
+from gpuprof.client.wire.spec_schema import Document, KeyPath
 from gpuprof.sampler import SamplerConfig, open_sampler
-from gpuprof.sampler.errors import ConfigError, GpuprofError, JobSpecError
+from gpuprof.sampler.device import read_inventory
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.sim import SimulatedNvml
 
@@ -37,7 +38,6 @@ from .clocks import (
 from .config import DaemonConfig, tcp_port
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
-from .inventory import read_inventory
 from .jobs import FINAL_STATES, JobRunner
 from .keys import KeyStore, server_keypair
 from .limits import RequestLimits, ServiceTimes

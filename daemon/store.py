@@ -23,26 +23,14 @@ from typing import Any
 
 import pandas as pd
 
-from gpuprof.sampler.errors import GpuprofError, PermissionDenied, UsageError
+from gpuprof.client.wire.errors import GpuprofError, JobNotFound, PermissionDenied, UsageError
+from gpuprof.client.wire.states import FINAL_STATES, INTERRUPTED, QUEUED, RUNNING, STATES, TRANSITIONS
 from gpuprof.sampler.trace import Trace, write_trace
 
 SCHEMA_VERSION = 1
 DB_NAME = "gpuprof.db"
 TRACES_DIR = "traces"
 
-QUEUED, RUNNING = "queued", "running"
-SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
-FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED})
-# state -> states it may come from. A queued job may also end without running: cancelled by its user,
-# failed at dispatch, or interrupted by a daemon restart.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    RUNNING: frozenset({QUEUED}),
-    SUCCEEDED: frozenset({RUNNING}),
-    FAILED: frozenset({QUEUED, RUNNING}),
-    CANCELLED: frozenset({QUEUED, RUNNING}),
-    INTERRUPTED: frozenset({QUEUED, RUNNING}),
-}
 
 # Job ids: 10 characters of milliseconds since the epoch then 6 random ones, in Crockford's base32
 # (lowercase): sortable by creation, unique, and safe as a file name.
@@ -91,14 +79,6 @@ class InvalidJobId(UsageError):
 
     def __init__(self, job_id: object) -> None:
         super().__init__(f"{job_id!r} is not a job id (16 characters of 0-9 and a-z)")
-
-
-class JobNotFound(GpuprofError):
-    """A job id the store does not hold."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        super().__init__(f"no job {job_id}")
 
 
 class InvalidTransition(GpuprofError):
@@ -151,7 +131,7 @@ class JobRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state in FINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as built-in types (msgpack- and JSON-ready); ``spec`` and ``result`` are shared.
@@ -385,7 +365,7 @@ class JobStore:
         now = self._clock()
         sources = sorted(TRANSITIONS[state])
         started = now if state == RUNNING else None
-        finished = now if state in FINISHED else None
+        finished = now if state in FINAL_STATES else None
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET state = ?, reason = coalesce(?, reason),"
@@ -396,7 +376,7 @@ class JobStore:
             )
             row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound(f"no job {job_id}")
         record = JobRecord.from_row(row)
         if cursor.rowcount == 0:
             raise InvalidTransition(f"job {job_id} is {record.state}; it cannot become {state}")
@@ -410,7 +390,7 @@ class JobStore:
                 "UPDATE jobs SET result_json = ? WHERE id = ?", (text, check_job_id(job_id))
             )
         if cursor.rowcount == 0:
-            raise JobNotFound(job_id)
+            raise JobNotFound(f"no job {job_id}")
 
     def mark_running_interrupted(self, reason: str) -> builtins.list[str]:
         """At daemon start: every job left queued or running by the previous daemon becomes interrupted."""
@@ -435,7 +415,7 @@ class JobStore:
     def save_trace(self, job_id: str, trace: Trace) -> tuple[Path, Path]:
         """Write a job's trace (each file through a temporary file and an atomic rename)."""
         if self.get(job_id) is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound(f"no job {job_id}")
         tagged = dataclasses.replace(trace, metadata={**trace.metadata, "job_id": job_id})
         return write_trace(tagged, self.trace_paths(job_id)[0])
 
@@ -446,7 +426,7 @@ class JobStore:
     def save_requests(self, job_id: str, rows: builtins.list[dict[str, Any]]) -> Path:
         """Write an llm job's requests table (through a temporary file and an atomic rename)."""
         if self.get(job_id) is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound(f"no job {job_id}")
         path = self.requests_path(job_id)
         tmp = path.with_name(f".{path.name}.tmp")
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gpuprof.client.protocol import GPU_TOPIC_PREFIX, JOB_TOPIC_PREFIX, MAX_TOPIC_BYTES
+from gpuprof.client.wire.protocol import GPU_TOPIC_PREFIX, JOB_TOPIC_PREFIX, MAX_TOPIC_BYTES
 
 _ID_CHARS = frozenset(b"0123456789abcdefghjkmnpqrstvwxyz")  # the job store's Crockford base32
 JOB_ID_CHARS = 16

@@ -26,8 +26,8 @@ import traceback
 from collections.abc import Mapping
 from types import FrameType
 
-from gpuprof.client.jobspec import MAX_SPEC_BYTES, JobSpec
-from gpuprof.sampler.errors import GpuprofError, JobSpecError
+from gpuprof.client.wire.errors import GpuprofError, JobSpecError
+from gpuprof.client.wire.jobspec import MAX_SPEC_BYTES, JobSpec
 
 from .markers import MarkerChannelError, MarkerWriter
 from .workloads import GpuTarget, run_workload

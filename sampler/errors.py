@@ -1,4 +1,5 @@
-"""gpuprof's exceptions: what went wrong, in one line a user can act on, with the exit code the CLI uses."""
+"""The errors the sampler raises, and the base of every gpuprof error: what went wrong, in one line a user
+can act on. The exit code each makes a command return is in client/wire/errors.py's one table."""
 
 from __future__ import annotations
 
@@ -38,19 +39,13 @@ def nvml_error_name(code: int) -> str:
 class GpuprofError(Exception):
     """Base of every error gpuprof reports to users; ``exit_code`` is what the CLI exits with."""
 
-    exit_code = 1
-
 
 class UsageError(GpuprofError):
     """A bad argument or option value."""
 
-    exit_code = 2
-
 
 class NvmlLibraryNotFound(GpuprofError):
     """No NVML library could be loaded: no NVIDIA driver on this machine, or a wrong path."""
-
-    exit_code = 3
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
@@ -65,8 +60,6 @@ class NvmlLibraryNotFound(GpuprofError):
 class NvmlError(GpuprofError):
     """An NVML call returned an error code."""
 
-    exit_code = 4
-
     def __init__(self, code: int, function: str, gpu: int | None = None) -> None:
         self.code = code
         self.function = function
@@ -78,8 +71,6 @@ class NvmlError(GpuprofError):
 class DeviceNotFound(GpuprofError):
     """A GPU index that this node does not have."""
 
-    exit_code = 5
-
     def __init__(self, index: int, count: int) -> None:
         self.index = index
         self.count = count
@@ -90,20 +81,10 @@ class DeviceNotFound(GpuprofError):
 class PermissionDenied(GpuprofError):
     """An operation the caller is not allowed to perform."""
 
-    exit_code = 6
-
 
 class OutputError(GpuprofError):
     """An output file that cannot be written."""
 
-    exit_code = 7
-
 
 class ConfigError(GpuprofError):
     """A configuration file that cannot be used; names the file and, where known, the line and key."""
-
-    exit_code = 8
-
-
-class JobSpecError(ConfigError):
-    """A job spec that cannot be used; names the file, the line and the key."""

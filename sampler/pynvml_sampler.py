@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import time
@@ -14,28 +13,10 @@ import pynvml
 
 from . import backend, records
 from .backend import SamplerConfig, SamplerStats, jitter_percentiles
-from .errors import DeviceNotFound, NvmlError, NvmlLibraryNotFound, UsageError, nvml_error_name
+from .device import nvml_code as _code
+from .device import use_library
+from .errors import DeviceNotFound, NvmlError, UsageError, nvml_error_name
 from .library import NvmlLibrary
-
-_LIBRARY_LOCK = threading.Lock()
-
-
-def _use_library(path: str) -> None:
-    """Point pynvml at ``path`` (pynvml itself always loads libnvidia-ml.so.1)."""
-    with _LIBRARY_LOCK:
-        current = getattr(pynvml, "_gpuprof_path", None)
-        if current != path:
-            try:
-                pynvml.nvmlLib = ctypes.CDLL(path)
-            except OSError as exc:
-                raise NvmlLibraryNotFound(path, str(exc).split(": ")[-1]) from exc
-            # pynvml caches resolved functions: drop those of the previous library
-            pynvml._nvmlGetFunctionPointer_cache.clear()
-            pynvml._gpuprof_path = path
-
-
-def _code(exc: pynvml.NVMLError) -> int:
-    return int(getattr(exc, "value", 999))
 
 
 class _Ring:
@@ -73,7 +54,7 @@ class PynvmlSampler:
         self.config = config
         self.library_path = library.path
         self.simulated = library.simulated
-        _use_library(library.path)
+        use_library(library.path)
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from gpuprof.sampler.errors import GpuprofError
-
-from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, FINAL_STATES, Client, JobHandle
+from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, Client, JobHandle
 from ..handle import JobProgress
 from ..job_render import job_json, progress_line, render_job
 from ..llm_render import requests_json
+from ..wire.errors import JobUnsuccessful
+from ..wire.states import FINAL_STATES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,12 +98,6 @@ def print_job(
         echo_json(out)
     else:
         click.echo(render_job(job))
-
-
-class JobUnsuccessful(GpuprofError):
-    """A job that the command waited for ended failed, cancelled or interrupted."""
-
-    exit_code = 12
 
 
 def exit_unless_succeeded(job: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gpuprof.sampler.errors import OutputError, UsageError
+from gpuprof.client.wire.errors import OutputError, UsageError
 from gpuprof.sampler.trace import check_writable, output_paths, write_frames
 
 from ..api import Client

@@ -16,11 +16,11 @@ from typing import Any
 
 import click
 
-from gpuprof.sampler.errors import GpuprofError
 from gpuprof.sampler.library import driver_available
 from gpuprof.sampler.trace import check_writable
 
-from ..api import Client, DaemonUnavailable
+from ..api import Client
+from ..wire.errors import DaemonUnavailable, GpuprofError, PrivateDaemonFailed
 from .common import endpoint_option, exit_unless_succeeded, follow, json_option, print_job
 from .export import export_job
 from .report import write_job_report
@@ -29,12 +29,6 @@ PROBE_TIMEOUT_S = 1.0
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 NO_DRIVER = "no NVIDIA driver found: using the simulated GPU"
-
-
-class PrivateDaemonFailed(GpuprofError):
-    """The private gpuprofd that ``gpuprof run`` started did not come up."""
-
-    exit_code = 9
 
 
 def probe(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any] | None:
@@ -172,7 +166,7 @@ def run(
       gpuprof run examples/burn.yaml -o burn.parquet
       gpuprof run examples/sweep-sim.yaml --allow-dvfs --report sweep-report/
     """
-    from ..jobspec import load_job_spec
+    from ..wire.jobspec import load_job_spec
 
     job_spec = load_job_spec(spec)  # a bad spec or output fails here, before any daemon starts
     if output is not None:

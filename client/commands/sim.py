@@ -7,7 +7,8 @@ import time
 
 import click
 
-from gpuprof.sampler.errors import NVML_ERROR_CODES, UsageError, nvml_error_name
+from gpuprof.client.wire.errors import UsageError
+from gpuprof.sampler.errors import NVML_ERROR_CODES, nvml_error_name
 from gpuprof.sampler.sim import SimulatedNvml, load_config
 
 

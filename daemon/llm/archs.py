@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuprof.client.llm_spec import ARCHS
-from gpuprof.sampler.errors import JobSpecError
+from gpuprof.client.wire.errors import JobSpecError
+from gpuprof.client.wire.llm_spec import ARCHS
 
 __all__ = ["arch_config", "arch_settings"]
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gpuprof.client.llm_spec import LlmParams, ModelRef
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.client.wire.llm_spec import LlmParams, ModelRef
 from gpuprof.sampler.files import unusable_path
 
-from ..workloads import GpuTarget
+from ..workloads.target import GpuTarget
 from .archs import arch_config
 from .tokenizer import TOKENIZER_NAME, load_tokenizer
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpuprof.sampler.errors import GpuprofError, UsageError
+from gpuprof.client.wire.errors import GpuprofError, UsageError
 
 __all__ = [
     "CAUSAL_CONNECTIVES",

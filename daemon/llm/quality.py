@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from gpuprof.sampler.errors import GpuprofError, UsageError
+from gpuprof.client.wire.errors import GpuprofError, UsageError
 
 __all__ = ["best_choice", "exact_match", "normalize_answer", "rouge_l", "token_f1", "yes_no"]
 

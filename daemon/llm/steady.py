@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gpuprof.client.llm_spec import SteadyState
+from gpuprof.client.wire.llm_spec import SteadyState
 
 from ..markers import MarkerWriter
 from .engine import LoadedModel, forward_accepts

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from gpuprof.client.llm_spec import DatasetRef
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.client.wire.llm_spec import DatasetRef
 from gpuprof.sampler.files import unusable_path
 
 from . import quality

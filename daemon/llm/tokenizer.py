@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.errors import GpuprofError
 
 __all__ = ["BOS", "EOS", "PAD", "TOKENIZER_NAME", "VOCAB_SIZE", "build_tokenizer", "load_tokenizer"]
 

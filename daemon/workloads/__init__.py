@@ -7,35 +7,13 @@ A workload module's ``run(params, markers, target)`` emits the markers ``load``,
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-
-from gpuprof.client.jobspec import BurnParams, JobSpec, LlmParams
-from gpuprof.sampler.errors import JobSpecError
+from gpuprof.client.wire.errors import JobSpecError
+from gpuprof.client.wire.jobspec import BurnParams, JobSpec, LlmParams
 
 from ..markers import MarkerWriter
+from .target import GpuTarget, sigterm_deferred
 
 __all__ = ["GpuTarget", "run_workload", "sigterm_deferred"]
-
-
-@dataclass(frozen=True)
-class GpuTarget:
-    """Where a workload runs: cuda:0 (CUDA_VISIBLE_DEVICES names it), or simulated GPU ``sim_index``."""
-
-    simulated: bool
-    sim_index: int = 0
-
-
-@contextmanager
-def sigterm_deferred() -> Iterator[None]:
-    """Holds SIGTERM back while the block runs (a cleanup that must finish), delivering it afterwards."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def run_workload(spec: JobSpec, markers: MarkerWriter, target: GpuTarget) -> None:

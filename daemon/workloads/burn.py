@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gpuprof.client.dvfs_spec import DvfsParams
-from gpuprof.client.jobspec import BURN_SETTLE_S, BurnParams
-from gpuprof.sampler.errors import DeviceNotFound, GpuprofError
+from gpuprof.client.wire.dvfs_spec import DvfsParams
+from gpuprof.client.wire.errors import DeviceNotFound, GpuprofError
+from gpuprof.client.wire.jobspec import BURN_SETTLE_S, BurnParams
 
 from ..markers import MarkerWriter
-from . import GpuTarget, sigterm_deferred
 from .clock_search import search_clock
+from .target import GpuTarget, sigterm_deferred
 
 CHUNK_S = 0.01  # GPU work queued between two clock checks: how late a busy part may end
 MAX_CHUNK_OPS = 10_000

@@ -14,16 +14,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from gpuprof.client.dvfs_spec import DvfsParams
-from gpuprof.client.llm_spec import LlmParams
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.dvfs_spec import DvfsParams
+from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.client.wire.llm_spec import LlmParams
 
 from ..llm import tasks
 from ..llm.engine import BatchOutput, Device, LoadedModel, load_model
 from ..llm.features import FeatureExtractor
 from ..markers import MarkerWriter
-from . import GpuTarget, sigterm_deferred
 from .clock_search import search_clock
+from .target import GpuTarget, sigterm_deferred
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
 

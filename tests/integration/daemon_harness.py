@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from gpuprof.client import protocol
+from gpuprof.client.wire import protocol
 
 
 class RawClient:

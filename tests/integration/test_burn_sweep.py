@@ -11,7 +11,7 @@ from daemon_harness import DaemonProcess, RawClient
 from test_clock_control import locked, start
 from test_daemon import FINAL, submit, wait_state
 
-from gpuprof.client.jobspec import BurnParams
+from gpuprof.client.wire.jobspec import BurnParams
 from gpuprof.daemon.workloads.burn import sim_op_seconds
 from gpuprof.sampler.sim import COMPUTE_BOUND, MEMORY_BOUND, GpuSpec, SimulatedNvml, slowdown
 

@@ -1,6 +1,6 @@
 """The client against a fake gpuprofd (ROUTER and PUB sockets in a thread): matching, timeouts, errors, CLI.
 
-The fake speaks the wire protocol from client/protocol.py and nothing else, so these tests pin the client
+The fake speaks the wire protocol from client/wire/protocol.py and nothing else, so these tests pin the client
 to docs/protocol.md; the real daemon's tests live beside this file.
 """
 
@@ -22,8 +22,9 @@ import zmq
 
 from gpuprof.client import Client, DaemonError, DaemonUnavailable, JobNotFound
 from gpuprof.client.cli import main
-from gpuprof.client.jobspec import parse_job_spec
-from gpuprof.client.protocol import (
+from gpuprof.client.wire.errors import JobSpecError, PermissionDenied, exit_code
+from gpuprof.client.wire.jobspec import parse_job_spec
+from gpuprof.client.wire.protocol import (
     Request,
     decode_request,
     encode_error,
@@ -32,7 +33,6 @@ from gpuprof.client.protocol import (
     topic_for_gpu,
     topic_for_job,
 )
-from gpuprof.sampler.errors import JobSpecError, PermissionDenied
 
 SPEC = "name: burn-test\nworkload: burn\nburn:\n  seconds: 1\n  warmup_s: 0\n"
 ROWS = 12
@@ -311,7 +311,7 @@ def test_error_replies_raise_gpuprof_errors(client: Client, daemon: FakeDaemon) 
     daemon.handlers["gpus"] = lambda r: [(None, encode_error(None, "too_large", "message too large"))]
     with pytest.raises(DaemonError) as caught:
         client.gpus()
-    assert caught.value.code == "too_large" and caught.value.exit_code == 11
+    assert caught.value.code == "too_large" and exit_code(caught.value) == 11
 
 
 def test_trace_is_fetched_in_chunks_and_typed(client: Client, daemon: FakeDaemon) -> None:

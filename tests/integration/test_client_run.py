@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gpuprof.client.cli import main
-from gpuprof.client.commands.run import PrivateDaemon, PrivateDaemonFailed
+from gpuprof.client.commands.run import PrivateDaemon
+from gpuprof.client.wire.errors import PrivateDaemonFailed, exit_code
 
 SPEC = "name: quick\nworkload: burn\ntimeout_s: 60\nburn:\n  seconds: 0.5\n  period_s: 0.25\n  warmup_s: 0\n"
 
@@ -48,7 +49,7 @@ def test_a_daemon_that_dies_at_start_is_explained_with_its_output() -> None:
         pass
     message = str(caught.value)
     assert "exited with status 3" in message and "cannot bind: Address in use" in message
-    assert caught.value.exit_code == 9
+    assert exit_code(caught.value) == 14  # its own code: 9 is a daemon that does not answer
     assert not daemon.directory.exists()
 
 

@@ -14,7 +14,7 @@ import pytest
 from daemon_harness import DaemonProcess, RawClient
 from test_daemon import FINAL, burn, job, submit, wait_for, wait_state
 
-from gpuprof.client.protocol import ProtocolError
+from gpuprof.client.wire.protocol import ProtocolError
 from gpuprof.sampler.sim import SimulatedNvml
 
 SUPPORTED = 1410  # one of the simulated H100's supported SM clocks (its default list)

@@ -24,7 +24,7 @@ import pytest
 import zmq
 from daemon_harness import DaemonProcess, RawClient
 
-from gpuprof.client import protocol
+from gpuprof.client.wire import protocol
 from gpuprof.sampler.sim import SimConfig, SimulatedNvml
 from gpuprof.sampler.sim_config import GpuSpec
 from gpuprof.sampler.trace import SAMPLE_COLUMNS

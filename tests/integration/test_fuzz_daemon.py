@@ -29,7 +29,7 @@ from daemon_harness import DaemonProcess, RawClient
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
-from gpuprof.client import protocol
+from gpuprof.client.wire import protocol
 
 MAX_MESSAGE_BYTES = 64 * 1024  # below the 1 MiB default, so that oversized messages are cheap to send
 DROPPED_ABOVE = MAX_MESSAGE_BYTES + 4096  # ZeroMQ drops a connection that sends a larger frame, unread

@@ -19,7 +19,7 @@ import pytest
 import zmq
 from daemon_harness import DaemonProcess, RawClient
 
-from gpuprof.client import protocol
+from gpuprof.client.wire import protocol
 from gpuprof.daemon.config import DaemonConfig
 from gpuprof.daemon.identity import Caller
 from gpuprof.daemon.server import Daemon, _bind

@@ -41,8 +41,8 @@ ALICE, BOB, EVE = "gpt-alice", "gpt-bob", "gpt-eve"  # alice and bob in the grou
 CLIENT = """
 import json, sys
 from gpuprof.client import Client
-from gpuprof.client.jobspec import JobSpec
-from gpuprof.sampler.errors import GpuprofError
+from gpuprof.client.wire.jobspec import JobSpec
+from gpuprof.client.wire.errors import GpuprofError
 endpoint, calls = sys.argv[1], json.loads(sys.argv[2])
 out = []
 with Client(endpoint, timeout_s=20) as client:
@@ -206,8 +206,8 @@ def test_a_user_outside_the_group_is_refused_with_the_reason(
 
 
 def test_a_worker_not_running_as_the_uid_it_was_meant_for_refuses_to_run() -> None:
+    from gpuprof.client.wire.errors import GpuprofError
     from gpuprof.daemon.worker import check_identity
-    from gpuprof.sampler.errors import GpuprofError
 
     with pytest.raises(GpuprofError, match="not 12345"):
         check_identity("12345")  # this process is root, not the uid the daemon meant
@@ -254,10 +254,10 @@ def test_a_remote_client_is_the_user_its_key_names_not_the_process_that_connects
     users: dict[str, pwd.struct_passwd], tmp_path: Path
 ) -> None:
     from gpuprof.client import Client
-    from gpuprof.client.jobspec import JobSpec
     from gpuprof.client.keys import keygen
+    from gpuprof.client.wire.errors import PermissionDenied
+    from gpuprof.client.wire.jobspec import JobSpec
     from gpuprof.daemon.keys import KeyStore, public_file
-    from gpuprof.sampler.errors import PermissionDenied
 
     root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-tcp-", dir="/tmp"))
     root.chmod(0o755)

@@ -15,8 +15,8 @@ from daemon_harness import DaemonProcess, RawClient
 from gpuprof.client import Client
 from gpuprof.client.api import DaemonUnavailable
 from gpuprof.client.keys import keygen
+from gpuprof.client.wire.errors import PermissionDenied, UsageError
 from gpuprof.daemon.keys import KeyStore, public_file
-from gpuprof.sampler.errors import PermissionDenied, UsageError
 
 
 def _free_ports(count: int) -> list[int]:

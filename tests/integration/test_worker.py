@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprof.client.jobspec import parse_job_spec
+from gpuprof.client.wire.jobspec import parse_job_spec
 from gpuprof.daemon.markers import (
     MAX_MARKER_BYTES,
     Marker,

@@ -23,9 +23,10 @@ from gpuprof.client.api import (
 )
 from gpuprof.client.handle import JobProgress
 from gpuprof.client.job_render import job_json, progress_line, render_gpus, render_job, render_jobs
-from gpuprof.client.protocol import encode_publish
 from gpuprof.client.stream import decode_live
-from gpuprof.sampler.errors import GpuprofError, JobSpecError, PermissionDenied
+from gpuprof.client.wire.errors import GpuprofError, JobSpecError, PermissionDenied
+from gpuprof.client.wire.errors import exit_code as exit_code_of
+from gpuprof.client.wire.protocol import encode_publish
 
 
 def figures(**extra: Any) -> dict[str, Any]:
@@ -85,14 +86,14 @@ def finished_job(simulated: bool = True) -> dict[str, Any]:
 )
 def test_error_codes_become_gpuprof_errors(code: str, kind: type[GpuprofError], exit_code: int) -> None:
     error = error_for(code, "what went wrong")
-    assert type(error) is kind and error.exit_code == exit_code
+    assert type(error) is kind and exit_code_of(error) == exit_code
     assert "what went wrong" in str(error)
 
 
 def test_unavailable_daemon_names_the_endpoint_and_how_to_start_one() -> None:
     error = DaemonUnavailable("ipc:///tmp/x.sock", "no reply within 1.5 s")
     message = str(error)
-    assert error.exit_code == 9
+    assert exit_code_of(error) == 9
     assert "ipc:///tmp/x.sock (no reply within 1.5 s)" in message
     assert "gpuprofd serve --simulate --endpoint ipc:///tmp/x.sock" in message
     assert "gpuprof run" in message

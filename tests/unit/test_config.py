@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpuprof.client.wire.errors import UsageError
 from gpuprof.sampler.backend import SamplerConfig, jitter_percentiles
-from gpuprof.sampler.errors import UsageError
 from gpuprof.sampler.records import JITTER_BINS
 
 

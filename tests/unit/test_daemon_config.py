@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gpuprof.client.wire.errors import ConfigError
 from gpuprof.daemon.config import DaemonConfig, load_config
-from gpuprof.sampler.errors import ConfigError
 
 
 def _load(tmp_path: Path, text: str, **overrides: object) -> DaemonConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuprof.client.wire.errors import GpuprofError, UsageError
 from gpuprof.daemon.llm.features import (
     FeatureExtractor,
     PromptFeatures,
@@ -17,7 +18,6 @@ from gpuprof.daemon.llm.features import (
     reasoning_marker_count,
     token_entropy_bits,
 )
-from gpuprof.sampler.errors import GpuprofError, UsageError
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gpuprof.client.dvfs_spec import DVFS_KEYS
-from gpuprof.client.jobspec import JobSpec, JobSpecKeyError, load_job_spec, parse_job_spec
-from gpuprof.client.llm_spec import ARCHS, LLM_KEYS, TASK_COLUMNS
-from gpuprof.client.spec_schema import KeyPath, format_path
+from gpuprof.client.wire.dvfs_spec import DVFS_KEYS
+from gpuprof.client.wire.jobspec import JobSpec, JobSpecKeyError, load_job_spec, parse_job_spec
+from gpuprof.client.wire.llm_spec import ARCHS, LLM_KEYS, TASK_COLUMNS
+from gpuprof.client.wire.spec_schema import KeyPath, format_path
 
 SOURCE = "fuzz.yaml"
 SUBMITTED = "<submitted spec>"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuprof.client.jobspec import (
+from gpuprof.client.wire.errors import ConfigError, JobSpecError, exit_code
+from gpuprof.client.wire.jobspec import (
     MAX_SPEC_BYTES,
     BurnParams,
     DvfsParams,
@@ -19,8 +20,7 @@ from gpuprof.client.jobspec import (
     load_job_spec,
     parse_job_spec,
 )
-from gpuprof.client.llm_spec import LlmParams
-from gpuprof.sampler.errors import ConfigError, JobSpecError
+from gpuprof.client.wire.llm_spec import LlmParams
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "burn.yaml"
 MINIMAL = "workload: burn\nburn:\n  seconds: 10\n"
@@ -170,7 +170,7 @@ BASE = "name: demo\nworkload: burn\ntimeout_s: 600\nburn:\n  seconds: 10\n"
 def test_mistakes_name_the_file_line_and_key(text: str, message: str) -> None:
     error = error_of(text)
     assert str(error).startswith(message), str(error)
-    assert isinstance(error, JobSpecError) and isinstance(error, ConfigError) and error.exit_code == 8
+    assert isinstance(error, JobSpecError) and isinstance(error, ConfigError) and exit_code(error) == 8
 
 
 def test_the_error_carries_its_parts() -> None:

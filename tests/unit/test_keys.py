@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gpuprof.client.keys import keygen
+from gpuprof.client.wire.errors import ConfigError, UsageError
 from gpuprof.daemon.keys import KeyStore, read_public_key, server_keypair
-from gpuprof.sampler.errors import ConfigError, UsageError
 
 ME = getpass.getuser()
 

@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch", reason="LLM jobs need torch (pip install '.[test]')")
 transformers = pytest.importorskip("transformers")
 
-from gpuprof.client.llm_spec import STUDY_ARCHS, LlmParams, ModelRef, SteadyState  # noqa: E402
+from gpuprof.client.wire.errors import GpuprofError  # noqa: E402
+from gpuprof.client.wire.llm_spec import STUDY_ARCHS, LlmParams, ModelRef, SteadyState  # noqa: E402
 from gpuprof.daemon.llm import steady  # noqa: E402
 from gpuprof.daemon.llm.archs import arch_config  # noqa: E402
 from gpuprof.daemon.llm.engine import Device, load_model  # noqa: E402
 from gpuprof.daemon.llm.tokenizer import TOKENIZER_NAME, VOCAB_SIZE, build_tokenizer, load_tokenizer  # noqa: E402
-from gpuprof.sampler.errors import GpuprofError  # noqa: E402
 
 # Parameter counts of the released models (their model cards and safetensors indexes).
 RELEASED_PARAMETERS = {

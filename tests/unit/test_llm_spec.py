@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuprof.client.jobspec import JobSpec, JobSpecKeyError, LlmParams, load_job_spec, parse_job_spec
-from gpuprof.client.llm_spec import DatasetRef, ModelRef, SteadyState
+from gpuprof.client.wire.jobspec import JobSpec, JobSpecKeyError, LlmParams, load_job_spec, parse_job_spec
+from gpuprof.client.wire.llm_spec import DatasetRef, ModelRef, SteadyState
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gpuprof.client.llm_spec import DEFAULT_COLUMNS, DatasetRef
+from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.client.wire.llm_spec import DEFAULT_COLUMNS, DatasetRef
 from gpuprof.daemon.llm import tasks
-from gpuprof.sampler.errors import GpuprofError
 
 
 @pytest.mark.parametrize(("task", "count", "kinds"), [

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpuprof.client.wire.errors import DeviceNotFound, NvmlError, NvmlLibraryNotFound, UsageError
 from gpuprof.sampler import _native, records
 from gpuprof.sampler.backend import SamplerConfig
-from gpuprof.sampler.errors import DeviceNotFound, NvmlError, NvmlLibraryNotFound, UsageError
 from gpuprof.sampler.library import NvmlLibrary, resolve
 from gpuprof.sampler.native import CythonSampler
 from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml

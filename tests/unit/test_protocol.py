@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from gpuprof.client.protocol import (
+from gpuprof.client.wire.protocol import (
     MAX_ERROR_FRAME_BYTES,
     PROTOCOL_VERSION,
     ProtocolError,

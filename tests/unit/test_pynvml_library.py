@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pynvml
 
+from gpuprof.sampler.device import use_library
 from gpuprof.sampler.library import simulated_library_path
-from gpuprof.sampler.pynvml_sampler import _use_library
 
 
 def address(function: object) -> int | None:
@@ -20,10 +20,10 @@ def test_switching_library_drops_functions_resolved_from_the_previous_one(tmp_pa
     first = simulated_library_path()
     second = str(tmp_path / "copy-of-libnvidia-ml.so.1")
     shutil.copy(first, second)  # another path: dlopen gives a separate instance with other addresses
-    _use_library(first)
+    use_library(first)
     before = address(pynvml._nvmlGetFunctionPointer("nvmlDeviceGetCount_v2"))
-    _use_library(second)
+    use_library(second)
     after = address(pynvml._nvmlGetFunctionPointer("nvmlDeviceGetCount_v2"))
     assert after == address(ctypes.CDLL(second).nvmlDeviceGetCount_v2)
     assert after != before
-    _use_library(first)
+    use_library(first)

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from gpuprof.client.wire.errors import DeviceNotFound, NvmlLibraryNotFound, UsageError
 from gpuprof.sampler import BACKENDS, SamplerConfig, open_sampler
 from gpuprof.sampler.backend import Sampler
 from gpuprof.sampler.energy import energy_window, integrate_power
-from gpuprof.sampler.errors import DeviceNotFound, NvmlLibraryNotFound, UsageError
 from gpuprof.sampler.library import NvmlLibrary, resolve
 from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE, concat
 from gpuprof.sampler.sim import SimConfig, SimulatedNvml, load_config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprof.sampler.errors import ConfigError
+from gpuprof.client.wire.errors import ConfigError
 from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml, load_config
 
 DOC = Path(__file__).parents[2] / "docs" / "simulated-gpu.md"

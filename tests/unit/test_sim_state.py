@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprof.sampler.errors import DeviceNotFound, NvmlError, UsageError
+from gpuprof.client.wire.errors import DeviceNotFound, NvmlError, UsageError
 from gpuprof.sampler.library import simulated_library_path
 from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpuprof.client.wire.errors import UsageError
 from gpuprof.daemon.store import (
     INTERRUPTED,
     InvalidJobId,
@@ -24,7 +25,6 @@ from gpuprof.daemon.store import (
     TraceNotFound,
     is_job_id,
 )
-from gpuprof.sampler.errors import UsageError
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
 from gpuprof.sampler.trace import Trace, read_metadata
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuprof.sampler.errors import OutputError, UsageError
+from gpuprof.client.wire.errors import OutputError, UsageError
 from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_SM_CLOCK, POWER_SOURCE_AVERAGE, SAMPLE_DTYPE
 from gpuprof.sampler.trace import SAMPLE_COLUMNS, Trace, check_writable, read_metadata, write_trace
 

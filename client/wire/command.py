@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .errors import GpuprofError
+from .errors import GpuprofError, exit_code
 
 
 def run_command(group: click.Command, argv: list[str] | None, prog_name: str) -> int:
@@ -13,7 +13,7 @@ def run_command(group: click.Command, argv: list[str] | None, prog_name: str) ->
         returned = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except GpuprofError as exc:
         click.echo(f"{prog_name}: error: {exc}", err=True)
-        return exc.exit_code
+        return exit_code(exc)
     except click.exceptions.Abort:
         click.echo(f"{prog_name}: aborted", err=True)
         return 130

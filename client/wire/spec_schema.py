@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gpuprof.sampler.errors import JobSpecError
+from gpuprof.client.wire.errors import JobSpecError
 
 from .protocol import MAX_ERROR_KEY_BYTES, MAX_ERROR_PROBLEM_BYTES, clip, excerpt
 
