@@ -19,6 +19,8 @@ import pandas as pd
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from gpuprof.sampler.trace import TRACE_DTYPES
+
 from .handle import JobHandle, JobProgress, JobResult
 from .keys import CurveKeys, curve_keys
 from .stream import Subscription
@@ -58,21 +60,6 @@ __all__ = [
 DEFAULT_ENDPOINT = "ipc:///run/gpuprof/gpuprofd.sock"
 ENDPOINT_ENV = "GPUPROF_ENDPOINT"
 
-# Trace columns as gpuprof sample writes them; a missing reading (nil on the wire) stays missing.
-TRACE_DTYPES = {
-    "t_ns": "int64",
-    "t_start_ns": "int64",
-    "t_end_ns": "int64",
-    "gpu": "int16",
-    "power_w": "float64",
-    "sm_clock_mhz": "UInt32",
-    "mem_clock_mhz": "UInt32",
-    "util_pct": "UInt8",
-    "temp_c": "UInt8",
-    "clock_event_reasons": "UInt64",
-    "energy_mj": "UInt64",
-    "nvml_return": "int32",
-}
 # An llm job's requests table (docs/llm.md): counts are integers, times and energies floats.
 REQUEST_INT_COLUMNS = ("batch_size", "rep", "index", "input_tokens", "output_tokens", "input_chars", "choice")
 REQUEST_FLOAT_COLUMNS = (
@@ -179,7 +166,7 @@ class SpecLike(Protocol):
     @property
     def raw_text(self) -> str | None: ...
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def submitted(self) -> dict[str, Any]: ...
 
 
 class Client:
@@ -321,7 +308,7 @@ class Client:
             spec: SpecLike = load_job_spec(Path(spec_or_path))
         else:
             spec = spec_or_path
-        body: dict[str, Any] = {"spec": spec.to_dict()}
+        body: dict[str, Any] = {"spec": spec.submitted()}
         if spec.raw_text and len(spec.raw_text) <= MAX_SPEC_TEXT_CHARS:  # else the daemon keeps the data only
             body["spec_text"] = spec.raw_text
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .formats import energy
+from .formats import number as _num
 from .handle import JobProgress
 from .llm_render import render_llm, render_sweep
 
@@ -33,14 +35,8 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _num(value: float | None, unit: str, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f} {unit}"
-
-
 def _energy(value: float | None, bound: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.2f} J ± {bound:,.2f} J" if bound is not None else f"{value:,.2f} J (no bound)"
+    return energy(value, bound, unbounded=" (no bound)")
 
 
 def _span(start_ns: int | None, end_ns: int | None) -> str:

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .formats import number
+
 WINDOW_S = 30.0
 MAX_REDRAW_HZ = 10.0
 MAX_WINDOW_SAMPLES = 400_000  # 30 s at ~13 kHz: a bound on memory whatever the sampler's rate
@@ -163,7 +165,7 @@ def _panel(title: str, rows: list[str], top: float) -> list[str]:
 
 
 def _fmt(value: float | None, unit: str, digits: int = 0) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f} {unit}"
+    return number(value, unit, digits, grouped=False)
 
 
 def header_lines(window: LiveWindow, now_s: float | None) -> list[str]:

@@ -3,18 +3,17 @@ clock sweep's points (an llm or a burn job's)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
+
+from .formats import number
 
 __all__ = ["render_llm", "render_sweep", "requests_json"]
 
 
 def _fmt(value: Any, digits: int = 3, scale: float = 1.0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value * scale:,.{digits}f}"
+    return number(value, digits=digits, missing="-", scale=scale)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .formats import energy as _energy
+from .formats import number as _fmt
+
 
 def nvml_errors_text(errors: dict[str, dict[str, int]]) -> str:
     """NVML error counts per GPU: ``GPU 0: NVML_ERROR_TIMEOUT x2; GPU 1: ...`` (GPUs without any left out)."""
@@ -12,16 +15,6 @@ def nvml_errors_text(errors: dict[str, dict[str, int]]) -> str:
         for gpu, codes in errors.items()
         if codes
     )
-
-
-def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f} {unit}"
-
-
-def _energy(value: float | None, bound: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.2f} J ± {bound:,.2f} J" if bound is not None else f"{value:,.2f} J"
 
 
 def render_summary(summary: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 
 from .keys import CurveKeys
-from .wire.protocol import ProtocolError, decode_publish, topic_for_gpu, topic_for_job
+from .wire.protocol import GPU_TOPIC_PREFIX, ProtocolError, decode_publish, topic_for_gpu, topic_for_job
 
 
 def decode_live(topic: bytes, payload: bytes) -> dict[str, Any] | None:
@@ -74,7 +74,7 @@ class Subscription:
         if message["kind"] != "samples":
             return True
         # Samples come from gpu/N topics only: one copy each, whatever else a job topic carries.
-        if not message["topic"].startswith("gpu/"):
+        if not message["topic"].startswith(GPU_TOPIC_PREFIX.decode()):
             return False
         return self.sample_job is None or message.get("job") == self.sample_job
 

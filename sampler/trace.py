@@ -36,6 +36,27 @@ SAMPLE_COLUMNS = [
     "power_source",
 ]
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
+# Each column's pandas dtype, in the files and in what a client rebuilds from the wire (client/api.py);
+# the nullable ones (capitalised) hold a failed read as missing, never as zero. power_source is categorical.
+SAMPLE_DTYPES = {
+    "t_ns": "int64",
+    "gpu": "int16",
+    "power_w": "float64",
+    "sm_clock_mhz": "UInt32",
+    "mem_clock_mhz": "UInt32",
+    "util_pct": "UInt8",
+    "temp_c": "UInt8",
+    "clock_event_reasons": "UInt64",
+}
+ENERGY_DTYPES = {
+    "t_ns": "int64",
+    "t_start_ns": "int64",
+    "t_end_ns": "int64",
+    "gpu": "int16",
+    "energy_mj": "UInt64",
+    "nvml_return": "int32",
+}
+TRACE_DTYPES = {**SAMPLE_DTYPES, **ENERGY_DTYPES}
 
 
 @dataclass
@@ -75,17 +96,22 @@ def _masked(values: np.ndarray, missing: np.ndarray, bit: int, dtype: str) -> pd
 def samples_frame(samples: np.ndarray) -> pd.DataFrame:
     """One row per GPU-sample; a failed read is a missing value, never a zero."""
     missing = samples["missing"]
+    types = SAMPLE_DTYPES
     return pd.DataFrame(
         {
-            "t_ns": samples["t_ns"].astype(np.int64),
-            "gpu": samples["gpu"].astype(np.int16),
-            "power_w": _masked(samples["power_mw"] / 1000.0, missing, MISSING_POWER, "float64"),
-            "sm_clock_mhz": _masked(samples["sm_clock_mhz"], missing, MISSING_SM_CLOCK, "UInt32"),
-            "mem_clock_mhz": _masked(samples["mem_clock_mhz"], missing, MISSING_MEM_CLOCK, "UInt32"),
-            "util_pct": _masked(samples["util_pct"], missing, MISSING_UTIL, "UInt8"),
-            "temp_c": _masked(samples["temp_c"], missing, MISSING_TEMP, "UInt8"),
+            "t_ns": samples["t_ns"].astype(types["t_ns"]),
+            "gpu": samples["gpu"].astype(types["gpu"]),
+            "power_w": _masked(samples["power_mw"] / 1000.0, missing, MISSING_POWER, types["power_w"]),
+            "sm_clock_mhz": _masked(
+                samples["sm_clock_mhz"], missing, MISSING_SM_CLOCK, types["sm_clock_mhz"]
+            ),
+            "mem_clock_mhz": _masked(
+                samples["mem_clock_mhz"], missing, MISSING_MEM_CLOCK, types["mem_clock_mhz"]
+            ),
+            "util_pct": _masked(samples["util_pct"], missing, MISSING_UTIL, types["util_pct"]),
+            "temp_c": _masked(samples["temp_c"], missing, MISSING_TEMP, types["temp_c"]),
             "clock_event_reasons": _masked(
-                samples["clock_event_reasons"], missing, MISSING_REASONS, "UInt64"
+                samples["clock_event_reasons"], missing, MISSING_REASONS, types["clock_event_reasons"]
             ),
             "power_source": pd.Categorical.from_codes(
                 samples["power_source"].astype(np.int8),
@@ -98,16 +124,17 @@ def samples_frame(samples: np.ndarray) -> pd.DataFrame:
 
 def energy_frame(energy: np.ndarray) -> pd.DataFrame:
     """One row per energy-counter reading; ``t_ns`` is the middle of the ~4 ms call."""
+    types = ENERGY_DTYPES
     return pd.DataFrame(
         {
-            "t_ns": ((energy["t_start_ns"] + energy["t_end_ns"]) // 2).astype(np.int64),
-            "t_start_ns": energy["t_start_ns"].astype(np.int64),
-            "t_end_ns": energy["t_end_ns"].astype(np.int64),
-            "gpu": energy["gpu"].astype(np.int16),
+            "t_ns": ((energy["t_start_ns"] + energy["t_end_ns"]) // 2).astype(types["t_ns"]),
+            "t_start_ns": energy["t_start_ns"].astype(types["t_start_ns"]),
+            "t_end_ns": energy["t_end_ns"].astype(types["t_end_ns"]),
+            "gpu": energy["gpu"].astype(types["gpu"]),
             "energy_mj": _masked(
-                energy["energy_mj"], (energy["nvml_return"] != 0).astype(np.uint8), 1, "UInt64"
+                energy["energy_mj"], (energy["nvml_return"] != 0).astype(np.uint8), 1, types["energy_mj"]
             ),
-            "nvml_return": energy["nvml_return"].astype(np.int32),
+            "nvml_return": energy["nvml_return"].astype(types["nvml_return"]),
         }
     )
 

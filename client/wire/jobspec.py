@@ -148,6 +148,15 @@ class JobSpec:
     raw_text: str = field(default="", compare=False, repr=False)
     source: str = field(default="<string>", compare=False)
     lines: dict[KeyPath, int] = field(default_factory=dict, compare=False, repr=False)  # of each key
+    timeout_given: bool = field(default=True, compare=False)  # False: timeout_s is the default
+
+    def submitted(self) -> dict[str, Any]:
+        """What a client submits: to_dict without a timeout_s the spec left out, so that the daemon applies
+        its own default_timeout_s."""
+        data = self.to_dict()
+        if not self.timeout_given:
+            del data["timeout_s"]
+        return data
 
     def key_error(self, key: str, problem: str) -> JobSpecKeyError:
         """An error about ``key`` (as format_path writes it) found elsewhere, named at its line here."""
@@ -167,18 +176,21 @@ class JobSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: object, raw_text: str | None = None) -> JobSpec:
+    def from_dict(
+        cls, data: object, raw_text: str | None = None, default_timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> JobSpec:
         """Validates plain data (as to_dict makes) again; errors name ``<submitted spec>`` and the key.
 
-        ``raw_text`` is the YAML to keep for the record; without it, the data is dumped as YAML.
+        ``raw_text`` is the YAML to keep for the record; without it, the data is dumped as YAML. A spec
+        without timeout_s gets ``default_timeout_s`` (the daemon's).
         """
-        spec = _build(Document(data, SUBMITTED_SOURCE), raw_text or "")
+        spec = _build(Document(data, SUBMITTED_SOURCE), raw_text or "", default_timeout_s)
         if raw_text is None:
             spec = dataclasses.replace(spec, raw_text=yaml.safe_dump(spec.to_dict(), sort_keys=False))
         return spec
 
 
-def _build(doc: Document, raw_text: str) -> JobSpec:
+def _build(doc: Document, raw_text: str, default_timeout_s: float = DEFAULT_TIMEOUT_S) -> JobSpec:
     if doc.data is None:
         raise doc.error((), "the job spec is empty; it needs at least 'workload' and its section")
     top = Section(doc, (), doc.data, (*_COMMON_KEYS, *_WORKLOAD_KEYS))
@@ -192,7 +204,7 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
     if not top.has(workload):
         raise top.error(workload, f"required section is missing (workload is {excerpt(workload)})")
     params = _WORKLOAD_READERS[workload](top.section(workload, _WORKLOAD_KEYS[workload]))
-    timeout_s = top.number("timeout_s", DEFAULT_TIMEOUT_S, 0, MAX_TIMEOUT_S, low_open=True)
+    timeout_s = top.number("timeout_s", default_timeout_s, 0, MAX_TIMEOUT_S, low_open=True)
     if timeout_s <= params.planned_s:
         given = "" if top.has("timeout_s") else " (the default)"
         raise top.error(
@@ -221,6 +233,7 @@ def _build(doc: Document, raw_text: str) -> JobSpec:
         raw_text=raw_text,
         source=doc.source,
         lines=doc.lines,
+        timeout_given=top.has("timeout_s"),
     )
 
 

@@ -342,3 +342,12 @@ def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
     for text, message in cases:
         with pytest.raises(JobSpecKeyError, match=re.escape(message)):
             parse_job_spec(MINIMAL + text, "job.yaml")
+
+
+def test_a_spec_without_timeout_s_leaves_it_to_the_daemon() -> None:
+    unset = parse_job_spec("workload: burn\nburn:\n  seconds: 1\n")
+    assert "timeout_s" not in unset.submitted() and unset.to_dict()["timeout_s"] == 3600.0
+    given = parse_job_spec("workload: burn\ntimeout_s: 60\nburn:\n  seconds: 1\n")
+    assert given.submitted()["timeout_s"] == 60.0
+    daemon_side = JobSpec.from_dict(unset.submitted(), default_timeout_s=120.0)
+    assert daemon_side.timeout_s == 120.0 and daemon_side.to_dict()["timeout_s"] == 120.0
