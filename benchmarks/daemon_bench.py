@@ -519,8 +519,8 @@ def section_live(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def stored_result() -> dict[str, Any]:
     """A realistic finished burn job's result (examples/burn.yaml: 23 windows), from a synthetic trace."""
-    from gpuprof.daemon.markers import PhaseWindow
-    from gpuprof.daemon.results import job_result
+    from gpuprof.daemon.analysis.results import job_result
+    from gpuprof.daemon.analysis.windows import PhaseWindow
     from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
 
     t0, n = 1_000_000_000, 14_000
@@ -548,7 +548,7 @@ def stored_result() -> dict[str, Any]:
 def populate(state_dir: Path, count: int, simulated: bool) -> list[str]:
     """``count`` finished jobs written straight into a job store (as a daemon would have left them)."""
     from gpuprof.client.wire.jobspec import load_job_spec
-    from gpuprof.daemon.store import JobStore
+    from gpuprof.daemon.server.store import JobStore
 
     example = HERE.parent / "examples" / "burn.yaml"
     spec, text, result = load_job_spec(example).to_dict(), example.read_text(), stored_result()

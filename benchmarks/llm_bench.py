@@ -142,9 +142,9 @@ def _start_daemon(root: Path, simulate: bool) -> subprocess.Popen[bytes]:
 
 def overhead(simulate: bool, seconds: float, rounds: int, out_dir: Path) -> dict[str, Any]:
     from gpuprof.client.wire.llm_spec import LlmParams, ModelRef, SteadyState
-    from gpuprof.daemon.llm import steady
-    from gpuprof.daemon.llm.engine import Device, load_model
-    from gpuprof.daemon.workloads import GpuTarget
+    from gpuprof.daemon.worker.llm import steady
+    from gpuprof.daemon.worker.llm.engine import Device, load_model
+    from gpuprof.daemon.worker.workloads import GpuTarget
 
     arch = "llama-3.2-1b-tiny" if simulate else "llama-3.2-1b"
     params = LlmParams(models=(ModelRef("arch", arch),), dtype="float32" if simulate else "bfloat16")

@@ -68,7 +68,7 @@ def cli() -> None:
 @_with_config
 def serve(config: DaemonConfig) -> None:
     """Serve requests and run jobs until SIGTERM or SIGINT."""
-    from .server import Daemon
+    from .server.daemon import Daemon
 
     logging.basicConfig(level=logging.INFO, format="gpuprofd: %(levelname)s: %(message)s", stream=sys.stderr)
     Daemon(config).serve()
@@ -96,7 +96,7 @@ def reset_clocks(config: DaemonConfig) -> None:
     """
     from gpuprof.sampler.library import resolve
 
-    from .clocks import ClockControl, ClockJournal
+    from .server.clocks import ClockControl, ClockJournal
 
     journal = ClockJournal(config.state_dir)
     if not journal.load():
@@ -126,7 +126,7 @@ def keys() -> None:
 
 
 def _key_store(config_path: str | None) -> Any:
-    from .keys import KeyStore
+    from .server.keys import KeyStore
 
     return KeyStore(load_config(config_path, {}).keys_dir)
 
@@ -166,7 +166,7 @@ def keys_list(config_path: str | None) -> None:
 @_CONFIG_OPTION
 def keys_server(config_path: str | None) -> None:
     """Make the daemon's keypair if there is none, and print its public file for clients."""
-    from .keys import public_file, server_keypair
+    from .server.keys import public_file, server_keypair
 
     config = load_config(config_path, {})
     public, _secret = server_keypair(config.server_key, create=True)

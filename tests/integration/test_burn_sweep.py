@@ -12,7 +12,7 @@ from test_clock_control import locked, start
 from test_daemon import FINAL, submit, wait_state
 
 from gpuprof.client.wire.jobspec import BurnParams
-from gpuprof.daemon.workloads.burn import sim_op_seconds
+from gpuprof.daemon.worker.workloads.burn import sim_op_seconds
 from gpuprof.sampler.sim import COMPUTE_BOUND, MEMORY_BOUND, GpuSpec, SimulatedNvml, slowdown
 
 SPEC = GpuSpec()

@@ -13,7 +13,7 @@ from daemon_harness import DaemonProcess, RawClient
 from test_clock_control import start
 from test_daemon import FINAL, job, submit, the_worker, wait_for, wait_state
 
-from gpuprof.daemon.clocks import ClockJournal
+from gpuprof.daemon.server.clocks import ClockJournal
 from gpuprof.sampler.sim import SimGpuStatus, SimulatedNvml
 
 CLOCKS = [1005, 1410]

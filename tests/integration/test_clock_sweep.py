@@ -62,16 +62,6 @@ def test_each_point_runs_at_its_clock_and_the_gpu_is_unlocked_between(
     client.close()
 
 
-def test_sweep_clocks_are_checked_at_submit(tmp_path: Path, daemons: list[DaemonProcess]) -> None:
-    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
-    reply = client.request("submit", {"spec": sweep_spec([600, 1000])})
-    assert not reply.ok and reply.code == "invalid_spec"
-    assert "1000 MHz; nearest supported: 990, 1005 MHz" in str(reply.message)
-    snapped = wait_state(client, submit(client, sweep_spec([1000], snap=True)), FINAL, timeout_s=120)
-    assert [p["sm_clock_mhz"] for p in snapped["result"]["dvfs"]["points"]] == [1005]
-    client.close()
-
-
 @pytest.mark.parametrize("points_done", [0, 1, 2])
 def test_a_daemon_killed_during_a_sweep_leaves_no_clock_locked_once_it_is_back(
     tmp_path: Path, daemons: list[DaemonProcess], points_done: int

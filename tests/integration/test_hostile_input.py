@@ -21,8 +21,8 @@ from daemon_harness import DaemonProcess, RawClient
 
 from gpuprof.client.wire import protocol
 from gpuprof.daemon.config import DaemonConfig
-from gpuprof.daemon.identity import Caller
-from gpuprof.daemon.server import Daemon, _bind
+from gpuprof.daemon.server.daemon import Daemon, _bind
+from gpuprof.daemon.server.identity import Caller
 
 BURN_YAML = "workload: burn\ntimeout_s: 30\nburn:\n  seconds: 0.5\n  warmup_s: 0\n"
 
@@ -231,7 +231,7 @@ def test_a_handler_that_raises_costs_one_request_and_the_loop_goes_on(
         def broken(body: object, caller: Caller) -> object:
             raise RuntimeError("a bug in one handler")
 
-        monkeypatch.setattr(daemon, "_on_gpus", broken)
+        monkeypatch.setattr(daemon.handlers, "on_gpus", broken)
         for request_id, kind in ((1, "gpus"), (2, "hello"), (3, "gpus"), (4, "time")):
             client.send(protocol.encode_request(kind, {}, request_id))
         replies: dict[int, protocol.Reply] = {}

@@ -207,7 +207,7 @@ def test_a_user_outside_the_group_is_refused_with_the_reason(
 
 def test_a_worker_not_running_as_the_uid_it_was_meant_for_refuses_to_run() -> None:
     from gpuprof.client.wire.errors import GpuprofError
-    from gpuprof.daemon.worker import check_identity
+    from gpuprof.daemon.worker.main import check_identity
 
     with pytest.raises(GpuprofError, match="not 12345"):
         check_identity("12345")  # this process is root, not the uid the daemon meant
@@ -257,7 +257,7 @@ def test_a_remote_client_is_the_user_its_key_names_not_the_process_that_connects
     from gpuprof.client.keys import keygen
     from gpuprof.client.wire.errors import PermissionDenied
     from gpuprof.client.wire.jobspec import JobSpec
-    from gpuprof.daemon.keys import KeyStore, public_file
+    from gpuprof.daemon.server.keys import KeyStore, public_file
 
     root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-tcp-", dir="/tmp"))
     root.chmod(0o755)
@@ -320,44 +320,6 @@ def test_only_the_users_the_config_names_may_change_clocks(
             ("nvmlDeviceSetGpuLockedClocks", 0, 0),
             ("nvmlDeviceResetGpuLockedClocks", 0, 0),
         ]
-    finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.kill()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_each_member_has_a_quota_of_queued_jobs_and_a_request_rate(
-    users: dict[str, pwd.struct_passwd], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = Path(tempfile.mkdtemp(prefix="gpuprof-mu-quota-", dir="/tmp"))
-    root.chmod(0o755)
-    monkeypatch.setenv("GPUPROF_SIM_STATE", str(root / "sim.state"))
-    daemon = DaemonProcess(root, "max_queued_jobs_per_user = 2\nrequest_rate_per_user = 20\n").start()
-    long = {**BURN, "burn": {**BURN["burn"], "seconds": 20, "period_s": 1}}
-    try:
-        # The first runs at once, two wait: the fourth would be a third waiting.
-        submits = as_user(users[ALICE], daemon, *[("submit", [long])] * 4)
-        assert [reply["ok"] for reply in submits] == [True, True, True, False]
-        refused = submits[3]
-        assert refused["type"] == "DaemonError" and "quota_exceeded" in refused["error"]
-        assert "has 2 queued jobs; this daemon queues at most 2 per user" in refused["error"]
-        (bobs,) = as_user(users[BOB], daemon, ("submit", [long]))
-        assert bobs["ok"], bobs  # a quota is each user's own
-
-        # 60 requests at once: a second's worth (20) pass, the rest are told to slow down.
-        times = as_user(users[BOB], daemon, *[("time", [])] * 60)
-        limited = [reply for reply in times if not reply["ok"]]
-        assert all(reply["ok"] for reply in times[:20]) and len(limited) >= 10, times
-        assert all("rate_limited" in reply["error"] for reply in limited)
-        assert "requests a second (request_rate_per_user); retry in" in limited[0]["error"]
-        (alices,) = as_user(users[ALICE], daemon, ("time", []))
-        assert alices["ok"]  # bob's rate is not alice's
-
-        for reply in [*submits[:3], bobs]:
-            as_user(users[ALICE if reply is not bobs else BOB], daemon, ("cancel", [reply["value"]]))
-        log = daemon.log.read_text()
-        assert f"refused a submit by {ALICE} (uid {users[ALICE].pw_uid}): 2 jobs queued" in log
-        assert log.count("rate-limited") <= 20  # logged a burst at a time, not once per request
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.kill()

@@ -16,7 +16,7 @@ from gpuprof.client import Client
 from gpuprof.client.api import DaemonUnavailable
 from gpuprof.client.keys import keygen
 from gpuprof.client.wire.errors import PermissionDenied, UsageError
-from gpuprof.daemon.keys import KeyStore, public_file
+from gpuprof.daemon.server.keys import KeyStore, public_file
 
 
 def _free_ports(count: int) -> list[int]:

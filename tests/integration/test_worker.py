@@ -16,14 +16,10 @@ from pathlib import Path
 import pytest
 
 from gpuprof.client.wire.jobspec import parse_job_spec
-from gpuprof.daemon.markers import (
-    MAX_MARKER_BYTES,
-    Marker,
-    MarkerChannelError,
-    MarkerReader,
-    MarkerWriter,
-    windows,
-)
+from gpuprof.daemon.analysis.windows import windows
+from gpuprof.daemon.markers import MAX_MARKER_BYTES, Marker, MarkerChannelError
+from gpuprof.daemon.server.markers import MarkerReader
+from gpuprof.daemon.worker.markers import MarkerWriter
 from gpuprof.sampler.sim import GpuSpec, SimConfig, SimGpuStatus, SimulatedNvml
 
 SHORT = "workload: burn\nburn: {seconds: 0.6, duty_cycle: 0.5, period_s: 0.2, warmup_s: 0.2}\n"
@@ -223,7 +219,7 @@ def test_without_a_marker_socket_the_worker_exits_2(tmp_path: Path) -> None:
 def test_the_worker_cannot_write_a_file_larger_than_its_output_limit(tmp_path: Path) -> None:
     script = (
         "import sys\n"
-        "from gpuprof.daemon.worker import limit_files\n"
+        "from gpuprof.daemon.worker.main import limit_files\n"
         "limit_files('100000')\n"
         "import os, resource\n"
         "try:\n"

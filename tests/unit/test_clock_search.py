@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprof.daemon.workloads.clock_search import search_clock
+from gpuprof.daemon.worker.workloads.clock_search import search_clock
 
 GRID = list(range(345, 1981, 45))  # 37 clocks
 

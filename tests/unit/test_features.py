@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpuprof.client.wire.errors import GpuprofError, UsageError
-from gpuprof.daemon.llm.features import (
+from gpuprof.daemon.worker.llm.features import (
     FeatureExtractor,
     PromptFeatures,
     causal_question_score,

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from gpuprof.daemon.history import HistoryOrderError, SampleHistory
+from gpuprof.daemon.server.history import HistoryOrderError, SampleHistory
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
 
 MS = 1_000_000

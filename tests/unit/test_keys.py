@@ -10,7 +10,7 @@ import pytest
 
 from gpuprof.client.keys import keygen
 from gpuprof.client.wire.errors import ConfigError, UsageError
-from gpuprof.daemon.keys import KeyStore, read_public_key, server_keypair
+from gpuprof.daemon.server.keys import KeyStore, read_public_key, server_keypair
 
 ME = getpass.getuser()
 

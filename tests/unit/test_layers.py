@@ -2,7 +2,10 @@
 
 Bottom up: the sampler (``gpuprof.sampler``: hardware, NVML, the simulated GPU); the contract
 (``gpuprof.client.wire``: protocol, job specs, states, errors); then the daemon and the clients, which
-stand on both and not on each other. Read from the source with ``ast``, every import counted (those inside
+stand on both and not on each other. Within the daemon, three roles: the server (``daemon.server``) and a
+job's worker (``daemon.worker``) never import each other, and both stand on ``daemon.analysis`` and the
+modules shared at ``gpuprof.daemon``'s top (the marker format, the worker's environment, the config), which
+import no role. Read from the source with ``ast``, every import counted (those inside
 functions too), so a test fails on the line that breaks the rule.
 """
 
@@ -18,6 +21,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"sampler": "gpuprof.sampler", "client": "gpuprof.client", "daemon": "gpuprof.daemon"}
 WIRE = "gpuprof.client.wire"
+SERVER, WORKER, ANALYSIS = "gpuprof.daemon.server", "gpuprof.daemon.worker", "gpuprof.daemon.analysis"
+ROLES = (SERVER, WORKER, ANALYSIS)
+STARTUP = "gpuprof.daemon.cli"  # gpuprofd's entry point builds the server
+
+
+def within(module: str, package: str | tuple[str, ...]) -> bool:
+    packages = (package,) if isinstance(package, str) else package
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,18 @@ def broken(imports: list[Import]) -> list[str]:
             out.append(f"{i}: the daemon knows of the client side only the contract")
         elif i.source.startswith("gpuprof.client") and i.target.startswith("gpuprof.daemon"):
             out.append(f"{i}: the clients speak to the daemon through the contract, never import it")
+        elif within(i.source, SERVER) and within(i.target, WORKER):
+            out.append(f"{i}: the server runs the worker as a process, never imports it")
+        elif within(i.source, WORKER) and within(i.target, SERVER):
+            out.append(f"{i}: a worker runs as the job's user and knows nothing of the server")
+        elif within(i.source, ANALYSIS) and within(i.target, (SERVER, WORKER)):
+            out.append(f"{i}: analysis works on what was recorded, below the server and the worker")
+        elif (
+            within(i.source, "gpuprof.daemon")
+            and not any(within(i.source, role) for role in (*ROLES, STARTUP))
+            and any(within(i.target, role) for role in ROLES)
+        ):
+            out.append(f"{i}: the daemon's shared modules stand below its roles")
     return out
 
 
@@ -135,10 +158,14 @@ def test_no_module_imports_itself_back() -> None:
 @pytest.mark.parametrize(
     ("source", "target", "why"),
     [
-        ("gpuprof.sampler.energy", "gpuprof.daemon.store", "the sampler is the bottom layer"),
+        ("gpuprof.sampler.energy", "gpuprof.daemon.server.store", "the sampler is the bottom layer"),
         ("gpuprof.client.wire.protocol", "gpuprof.client.api", "the contract stands on the sampler alone"),
-        ("gpuprof.daemon.jobs", "gpuprof.client.api", "the daemon knows of the client side only"),
+        ("gpuprof.daemon.server.jobs", "gpuprof.client.api", "the daemon knows of the client side only"),
         ("gpuprof.client.api", "gpuprof.daemon.server", "never import it"),
+        ("gpuprof.daemon.server.jobs", "gpuprof.daemon.worker.main", "runs the worker as a process"),
+        ("gpuprof.daemon.worker.main", "gpuprof.daemon.server.store", "knows nothing of the server"),
+        ("gpuprof.daemon.analysis.sweep", "gpuprof.daemon.server.store", "below the server and the worker"),
+        ("gpuprof.daemon.markers", "gpuprof.daemon.worker.markers", "shared modules stand below its roles"),
     ],
 )
 def test_an_upward_import_is_named_with_its_line(source: str, target: str, why: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprof.daemon.limits import SERVICE_WINDOW, TIME_BURST_S, RequestLimits, ServiceTimes
+from gpuprof.daemon.server.limits import SERVICE_WINDOW, TIME_BURST_S, RequestLimits, ServiceTimes
 
 
 class Clock:

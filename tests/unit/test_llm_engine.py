@@ -12,10 +12,10 @@ transformers = pytest.importorskip("transformers")
 
 from gpuprof.client.wire.errors import GpuprofError  # noqa: E402
 from gpuprof.client.wire.llm_spec import STUDY_ARCHS, LlmParams, ModelRef, SteadyState  # noqa: E402
-from gpuprof.daemon.llm import steady  # noqa: E402
-from gpuprof.daemon.llm.archs import arch_config  # noqa: E402
-from gpuprof.daemon.llm.engine import Device, load_model  # noqa: E402
-from gpuprof.daemon.llm.tokenizer import TOKENIZER_NAME, VOCAB_SIZE, build_tokenizer, load_tokenizer  # noqa: E402
+from gpuprof.daemon.worker.llm import steady  # noqa: E402
+from gpuprof.daemon.worker.llm.archs import arch_config  # noqa: E402
+from gpuprof.daemon.worker.llm.engine import Device, load_model  # noqa: E402
+from gpuprof.daemon.worker.llm.tokenizer import TOKENIZER_NAME, VOCAB_SIZE, build_tokenizer, load_tokenizer  # noqa: E402
 
 # Parameter counts of the released models (their model cards and safetensors indexes).
 RELEASED_PARAMETERS = {
@@ -49,7 +49,7 @@ def test_full_architectures_have_the_released_models_parameter_count(arch: str) 
 def test_the_shipped_tokenizer_is_the_one_the_build_makes(tmp_path: Path) -> None:
     built = tmp_path / "tokenizer.json"
     build_tokenizer().save(str(built), pretty=False)
-    shipped = Path(__file__).parents[2] / "daemon" / "llm" / "tokenizer.json"
+    shipped = Path(__file__).parents[2] / "daemon" / "worker" / "llm" / "tokenizer.json"
     assert built.read_bytes() == shipped.read_bytes()
     tokenizer = load_tokenizer()
     text = "Why does ice float? Ünïcödé 日本 ✓"

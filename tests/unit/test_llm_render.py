@@ -9,7 +9,9 @@ import msgpack
 import pytest
 
 from gpuprof.client.llm_render import render_llm, render_sweep
-from gpuprof.daemon.markers import MarkerChannelError, MarkerReader, MarkerWriter
+from gpuprof.daemon.markers import MarkerChannelError
+from gpuprof.daemon.server.markers import MarkerReader
+from gpuprof.daemon.worker.markers import MarkerWriter
 
 SWEEP = {
     "points": [

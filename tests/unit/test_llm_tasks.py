@@ -10,7 +10,7 @@ import pytest
 
 from gpuprof.client.wire.errors import GpuprofError
 from gpuprof.client.wire.llm_spec import DEFAULT_COLUMNS, DatasetRef
-from gpuprof.daemon.llm import tasks
+from gpuprof.daemon.worker.llm import tasks
 
 
 @pytest.mark.parametrize(("task", "count", "kinds"), [

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gpuprof.daemon.logbound import BURST, MAX_LINE_CHARS, WINDOW_S, BoundedLog, Bugs
+from gpuprof.daemon.server.logbound import BURST, MAX_LINE_CHARS, WINDOW_S, BoundedLog, Bugs
 
 
 class Clock:

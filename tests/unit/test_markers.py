@@ -8,16 +8,9 @@ from collections.abc import Iterable
 import msgpack
 import pytest
 
-from gpuprof.daemon.markers import (
-    MAX_MARKER_BYTES,
-    Marker,
-    MarkerError,
-    MarkerReader,
-    PhaseWindow,
-    decode_marker,
-    encode_marker,
-    windows,
-)
+from gpuprof.daemon.analysis.windows import PhaseWindow, windows
+from gpuprof.daemon.markers import MAX_MARKER_BYTES, Marker, MarkerError, decode_marker, encode_marker
+from gpuprof.daemon.server.markers import MarkerReader
 
 
 def pack(message: object) -> bytes:

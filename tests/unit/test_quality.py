@@ -9,8 +9,15 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from gpuprof.client.wire.errors import GpuprofError, UsageError
-from gpuprof.daemon.llm import quality
-from gpuprof.daemon.llm.quality import best_choice, exact_match, normalize_answer, rouge_l, token_f1, yes_no
+from gpuprof.daemon.worker.llm import quality
+from gpuprof.daemon.worker.llm.quality import (
+    best_choice,
+    exact_match,
+    normalize_answer,
+    rouge_l,
+    token_f1,
+    yes_no,
+)
 
 
 @pytest.mark.parametrize(

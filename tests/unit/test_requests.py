@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpuprof.daemon.markers import Marker, windows
-from gpuprof.daemon.requests import HeldPower, llm_result, request_rows
+from gpuprof.daemon.analysis.requests import HeldPower, llm_result, request_rows
+from gpuprof.daemon.analysis.windows import windows
+from gpuprof.daemon.markers import Marker
 from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
 
 MS = 1_000_000
@@ -148,7 +149,7 @@ def test_the_llm_section_summarises_points_and_steady_state() -> None:
 
 
 def test_a_point_below_the_top_clock_under_a_power_cap_is_marked_capped() -> None:
-    from gpuprof.daemon.sweep import mark_capped
+    from gpuprof.daemon.analysis.sweep import mark_capped
 
     markers = job_markers()
     samples = trace([(0, 690.0)], 3000, clock_mhz=1665)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from gpuprof.daemon.results import job_result, plain
+from gpuprof.daemon.analysis.results import job_result, plain
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
 
 MS = 1_000_000

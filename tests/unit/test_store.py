@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from gpuprof.client.wire.errors import UsageError
-from gpuprof.daemon.store import (
+from gpuprof.daemon.server.store import (
     INTERRUPTED,
     InvalidJobId,
     InvalidTransition,

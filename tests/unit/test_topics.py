@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprof.daemon.topics import allowed_topic, well_formed
+from gpuprof.daemon.server.topics import allowed_topic, well_formed
 
 JOB = "01jb4x9k2m3n4p5q"
 OTHER = "01jb4x9k2m3n4p5r"

@@ -20,18 +20,31 @@ import msgpack
 import numpy as np
 
 from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.sampler.library import NvmlLibrary
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
+from ..analysis.requests import HeldPower, llm_result
+from ..analysis.results import job_result, plain, unmeasured
+from ..analysis.sweep import burn_sweep_section, mark_capped, point_energy, sweep_section
+from ..analysis.windows import PhaseWindow, windows
+from ..markers import Marker
+from ..worker_env import (
+    EXPECT_UID_ENV,
+    JOB_SPEC_ENV,
+    MARKER_FD_ENV,
+    MAX_FILE_ENV,
+    SIM_GPU_ENV,
+    SIM_STATE_ENV,
+    SIMULATE_ENV,
+    WORKER_MODULE,
+)
 from .clocks import ClockControl
 from .job_clocks import JobClocks
 from .limits import TokenBucket
-from .markers import Marker, MarkerReader, PhaseWindow, windows
+from .markers import MarkerReader
 from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree_rss_bytes
-from .requests import HeldPower, llm_result
-from .results import job_result, plain, unmeasured
 from .store import JobRecord, JobStore
-from .sweep import burn_sweep_section, mark_capped, point_energy, sweep_section
 
 KILL_GRACE_S = 5.0
 MARKER_BATCH = 256  # markers taken from a worker before the daemon's loop turns to its other work
@@ -96,7 +109,7 @@ class JobRunner:
         self,
         store: JobStore,
         state_dir: Path,
-        simulated: bool,
+        library: NvmlLibrary,
         publish: Any,
         sim_state_path: str | None = None,
         limits: WorkerLimits | None = None,
@@ -111,7 +124,8 @@ class JobRunner:
         if os.geteuid() == 0:  # workers of other users enter their own job directory: search, not list
             for directory in (state_dir, self.jobs_dir):
                 directory.chmod(0o711)
-        self.simulated = simulated
+        self.library = library  # the one the daemon samples: a simulated GPU is idled through it
+        self.simulated = library.simulated
         self.sim_state_path = sim_state_path
         self.publish = publish  # callable(job_id, kind, body)
         self.running: dict[int, RunningJob] = {}  # gpu -> job
@@ -161,22 +175,20 @@ class JobRunner:
                 HOME=account.pw_dir,
                 USER=account.pw_name,
                 LOGNAME=account.pw_name,
-                GPUPROF_WORKER_UID=str(account.pw_uid),
             )
+            env[EXPECT_UID_ENV] = str(account.pw_uid)
             if self.simulated:  # the simulated GPU's state, as the daemon sees it (not the user's default)
-                env["GPUPROF_SIM_STATE"] = self.sim_state_path or ""
-        env.update(
-            GPUPROF_JOB_SPEC=str(spec_file),
-            GPUPROF_MARKER_FD=str(theirs.fileno()),
-            GPUPROF_WORKER_MAX_FILE_BYTES=str(self.limits.output_bytes),
-            CUDA_VISIBLE_DEVICES=str(record.gpu),
-            CUDA_DEVICE_ORDER="PCI_BUS_ID",
-        )
+                env[SIM_STATE_ENV] = self.sim_state_path or ""
+        env.update(CUDA_VISIBLE_DEVICES=str(record.gpu), CUDA_DEVICE_ORDER="PCI_BUS_ID")
+        env[JOB_SPEC_ENV] = str(spec_file)
+        env[MARKER_FD_ENV] = str(theirs.fileno())
+        env[MAX_FILE_ENV] = str(self.limits.output_bytes)
         if self.simulated:
-            env.update(GPUPROF_SIMULATE="1", GPUPROF_SIM_GPU=str(record.gpu))
+            env[SIMULATE_ENV] = "1"
+            env[SIM_GPU_ENV] = str(record.gpu)
         with open(job_dir / "worker.log", "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gpuprof.daemon.worker"],
+                [sys.executable, "-m", WORKER_MODULE],
                 env=env,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -387,7 +399,7 @@ class JobRunner:
         from gpuprof.sampler.sim import SimulatedNvml
 
         try:
-            SimulatedNvml().set_utilization(gpu, 0)
+            SimulatedNvml(self.library.path, self.sim_state_path).set_utilization(gpu, 0)
         except GpuprofError as exc:
             log.warning("cannot idle simulated GPU %d: %s", gpu, exc)
 

@@ -1,8 +1,10 @@
-"""gpuprofd's main loop: the request socket, the live-data socket, the continuous sampler and the jobs."""
+"""gpuprofd's main loop: the request socket, the live-data socket, the continuous sampler and the jobs.
+
+``Daemon`` builds everything at start (the store, the runner, the policy, the sampler) and moves frames;
+what a request gets back is handlers.py's business."""
 
 from __future__ import annotations
 
-import functools
 import getpass
 import grp
 import logging
@@ -10,7 +12,6 @@ import math
 import os
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +19,18 @@ import numpy as np
 import zmq
 
 from gpuprof.client.wire import protocol
-from gpuprof.client.wire.errors import ConfigError, GpuprofError, JobSpecError
-from gpuprof.client.wire.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
-from gpuprof.client.wire.spec_schema import Document, KeyPath
+from gpuprof.client.wire.errors import ConfigError, GpuprofError
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.device import read_inventory
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.sim import SimulatedNvml
 
-from .clocks import (
-    ClockControl,
-    ClockJournal,
-    ClockRequest,
-    ClockSpecError,
-    resolve_request,
-    resolve_sweep,
-    sweep_of,
-)
-from .config import DaemonConfig, tcp_port
+from ..config import DaemonConfig
+from .clocks import ClockControl, ClockJournal
+from .handlers import INTERNAL, Handlers, Node, live_body
 from .history import SampleHistory
 from .identity import ZAP_DOMAIN, Caller, Callers, ZapHandler, frame_uid
-from .jobs import FINAL_STATES, JobRunner
+from .jobs import JobRunner
 from .keys import KeyStore, server_keypair
 from .limits import RequestLimits, ServiceTimes
 from .logbound import Bugs
@@ -46,31 +38,13 @@ from .logbound import install as bound_log
 from .notify import sd_notify
 from .policy import Policy
 from .processes import WorkerLimits
-from .store import JobStore, TraceNotFound
+from .store import JobStore
 from .topics import allowed_topic
 
 log = logging.getLogger("gpuprofd")
 TICK_S = 0.05  # check timeouts and start queued jobs this often (samples are published more often)
 BATCH = 64  # requests (or subscriptions) handled before the loop polls everything again: no flood starves it
-PEEK_BYTES = 4096  # a rate-limited request this small is decoded for its id
 ROUTER_RCVHWM = 64  # requests queued per connection while the daemon is busy (each up to max_message_bytes)
-LIVE_COLUMNS = (
-    "t_ns",
-    "power_mw",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "util_pct",
-    "temp_c",
-    "clock_event_reasons",
-)
-
-
-@functools.cache  # a lookup in the installed distributions' metadata: ~0.5 ms, once per hello otherwise
-def _daemon_version() -> str:
-    try:
-        return version("gpuprof")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _bind(socket: zmq.Socket[bytes], endpoint: str, group: str) -> None:
@@ -102,39 +76,6 @@ def _group_id(name: str) -> int | None:
         return grp.getgrnam(name).gr_gid if name else None
     except KeyError:
         return None
-
-
-def _nullable(column: Any) -> list[Any]:
-    """A trace column as a list, a missing value (NaN, or NA of a nullable integer column) as None."""
-    values, missing = column.astype(object).tolist(), column.isna().tolist()
-    return [None if gone else value for value, gone in zip(values, missing, strict=True)]
-
-
-def _request_id(payload: bytes) -> int | None:
-    """The id of a small request not otherwise read (so a refusal can be matched to it), or None: a
-    refusal must cost less than decoding a large message."""
-    if len(payload) > PEEK_BYTES:
-        return None
-    try:
-        return protocol.decode_request(payload).id
-    except protocol.ProtocolError as exc:
-        return exc.request_id
-
-
-def _spec_error(path: KeyPath, problem: str) -> JobSpecKeyError:
-    """A spec error found by the daemon, in JobSpec's own form: the submitted spec, its key, the problem."""
-    return Document(None, SUBMITTED_SOURCE).error(path, problem)
-
-
-def _listed(job: dict[str, Any]) -> dict[str, Any]:
-    """A job map for listings: no spec text, and its result's totals without the per-window figures
-    (``job`` has those)."""
-    job = {name: value for name, value in job.items() if name != "spec_text"}
-    result = job.get("result")
-    if isinstance(result, dict) and "windows" in result:
-        totals = {k: v for k, v in result.items() if k != "windows"}
-        job = {**job, "result": {**totals, "window_count": len(result["windows"])}}
-    return job
 
 
 class Daemon:
@@ -194,7 +135,7 @@ class Daemon:
         self.runner = JobRunner(
             self.store,
             state_dir,
-            self.library.simulated,
+            self.library,
             self._publish_job,
             limits=limits,
             clocks=self.clocks if config.allow_dvfs else None,
@@ -216,9 +157,32 @@ class Daemon:
         )
         if self.library.simulated:
             self._share_simulated_gpu()
-        self.started_ns = time.monotonic_ns()
         self.batches_published = 0
         self._stopping = False
+        self.handlers = Handlers(
+            config,
+            self.store,
+            self.runner,
+            self.policy,
+            Node(self.inventory, self.library.simulated, self.unreadable),
+            self.history,
+            publish_job=self._publish_job,
+            limits=self.limits,
+            bugs=self.bugs,
+            loop_stats=self._loop_stats,
+            service_times=self.service_times,
+        )
+
+    def _loop_stats(self) -> dict[str, Any]:
+        """The stats only the loop knows: its sampler's, and what it published."""
+        return {
+            "sampler": self.sampler.stats().as_dict(),
+            "publish": {
+                "interval_ms": self.config.publish_interval_ms,
+                "hwm": self.config.pub_hwm,
+                "batches": self.batches_published,
+            },
+        }
 
     def _share_simulated_gpu(self) -> None:
         """Workers drive the simulated GPU's load through its state file, as real ones drive a real GPU
@@ -353,14 +317,10 @@ class Daemon:
         self.runner.schedule(self.gpus)
 
     def _live_body(self, gpu: int, own: np.ndarray) -> dict[str, Any]:
-        body: dict[str, Any] = {name: own[name].tolist() for name in LIVE_COLUMNS}
-        body["power_w"] = [mw / 1000 for mw in body.pop("power_mw")]
-        running = self.runner.running.get(gpu)
-        body.update(gpu=gpu, simulated=self.library.simulated, job=running.record.id if running else None)
-        return body
+        return live_body(gpu, own, self.library.simulated, self.handlers.running_job(gpu))
 
     def _serve_subscriptions(self) -> None:
-        """Apply each (un)subscription as far as its connection's user may see (daemon/topics.py); the
+        """Apply each (un)subscription as far as its connection's user may see (topics.py); the
         rest is dropped and logged. At most BATCH at a time."""
         for _ in range(BATCH):
             try:
@@ -415,7 +375,7 @@ class Daemon:
                 reply = self._reply_frames(received)
             except Exception:  # a bug must cost one request, never the daemon
                 self.bugs.log("a request")
-                reply = [protocol.encode_error(None, "internal", "internal error; see the daemon's log")]
+                reply = [protocol.encode_error(None, "internal", INTERNAL)]
             self.router.send_multipart([identity, *reply])
 
     def _reply_frames(self, received: list[zmq.Frame]) -> list[bytes]:
@@ -428,224 +388,4 @@ class Daemon:
             error = "a request is one frame, after an empty delimiter frame for a REQ socket"
             return [protocol.encode_error(None, "bad_request", error)]
         caller = self.callers.get(uid) if uid is not None else None
-        return [*envelope, self._answer(received[-1].bytes, caller)]
-
-    def _answer(self, payload: bytes, caller: Caller | None) -> bytes:
-        """The reply to one request; the time it took is counted for its type and against its user."""
-        started = time.perf_counter()
-        served: list[str] = []  # the request's type, once it is known
-        try:
-            return self._reply_to(payload, caller, served)
-        finally:
-            took = time.perf_counter() - started
-            self.service_times.add(served[0] if served else "refused", took)
-            if caller is not None:
-                self.limits.charge(caller.uid, took)
-
-    def _reply_to(self, payload: bytes, caller: Caller | None, served: list[str]) -> bytes:
-        request_id: int | None = None
-        try:
-            if caller is None:  # cannot happen while ZAP runs; refused rather than served anonymously
-                raise protocol.ProtocolError("denied", "the connection has no verified user")
-            refusal = self.limits.admit(caller.uid)
-            if refusal is not None:
-                log.warning("rate-limited %s (uid %d): %s", caller.user, caller.uid, refusal)
-                raise protocol.ProtocolError("rate_limited", refusal, _request_id(payload))
-            try:
-                request = protocol.decode_request(payload, self.config.max_message_bytes)
-            except protocol.ProtocolError as exc:
-                log.info("refused a request of %s (uid %d): %s", caller.user, caller.uid, exc.message)
-                raise
-            request_id = request.id
-            served.append(request.type)
-            self.policy.check_use(caller, request.type)
-            body = getattr(self, f"_on_{request.type}")(request.body, caller)
-            return protocol.encode_reply(request.id, body)
-        except protocol.ProtocolError as exc:
-            return protocol.encode_error(
-                exc.request_id if request_id is None else request_id, exc.code, exc.message, exc.key
-            )
-        except JobSpecKeyError as exc:
-            return protocol.encode_error(request_id, "invalid_spec", str(exc), exc.key, exc.problem)
-        except JobSpecError as exc:
-            return protocol.encode_error(request_id, "invalid_spec", str(exc))
-        except GpuprofError as exc:
-            return protocol.encode_error(request_id, "bad_request", str(exc))
-        except Exception:  # a bug must cost one request, never the daemon
-            self.bugs.log(f"request {served[0] if served else '?'}")
-            return protocol.encode_error(request_id, "internal", "internal error; see the daemon's log")
-
-    def _job_or_404(self, job_id: str, caller: Caller, request: str) -> Any:
-        """The job, if it exists and ``caller`` may see it (its owner, or an admin)."""
-        record = self.store.get(job_id) if self.store.valid_id(job_id) else None
-        if record is None:
-            raise protocol.ProtocolError("not_found", f"no job {protocol.excerpt(job_id)}")
-        self.policy.check_job(caller, request, record.id, record.user, record.uid)
-        return record
-
-    def _on_hello(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return {
-            "daemon_version": _daemon_version(),
-            "protocol": protocol.PROTOCOL_VERSION,
-            "capabilities": ["jobs", "live", "trace", "burn", "history", "stats"],
-            "pub_endpoint": self.config.publish_endpoint,
-            # remote clients subscribe on their endpoint's host at this port (None: no tcp)
-            "tcp_pub_port": tcp_port(self.config.tcp_publish_endpoint) if self.config.tcp_endpoint else None,
-            "simulated": self.library.simulated,
-            "gpus": len(self.gpus),
-            "user": caller.user,  # who the daemon takes this connection for
-        }
-
-    def _on_gpus(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return {"gpus": self.inventory}
-
-    def _on_time(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return {"monotonic_ns": time.monotonic_ns(), "wall_ns": time.time_ns()}
-
-    def _on_stats(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        running = {str(gpu): job.record.id for gpu, job in self.runner.running.items()}
-        return {
-            "uptime_s": (time.monotonic_ns() - self.started_ns) / 1e9,
-            "simulated": self.library.simulated,
-            "sampler": self.sampler.stats().as_dict(),
-            "history": {
-                "seconds": self.history.seconds,
-                "samples": len(self.history),
-                "capacity": self.history.sample_capacity,
-                "dropped_samples": self.history.dropped_samples,
-                "oldest_t_ns": self.history.oldest_t_ns,
-                "newest_t_ns": self.history.newest_t_ns,
-                "bytes": self.history.nbytes,
-            },
-            "publish": {
-                "interval_ms": self.config.publish_interval_ms,
-                "hwm": self.config.pub_hwm,
-                "batches": self.batches_published,
-            },
-            "jobs": {
-                "running": running,
-                "queued": {str(gpu): self.store.count_queued(gpu) for gpu in self.gpus},
-            },
-            "requests": self.service_times.summary(),
-            "rate_limited": {str(uid): count for uid, count in self.limits.refused.items()},
-            "internal_errors": self.bugs.total,
-        }
-
-    def _on_history(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        gpu = body["gpu"]
-        if gpu not in self.gpus:
-            raise protocol.ProtocolError("not_found", f"GPU {gpu} is not served here; GPUs: {self.gpus}")
-        seconds = min(float(body.get("seconds", 30)), self.history.seconds)
-        samples, _ = self.history.since(time.monotonic_ns() - int(seconds * 1e9), gpu)
-        stride = max(1, math.ceil(samples.size / body.get("max_points", 2000)))
-        kept = samples[::-1][::stride][::-1]  # every stride-th sample, the newest always among them
-        return {**self._live_body(gpu, kept), "seconds": seconds, "stride": stride, "available": samples.size}
-
-    def _on_submit(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        spec = JobSpec.from_dict(body["spec"])
-        if spec.gpu not in self.gpus:  # errors in the form of JobSpec's own: source, key, problem
-            lost = self.unreadable.get(spec.gpu)
-            why = f" (NVML could not read it when gpuprofd started: {lost})" if lost else ""
-            raise _spec_error(("gpu",), f"GPU {spec.gpu} is not served here{why}; GPUs: {self.gpus}")
-        if spec.timeout_s > self.config.max_timeout_s:
-            raise _spec_error(
-                ("timeout_s",),
-                f"{spec.timeout_s:g} s exceeds this daemon's limit of {self.config.max_timeout_s:g} s "
-                "(max_timeout_s)",
-            )
-        if isinstance(spec.params, LlmParams) and spec.params.trust_remote_code:
-            self.policy.check_remote_code(caller)
-        stored = spec.to_dict()
-        request = ClockRequest.from_spec(stored.get("dvfs"))
-        if request is not None:
-            self.policy.check_dvfs(caller)
-            gpu = self.inventory[self.gpus.index(spec.gpu)]
-            try:
-                resolve_request(request, gpu)
-                sweep = sweep_of(stored["dvfs"])
-                if sweep is not None:  # the worker may then ask for exactly these clocks
-                    stored["dvfs"]["sm_clocks"] = resolve_sweep(sweep, request.snap, gpu)
-            except ClockSpecError as exc:
-                raise _spec_error(("dvfs", *exc.path), exc.problem) from None
-        self._check_quota(caller)
-        record = self.store.create(
-            stored,
-            body.get("spec_text", ""),
-            caller.user,
-            caller.uid,
-            spec.gpu,
-            self.library.simulated,
-        )
-        self.runner.schedule(self.gpus)
-        return {"job": (self.store.get(record.id) or record).to_dict()}
-
-    def _check_quota(self, caller: Caller) -> None:
-        """Refuse a submit that would give ``caller`` more queued jobs than max_queued_jobs_per_user."""
-        limit = self.config.max_queued_jobs_per_user
-        if caller.uid in self.limits.exempt_uids:
-            return
-        queued = self.store.count_queued_of(caller.uid)
-        if queued >= limit:
-            log.warning("refused a submit by %s (uid %d): %d jobs queued", caller.user, caller.uid, queued)
-            raise protocol.ProtocolError(
-                "quota_exceeded",
-                f"{caller.user} has {queued} queued jobs; this daemon queues at most {limit} per user "
-                "(max_queued_jobs_per_user): wait for some to start, or cancel some",
-            )
-
-    def _on_jobs(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        limit = min(max(int(body.get("limit", 100)), 1), 10_000)
-        user = body.get("user")
-        if not self.policy.is_admin(caller):
-            if user not in (None, caller.user):
-                raise self.policy.deny(
-                    caller,
-                    f"listing the jobs of {protocol.excerpt(user)}",
-                    "only an admin sees other users' jobs",
-                )
-            user = caller.user
-        records = self.store.list(user=user, state=body.get("state"), gpu=body.get("gpu"), limit=limit)
-        return {"jobs": [_listed(r.to_dict()) for r in records]}
-
-    def _on_job(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return {"job": self._job_or_404(body["id"], caller, "job").to_dict()}
-
-    def _on_cancel(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        record = self._job_or_404(body["id"], caller, "cancel")
-        if record.state == "queued":
-            cancelled = self.store.set_state(
-                record.id, "cancelled", f"cancelled by {caller.user} before it started"
-            )
-            self._publish_job(record.id, "job", {"job": cancelled.to_dict()})
-        elif record.state == "running":
-            self.runner.cancel(record.id, caller.user)
-        elif record.state in FINAL_STATES:
-            raise protocol.ProtocolError("bad_request", f"job {record.id} already {record.state}")
-        return {"job": self._job_or_404(record.id, caller, "cancel").to_dict()}
-
-    def _on_trace(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        record = self._job_or_404(body["id"], caller, "trace")
-        if record.state not in FINAL_STATES:
-            raise protocol.ProtocolError("not_found", f"job {record.id} is {record.state}: no trace yet")
-        table = body.get("table", "samples")
-        try:
-            if table == "requests":
-                frame = self.store.load_requests(record.id)
-            else:
-                samples, energy = self.store.load_trace(record.id)
-                frame = samples if table == "samples" else energy
-        except TraceNotFound as exc:
-            raise protocol.ProtocolError("not_found", str(exc)) from None
-        offset = int(body.get("offset", 0))
-        limit = int(body.get("limit", protocol.MAX_TRACE_CHUNK))
-        if table == "requests":  # each row holds up to 2,000 characters of answer: a reply stays ~4 MB
-            limit = min(limit, protocol.MAX_REQUESTS_CHUNK)
-        chunk = frame.iloc[offset : offset + limit]
-        columns = {name: _nullable(chunk[name]) for name in chunk}
-        end = offset + len(chunk)
-        return {
-            "columns": columns,
-            "rows": len(chunk),
-            "total": len(frame),
-            "next_offset": end if end < len(frame) else None,
-        }
+        return [*envelope, self.handlers.answer(received[-1].bytes, caller)]

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .markers import Marker, PhaseWindow, windows
+from ..markers import Marker
 from .requests import HeldPower, request_rows
+from .windows import PhaseWindow, windows
 
 __all__ = [
     "CLOCK_TOLERANCE_MHZ",

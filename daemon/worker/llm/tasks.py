@@ -144,7 +144,7 @@ def make_item(task: str, row: Mapping[str, Any], columns: Mapping[str, str], ind
 
 def _rows(dataset: DatasetRef, task: str) -> list[Mapping[str, Any]]:
     if dataset.source == "builtin":
-        path = resources.files("gpuprof.daemon.llm") / "prompts" / f"{task}.jsonl"
+        path = resources.files("gpuprof.daemon.worker.llm") / "prompts" / f"{task}.jsonl"
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     if dataset.source == "hf":
         try:

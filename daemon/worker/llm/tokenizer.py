@@ -1,10 +1,10 @@
 """gpuprof's own tokenizer for synthetic-weight models: a byte-level BPE that works with no model hub.
 
 It is trained, deterministically, on the built-in prompt sets (``prompts/*.jsonl``) and shipped as
-``tokenizer.json``; ``python -m gpuprof.daemon.llm.tokenizer OUT`` builds it again, byte for byte. Being
-byte-level it encodes any text. Its vocabulary (VOCAB_SIZE entries) is smaller than the real models', so a
-prompt's token count differs from what the released model's tokenizer would give: results name the
-tokenizer used (docs/llm.md).
+``tokenizer.json``; ``python -m gpuprof.daemon.worker.llm.tokenizer OUT`` builds it again, byte for byte.
+Being byte-level it encodes any text. Its vocabulary (VOCAB_SIZE entries) is smaller than the real
+models', so a prompt's token count differs from what the released model's tokenizer would give: results
+name the tokenizer used (docs/llm.md).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _PROMPT_FIELDS = ("context", "question", "endings", "best_answer", "correct_answ
 def _training_text() -> list[str]:
     """Every text of the built-in prompt sets, in a fixed order."""
     texts: list[str] = []
-    folder = resources.files("gpuprof.daemon.llm") / "prompts"
+    folder = resources.files("gpuprof.daemon.worker.llm") / "prompts"
     for name in sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".jsonl")):
         for line in (folder / name).read_text(encoding="utf-8").splitlines():
             item = json.loads(line)
@@ -62,7 +62,7 @@ def load_tokenizer() -> Any:
         from transformers import PreTrainedTokenizerFast
     except ImportError as exc:
         raise GpuprofError(f"LLM jobs need transformers ({exc}): pip install 'gpuprof[inference]'") from None
-    path = resources.files("gpuprof.daemon.llm") / _FILE
+    path = resources.files("gpuprof.daemon.worker.llm") / _FILE
     with resources.as_file(path) as file:
         tokenizer = PreTrainedTokenizerFast(
             tokenizer_file=str(file), bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left"
@@ -73,7 +73,7 @@ def load_tokenizer() -> Any:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m gpuprof.daemon.llm.tokenizer OUT.json", file=sys.stderr)
+        print("usage: python -m gpuprof.daemon.worker.llm.tokenizer OUT.json", file=sys.stderr)
         return 2
     build_tokenizer().save(str(Path(argv[0])), pretty=False)
     return 0

@@ -20,8 +20,9 @@ import numpy as np
 from gpuprof.sampler.energy import POWER_LAG_S, SENSOR_UPDATE_S, reason_names
 from gpuprof.sampler.records import MISSING_POWER, MISSING_SM_CLOCK, POWER_SOURCE_NAMES
 
-from .markers import Marker, PhaseWindow
+from ..markers import Marker
 from .results import REQUEST_PHASES, plain, window_figures
+from .windows import PhaseWindow
 
 __all__ = ["REQUEST_PHASES", "HeldPower", "llm_result"]
 

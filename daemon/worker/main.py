@@ -29,15 +29,11 @@ from types import FrameType
 from gpuprof.client.wire.errors import GpuprofError, JobSpecError
 from gpuprof.client.wire.jobspec import MAX_SPEC_BYTES, JobSpec
 
-from .markers import MarkerChannelError, MarkerWriter
+from ..markers import MarkerChannelError
+from ..worker_env import EXPECT_UID_ENV, JOB_SPEC_ENV, MAX_FILE_ENV, SIM_GPU_ENV, SIMULATE_ENV
+from .markers import MarkerWriter
 from .workloads import GpuTarget, run_workload
 
-WORKER_MODULE = "gpuprof.daemon.worker"
-JOB_SPEC_ENV = "GPUPROF_JOB_SPEC"
-SIMULATE_ENV = "GPUPROF_SIMULATE"
-SIM_GPU_ENV = "GPUPROF_SIM_GPU"
-EXPECT_UID_ENV = "GPUPROF_WORKER_UID"  # the uid the daemon dropped this worker to
-MAX_FILE_ENV = "GPUPROF_WORKER_MAX_FILE_BYTES"
 EXIT_OK, EXIT_FAILED, EXIT_NO_CHANNEL, EXIT_TERMINATED = 0, 1, 2, 128 + signal.SIGTERM
 
 
@@ -141,7 +137,3 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             _report(markers, f"{type(exc).__name__}: {exc}")
             return EXIT_FAILED
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ import os
 
 from gpuprof.client.wire import protocol
 
-from .config import DaemonConfig
+from ..config import DaemonConfig
 from .identity import Caller
 
 log = logging.getLogger("gpuprofd")

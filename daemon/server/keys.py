@@ -23,7 +23,7 @@ from zmq.utils import z85
 
 from gpuprof.client.wire.errors import ConfigError, UsageError
 
-from .atomic import write_text_atomically
+from ..atomic import write_text_atomically
 
 log = logging.getLogger("gpuprofd")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")  # what useradd accepts by default (NAME_REGEX)

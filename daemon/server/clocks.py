@@ -22,7 +22,7 @@ from gpuprof.client.wire.errors import GpuprofError, NvmlError, PermissionDenied
 from gpuprof.sampler.device import Gpu, NvmlSession
 from gpuprof.sampler.library import NvmlLibrary
 
-from .atomic import write_text_atomically
+from ..atomic import write_text_atomically
 
 log = logging.getLogger("gpuprofd")
 JOURNAL_FILE = "clocks.json"
