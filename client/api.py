@@ -33,6 +33,7 @@ from .wire.errors import (
     PermissionDenied,
     UsageError,
 )
+from .wire.messages import GpuInfo
 from .wire.protocol import (
     MAX_SPEC_TEXT_CHARS,
     MAX_TRACE_CHUNK,
@@ -296,9 +297,12 @@ class Client:
         self._hello = body
         return body
 
-    def gpus(self) -> list[dict[str, Any]]:
+    def gpus(self) -> list[GpuInfo]:
         """The daemon's GPUs: name, UUID, clocks, power limits and whether each is simulated."""
-        return list(self.request("gpus")["gpus"])
+        try:
+            return [GpuInfo.from_dict(gpu) for gpu in self.request("gpus")["gpus"]]
+        except ProtocolError as exc:  # a daemon that breaks the contract: one line, not a traceback
+            raise DaemonError(exc.code, f"gpuprofd's gpus reply: {exc.message}") from None
 
     def submit(self, spec_or_path: str | os.PathLike[str] | SpecLike) -> JobHandle:
         """Validate a job spec here, submit it, and return a handle on the queued job."""

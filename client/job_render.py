@@ -9,6 +9,7 @@ from .formats import energy
 from .formats import number as _num
 from .handle import JobProgress
 from .llm_render import render_llm, render_sweep
+from .wire.messages import GpuInfo
 
 SUMMARY_KEYS = (
     "id",
@@ -191,26 +192,25 @@ def render_jobs(jobs: list[dict[str, Any]]) -> str:
     return _table(["ID", "NAME", "STATE", "USER", "GPU", "CREATED", "DURATION", "ENERGY (counter)"], rows)
 
 
-def _gpu_name(gpu: dict[str, Any]) -> str:
-    name = str(gpu.get("name", ""))
-    if gpu.get("simulated"):
-        name = name.replace("(simulated)", "").strip() + " (SIMULATED)"
-    return name
+def _gpu_name(gpu: GpuInfo) -> str:
+    if gpu.simulated:
+        return gpu.name.replace("(simulated)", "").strip() + " (SIMULATED)"
+    return gpu.name
 
 
-def render_gpus(gpus: list[dict[str, Any]]) -> str:
+def render_gpus(gpus: list[GpuInfo]) -> str:
     """The daemon's GPUs as a table."""
     rows = []
     for gpu in gpus:
-        clocks = gpu.get("graphics_clocks_mhz") or []
+        clocks = gpu.graphics_clocks_mhz
         rows.append(
             [
-                str(gpu["index"]),
+                str(gpu.index),
                 _gpu_name(gpu),
-                str(gpu.get("uuid", "")),
+                gpu.uuid,
                 f"{min(clocks)}-{max(clocks)} MHz ({len(clocks)})" if clocks else "n/a",
-                f"{_num(gpu.get('power_limit_w'), 'W', 0)} ({_num(gpu.get('min_power_limit_w'), 'W', 0)}"
-                f"-{_num(gpu.get('max_power_limit_w'), 'W', 0)})",
+                f"{_num(gpu.power_limit_w, 'W', 0)} ({_num(gpu.min_power_limit_w, 'W', 0)}"
+                f"-{_num(gpu.max_power_limit_w, 'W', 0)})",
             ]
         )
     return _table(["GPU", "NAME", "UUID", "SM CLOCKS", "POWER LIMIT (range)"], rows)

@@ -22,6 +22,6 @@ def gpus(as_json: bool, endpoint: str) -> None:
     with Client(endpoint) as client:
         inventory = client.gpus()
     if as_json:
-        echo_json(inventory)
+        echo_json([gpu.to_dict() for gpu in inventory])
     else:
         click.echo(render_gpus(inventory))

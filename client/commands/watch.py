@@ -77,10 +77,10 @@ def prepare_window(client: Client, gpu: int | None, job_id: str | None) -> LiveW
     if window.gpu is None:
         window.gpu = 0
     for info in client.gpus():
-        if info.get("index") == window.gpu:
-            clocks = info.get("graphics_clocks_mhz") or []
-            window.gpu_name, window.simulated = info.get("name"), info.get("simulated")
-            window.power_limit_w = info.get("max_power_limit_w") or info.get("power_limit_w")
+        if info.index == window.gpu:
+            clocks = info.graphics_clocks_mhz
+            window.gpu_name, window.simulated = info.name, info.simulated
+            window.power_limit_w = info.max_power_limit_w or info.power_limit_w
             window.max_sm_clock_mhz = max(clocks) if clocks else None
     return window
 

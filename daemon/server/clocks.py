@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprof.client.wire.errors import GpuprofError, NvmlError, PermissionDenied
+from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.sampler.device import Gpu, NvmlSession
 from gpuprof.sampler.library import NvmlLibrary
 
@@ -116,7 +117,7 @@ def nearest(value: int, supported: list[int]) -> list[int]:
     return ordered[max(0, at - 1) : at + 1]
 
 
-def resolve_request(request: ClockRequest, gpu: dict[str, Any]) -> ClockRequest:
+def resolve_request(request: ClockRequest, gpu: GpuInfo) -> ClockRequest:
     """``request`` checked against the GPU's supported clocks and power range; snapped if it asks.
 
     An unsupported value is a GpuprofError naming the nearest supported ones.
@@ -134,33 +135,33 @@ def resolve_request(request: ClockRequest, gpu: dict[str, Any]) -> ClockRequest:
         )
         out["sm_clock_range_mhz"] = (low, high)
     if request.power_limit_w is not None:
-        low, high = gpu["min_power_limit_w"], gpu["max_power_limit_w"]
-        if not low <= request.power_limit_w <= high:
+        lowest, highest = gpu.min_power_limit_w, gpu.max_power_limit_w
+        if not lowest <= request.power_limit_w <= highest:
             wanted = request.power_limit_w
             raise ClockSpecError(
                 ("power_limit_w",),
-                f"GPU {gpu['index']} takes power limits in [{low:g}, {high:g}] W, not {wanted:g} W",
+                f"GPU {gpu.index} takes power limits in [{lowest:g}, {highest:g}] W, not {wanted:g} W",
             )
     return ClockRequest(**out)
 
 
 def _supported(
     value: int | None,
-    gpu: dict[str, Any],
+    gpu: GpuInfo,
     supported_key: str,
     what: str,
     snap: bool,
     path: tuple[str | int, ...],
 ) -> int | None:
     """``value`` if the GPU supports it, the nearest supported one when ``snap``, else ClockSpecError."""
-    supported = [int(v) for v in gpu[supported_key]]
+    supported = list(getattr(gpu, supported_key))
     if value is None or value in supported:
         return value
     close = nearest(value, supported)
     if not snap:
         raise ClockSpecError(
             path,
-            f"GPU {gpu['index']} does not support {what} of {value} MHz; nearest supported: "
+            f"GPU {gpu.index} does not support {what} of {value} MHz; nearest supported: "
             f"{', '.join(map(str, close))} MHz (or set dvfs.snap: true)",
         )
     return min(close, key=lambda v: (abs(v - value), v))
@@ -172,9 +173,9 @@ def sweep_of(dvfs: dict[str, Any] | None) -> list[int] | str | None:
     return sm if isinstance(sm, list) or sm == "all" else None
 
 
-def resolve_sweep(sweep: list[int] | str, snap: bool, gpu: dict[str, Any]) -> list[int]:
+def resolve_sweep(sweep: list[int] | str, snap: bool, gpu: GpuInfo) -> list[int]:
     """A sweep's clocks checked against the GPU's (snapped if asked, duplicates dropped, order kept)."""
-    supported = sorted({int(v) for v in gpu["graphics_clocks_mhz"]})
+    supported = sorted(set(gpu.graphics_clocks_mhz))
     if isinstance(sweep, str):  # "all", the one string sweep_of gives
         return supported
     out: list[int] = []

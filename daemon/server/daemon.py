@@ -20,6 +20,7 @@ import zmq
 
 from gpuprof.client.wire import protocol
 from gpuprof.client.wire.errors import ConfigError, GpuprofError
+from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.device import read_inventory
 from gpuprof.sampler.library import resolve
@@ -87,13 +88,14 @@ class Daemon:
         self.bugs = Bugs(log)
         os.umask(0o077)  # the job database, traces and job directories are the daemon's alone
         self.library = resolve(simulate=config.simulate)
-        self.inventory, self.unreadable = read_inventory(self.library, config.gpus)
+        described, self.unreadable = read_inventory(self.library, config.gpus)
+        self.inventory = [GpuInfo.from_dict(gpu) for gpu in described]
         for index, error in self.unreadable.items():  # a lost GPU must not cost the node its others
             log.error("GPU %d not served: NVML cannot read it (%s)", index, error)
         if not self.inventory:
             lost = ", ".join(f"GPU {index}: {error}" for index, error in self.unreadable.items())
             raise GpuprofError(f"no GPU to serve: NVML cannot read any ({lost})")
-        self.gpus = [g["index"] for g in self.inventory]
+        self.gpus = [gpu.index for gpu in self.inventory]
         state_dir = Path(config.state_dir)
         self.store = JobStore(str(state_dir))
         left_running = self.store.list(state="running", limit=10_000)

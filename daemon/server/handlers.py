@@ -21,6 +21,7 @@ import numpy as np
 from gpuprof.client.wire import protocol
 from gpuprof.client.wire.errors import GpuprofError, JobSpecError
 from gpuprof.client.wire.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
+from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.client.wire.spec_schema import Document, KeyPath
 from gpuprof.client.wire.states import FINAL_STATES
 
@@ -70,13 +71,13 @@ class Runner(Protocol):
 class Node:
     """The GPUs this daemon serves, as NVML described them when it started."""
 
-    inventory: list[dict[str, Any]]  # one map per served GPU, as the gpus request returns it
+    inventory: list[GpuInfo]  # each served GPU, as the gpus request returns it
     simulated: bool
     unreadable: dict[int, str] = field(default_factory=dict)  # GPUs left out: their NVML error
 
     @property
     def gpus(self) -> list[int]:
-        return [gpu["index"] for gpu in self.inventory]
+        return [gpu.index for gpu in self.inventory]
 
 
 @functools.cache  # a lookup in the installed distributions' metadata: ~0.5 ms, once per hello otherwise
@@ -203,7 +204,7 @@ class Handlers:
         }
 
     def on_gpus(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return {"gpus": self.node.inventory}
+        return {"gpus": [gpu.to_dict() for gpu in self.node.inventory]}
 
     def on_time(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         return {"monotonic_ns": time.monotonic_ns(), "wall_ns": time.time_ns()}

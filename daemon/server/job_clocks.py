@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.client.wire.messages import GpuInfo
 
 from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
 from .store import JobRecord
@@ -21,12 +22,12 @@ log = logging.getLogger("gpuprofd")
 class JobClocks:
     """Clock changes on behalf of jobs, each on its own GPU only."""
 
-    def __init__(self, control: ClockControl | None, gpu_info: dict[int, dict[str, Any]]) -> None:
+    def __init__(self, control: ClockControl | None, gpu_info: dict[int, GpuInfo]) -> None:
         self.control = control  # None: DVFS is off, and a job asking for it is refused at submit
         self.gpu_info = gpu_info
 
     def _uuid(self, gpu: int) -> str:
-        return str(self.gpu_info[gpu]["uuid"])
+        return self.gpu_info[gpu].uuid
 
     def apply(self, record: JobRecord) -> dict[str, Any] | None:
         """Make the clock changes the job asks for (journaled, reset when it ends); what was set."""
@@ -91,5 +92,5 @@ class JobClocks:
 
     def top_sm_clock_mhz(self, gpu: int) -> int | None:
         """The GPU's highest supported SM clock: what an unlocked point is judged against."""
-        clocks = (self.gpu_info.get(gpu) or {}).get("graphics_clocks_mhz") or []
-        return max(clocks) if clocks else None
+        info = self.gpu_info.get(gpu)
+        return max(info.graphics_clocks_mhz) if info and info.graphics_clocks_mhz else None

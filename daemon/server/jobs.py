@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 
 from gpuprof.client.wire.errors import GpuprofError
+from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.sampler.library import NvmlLibrary
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
@@ -114,10 +115,10 @@ class JobRunner:
         sim_state_path: str | None = None,
         limits: WorkerLimits | None = None,
         clocks: ClockControl | None = None,
-        inventory: list[dict[str, Any]] | None = None,
+        inventory: list[GpuInfo] | None = None,
     ) -> None:
         self.store = store
-        self.clocks = JobClocks(clocks, {int(g["index"]): g for g in inventory or []})
+        self.clocks = JobClocks(clocks, {gpu.index: gpu for gpu in inventory or []})
         self.limits = limits or WorkerLimits.from_config(0, 1024)
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from gpuprof.client.wire.errors import GpuprofError, JobNotFound, PermissionDenied, UsageError
+from gpuprof.client.wire.messages import JobInfo
 from gpuprof.client.wire.states import FINAL_STATES, INTERRUPTED, QUEUED, RUNNING, STATES, TRANSITIONS
 from gpuprof.sampler.trace import Trace, write_trace
 
@@ -109,58 +109,29 @@ def _base32(value: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """One job as stored: who submitted what, where it ran, how it ended, and its result."""
+JobRecord = JobInfo  # a job as stored is a job as the protocol describes it (client/wire/messages.py)
 
-    id: str
-    name: str
-    user: str
-    uid: int
-    gpu: int
-    state: str
-    reason: str | None
-    created_ns: int  # wall clock (Unix epoch ns), like started_ns and finished_ns
-    started_ns: int | None
-    finished_ns: int | None
-    spec: dict[str, Any]
-    spec_text: str
-    result: dict[str, Any] | None
-    simulated: bool
-    worker_uid: int | None
 
-    @property
-    def finished(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, as built-in types (msgpack- and JSON-ready); ``spec`` and ``result`` are shared.
-
-        Not ``dataclasses.asdict``: its deep copy of results made listing 100 jobs ~7x slower.
-        """
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> JobRecord:
-        (job_id, name, user, uid, gpu, state, reason, created, started, finished) = row[:10]
-        spec_json, spec_text, result_json, simulated, worker_uid = row[10:]
-        return cls(
-            id=job_id,
-            name=name,
-            user=user,
-            uid=uid,
-            gpu=gpu,
-            state=state,
-            reason=reason,
-            created_ns=created,
-            started_ns=started,
-            finished_ns=finished,
-            spec=json.loads(spec_json),
-            spec_text=spec_text,
-            result=json.loads(result_json) if result_json is not None else None,
-            simulated=bool(simulated),
-            worker_uid=worker_uid,
-        )
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    (job_id, name, user, uid, gpu, state, reason, created, started, finished) = row[:10]
+    spec_json, spec_text, result_json, simulated, worker_uid = row[10:]
+    return JobRecord(
+        id=job_id,
+        name=name,
+        user=user,
+        uid=uid,
+        gpu=gpu,
+        state=state,
+        reason=reason,
+        created_ns=created,
+        started_ns=started,
+        finished_ns=finished,
+        spec=json.loads(spec_json),
+        spec_text=spec_text,
+        result=json.loads(result_json) if result_json is not None else None,
+        simulated=bool(simulated),
+        worker_uid=worker_uid,
+    )
 
 
 class JobStore:
@@ -315,7 +286,7 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         """The job ``job_id``, or None when the store has no such job."""
         rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (check_job_id(job_id),))
-        return JobRecord.from_row(rows[0]) if rows else None
+        return _record(rows[0]) if rows else None
 
     def list(
         self, user: str | None = None, state: str | None = None, gpu: int | None = None, limit: int = 100
@@ -335,7 +306,7 @@ class JobStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._read(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
-        return [JobRecord.from_row(row) for row in rows]
+        return [_record(row) for row in rows]
 
     def queued(self, gpu: int, limit: int | None = None) -> builtins.list[JobRecord]:
         """The queued jobs of ``gpu``, first submitted first (the first ``limit`` of them if given)."""
@@ -343,7 +314,7 @@ class JobStore:
             f"SELECT {COLUMNS} FROM jobs WHERE gpu = ? AND state = ? ORDER BY seq LIMIT ?",
             (gpu, QUEUED, -1 if limit is None else limit),
         )
-        return [JobRecord.from_row(row) for row in rows]
+        return [_record(row) for row in rows]
 
     def count_queued(self, gpu: int) -> int:
         """How many jobs wait for ``gpu``."""
@@ -377,7 +348,7 @@ class JobStore:
             row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
-        record = JobRecord.from_row(row)
+        record = _record(row)
         if cursor.rowcount == 0:
             raise InvalidTransition(f"job {job_id} is {record.state}; it cannot become {state}")
         return record

@@ -137,7 +137,11 @@ class FakeDaemon:
                 "name": "Fake H100",
                 "uuid": "GPU-fake",
                 "simulated": True,
+                "memory_clocks_mhz": [2619],
+                "graphics_clocks_mhz": [1980, 1410],
                 "power_limit_w": 700,
+                "min_power_limit_w": 200,
+                "max_power_limit_w": 700,
             }
             return self.reply(request, {"gpus": [gpu]})
         if request.type == "history":
@@ -312,6 +316,10 @@ def test_error_replies_raise_gpuprof_errors(client: Client, daemon: FakeDaemon) 
     with pytest.raises(DaemonError) as caught:
         client.gpus()
     assert caught.value.code == "too_large" and exit_code(caught.value) == 11
+    # A reply that breaks the contract's GpuInfo is one error naming what is wrong, not a traceback.
+    daemon.handlers["gpus"] = lambda r: daemon.reply(r, {"gpus": [{"index": "0"}]})
+    with pytest.raises(DaemonError, match="gpuprofd's gpus reply: malformed GPU map: index is a str"):
+        client.gpus()
 
 
 def test_trace_is_fetched_in_chunks_and_typed(client: Client, daemon: FakeDaemon) -> None:

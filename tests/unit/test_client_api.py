@@ -26,6 +26,7 @@ from gpuprof.client.job_render import job_json, progress_line, render_gpus, rend
 from gpuprof.client.stream import decode_live
 from gpuprof.client.wire.errors import GpuprofError, JobSpecError, PermissionDenied
 from gpuprof.client.wire.errors import exit_code as exit_code_of
+from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.client.wire.protocol import encode_publish
 
 
@@ -209,16 +210,17 @@ def test_tables_of_jobs_and_gpus() -> None:
     assert render_jobs([]) == "no jobs"
     gpus = render_gpus(
         [
-            {
-                "index": 0,
-                "name": "NVIDIA H100 80GB HBM3",
-                "uuid": "GPU-sim-0",
-                "simulated": True,
-                "graphics_clocks_mhz": [1980, 1410, 345],
-                "power_limit_w": 700,
-                "min_power_limit_w": 200,
-                "max_power_limit_w": 700,
-            }
+            GpuInfo(
+                index=0,
+                name="NVIDIA H100 80GB HBM3",
+                uuid="GPU-sim-0",
+                simulated=True,
+                memory_clocks_mhz=(2619,),
+                graphics_clocks_mhz=(1980, 1410, 345),
+                power_limit_w=700,
+                min_power_limit_w=200,
+                max_power_limit_w=700,
+            )
         ]
     )
     assert "(SIMULATED)" in gpus and "345-1980 MHz (3)" in gpus and "700 W (200 W-700 W)" in gpus

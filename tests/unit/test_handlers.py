@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from gpuprof.client.wire import protocol
+from gpuprof.client.wire.messages import GpuInfo, JobInfo
 from gpuprof.daemon.config import DaemonConfig
 from gpuprof.daemon.server.handlers import Handlers, Node
 from gpuprof.daemon.server.history import SampleHistory
@@ -90,7 +91,8 @@ Serve = Callable[..., Served]
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Serve:
-    inventory, unreadable = read_inventory(resolve(simulate=True))
+    described, unreadable = read_inventory(resolve(simulate=True))
+    inventory = [GpuInfo.from_dict(gpu) for gpu in described]
 
     def build(**settings: Any) -> Served:
         config = DaemonConfig(simulate=True, state_dir=str(tmp_path / "state"), **settings)
@@ -126,7 +128,7 @@ def test_a_submit_queues_the_job_as_its_user_and_asks_the_runner_to_schedule(ser
     assert (job["state"], job["user"], job["gpu"], job["simulated"]) == ("queued", "alice", 0, True)
     assert job["spec"]["burn"]["seconds"] == 1.0 and job["spec_text"] == "workload: burn\n"
     assert served.runner.scheduled == [[0]]
-    assert served.store.get(job["id"]) is not None
+    assert JobInfo.from_dict(job) == served.store.get(job["id"])  # the reply is the stored job, typed
 
 
 def test_a_spec_without_timeout_s_gets_the_daemons_default(serve: Serve) -> None:
@@ -325,6 +327,7 @@ def test_hello_gpus_and_stats_describe_the_node(serve: Serve) -> None:
     assert isinstance(hello["daemon_version"], str)
     assert (hello["simulated"], hello["gpus"], hello["tcp_pub_port"]) == (True, 1, None)
     (gpu,) = served.ok(ALICE, "gpus")["gpus"]
+    assert GpuInfo.from_dict(gpu) == served.handlers.node.inventory[0]  # the contract's type, whole
     assert gpu["index"] == 0 and gpu["simulated"] is True and gpu["uuid"].startswith("GPU-")
     stats = served.ok(ALICE, "stats")
     assert stats["jobs"] == {"running": {}, "queued": {"0": 0}} and stats["internal_errors"] == 0
