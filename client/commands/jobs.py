@@ -6,9 +6,8 @@ import click
 
 from ..api import Client
 from ..job_render import job_json, render_jobs
+from ..wire.states import STATES
 from .common import echo_json, endpoint_option, json_option
-
-STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 
 @click.command()

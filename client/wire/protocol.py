@@ -12,6 +12,8 @@ from typing import Any, TypeGuard
 
 import msgpack
 
+from .states import STATES
+
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # the daemon's config may change it
 MAX_STRING_FIELD_CHARS = 256  # every str field but submit's spec_text
@@ -31,7 +33,7 @@ MAX_TOPIC_BYTES = 64
 MAX_SUBSCRIPTION_BYTES = 1024
 GPU_TOPIC_PREFIX = b"gpu/"
 JOB_TOPIC_PREFIX = b"job/"
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+JOB_STATES = STATES
 
 # Request type -> {field: (accepted Python types, required)}. Unknown fields are refused.
 REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {

@@ -53,7 +53,6 @@ QUESTIONS = ("dvfs", "energy_query")  # events the daemon answers, each at some 
 QUESTIONS_PER_S = 20
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
-FINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 log = logging.getLogger("gpuprofd")
 
 
