@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -308,6 +309,13 @@ class SimulatedNvml:
             "gpuprofSimSetUtilization": [path, uint, ctypes.c_double, ctypes.c_double],
             "gpuprofSimSetFailure": [path, uint, c_int],
             "gpuprofSimSetClock": [path, ctypes.c_longlong],
+            "gpuprofSimEnergyAt": [
+                path,
+                uint,
+                ctypes.POINTER(ctypes.c_longlong),
+                uint,
+                ctypes.POINTER(ctypes.c_double),
+            ],
             "gpuprofSimReadControlLog": [
                 path,
                 pointer(_ControlCallStruct),
@@ -408,6 +416,15 @@ class SimulatedNvml:
         if time_ns is not None and time_ns <= 0:
             raise UsageError(f"the manual clock must be > 0 ns, got {time_ns}")
         self._call("gpuprofSimSetClock", self._path, time_ns or 0)
+
+    def exact_energy_j(self, gpu: int, times_ns: Sequence[int]) -> list[float]:
+        """The exact energy (J) GPU ``gpu`` had used at each instant (CLOCK_MONOTONIC ns, none in the future):
+        what the energy counter quantizes, so a window's true energy is the difference of its two edges."""
+        count = len(times_ns)
+        times = (ctypes.c_longlong * count)(*times_ns)
+        out = (ctypes.c_double * count)()
+        self._call("gpuprofSimEnergyAt", self._path, gpu, times, count, out, gpu=gpu)
+        return list(out)
 
     def control_log(self) -> list[ControlCall]:
         """The most recent NVML control calls (up to 256), oldest first."""

@@ -122,6 +122,11 @@ nvmlReturn_t gpuprofSimSetUtilization(const char *state_path, unsigned int gpu, 
                                       double memory_utilization_pct);
 nvmlReturn_t gpuprofSimSetFailure(const char *state_path, unsigned int gpu, nvmlReturn_t code);
 nvmlReturn_t gpuprofSimSetClock(const char *state_path, long long time_ns);
+/* The exact energy (J, the integral the counter quantizes) GPU `gpu` had used at each of `count` instants
+ * (CLOCK_MONOTONIC ns, none after now), for checking a window's estimate against the truth. Exact back to
+ * the oldest of the last 1,024 utilization changes; before that, a mean. */
+nvmlReturn_t gpuprofSimEnergyAt(const char *state_path, unsigned int gpu, const long long *time_ns,
+                                unsigned int count, double *energy_j);
 nvmlReturn_t gpuprofSimReadControlLog(const char *state_path, gpuprofSimControlCall_t *calls,
                                       unsigned int capacity, unsigned int *count, unsigned long long *total);
 

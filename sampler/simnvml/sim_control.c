@@ -174,6 +174,36 @@ SIM_EXPORT nvmlReturn_t gpuprofSimSetClock(const char *state_path, long long tim
     return ret;
 }
 
+SIM_EXPORT nvmlReturn_t gpuprofSimEnergyAt(const char *state_path, unsigned int gpu, const long long *time_ns,
+                                           unsigned int count, double *energy_j) {
+    struct sim_access access;
+    if ((!time_ns || !energy_j) && count)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t ret = sim_access_begin(state_path, &access);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    const struct sim_shared *shared = access.map->shared;
+    uint32_t seq;
+    do {
+        seq = sim_read_begin(access.map);
+        ret = NVML_SUCCESS;
+        int64_t now_ns = sim_now_ns(shared);
+        if (gpu >= shared->gpu_count) {
+            ret = NVML_ERROR_INVALID_ARGUMENT;
+            continue;
+        }
+        for (unsigned i = 0; i < count; i++) {
+            if (time_ns[i] > now_ns) {
+                ret = NVML_ERROR_INVALID_ARGUMENT; /* the future is not known yet */
+                break;
+            }
+            energy_j[i] = sim_energy_j(&shared->gpus[gpu], time_ns[i]);
+        }
+    } while (sim_read_retry(access.map, seq));
+    sim_access_end(&access);
+    return ret;
+}
+
 /* The most recent control calls, oldest first (up to `capacity`), and how many were ever made. */
 SIM_EXPORT nvmlReturn_t gpuprofSimReadControlLog(const char *state_path, gpuprofSimControlCall_t *calls,
                                                  unsigned int capacity, unsigned int *count,
