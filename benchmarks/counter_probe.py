@@ -88,16 +88,22 @@ def square_wave(seconds: float, simulate: bool, gpu: int, edges: list[tuple[int,
         time.sleep(idle_s)
 
 
-def run_probe(binary: str, library: str, gpu: int, seconds: float, mode: str, load: bool, simulate: bool,
-              workdir: str) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, int]]]:  # fmt: skip
+def run_probe(
+    binary: str, library: str, gpu: int, seconds: float, mode: str, load: bool, simulate: bool, workdir: str
+) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, int]]]:
     energy_csv, power_csv = os.path.join(workdir, f"e-{mode}.csv"), os.path.join(workdir, f"p-{mode}.csv")
     edges: list[tuple[int, int]] = []
-    loader = threading.Thread(target=square_wave, args=(seconds + 0.5, simulate, gpu, edges)) if load else None
+    loader = (
+        threading.Thread(target=square_wave, args=(seconds + 0.5, simulate, gpu, edges)) if load else None
+    )
     if loader:
         loader.start()
         time.sleep(1.5 if not simulate else 0.2)
-    subprocess.run([binary, library, str(gpu), str(seconds), energy_csv, power_csv, mode], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [binary, library, str(gpu), str(seconds), energy_csv, power_csv, mode],
+        check=True,
+        capture_output=True,
+    )
     if loader:
         loader.join()
     return pd.read_csv(energy_csv), pd.read_csv(power_csv), edges
@@ -189,9 +195,13 @@ def summarize(reads: pd.DataFrame, power: pd.DataFrame, edges: list[tuple[int, i
         period = np.diff(mid) / 1e6
         steps = np.diff(ch["mj"].to_numpy())
         out["changes"] = len(ch)
-        out["update_period_ms"] = {"p10": pct(period, 10), "p50": pct(period, 50), "p90": pct(period, 90),
-                                   "min": float(period.min()) if period.size else None,
-                                   "max": float(period.max()) if period.size else None}  # fmt: skip
+        out["update_period_ms"] = {
+            "p10": pct(period, 10),
+            "p50": pct(period, 50),
+            "p90": pct(period, 90),
+            "min": float(period.min()) if period.size else None,
+            "max": float(period.max()) if period.size else None,
+        }
         out["bracket_ms_p50"] = pct((ch["end"] - ch["prev_start"]).to_numpy() / 1e6, 50)
         out["increment_mj_p50"] = pct(steps, 50)
         out["fit"] = {latch: fit_delay(ch, edges, latch) for latch in ("start", "middle", "end")}
@@ -203,21 +213,32 @@ def summarize(reads: pd.DataFrame, power: pd.DataFrame, edges: list[tuple[int, i
     moved = np.flatnonzero(np.diff(pw) != 0) + 1
     if moved.size > 2:
         upd = t[moved]
-        out["instant_power_update_ms"] = {"p50": pct(np.diff(upd) / 1e6, 50), "p90": pct(np.diff(upd) / 1e6, 90)}
+        out["instant_power_update_ms"] = {
+            "p50": pct(np.diff(upd) / 1e6, 50),
+            "p90": pct(np.diff(upd) / 1e6, 90),
+        }
         if len(ch):
             mid = ((ch["start"] + ch["end"]) // 2).to_numpy()
             idx = np.clip(np.searchsorted(mid, upd), 1, mid.size - 1)
             offset = upd - mid[idx - 1]
-            out["instant_update_after_counter_ms"] = {"p10": pct(offset / 1e6, 10), "p50": pct(offset / 1e6, 50),
-                                                      "p90": pct(offset / 1e6, 90)}  # fmt: skip
+            out["instant_update_after_counter_ms"] = {
+                "p10": pct(offset / 1e6, 10),
+                "p50": pct(offset / 1e6, 50),
+                "p90": pct(offset / 1e6, 90),
+            }
     reasons = (power["reasons_end_ns"] - power["t_ns"]).to_numpy() / 1e3
     stalls = reasons > 1000
-    out["power_and_reasons_read_us"] = {"p50": pct(reasons, 50), "p99": pct(reasons, 99),
-                                        "stalls_over_1ms": int(stalls.sum()),
-                                        "stall_mean_us": float(reasons[stalls].mean()) if stalls.any() else 0.0}  # fmt: skip
+    out["power_and_reasons_read_us"] = {
+        "p50": pct(reasons, 50),
+        "p99": pct(reasons, 99),
+        "stalls_over_1ms": int(stalls.sum()),
+        "stall_mean_us": float(reasons[stalls].mean()) if stalls.any() else 0.0,
+    }
     mem_ok = power["memory_ret"].to_numpy() == 0
-    out["memory_power"] = {"supported": bool(mem_ok.any()),
-                           "mean_w": float(power["memory_power_mw"][mem_ok].mean() / 1000) if mem_ok.any() else None}  # fmt: skip
+    out["memory_power"] = {
+        "supported": bool(mem_ok.any()),
+        "mean_w": float(power["memory_power_mw"][mem_ok].mean() / 1000) if mem_ok.any() else None,
+    }
     return out
 
 
@@ -244,8 +265,9 @@ def main() -> None:
             ("random_load", "energy", True, args.seconds),
             ("random_load_field83", "field", True, args.seconds / 2),
         ):
-            reads, power, edges = run_probe(binary, library.path, args.gpu, seconds, mode, load, args.simulate,
-                                            workdir)  # fmt: skip
+            reads, power, edges = run_probe(
+                binary, library.path, args.gpu, seconds, mode, load, args.simulate, workdir
+            )
             result[name] = summarize(reads, power, edges)
             if args.raw:
                 Path(args.raw).mkdir(parents=True, exist_ok=True)

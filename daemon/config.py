@@ -32,7 +32,7 @@ class DaemonConfig:
     simulate: bool = False
     gpus: tuple[int, ...] = ()  # empty: every GPU NVML reports
     rate_hz: float = 1000.0
-    energy_rate_hz: float = 10.0
+    energy_rate_hz: float = 50.0  # between counter updates; back to back around each (sampler/backend.py)
     history_s: float = 600.0
     max_message_bytes: int = 1 << 20
     pub_hwm: int = 1000
@@ -68,7 +68,7 @@ class DaemonConfig:
                 "tcp_pub_endpoint must be tcp://HOST:PORT with a port number",
             ),
             (0 < self.rate_hz <= 100_000, "rate_hz must be in (0, 100000]"),
-            (0 <= self.energy_rate_hz <= 200, "energy_rate_hz must be in [0, 200]"),
+            (0 <= self.energy_rate_hz <= 1000, "energy_rate_hz must be in [0, 1000]"),
             (
                 10 <= self.history_s <= 3600,
                 "history_s must be in [10, 3600] (memory: 48 bytes per GPU-sample)",

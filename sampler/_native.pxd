@@ -17,6 +17,7 @@ from ._nvml cimport (
     nvmlInit_v2_fn,
     nvmlShutdown_fn,
 )
+from ._records cimport gp_energy_t
 from ._ring cimport gp_ring_t
 from ._thread cimport pthread_mutex_t, pthread_t
 
@@ -45,6 +46,13 @@ cdef struct gp_gpu_t:
     uint16_t index  # NVML device index, written into every record
     uint8_t power_source  # GP_POWER_INSTANT or GP_POWER_AVERAGE, chosen at open
     uint64_t errors[GP_ERROR_SLOTS]  # failed reads by NVML return code; both threads add (atomically)
+    gp_energy_t last_energy  # the energy thread's latest read, kept only if the next one differs
+    bint last_energy_kept
+    bint has_last_energy
+    int64_t last_energy_kept_ns
+    int64_t last_change_ns  # when the counter was last seen to change (the read's end); 0: not yet
+    int64_t update_period_ns  # the counter's update period as observed (a running mean)
+    int64_t next_energy_read_ns
 
 # Everything the threads touch: plain C memory, so they never need the GIL or a Python object.
 cdef struct gp_state_t:
@@ -61,7 +69,9 @@ cdef struct gp_state_t:
     uint64_t samples_written
     uint64_t deadline_misses
     uint64_t read_overrun_misses  # the part of deadline_misses in ticks whose reads took >= a period
-    uint64_t energy_readings
+    uint64_t energy_readings  # kept: the reads around each change of the counter, and one a second
+    uint64_t energy_reads  # made
+    int64_t energy_cpu_ns  # CPU time the energy thread used, stored as it exits
     int64_t first_tick_ns  # 0 until the first tick
     int64_t stopped_ns  # 0 until the fast thread exits
     int64_t cpu_ns  # CPU time the fast thread used, stored as it exits

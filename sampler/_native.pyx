@@ -269,33 +269,88 @@ cdef void* fast_loop(void* arg) noexcept nogil:
     return NULL
 
 
-cdef void* energy_loop(void* arg) noexcept nogil:
-    """Thread body: every GPU's energy counter each energy period (a ~4 ms call, kept off the fast loop)."""
-    cdef gp_state_t* st = <gp_state_t*>arg
-    cdef int64_t period = st.energy_period_ns
-    cdef int64_t deadline = now_ns()
-    cdef unsigned long long mj
+cdef enum:
+    # An unchanged counter is still kept this often, so that a trace shows the reads went on.
+    ENERGY_KEEP_NS = 1000000000
+    # The counter's update period until one is observed (H100: ~100 ms), and the range a measured one may
+    # take; reads go back to back from this long before the next update is due until it is seen.
+    ENERGY_UPDATE_GUESS_NS = 100000000
+    ENERGY_UPDATE_MIN_NS = 20000000
+    ENERGY_UPDATE_MAX_NS = 1000000000
+    ENERGY_GUARD_NS = 15000000
+
+
+cdef inline void keep_energy(gp_state_t* st, gp_energy_t* reading) noexcept nogil:
+    if ring_push(&st.energy, reading):
+        bump_u64(&st.energy_readings, 1)
+
+
+cdef void read_energy(gp_state_t* st, gp_gpu_t* gpu) noexcept nogil:
+    """One read of ``gpu``'s counter: kept if it failed, changed or a second has passed (with the read just
+    before a change, which times it); and when to read next: in energy_period_ns, or at once while the next
+    update is due (its period observed, less ENERGY_GUARD_NS, until it comes)."""
     cdef gp_energy_t reading
-    cdef gp_gpu_t* gpu
-    cdef int i
-    while wait_until(&st.stop_requested, deadline, 0) >= 0:
-        for i in range(st.n_gpus):
-            if load_flag(&st.stop_requested):
-                break
-            gpu = &st.gpus[i]
-            memset(&reading, 0, sizeof(reading))
-            mj = 0
-            reading.gpu = gpu.index
-            reading.t_start_ns = now_ns()
-            reading.nvml_return = st.nvml.get_total_energy(gpu.handle, &mj)
-            reading.t_end_ns = now_ns()
-            if reading.nvml_return == NVML_SUCCESS:
-                reading.energy_mj = mj
-            else:
-                add_u64(&gpu.errors[error_slot(reading.nvml_return)], 1)
-            if ring_push(&st.energy, &reading):
-                bump_u64(&st.energy_readings, 1)
-        deadline = next_free_slot(deadline + period, period, now_ns(), NULL)
+    cdef unsigned long long mj = 0
+    cdef bint keep, changed
+    cdef int64_t interval, due
+    memset(&reading, 0, sizeof(reading))
+    reading.gpu = gpu.index
+    reading.t_start_ns = now_ns()
+    reading.nvml_return = st.nvml.get_total_energy(gpu.handle, &mj)
+    reading.t_end_ns = now_ns()
+    bump_u64(&st.energy_reads, 1)
+    if reading.nvml_return == NVML_SUCCESS:
+        reading.energy_mj = mj
+    else:
+        add_u64(&gpu.errors[error_slot(reading.nvml_return)], 1)
+    changed = (gpu.has_last_energy and reading.nvml_return == NVML_SUCCESS
+               and gpu.last_energy.nvml_return == NVML_SUCCESS
+               and reading.energy_mj != gpu.last_energy.energy_mj)
+    keep = (not gpu.has_last_energy or reading.nvml_return != NVML_SUCCESS
+            or gpu.last_energy.nvml_return != NVML_SUCCESS or changed
+            or reading.t_end_ns - gpu.last_energy_kept_ns >= ENERGY_KEEP_NS)
+    if keep:
+        if gpu.has_last_energy and not gpu.last_energy_kept:
+            keep_energy(st, &gpu.last_energy)  # the last read before the change
+        keep_energy(st, &reading)
+        gpu.last_energy_kept_ns = reading.t_end_ns
+    if changed:
+        if gpu.last_change_ns != 0:
+            interval = reading.t_end_ns - gpu.last_change_ns
+            if ENERGY_UPDATE_MIN_NS <= interval <= ENERGY_UPDATE_MAX_NS:  # one period, not a missed one
+                gpu.update_period_ns = (3 * gpu.update_period_ns + interval) // 4
+        gpu.last_change_ns = reading.t_end_ns
+    gpu.last_energy = reading
+    gpu.last_energy_kept = keep
+    gpu.has_last_energy = True
+    due = gpu.last_change_ns + gpu.update_period_ns - ENERGY_GUARD_NS
+    if gpu.last_change_ns == 0 or reading.t_end_ns >= due:
+        gpu.next_energy_read_ns = reading.t_end_ns  # the update is due: back to back until it shows
+    else:
+        gpu.next_energy_read_ns = min(reading.t_end_ns + st.energy_period_ns, due)
+
+
+cdef void* energy_loop(void* arg) noexcept nogil:
+    """Thread body: every GPU's energy counter, off the fast loop (each read is a ~3 ms call that spins on
+    an H100). Between updates a GPU is read every energy period; from shortly before its next update is due
+    until it shows, back to back, so that each update is timed within one read at a fraction of the CPU."""
+    cdef gp_state_t* st = <gp_state_t*>arg
+    cdef int i, next_gpu
+    cdef int64_t soonest
+    for i in range(st.n_gpus):
+        st.gpus[i].update_period_ns = ENERGY_UPDATE_GUESS_NS
+        st.gpus[i].next_energy_read_ns = 0
+    while True:
+        next_gpu = 0
+        soonest = st.gpus[0].next_energy_read_ns
+        for i in range(1, st.n_gpus):
+            if st.gpus[i].next_energy_read_ns < soonest:
+                soonest = st.gpus[i].next_energy_read_ns
+                next_gpu = i
+        if wait_until(&st.stop_requested, soonest, 0) < 0:
+            break
+        read_energy(st, &st.gpus[next_gpu])
+    store_i64(&st.energy_cpu_ns, clock_ns(CLOCK_THREAD_CPUTIME_ID))
     return NULL
 
 
@@ -550,6 +605,8 @@ cdef class NativeSampler:
             "read_overrun_misses": load_u64(&st.read_overrun_misses),
             "overflows": load_u64(&st.samples.overflows),
             "energy_readings": load_u64(&st.energy_readings),
+            "energy_reads": load_u64(&st.energy_reads),
+            "energy_cpu_ns": load_i64(&st.energy_cpu_ns),
             "energy_overflows": load_u64(&st.energy.overflows),
             "first_tick_ns": first,
             "elapsed_ns": elapsed,

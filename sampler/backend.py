@@ -15,10 +15,12 @@ DEFAULT_RATE_HZ = 1000.0
 # ~100 us late; spinning the last 50 us brought p99 |interval - period| at 1 kHz from 106 us to 36 us
 # for 5% of a core (BENCHMARKS.md). 0 sleeps all the way.
 DEFAULT_SPIN_US = 50
-DEFAULT_ENERGY_RATE_HZ = 10.0
+# Energy-counter reads a second between its updates; around each update they go back to back
+# (docs/measurement.md).
+DEFAULT_ENERGY_RATE_HZ = 50.0
 MAX_RATE_HZ = 100_000.0
 MIN_RATE_HZ = 0.1
-MAX_ENERGY_RATE_HZ = 200.0
+MAX_ENERGY_RATE_HZ = 1000.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class SamplerStats:
     samples: int
     deadline_misses: int
     overflows: int  # fast-loop samples dropped because the ring was full
-    energy_readings: int
+    energy_readings: int  # kept: the reads around each counter change (and one a second)
     energy_overflows: int
     jitter_p50_us: float | None
     jitter_p99_us: float | None
@@ -97,6 +99,8 @@ class SamplerStats:
     read_overrun_misses: int = 0
     realtime_priority: int = 0  # the fast loop's SCHED_FIFO priority in effect (0: normal scheduling)
     realtime_error: str | None = None  # why a requested realtime priority could not be set
+    energy_reads: int = 0  # energy-counter reads made (most are not kept: the value had not changed)
+    energy_cpu_ns: int | None = None  # CPU time the energy thread used, once it has stopped
 
     @property
     def achieved_rate_hz(self) -> float:
@@ -117,6 +121,8 @@ class SamplerStats:
             "overflows": self.overflows,
             "energy_readings": self.energy_readings,
             "energy_overflows": self.energy_overflows,
+            "energy_reads": self.energy_reads,
+            "energy_cpu_ns": self.energy_cpu_ns,
             "jitter_p50_us": self.jitter_p50_us,
             "jitter_p99_us": self.jitter_p99_us,
             "jitter_max_us": self.jitter_max_us,

@@ -1,14 +1,20 @@
-"""Energy over a time window from a trace: from the energy counter and from integrated power, with bounds.
+"""Energy over a time window from a trace: fused from the energy counter and the power samples, with
+bounds; and from integrated power alone.
 
-The rules (docs/measurement.md explains them):
+The rules (docs/measurement.md explains them and the probe they come from):
 
-* Integrated power holds each power reading until the next one (the sensor reports a step function) and
+* The energy counter is exact at its updates (every ~100 ms), but a read returns the value of the last
+  update, up to a period stale. The sampler reads it back to back and keeps the reads around each change,
+  so each update's instant is known within one read (``counter_updates``).
+* **Fused** (``energy_counter_j``): the counter's energy between the updates next to the window's edges,
+  plus the partial update periods at each edge, apportioned by the shape of the power inside that period.
+  The instant-power field is a ~25 ms average refreshed every ~100 ms: each distinct reading is placed at
+  the middle of the span it averaged, and the shape is the line through those points. The bound adds, per
+  edge, the update's timing (the period's mean power over half a read) and the shape's uncertainty (a
+  quarter period at the power's swing around the edge).
+* **Integrated** power holds each power reading until the next one (the sensor reports a step function) and
   sums over the window. Its uncertainty combines the sampling error of the mean (the H100 sensor observes
   only ~25 ms of every ~100 ms) with the staleness of the value at each edge (one sensor update period).
-* The counter's energy is the difference between the first and the last reading inside the window,
-  extended to the whole window at the mean power those two readings give. A reading reflects the
-  counter's last update, up to one update period before it was read, so each edge is uncertain by that
-  period; the extension is bounded by the uncovered time at the mean power.
 """
 
 from __future__ import annotations
@@ -25,6 +31,18 @@ SENSOR_UPDATE_S = 0.100  # instant power and energy counter refresh period (NVML
 # refreshes every ~100 ms; nvmlDeviceGetPowerUsage is a 1 s average on Ampere and newer.
 POWER_LAG_S = {"instant": SENSOR_UPDATE_S, "average_1s": 1.0}
 COUNTER_RESOLUTION_J = 0.001
+# Where in a read's call the counter's value is taken (0: the call's start, 1: its end), and how long before
+# that instant the value was current: benchmarks/counter_probe.py measures both (docs/measurement.md).
+COUNTER_LATCH = 0.5
+COUNTER_DELAY_NS = 9_000_000
+# The instant-power field averages this long before each refresh: a reading is the mean over that span.
+INSTANT_WINDOW_NS = 25_000_000
+CONTINUITY = 0.25  # weight of equal power across a counter update, against a reading's fit (both W^2)
+SWING_SHARE = 0.25  # of the power's swing near an edge, over its shorter side: what the readings may miss
+FUSED_METHOD = (
+    "fused: the energy counter (nvmlDeviceGetTotalEnergyConsumption) between its updates, each timed within "
+    "one read, and the partial update periods at the window's edges apportioned by the shape of the power"
+)
 
 CLOCK_EVENT_REASONS = {
     0x1: "gpu_idle",
@@ -85,9 +103,7 @@ class EnergyWindow:
         out["duration_s"] = self.duration_s
         out["shorter_than_sensor_update"] = self.shorter_than_sensor_update
         out["energy_integrated_method"] = f"integrated {self.power_source} power (sample and hold)"
-        out["energy_counter_method"] = (
-            "nvmlDeviceGetTotalEnergyConsumption difference, extended to the window at its mean power"
-        )
+        out["energy_counter_method"] = FUSED_METHOD
         return out
 
 
@@ -105,20 +121,176 @@ def _update_count(power_w: np.ndarray) -> int:
     return int(np.count_nonzero(np.diff(power_w))) + 1 if power_w.size else 0
 
 
-def counter_delta(energy: np.ndarray, gpu: int, t0: int, t1: int) -> tuple[float, int, int] | None:
-    """(joules, t_first, t_last) between the first and last good counter readings inside [t0, t1]."""
+def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The counter's updates seen in ``energy``: (instant ns, half-width ns, cumulative J), one per change.
+
+    A change seen between two reads happened after the earlier read's value was taken and no later than
+    the later read's; the instant is the middle of that span, less the counter's delay (COUNTER_DELAY_NS).
+    The first good reading starts the series (its instant known only within the read before it, if any).
+    """
     rows = energy[(energy["gpu"] == gpu) & (energy["nvml_return"] == 0)]
-    mid = (rows["t_start_ns"] + rows["t_end_ns"]) // 2
-    inside = rows[(mid >= t0) & (mid <= t1)]
-    if inside.size < 2:
-        return None
-    first, last = inside[0], inside[-1]
-    joules = (int(last["energy_mj"]) - int(first["energy_mj"])) / 1000.0
-    return (
-        joules,
-        int((first["t_start_ns"] + first["t_end_ns"]) // 2),
-        int((last["t_start_ns"] + last["t_end_ns"]) // 2),
-    )
+    if rows.size == 0:
+        empty = np.zeros(0)
+        return empty, empty, empty
+    start = rows["t_start_ns"].astype(np.float64)
+    latch = start + COUNTER_LATCH * (rows["t_end_ns"].astype(np.float64) - start)
+    mj = rows["energy_mj"].astype(np.int64)
+    changed = np.flatnonzero(np.diff(mj) != 0) + 1
+    before, after = latch[changed - 1], latch[changed]
+    t = (before + after) / 2 - COUNTER_DELAY_NS
+    half = (after - before) / 2
+    return t, half, mj[changed] / 1000.0
+
+
+class _Shape:
+    """The GPU's power as its readings describe it: each distinct instant-power reading is the mean over the
+    INSTANT_WINDOW_NS before the sensor's refresh (``spans``); and, for extrapolation only, a line through
+    the middles of those spans, integrable at any instant (a constant beyond the first and last)."""
+
+    def __init__(self, t_ns: np.ndarray, power_w: np.ndarray, source: str) -> None:
+        if power_w.size:
+            moved = np.flatnonzero(np.diff(power_w, prepend=np.nan) != 0)  # each distinct reading once
+            seen = t_ns[moved].astype(np.float64)
+            before = t_ns[np.maximum(moved - 1, 0)].astype(np.float64)
+            refreshed = np.where(moved > 0, (seen + before) / 2, seen)  # between the two samples
+            window = INSTANT_WINDOW_NS if source == "instant" else 1e9
+            self.span_end = refreshed
+            self.span_start = refreshed - window
+            self.values = power_w[moved].astype(np.float64)
+        else:
+            self.span_end = self.span_start = self.values = np.zeros(0)
+        self.t = (self.span_start + self.span_end) / 2
+        self.w = self.values
+        widths = np.diff(self.t) / 1e9
+        self.cumulative = np.concatenate([[0.0], np.cumsum(widths * (self.w[1:] + self.w[:-1]) / 2)])
+
+    def integral(self, t_ns: float) -> float:
+        """Energy in J of the line from its first point to ``t_ns`` (negative before it)."""
+        if self.t.size == 0:
+            return 0.0
+        if t_ns <= self.t[0]:
+            return float(self.w[0] * (t_ns - self.t[0]) / 1e9)
+        k = int(np.searchsorted(self.t, t_ns, side="right")) - 1
+        if k >= self.t.size - 1:
+            return float(self.cumulative[-1] + self.w[-1] * (t_ns - self.t[-1]) / 1e9)
+        span = self.t[k + 1] - self.t[k]
+        x = t_ns - self.t[k]
+        slope = (self.w[k + 1] - self.w[k]) / span
+        return float(self.cumulative[k] + (self.w[k] * x + slope * x * x / 2) / 1e9)
+
+    def near(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The readings whose spans overlap [t0, t1]: (span starts, span ends, watts)."""
+        lo = int(np.searchsorted(self.span_end, t0, side="left"))
+        hi = int(np.searchsorted(self.span_start, t1, side="right"))
+        return self.span_start[lo:hi], self.span_end[lo:hi], self.values[lo:hi]
+
+
+def _overlap(s: np.ndarray, f: np.ndarray, a: float, b: float) -> np.ndarray:
+    return np.clip(np.minimum(f, b) - np.maximum(s, a), 0, None)
+
+
+class FusedEnergy:
+    """Window energy of one GPU from its counter updates and its power readings (module docstring).
+
+    Built once per trace; ``window(t0, t1)`` is O(log n), for the thousands of windows of a job.
+    """
+
+    def __init__(self, samples: np.ndarray, energy: np.ndarray, gpu: int) -> None:
+        own = samples[(samples["gpu"] == gpu) & ((samples["missing"] & MISSING_POWER) == 0)]
+        source = POWER_SOURCE_NAMES.get(int(own["power_source"][0]), "") if own.size else ""
+        self.shape = _Shape(own["t_ns"].astype(np.int64), own["power_mw"].astype(np.float64) / 1000.0, source)
+        self.t, self.half, self.joules = counter_updates(energy, gpu)
+
+    @property
+    def usable(self) -> bool:
+        """Whether there are counter updates to fuse (two or more)."""
+        return self.t.size >= 2
+
+    def _local(self, edges: list[float], even_only: bool = False) -> list[tuple[float, float]]:
+        """(J from the update before each edge to it, its uncertainty J), for edges within a few update
+        periods of each other, solved together.
+
+        Around the edges the power is one unknown constant per segment, the segments cut at the counter's
+        updates and at the edges (a window's edge is where its work may start or stop). The counter gives
+        each update period's energy exactly; each power reading is its segments' mean over the span it
+        averaged, as closely as can be; across an update (no change of work there) neighbours stay close,
+        weakly (CONTINUITY). The uncertainty of an edge is the update's timing and how far this split lies
+        from an even one, half of it: the readings may not see every change.
+        """
+        t, joules = self.t, self.joules
+        first = max(int(np.searchsorted(t, min(edges), side="right")) - 2, 0)
+        last = min(int(np.searchsorted(t, max(edges), side="right")) + 1, t.size - 1)
+        cuts = np.unique(np.concatenate([t[first : last + 1], edges]))
+        starts, ends = cuts[:-1], cuts[1:]
+        n = starts.size
+        widths = (ends - starts) / 1e9
+        periods = range(first, last)
+        energy_rows = np.array([widths * ((starts >= t[k]) & (ends <= t[k + 1])) for k in periods])
+        energy_j = np.array([joules[k + 1] - joules[k] for k in periods])
+        s, f, v = self.shape.near(t[first], t[last])
+        swing = float(v.max() - v.min()) if v.size else 0.0
+        overlap = np.clip(np.minimum(f[:, None], ends) - np.maximum(s[:, None], starts), 0, None)
+        spans = np.maximum(f - s, 1.0)
+        covered = overlap.sum(axis=1) / spans
+        keep = covered > 0.5  # readings mostly inside the solved span
+        observe = overlap[keep] / (spans[keep] * covered[keep])[:, None]
+        at_update = np.isin(ends[:-1], t[first : last + 1]) & ~np.isin(ends[:-1], edges)
+        link = np.diff(np.eye(n), axis=0)[at_update]
+        system = observe.T @ observe + CONTINUITY * link.T @ link + 1e-9 * np.eye(n)
+        m = len(periods)
+        kkt = np.block([[2 * system, energy_rows.T], [energy_rows, np.zeros((m, m))]])
+        rhs = np.concatenate([2 * observe.T @ v[keep], energy_j])
+        try:
+            power = np.linalg.solve(kkt, rhs)[:n]
+        except np.linalg.LinAlgError:
+            power = None
+        out = []
+        for edge in edges:
+            i = int(np.searchsorted(t, edge, side="right")) - 1
+            a, b = t[i], t[i + 1]
+            period_j = joules[i + 1] - joules[i]
+            even = period_j * (edge - a) / (b - a)
+            inside = (starts >= a) & (ends <= edge)
+            split = float(np.dot(widths[inside], power[inside])) if power is not None else even
+            timing = period_j / ((b - a) / 1e9) * max(self.half[i], self.half[i + 1]) / 1e9
+            # The readings may miss changes between them (they see ~25 ms of every ~100): a quarter of the
+            # power's swing around the edge, over the shorter side, on top of the split's distance from even.
+            shorter_s = min(edge - a, b - edge) / 1e9
+            unseen = SWING_SHARE * swing * shorter_s
+            value = even if even_only else split
+            out.append((joules[i] + value, math.hypot(timing, abs(split - even) + unseen)))
+        return out
+
+    def _outside(self, t_ns: float) -> tuple[float, float]:
+        """(J, uncertainty J) at an instant before the first update or after the last: the power's line,
+        scaled to the nearest update period."""
+        t, joules, shape = self.t, self.joules, self.shape
+        i = int(np.searchsorted(t, t_ns, side="right")) - 1
+        k = 0 if i < 0 else t.size - 2
+        period_j = joules[k + 1] - joules[k]
+        covered = shape.integral(t[k + 1]) - shape.integral(t[k])
+        scale = period_j / covered if covered > 0 else 1.0
+        edge = 0 if i < 0 else t.size - 1
+        extra = scale * (shape.integral(t_ns) - shape.integral(t[edge]))
+        timing = self.half[edge] * abs(period_j) / max(t[k + 1] - t[k], 1.0)
+        return joules[edge] + extra, abs(extra) / 2 + timing
+
+    def window(self, t0: int, t1: int) -> tuple[float, float] | None:
+        """(J, bound J) over [t0, t1]; None without two counter updates."""
+        if not self.usable or t1 < t0:
+            return None
+        t = self.t
+        inside = [float(e) for e in (t0, t1) if t[0] <= e < t[-1]]
+        near = len(inside) == 2 and np.searchsorted(t, t1) - np.searchsorted(t, t0) <= 3
+        found: dict[float, tuple[float, float]] = {}
+        # A window shorter than an update period is split evenly: its edges' readings are too few to tell
+        # where in the period its work fell, and a load that repeats with the sensor would mislead them.
+        short = (t1 - t0) < float(np.median(np.diff(t)))
+        for group in [inside] if near else [[e] for e in inside]:
+            found.update(zip(group, self._local(group, even_only=short), strict=True))
+        e0, err0 = found.get(float(t0)) or self._outside(float(t0))
+        e1, err1 = found.get(float(t1)) or self._outside(float(t1))
+        return e1 - e0, math.hypot(err0, err1) + 2 * COUNTER_RESOLUTION_J
 
 
 def energy_window(
@@ -151,16 +323,12 @@ def energy_window(
         statistical = duration_s * spread / math.sqrt(max(per_update.size, 1))
         edges = abs(mean) * POWER_LAG_S.get(POWER_SOURCE_NAMES.get(int(powered["power_source"][0]), ""), 1.0)
         integrated_err = math.hypot(statistical, edges)
-    counter = counter_delta(energy, gpu, t0, t1)
-    counter_j = counter_err = c0 = c1 = None
-    if counter is not None:
-        raw_j, c0, c1 = counter
-        counter_mean = raw_j / ((c1 - c0) / 1e9) if c1 > c0 else 0.0
-        # The readings span less than the window: extend at the counter's own mean power, and widen the
-        # bound by the whole uncovered time (its power could have been anywhere from 0 to twice the mean).
-        uncovered_s = max(0, (c0 - t0) + (t1 - c1)) / 1e9
-        counter_j = raw_j + counter_mean * uncovered_s
-        counter_err = abs(counter_mean) * (SENSOR_UPDATE_S + uncovered_s) + 2 * COUNTER_RESOLUTION_J
+    fused = FusedEnergy(samples, energy, gpu).window(t0, t1)
+    counter_j, counter_err = fused if fused is not None else (None, None)
+    inside = energy[(energy["gpu"] == gpu) & (energy["nvml_return"] == 0)]
+    inside = inside[(inside["t_end_ns"] >= t0) & (inside["t_start_ns"] <= t1)]
+    c0 = int(inside["t_start_ns"][0]) if fused is not None and inside.size else None
+    c1 = int(inside["t_end_ns"][-1]) if fused is not None and inside.size else None
     source = int(own["power_source"][0]) if own.size else 0
     reasons = int(np.bitwise_or.reduce(own["clock_event_reasons"])) if own.size else 0
     return EnergyWindow(

@@ -94,6 +94,8 @@ class CythonSampler:
             overflows=counters["overflows"],
             energy_readings=counters["energy_readings"],
             energy_overflows=counters["energy_overflows"],
+            energy_reads=counters["energy_reads"],
+            energy_cpu_ns=counters["energy_cpu_ns"] or None,
             jitter_p50_us=p50,
             jitter_p99_us=p99,
             jitter_max_us=top,

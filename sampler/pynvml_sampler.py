@@ -45,6 +45,51 @@ class _Ring:
         return out
 
 
+ENERGY_KEEP_NS = 1_000_000_000  # an unchanged counter is still kept this often
+ENERGY_UPDATE_GUESS_NS = 100_000_000  # the counter's update period until one is observed (H100: ~100 ms)
+ENERGY_UPDATE_RANGE_NS = (20_000_000, 1_000_000_000)  # what an observed period may be (one, not a missed one)
+ENERGY_GUARD_NS = 15_000_000  # reads go back to back from this long before the next update is due
+
+
+Reading = tuple[int, int, int, int, int]  # an ENERGY_DTYPE record: t_start, t_end, mJ, gpu, NVML code
+
+
+class _EnergyState:
+    """One GPU's energy reads: which to keep, and when to read next (the native loop's rules)."""
+
+    def __init__(self) -> None:
+        self.last: Reading | None = None
+        self.last_kept = False
+        self.kept_ns = 0
+        self.change_ns = 0
+        self.period_ns = ENERGY_UPDATE_GUESS_NS
+        self.next_read_ns = 0
+
+    def read(
+        self, reading: tuple[int, int, int, int, int], sparse_ns: int
+    ) -> list[tuple[int, int, int, int, int]]:
+        """The reads to keep now that ``reading`` (t_start, t_end, mJ, gpu, code) was made."""
+        end, value, code = reading[1], reading[2], reading[4]
+        last = self.last
+        changed = last is not None and code == 0 and last[4] == 0 and value != last[2]
+        keep = last is None or code != 0 or last[4] != 0 or changed or end - self.kept_ns >= ENERGY_KEEP_NS
+        kept = []
+        if keep:
+            if last is not None and not self.last_kept:
+                kept.append(last)  # the last read before the change: it times the update
+            kept.append(reading)
+            self.kept_ns = end
+        if changed:
+            interval = end - self.change_ns
+            if self.change_ns and ENERGY_UPDATE_RANGE_NS[0] <= interval <= ENERGY_UPDATE_RANGE_NS[1]:
+                self.period_ns = (3 * self.period_ns + interval) // 4
+            self.change_ns = end
+        self.last, self.last_kept = reading, keep
+        due = self.change_ns + self.period_ns - ENERGY_GUARD_NS
+        self.next_read_ns = end if not self.change_ns or end >= due else min(end + sparse_ns, due)
+        return kept
+
+
 class PynvmlSampler:
     """Samples GPUs through pynvml from Python threads; same interface and output as CythonSampler."""
 
@@ -82,6 +127,7 @@ class PynvmlSampler:
         self._histogram = np.zeros(records.JITTER_BINS, dtype=np.uint64)
         self._ticks = 0
         self._misses = 0
+        self._energy_reads = 0
         self._read_overrun_misses = 0
         self._started_ns = 0
         self._stopped_ns = 0
@@ -239,16 +285,26 @@ class PynvmlSampler:
             self._cpu_ns = time.thread_time_ns()
 
     def _energy_loop(self) -> None:
-        period = 1.0 / self.config.energy_rate_hz
-        while not self._stop.wait(period):
-            for gpu, handle in zip(self.config.gpus, self._handles, strict=True):
-                start = time.monotonic_ns()
-                try:
-                    energy, code = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle), 0
-                except pynvml.NVMLError as exc:
-                    energy, code = 0, _code(exc)
-                    self._errors[gpu][code] += 1
-                self._energy.push((start, time.monotonic_ns(), energy, gpu, code))
+        """The native energy loop's policy (_native.pyx): each GPU read every energy period, and back to back
+        from shortly before its next counter update is due until it shows; only the reads around a change
+        (and one a second) are kept."""
+        sparse_ns = round(1e9 / self.config.energy_rate_hz)
+        state = {gpu: _EnergyState() for gpu in self.config.gpus}
+        handles = dict(zip(self.config.gpus, self._handles, strict=True))
+        while not self._stop.is_set():
+            gpu = min(state, key=lambda g: state[g].next_read_ns)
+            wait_s = (state[gpu].next_read_ns - time.monotonic_ns()) / 1e9
+            if wait_s > 0 and self._stop.wait(wait_s):
+                break
+            start = time.monotonic_ns()
+            try:
+                energy, code = pynvml.nvmlDeviceGetTotalEnergyConsumption(handles[gpu]), 0
+            except pynvml.NVMLError as exc:
+                energy, code = 0, _code(exc)
+                self._errors[gpu][code] += 1
+            self._energy_reads += 1
+            for kept in state[gpu].read((start, time.monotonic_ns(), energy, gpu, code), sparse_ns):
+                self._energy.push(kept)
 
     def stats(self) -> SamplerStats:
         end = self._stopped_ns or time.monotonic_ns()
@@ -266,6 +322,7 @@ class PynvmlSampler:
             overflows=self._samples.overflows,
             energy_readings=self._energy.total,
             energy_overflows=self._energy.overflows,
+            energy_reads=self._energy_reads,
             jitter_p50_us=p50,
             jitter_p99_us=p99,
             jitter_max_us=top,

@@ -100,7 +100,7 @@ class GpuSpec:
     average_power_period_ms: float = 80.0
     average_power_window_ms: float = 1000.0
     energy_period_ms: float = 100.0
-    energy_call_latency_us: float = 3900.0
+    energy_call_latency_us: float = 2800.0
     read_stall_us: float = 0.0  # the H100 stalls ~3300 us once every ~100 ms; off unless asked for
     read_stall_period_ms: float = 100.0
     sensor_phase_ms: float | None = None

@@ -35,7 +35,11 @@ def _progress(batch: np.ndarray, count: int, elapsed: float, seconds: float | No
     type=float,
     default=DEFAULT_ENERGY_RATE_HZ,
     show_default=True,
-    help="Energy-counter reads per second (each blocks ~4 ms on an H100; 0 turns them off).",
+    help=(
+        "Energy-counter reads per second between its updates (each read spins ~3 ms on an H100); from "
+        "shortly before each ~100 ms update until it shows they go back to back, so every update is timed "
+        "within one read. Only the reads around a change are kept (0 turns them off)."
+    ),
 )
 @click.option("--seconds", type=float, help="How long to record. Default: until Ctrl-C.")
 @click.option(

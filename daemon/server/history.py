@@ -22,6 +22,8 @@ import numpy as np
 from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
 
+KEPT_ENERGY_PER_S = 30.0  # the reads the sampler keeps: the two around each ~100 ms update, and margin
+
 
 class HistoryOrderError(ValueError):
     """A batch that is not in time order, or older than what the history already holds."""
@@ -150,7 +152,8 @@ class SampleHistory:
         self.seconds = seconds
         self._samples = _TimeRing(SAMPLE_DTYPE, math.ceil(seconds * rate_hz) * gpus, "samples")
         # At least 1 Hz worth of slots, so a history kept with the counter off still takes stray readings.
-        energy_slots = math.ceil(seconds * max(energy_rate_hz, 1.0)) * gpus
+        # Of the reads, those around each counter change are kept: ~20 a second per GPU at most.
+        energy_slots = math.ceil(seconds * min(max(energy_rate_hz, 1.0), KEPT_ENERGY_PER_S)) * gpus
         self._energy = _TimeRing(ENERGY_DTYPE, energy_slots, "energy")
         self._latest: dict[int, np.void] = {}
         self._lock = threading.Lock()

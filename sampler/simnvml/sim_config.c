@@ -29,7 +29,7 @@ static void default_gpu_config(gpuprofSimGpuConfig_t *config) {
     config->average_power_period_ms = 80.0;
     config->average_power_window_ms = 1000.0;
     config->energy_period_ms = 100.0;
-    config->energy_call_latency_us = 3900.0;
+    config->energy_call_latency_us = 2800.0;
     config->read_stall_us = 0.0;
     config->read_stall_period_ms = 100.0;
     config->sensor_phase_ms = -1.0;

@@ -77,9 +77,15 @@ static unsigned instant_power_mw(const struct sim_gpu *gpu, int64_t now_ns, int6
     return watts_to_mw(sim_mean_power_w(gpu, *tick_ns, t->instant_window_ns));
 }
 
-/* The energy counter as of its latest refresh tick. */
+/* How long after a refresh tick the counter shows it: an H100 read's value was current ~9 ms before the
+ * middle of the read that first shows it (benchmarks/counter_probe.py, docs/measurement.md). */
+#define ENERGY_VISIBLE_DELAY_NS 9000000LL
+
+/* The energy counter as a read that returns at now_ns sees it: the latest refresh tick visible at the
+ * middle of the call (which took the GPU's energy call latency). */
 static unsigned long long energy_counter_mj(const struct sim_gpu *gpu, int64_t now_ns, int64_t *tick_ns) {
-    *tick_ns = sim_sensor_tick(now_ns, gpu->timing.energy_period_ns, gpu->timing.phase_ns);
+    int64_t middle = now_ns - gpu->timing.energy_call_latency_ns / 2;
+    *tick_ns = sim_sensor_tick(middle - ENERGY_VISIBLE_DELAY_NS, gpu->timing.energy_period_ns, gpu->timing.phase_ns);
     return energy_mj(sim_energy_j(gpu, *tick_ns));
 }
 

@@ -17,7 +17,7 @@ from gpuprof.sampler.records import JITTER_BINS
         ({"rate_hz": -5}, "sampling rate"),
         ({"rate_hz": 1e9}, "sampling rate"),
         ({"rate_hz": float("nan")}, "sampling rate"),
-        ({"energy_rate_hz": 1000}, "energy-counter rate"),
+        ({"energy_rate_hz": 5000}, "energy-counter rate"),
         ({"gpus": ()}, "no GPU"),
         ({"gpus": (0, 0)}, "repeat"),
         ({"gpus": (-1,)}, ">= 0"),

@@ -45,13 +45,12 @@ def test_integration_clips_to_the_window() -> None:
 def test_steady_power_window_gives_matching_counter_and_integral() -> None:
     samples = make_samples([250.0] * 2001)  # 2 s at 1 kHz
     energy = make_energy([0, 500, 1000, 1500, 2000], [10_000, 135_000, 260_000, 385_000, 510_000])
-    window = energy_window(samples, energy, gpu=0)
-    assert window.energy_integrated_j == pytest.approx(500.0)
-    assert window.energy_counter_j == pytest.approx(500.0)
+    window = energy_window(samples, energy, gpu=0, t0=100 * MS, t1=1900 * MS)
+    assert window.energy_integrated_j == pytest.approx(450.0)
+    assert window.energy_counter_j == pytest.approx(450.0)
     assert window.mean_power_w == pytest.approx(250.0)
-    assert window.counter_t_end_ns - window.counter_t_start_ns == 2000 * MS
-    # each edge of the counter may be one update period stale: 250 W x 0.1 s
-    assert window.energy_counter_uncertainty_j == pytest.approx(25.0, rel=0.01)
+    # Reads 500 ms apart time each update only within 500 ms: 250 W x 0.25 s at each edge.
+    assert window.energy_counter_uncertainty_j > 250.0 * 0.25
     assert window.distinct_power_updates == 1
     assert not window.shorter_than_sensor_update
 
@@ -95,10 +94,21 @@ def test_the_reading_before_a_window_holds_at_its_start() -> None:
     assert window.energy_integrated_j == pytest.approx(100.0 * 0.015)
 
 
-def test_counter_is_extended_over_the_uncovered_edges_with_a_wider_bound() -> None:
+def test_reads_around_each_update_time_it_within_one_read() -> None:
     samples = make_samples([250.0] * 2001)
-    # readings 100 ms inside each edge: they span 1.8 s of the 2 s window
-    energy = make_energy([100, 1900], [0, 450_000])
+    # Back to back around each update (every 100 ms): a read before it and one after, 4 ms apart.
+    reads = [t for k in range(1, 20) for t in (100 * k - 2, 100 * k + 2)]
+    energy = make_energy(reads, [round(250 * (t - 2 - k % 2 * 0)) for k, t in enumerate(reads)])
+    energy["energy_mj"] = [250 * (100 * (k // 2) + (k % 2) * 100) for k in range(len(reads))]
+    window = energy_window(samples, energy, gpu=0, t0=250 * MS, t1=1750 * MS)
+    assert window.energy_counter_j == pytest.approx(375.0, rel=0.01)
+    assert window.energy_counter_uncertainty_j < 1.0  # 250 W x ~2 ms at each edge
+
+
+def test_a_window_beyond_the_updates_is_extended_by_the_power_with_a_wider_bound() -> None:
+    samples = make_samples([250.0] * 2001)
+    energy = make_energy([100, 1000, 1900], [0, 225_000, 450_000])
     window = energy_window(samples, energy, gpu=0, t0=0, t1=2000 * MS)
-    assert window.energy_counter_j == pytest.approx(500.0)
-    assert window.energy_counter_uncertainty_j == pytest.approx(250.0 * (0.1 + 0.2) + 0.002)
+    assert window.energy_counter_j == pytest.approx(500.0, rel=0.02)
+    inside = energy_window(samples, energy, gpu=0, t0=200 * MS, t1=1800 * MS)
+    assert window.energy_counter_uncertainty_j > inside.energy_counter_uncertainty_j

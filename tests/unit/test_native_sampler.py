@@ -248,17 +248,23 @@ def test_sampler_deleted_while_running_joins_its_threads(simulated: NvmlLibrary)
 def test_energy_counter_on_its_own_thread_at_its_own_rate(make: Make, sim: SimulatedNvml) -> None:
     sim.configure(SimConfig(gpus=(GpuSpec(), GpuSpec())))
     sim.set_utilization(1, 90)
-    sampler = make(gpus=(0, 1), rate_hz=1000, energy_rate_hz=10)
+    sampler = make(gpus=(0, 1), rate_hz=1000, energy_rate_hz=20)
     run(sampler, 0.55)
     samples, energy = sampler.drain()
-    assert sampler.stats().energy_readings == energy.size
+    stats = sampler.stats()
+    assert stats.energy_readings == energy.size
+    assert energy.size < stats.energy_reads  # only the reads around each update are kept
     for gpu in (0, 1):
         own = energy[energy["gpu"] == gpu]
-        assert 5 <= own.size <= 7  # at 0, 100, ... 500 ms
         assert np.all(own["nvml_return"] == 0)
         assert np.all(np.diff(own["energy_mj"].astype(np.int64)) >= 0)
-        assert np.all(own["t_end_ns"] - own["t_start_ns"] >= 3_000_000)  # the call blocks ~3.9 ms
-        assert np.median(np.diff(own["t_start_ns"])) == pytest.approx(100e6, rel=0.1)
+        assert np.all(own["t_end_ns"] - own["t_start_ns"] >= 2_000_000)  # the call blocks ~2.8 ms
+        # Each ~100 ms update is seen between two kept reads at most two reads apart (both GPUs share
+        # the thread): its instant is known within a few ms.
+        changed = np.flatnonzero(np.diff(own["energy_mj"].astype(np.int64)) != 0) + 1
+        assert 4 <= changed.size <= 7
+        brackets = (own["t_end_ns"][changed] - own["t_end_ns"][changed - 1]) / 1e6
+        assert np.all(brackets[1:] < 15), brackets
     assert energy[energy["gpu"] == 1]["energy_mj"][-1] > energy[energy["gpu"] == 1]["energy_mj"][0]
     # ~4 ms calls every 100 ms on another thread: the fast loop still ran every tick.
     assert samples.size == 2 * sampler.stats().ticks

@@ -10,6 +10,7 @@ import pytest
 from gpuprof.daemon.analysis.requests import HeldPower, llm_result, request_rows
 from gpuprof.daemon.analysis.windows import windows
 from gpuprof.daemon.markers import Marker
+from gpuprof.sampler.energy import COUNTER_DELAY_NS
 from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
 
 MS = 1_000_000
@@ -27,13 +28,18 @@ def trace(watts: list[tuple[int, float]], end_ms: int, clock_mhz: int = 1500) ->
 
 
 def counter(samples: np.ndarray, every_ms: int = 100) -> np.ndarray:
-    """Energy counter readings consistent with the held power of ``samples``."""
+    """Energy counter readings consistent with the held power of ``samples``, as the sampler keeps them: the
+    counter refreshes every ``every_ms`` and shows each refresh COUNTER_DELAY_NS later; a read 1 ms before
+    and one 1 ms after each shows."""
     held = HeldPower(samples, 0)
-    times = np.arange(0, int(samples["t_ns"][-1]) // MS, every_ms) * MS
+    ticks = np.arange(every_ms, int(samples["t_ns"][-1]) // MS, every_ms) * MS
+    shown = ticks + COUNTER_DELAY_NS
+    times = np.stack([shown - MS, shown + MS], axis=1).ravel()
+    values = np.stack([np.concatenate([[0], ticks[:-1]]), ticks], axis=1).ravel()
     energy = np.zeros(times.size, dtype=ENERGY_DTYPE)
     energy["t_start_ns"] = times
     energy["t_end_ns"] = times
-    energy["energy_mj"] = [round(held.energy(0, int(t))[0] * 1000) if t else 0 for t in times]
+    energy["energy_mj"] = [round(held.energy(0, int(t))[0] * 1000) if t else 0 for t in values]
     return energy
 
 

@@ -54,7 +54,9 @@ def test_steady_power_gives_matching_counter_and_integral() -> None:
     assert result["mean_power_w"] == pytest.approx(250.0)
     assert result["peak_power_w"] == pytest.approx(250.0)
     assert result["duration_s"] == pytest.approx(2.0)
-    assert result["energy_counter_uncertainty_j"] == pytest.approx(25.0, rel=0.01)
+    # At steady power only the updates' timing is uncertain: reads 100 ms apart, so up to 50 ms each edge
+    # (and the edges lie before the first update and after the last: extended by the power there).
+    assert 250.0 * 0.05 < result["energy_counter_uncertainty_j"] < 250.0 * 0.05 * 3
     assert result["sm_clock_min_mhz"] == result["sm_clock_max_mhz"] == 1980
     assert result["power_source"] == "instant"
     assert result["simulated"] is False
@@ -91,7 +93,8 @@ def test_a_20_ms_window_is_flagged() -> None:
     (window,) = result["windows"]
     assert window["shorter_than_sensor_update"] is True
     assert window["duration_s"] == pytest.approx(0.02)
-    assert window["energy_counter_j"] is None  # no two counter readings inside 20 ms
+    # Inside one update period: the period's energy split by time (the readings cannot place it), flagged.
+    assert window["energy_counter_j"] == pytest.approx(250.0 * 0.02, rel=0.01)
     assert result["shorter_than_sensor_update"] is False
 
 
