@@ -53,6 +53,8 @@ cdef struct gp_gpu_t:
     int64_t last_change_ns  # when the counter was last seen to change (the read's end); 0: not yet
     int64_t update_period_ns  # the counter's update period as observed (a running mean)
     int64_t next_energy_read_ns
+    uint64_t reasons  # the clock-event reasons as the reasons thread last read them
+    uint64_t reasons_code  # that read's NVML return code (REASONS_NOT_READ before the first)
 
 # Everything the threads touch: plain C memory, so they never need the GIL or a Python object.
 cdef struct gp_state_t:
@@ -62,6 +64,7 @@ cdef struct gp_state_t:
     int64_t period_ns
     int64_t spin_ns
     int64_t energy_period_ns
+    int64_t reasons_period_ns  # 0: the fast loop reads the clock-event reasons itself, each tick
     int stop_requested  # set (release) by stop(), polled (acquire) by both threads
     gp_ring_t samples
     gp_ring_t energy
@@ -84,6 +87,8 @@ cdef class NativeSampler:
     cdef pthread_mutex_t lifecycle  # serialises start/stop/close, which release the GIL to join
     cdef pthread_t fast_thread
     cdef pthread_t energy_thread
+    cdef pthread_t reasons_thread
+    cdef bint reasons_joinable
     cdef bint fast_joinable
     cdef bint energy_joinable
     cdef bint nvml_initialized

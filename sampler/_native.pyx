@@ -21,7 +21,7 @@ from posix.types cimport clockid_t
 from posix.unistd cimport getpid
 
 from ._atomic cimport (
-    add_u64, bump_u64, cpu_relax, load_flag, load_i64, load_u64, store_flag, store_i64,
+    add_u64, bump_u64, cpu_relax, load_flag, load_i64, load_u64, store_flag, store_i64, store_u64,
 )
 from ._nvml cimport *
 from ._records cimport *
@@ -178,7 +178,11 @@ cdef nvmlReturn_t read_instant_power(const gp_nvml_t* nvml, nvmlDevice_t handle,
     return NVML_SUCCESS
 
 
-cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s) noexcept nogil:
+cdef enum:
+    REASONS_NOT_READ = 0xFFFFFFFF  # reasons_code before the reasons thread's first read
+
+
+cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s, bint own_reasons) noexcept nogil:
     """One fast-loop sample of ``gpu``: a failed read leaves its value 0 and sets its missing bit."""
     cdef nvmlReturn_t code
     cdef unsigned int value = 0
@@ -216,11 +220,16 @@ cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s) noexcep
         s.temp_c = <uint8_t>(value if value < 255 else 255)
     else:
         s.missing |= failed(gpu, code, GP_MISSING_TEMP)
-    code = nvml.get_event_reasons(gpu.handle, &reasons)
-    if code == NVML_SUCCESS:
-        s.clock_event_reasons = reasons
+    if own_reasons:  # read each tick, here (it stalls ~24 ms about every 100 ms on an H100)
+        code = nvml.get_event_reasons(gpu.handle, &reasons)
+        if code == NVML_SUCCESS:
+            s.clock_event_reasons = reasons
+        else:
+            s.missing |= failed(gpu, code, GP_MISSING_REASONS)
+    elif load_u64(&gpu.reasons_code) == NVML_SUCCESS:  # the reasons thread's latest read
+        s.clock_event_reasons = load_u64(&gpu.reasons)
     else:
-        s.missing |= failed(gpu, code, GP_MISSING_REASONS)
+        s.missing |= GP_MISSING_REASONS
 
 
 cdef void* fast_loop(void* arg) noexcept nogil:
@@ -250,7 +259,7 @@ cdef void* fast_loop(void* arg) noexcept nogil:
             bump_u64(&st.jitter[deviation if deviation < GP_JITTER_BINS else GP_JITTER_BINS - 1], 1)
         previous = wake
         for i in range(st.n_gpus):
-            read_gpu(&st.nvml, &st.gpus[i], &sample)
+            read_gpu(&st.nvml, &st.gpus[i], &sample, st.reasons_period_ns == 0)
             if ring_push(&st.samples, &sample):
                 bump_u64(&st.samples_written, 1)
         bump_u64(&st.ticks, 1)
@@ -306,8 +315,9 @@ cdef void read_energy(gp_state_t* st, gp_gpu_t* gpu) noexcept nogil:
     changed = (gpu.has_last_energy and reading.nvml_return == NVML_SUCCESS
                and gpu.last_energy.nvml_return == NVML_SUCCESS
                and reading.energy_mj != gpu.last_energy.energy_mj)
-    keep = (not gpu.has_last_energy or reading.nvml_return != NVML_SUCCESS
-            or gpu.last_energy.nvml_return != NVML_SUCCESS or changed
+    # A failed read is kept (it says why a GPU's energy is unknown); a failing GPU is read each period only.
+    keep = (not gpu.has_last_energy or changed or reading.nvml_return != NVML_SUCCESS
+            or gpu.last_energy.nvml_return != NVML_SUCCESS
             or reading.t_end_ns - gpu.last_energy_kept_ns >= ENERGY_KEEP_NS)
     if keep:
         if gpu.has_last_energy and not gpu.last_energy_kept:
@@ -324,7 +334,9 @@ cdef void read_energy(gp_state_t* st, gp_gpu_t* gpu) noexcept nogil:
     gpu.last_energy_kept = keep
     gpu.has_last_energy = True
     due = gpu.last_change_ns + gpu.update_period_ns - ENERGY_GUARD_NS
-    if gpu.last_change_ns == 0 or reading.t_end_ns >= due:
+    if reading.nvml_return != NVML_SUCCESS:  # a failing GPU is tried again each period, not back to back
+        gpu.next_energy_read_ns = reading.t_end_ns + st.energy_period_ns
+    elif gpu.last_change_ns == 0 or reading.t_end_ns >= due:
         gpu.next_energy_read_ns = reading.t_end_ns  # the update is due: back to back until it shows
     else:
         gpu.next_energy_read_ns = min(reading.t_end_ns + st.energy_period_ns, due)
@@ -351,6 +363,31 @@ cdef void* energy_loop(void* arg) noexcept nogil:
             break
         read_energy(st, &st.gpus[next_gpu])
     store_i64(&st.energy_cpu_ns, clock_ns(CLOCK_THREAD_CPUTIME_ID))
+    return NULL
+
+
+cdef void* reasons_loop(void* arg) noexcept nogil:
+    """Thread body: every GPU's clock-event reasons each reasons period, for the fast loop to copy into its
+    samples: the read stalls for tens of ms about every 100 ms on an H100, which would cost the 1 kHz loop
+    its slots."""
+    cdef gp_state_t* st = <gp_state_t*>arg
+    cdef int64_t period = st.reasons_period_ns
+    cdef int64_t deadline = now_ns()
+    cdef unsigned long long reasons
+    cdef nvmlReturn_t code
+    cdef gp_gpu_t* gpu
+    cdef int i
+    while wait_until(&st.stop_requested, deadline, 0) >= 0:
+        for i in range(st.n_gpus):
+            gpu = &st.gpus[i]
+            reasons = 0
+            code = st.nvml.get_event_reasons(gpu.handle, &reasons)
+            if code == NVML_SUCCESS:
+                store_u64(&gpu.reasons, reasons)
+            else:
+                add_u64(&gpu.errors[error_slot(code)], 1)
+            store_u64(&gpu.reasons_code, <uint64_t>code)
+        deadline = next_free_slot(deadline + period, period, now_ns(), NULL)
     return NULL
 
 
@@ -425,7 +462,7 @@ cdef class NativeSampler:
     """Samples GPUs through NVML on two native threads (fast loop, energy counter) that never take the GIL."""
 
     def __cinit__(self, str path, gpus, int64_t period_ns, int64_t spin_ns, int64_t energy_period_ns,
-                  uint64_t sample_capacity, uint64_t energy_capacity):
+                  uint64_t sample_capacity, uint64_t energy_capacity, int64_t reasons_period_ns=0):
         cdef unsigned int count = 0
         cdef nvmlReturn_t code
         cdef int i
@@ -436,8 +473,8 @@ cdef class NativeSampler:
         distinct = len(set(self.gpus)) == len(self.gpus)
         if not self.gpus or not distinct or any(not 0 <= g < 0xFFFF for g in self.gpus):
             raise UsageError(f"GPU indices must be distinct and in [0, 65535), got {list(self.gpus)}")
-        if period_ns <= 0 or spin_ns < 0 or energy_period_ns < 0:
-            raise UsageError("the period must be > 0 ns, spin and energy period >= 0 ns")
+        if period_ns <= 0 or spin_ns < 0 or energy_period_ns < 0 or reasons_period_ns < 0:
+            raise UsageError("the period must be > 0 ns, spin, energy and reasons periods >= 0 ns")
         if sample_capacity == 0 or energy_capacity == 0:
             raise UsageError("ring capacities must be at least one record")
         self.st = <gp_state_t*>calloc(1, sizeof(gp_state_t))
@@ -446,6 +483,7 @@ cdef class NativeSampler:
         self.st.period_ns = period_ns
         self.st.spin_ns = spin_ns
         self.st.energy_period_ns = energy_period_ns
+        self.st.reasons_period_ns = reasons_period_ns
         self.st.n_gpus = len(self.gpus)
         self.st.gpus = <gp_gpu_t*>calloc(self.st.n_gpus, sizeof(gp_gpu_t))
         self.st.jitter = <uint64_t*>calloc(GP_JITTER_BINS, sizeof(uint64_t))
@@ -471,6 +509,7 @@ cdef class NativeSampler:
                 raise DeviceNotFound(index, count)
         for i in range(self.st.n_gpus):
             open_gpu(&self.st.nvml, &self.st.gpus[i], self.gpus[i])
+            self.st.gpus[i].reasons_code = REASONS_NOT_READ
 
     def __dealloc__(self):
         # Never free memory a thread still uses: a sampler garbage-collected while running is stopped first.
@@ -506,13 +545,18 @@ cdef class NativeSampler:
             self.energy_joinable = rc == 0
             if rc == 0:
                 pthread_setname_np(self.energy_thread, b"gpuprof-energy")
+        if rc == 0 and self.st.reasons_period_ns > 0:
+            rc = pthread_create(&self.reasons_thread, NULL, reasons_loop, self.st)
+            self.reasons_joinable = rc == 0
+            if rc == 0:
+                pthread_setname_np(self.reasons_thread, b"gpuprof-reasons")
         pthread_sigmask(SIG_SETMASK, &previous, NULL)
         return rc
 
     cdef void join_threads(self) noexcept nogil:
         """Ask both threads to stop and wait for them (a forked child has none to wait for)."""
         if getpid() != self.owner_pid:
-            self.fast_joinable = self.energy_joinable = False
+            self.fast_joinable = self.energy_joinable = self.reasons_joinable = False
             return
         store_flag(&self.st.stop_requested, 1)
         if self.fast_joinable:
@@ -521,6 +565,9 @@ cdef class NativeSampler:
         if self.energy_joinable:
             pthread_join(self.energy_thread, NULL)
             self.energy_joinable = False
+        if self.reasons_joinable:
+            pthread_join(self.reasons_thread, NULL)
+            self.reasons_joinable = False
 
     def start(self):
         """Start sampling; a sampler runs once (UsageError when started again or closed)."""

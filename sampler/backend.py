@@ -20,6 +20,7 @@ DEFAULT_SPIN_US = 50
 DEFAULT_ENERGY_RATE_HZ = 50.0
 MAX_RATE_HZ = 100_000.0
 MIN_RATE_HZ = 0.1
+DEFAULT_REASONS_RATE_HZ = 20.0
 MAX_ENERGY_RATE_HZ = 1000.0
 
 
@@ -35,6 +36,9 @@ class SamplerConfig:
     # > 0: run the fast loop SCHED_FIFO at this priority, so a busy node cannot delay its wake-ups (needs
     # CAP_SYS_NICE; without it the loop runs at normal priority and stats say so).
     realtime_priority: int = 0
+    # Clock-event-reason reads a second, on their own thread (the read stalls tens of ms on an H100 about
+    # every 100 ms); each sample carries the latest. 0: the fast loop reads them each tick.
+    reasons_rate_hz: float = DEFAULT_REASONS_RATE_HZ
 
     def __post_init__(self) -> None:
         from .errors import UsageError
@@ -53,6 +57,11 @@ class SamplerConfig:
             raise UsageError(
                 f"energy-counter rate must be 0 (off) or in [{MIN_RATE_HZ:g}, {MAX_ENERGY_RATE_HZ:g}] Hz, "
                 f"got {self.energy_rate_hz:g}"
+            )
+        if not (self.reasons_rate_hz == 0 or MIN_RATE_HZ <= self.reasons_rate_hz <= MAX_RATE_HZ):
+            raise UsageError(
+                "clock-event-reasons rate must be 0 (each tick) or in "
+                f"[{MIN_RATE_HZ:g}, {MAX_RATE_HZ:g}] Hz, got {self.reasons_rate_hz:g}"
             )
         if not (0 < self.buffer_seconds <= 3600):
             raise UsageError(f"buffer must hold (0, 3600] s of samples, got {self.buffer_seconds:g}")

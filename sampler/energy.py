@@ -125,7 +125,8 @@ def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarra
     """The counter's updates seen in ``energy``: (instant ns, half-width ns, cumulative J), one per change.
 
     A change seen between two reads happened after the earlier read's value was taken and no later than
-    the later read's; the instant is the middle of that span, less the counter's delay (COUNTER_DELAY_NS).
+    the later read's; the instant is the middle of that span, less the counter's delay (COUNTER_DELAY_NS),
+    known within the two reads' whole span.
     The first good reading starts the series (its instant known only within the read before it, if any).
     """
     rows = energy[(energy["gpu"] == gpu) & (energy["nvml_return"] == 0)]
@@ -138,7 +139,9 @@ def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarra
     changed = np.flatnonzero(np.diff(mj) != 0) + 1
     before, after = latch[changed - 1], latch[changed]
     t = (before + after) / 2 - COUNTER_DELAY_NS
-    half = (after - before) / 2
+    # Where in its call a read takes the value is measured, not exact: the update lies somewhere from the
+    # earlier read's start to the later read's end.
+    half = (rows["t_end_ns"][changed].astype(np.float64) - start[changed - 1]) / 2
     return t, half, mj[changed] / 1000.0
 
 
@@ -214,8 +217,8 @@ class FusedEnergy:
         updates and at the edges (a window's edge is where its work may start or stop). The counter gives
         each update period's energy exactly; each power reading is its segments' mean over the span it
         averaged, as closely as can be; across an update (no change of work there) neighbours stay close,
-        weakly (CONTINUITY). The uncertainty of an edge is the update's timing and how far this split lies
-        from an even one, half of it: the readings may not see every change.
+        weakly (CONTINUITY). The uncertainty of an edge adds the update's timing, how far this split lies
+        from an even one, and a share of the power's swing nearby: the readings may not see every change.
         """
         t, joules = self.t, self.joules
         first = max(int(np.searchsorted(t, min(edges), side="right")) - 2, 0)
@@ -258,7 +261,7 @@ class FusedEnergy:
             shorter_s = min(edge - a, b - edge) / 1e9
             unseen = SWING_SHARE * swing * shorter_s
             value = even if even_only else split
-            out.append((joules[i] + value, math.hypot(timing, abs(split - even) + unseen)))
+            out.append((joules[i] + value, timing + abs(split - even) + unseen))
         return out
 
     def _outside(self, t_ns: float) -> tuple[float, float]:

@@ -35,6 +35,7 @@ class CythonSampler:
             energy_period_ns,
             config.sample_capacity,
             config.energy_capacity,
+            round(1e9 / config.reasons_rate_hz) if config.reasons_rate_hz > 0 else 0,
         )
         self._realtime = 0
         self._realtime_error: str | None = None

@@ -72,7 +72,9 @@ class _EnergyState:
         end, value, code = reading[1], reading[2], reading[4]
         last = self.last
         changed = last is not None and code == 0 and last[4] == 0 and value != last[2]
-        keep = last is None or code != 0 or last[4] != 0 or changed or end - self.kept_ns >= ENERGY_KEEP_NS
+        # A failed read is kept (it says why a GPU's energy is unknown); a failing GPU is read each period.
+        failing = code != 0 or (last is not None and last[4] != 0)
+        keep = last is None or changed or failing or end - self.kept_ns >= ENERGY_KEEP_NS
         kept = []
         if keep:
             if last is not None and not self.last_kept:
@@ -86,7 +88,10 @@ class _EnergyState:
             self.change_ns = end
         self.last, self.last_kept = reading, keep
         due = self.change_ns + self.period_ns - ENERGY_GUARD_NS
-        self.next_read_ns = end if not self.change_ns or end >= due else min(end + sparse_ns, due)
+        if code != 0:  # a failing GPU is tried again each period, not back to back
+            self.next_read_ns = end + sparse_ns
+        else:
+            self.next_read_ns = end if not self.change_ns or end >= due else min(end + sparse_ns, due)
         return kept
 
 

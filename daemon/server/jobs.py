@@ -54,6 +54,7 @@ QUESTIONS_PER_S = 20
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 log = logging.getLogger("gpuprofd")
+COUNTER_SETTLE_NS = 300_000_000  # how long a finished job waits for the energy counter's next update
 
 
 def worker_account(uid: int) -> pwd.struct_passwd | None:
@@ -92,6 +93,19 @@ class RunningJob:
     stop_reason: tuple[str, str] | None = None  # (final state, reason) once the daemon ended it
     kill_at_ns: int | None = None
     next_resource_check_ns: int = 0
+    exited_ns: int | None = None  # when the worker was seen to have exited
+
+    def counter_settled(self, now_ns: int) -> bool:
+        """Whether the energy counter has been seen to update after the worker exited (the sampler keeps the
+        reads around each update only once it shows), or long enough has passed that it will not."""
+        assert self.exited_ns is not None
+        if now_ns - self.exited_ns >= COUNTER_SETTLE_NS:
+            return True
+        recent = concat(self.energy[-8:], ENERGY_DTYPE)
+        good = recent[recent["nvml_return"] == 0]
+        changed = np.flatnonzero(np.diff(good["energy_mj"].astype(np.int64)) != 0) + 1
+        return bool(changed.size) and int(good["t_start_ns"][changed[-1]]) > self.exited_ns
+
     peak_rss_bytes: int = 0
     clocks: dict[str, Any] | None = None  # the clock changes made for the job (reset when it ends)
     sweep: frozenset[int] = frozenset()  # SM clocks the worker may ask for, one point at a time
@@ -289,8 +303,11 @@ class JobRunner:
         now = time.monotonic_ns()
         for gpu, job in list(self.running.items()):
             if job.process.poll() is not None:
-                self.read_markers(job, drain=True)
-                self._finish(gpu, job)
+                if job.exited_ns is None:
+                    self.read_markers(job, drain=True)
+                    job.exited_ns = now
+                if job.counter_settled(now):  # the counter's update after the end is in: the end is timed
+                    self._finish(gpu, job)
             elif job.kill_at_ns is not None and now >= job.kill_at_ns:
                 self._signal(job, signal.SIGKILL)
             elif now >= job.deadline_mono_ns:
@@ -324,7 +341,7 @@ class JobRunner:
     def _finish(self, gpu: int, job: RunningJob) -> None:
         del self.running[gpu]
         job.channel.close()
-        end_ns = time.monotonic_ns()
+        end_ns = job.exited_ns or time.monotonic_ns()
         if job.clocks is not None:
             self.clocks.reset(gpu)
         code = job.process.returncode
