@@ -54,7 +54,7 @@ cdef struct gp_gpu_t:
     int64_t update_period_ns  # the counter's update period as observed (a running mean)
     int64_t next_energy_read_ns
     uint64_t reasons  # the clock-event reasons as the reasons thread last read them
-    uint64_t reasons_code  # that read's NVML return code (REASONS_NOT_READ before the first)
+    uint64_t reasons_code  # that read's NVML return code (the first read is made when the GPU is opened)
 
 # Everything the threads touch: plain C memory, so they never need the GIL or a Python object.
 cdef struct gp_state_t:

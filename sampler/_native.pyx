@@ -178,10 +178,6 @@ cdef nvmlReturn_t read_instant_power(const gp_nvml_t* nvml, nvmlDevice_t handle,
     return NVML_SUCCESS
 
 
-cdef enum:
-    REASONS_NOT_READ = 0xFFFFFFFF  # reasons_code before the reasons thread's first read
-
-
 cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s, bint own_reasons) noexcept nogil:
     """One fast-loop sample of ``gpu``: a failed read leaves its value 0 and sets its missing bit."""
     cdef nvmlReturn_t code
@@ -226,10 +222,10 @@ cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s, bint ow
             s.clock_event_reasons = reasons
         else:
             s.missing |= failed(gpu, code, GP_MISSING_REASONS)
-    elif load_u64(&gpu.reasons_code) == NVML_SUCCESS:  # the reasons thread's latest read
-        s.clock_event_reasons = load_u64(&gpu.reasons)
+    elif load_u64(&gpu.reasons_code) == NVML_SUCCESS and not (s.missing & GP_MISSING_SM_CLOCK):
+        s.clock_event_reasons = load_u64(&gpu.reasons)  # the reasons thread's latest read
     else:
-        s.missing |= GP_MISSING_REASONS
+        s.missing |= GP_MISSING_REASONS  # not read yet, failing, or the GPU fails its reads now
 
 
 cdef void* fast_loop(void* arg) noexcept nogil:
@@ -509,7 +505,9 @@ cdef class NativeSampler:
                 raise DeviceNotFound(index, count)
         for i in range(self.st.n_gpus):
             open_gpu(&self.st.nvml, &self.st.gpus[i], self.gpus[i])
-            self.st.gpus[i].reasons_code = REASONS_NOT_READ
+            # Read once here, so that the first samples carry the reasons before their thread's first read.
+            self.st.gpus[i].reasons_code = self.st.nvml.get_event_reasons(
+                self.st.gpus[i].handle, <unsigned long long*>&self.st.gpus[i].reasons)
 
     def __dealloc__(self):
         # Never free memory a thread still uses: a sampler garbage-collected while running is stopped first.
