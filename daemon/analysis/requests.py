@@ -1,7 +1,8 @@
 """Per-request energy and time of an llm job, from its markers and its GPU's trace.
 
-Each batch's ``tokenize``, ``prefill`` and ``decode`` windows get their energy from integrated power (the
-1 kHz samples resolve windows the energy counter cannot); the requests of a batch share it by a fixed rule
+Each batch's ``tokenize``, ``prefill`` and ``decode`` windows get their energy from the fused estimate
+(sampler/energy.py: the counter between its updates, each window's edges placed by the power readings), or
+from integrated power where the counter was not read; the requests of a batch share it by a fixed rule
 (docs/llm.md): tokenization by characters, prefill by input tokens, decode by output tokens. A window
 shorter than one power-sensor update is flagged: its energy is mostly the sensor's held value. The
 steady-state windows are long enough for the energy counter; they give energy per prefill and per decode
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuprof.sampler.energy import POWER_LAG_S, SENSOR_UPDATE_S, reason_names
+from gpuprof.sampler.energy import POWER_LAG_S, SENSOR_UPDATE_S, FusedEnergy, reason_names
 from gpuprof.sampler.records import MISSING_POWER, MISSING_SM_CLOCK, POWER_SOURCE_NAMES
 
 from ..markers import Marker
@@ -26,15 +27,14 @@ from .windows import PhaseWindow
 
 __all__ = ["REQUEST_PHASES", "HeldPower", "llm_result"]
 
-ENERGY_METHOD = (
-    "integrated power, shared within the batch (tokenize: chars, prefill: input, decode: output tokens)"
-)
+SHARING = "shared within the batch (tokenize: chars, prefill: input, decode: output tokens)"
 
 
 class HeldPower:
-    """A GPU's power as the sensor reported it (each reading held until the next), integrable in O(log n)."""
+    """A GPU's power as the sensor reported it (each reading held until the next), integrable in O(log n);
+    with its energy-counter readings, window energies are the fused estimate instead (``method`` says)."""
 
-    def __init__(self, samples: np.ndarray, gpu: int) -> None:
+    def __init__(self, samples: np.ndarray, gpu: int, counter: np.ndarray | None = None) -> None:
         own = samples[samples["gpu"] == gpu]
         powered = own[(own["missing"] & MISSING_POWER) == 0]
         self.t = powered["t_ns"].astype(np.int64)
@@ -48,6 +48,9 @@ class HeldPower:
         self.clock_mhz = clocked["sm_clock_mhz"].astype(np.float64)
         self.all_t = own["t_ns"].astype(np.int64)
         self.reasons = own["clock_event_reasons"].astype(np.uint64)
+        fused = FusedEnergy(samples, counter, gpu) if counter is not None else None
+        self.fused = fused if fused is not None and fused.usable else None
+        self.method = "fused (energy counter and power)" if self.fused else "integrated power"
 
     def _at(self, t_ns: int) -> float:
         """Energy in J from the first reading to ``t_ns``."""
@@ -57,7 +60,16 @@ class HeldPower:
         return float(self.cumulative[k] + self.w[k] * (t_ns - self.t[k]) / 1e9)
 
     def energy(self, t0: int, t1: int) -> tuple[float | None, float | None]:
-        """(J, uncertainty J) over [t0, t1]; None without a reading before t1."""
+        """(J, uncertainty J) over [t0, t1]: fused where the counter was read, else integrated power (None
+        without a reading before t1)."""
+        if self.fused is not None:
+            found = self.fused.window(t0, t1)
+            if found is not None:
+                return found
+        return self.integrated(t0, t1)
+
+    def integrated(self, t0: int, t1: int) -> tuple[float | None, float | None]:
+        """(J, uncertainty J) of held power over [t0, t1]; None without a reading before t1."""
         if self.t.size == 0 or t1 <= self.t[0] or t1 < t0:
             return None, None
         joules = self._at(t1) - self._at(max(t0, int(self.t[0])))
@@ -166,7 +178,7 @@ def request_rows(
                     "prefill_energy_j": parts["prefill"],
                     "decode_energy_j": parts["decode"],
                     "j_per_token": total / tokens if total is not None and tokens else None,
-                    "energy_method": ENERGY_METHOD,
+                    "energy_method": f"{power.method}, {SHARING}",
                     "short_window": short,
                     "observed_sm_clock_mhz": sm_clock,
                     "simulated": simulated,
@@ -310,13 +322,14 @@ def llm_result(
     power: HeldPower | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(request rows, the result's ``llm`` section) of an llm job; ``power``: the GPU's, if already built."""
-    rows = request_rows(markers, windows, power or HeldPower(samples, gpu), simulated)
+    power = power or HeldPower(samples, gpu, energy)
+    rows = request_rows(markers, windows, power, simulated)
     section = {
         "models": [plain(dict(w.attrs)) for w in windows if w.name == "load"],
         "points": point_summaries(rows, windows),
         "steady_state": steady_summaries(windows, samples, energy, gpu),
         "requests": len(rows),
-        "energy_method": ENERGY_METHOD,
+        "energy_method": f"{power.method}, {SHARING}",
         "sensor_update_s": SENSOR_UPDATE_S,
     }
     return rows, plain(section, "llm")  # type: ignore[return-value]

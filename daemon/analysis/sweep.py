@@ -113,7 +113,7 @@ def _clocks(
     }
 
 
-BURN_ENERGY_METHOD = "integrated power over the point's window, per operation"
+BURN_ENERGY_METHOD = "over the point's window, per operation"
 
 
 def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
         "energy_j_ci95": per_op(half_width),
         "latency_s": latency,
         "edp_js": energy * latency if energy is not None and latency is not None else None,
-        "energy_method": BURN_ENERGY_METHOD,
+        "energy_method": f"{power.method} {BURN_ENERGY_METHOD}",
     }
 
 

@@ -263,7 +263,9 @@ class JobRunner:
             wanted = marker.attrs.get("sm_clock_mhz")
             self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted))
         elif marker.kind == "event" and marker.name == "energy_query":
-            power = HeldPower(concat(job.samples, SAMPLE_DTYPE), job.record.gpu)
+            power = HeldPower(
+                concat(job.samples, SAMPLE_DTYPE), job.record.gpu, concat(job.energy, ENERGY_DTYPE)
+            )
             point = str(marker.attrs.get("point"))
             workload = record_workload(job.record)
             self._answer(job, point_energy(workload, job.markers, power, point, self.simulated))
@@ -371,7 +373,7 @@ class JobRunner:
         if record_workload(job.record) == "llm":
             self._llm_result(job, result, phase_windows, samples, energy, gpu)
         elif job.sweep:
-            swept = burn_sweep_section(phase_windows, HeldPower(samples, gpu))
+            swept = burn_sweep_section(phase_windows, HeldPower(samples, gpu, energy))
             if swept is not None:
                 result["dvfs"] = plain(swept, "dvfs")
         if job.clocks is not None:
@@ -392,7 +394,7 @@ class JobRunner:
     ) -> None:
         """An llm job's requests table (saved beside its trace) and its summary section."""
         try:
-            power = HeldPower(samples, gpu)  # built once: every figure below integrates it
+            power = HeldPower(samples, gpu, energy)  # built once: every figure below uses it
             rows, section = llm_result(
                 job.markers, phase_windows, samples, energy, gpu, self.simulated, power
             )
