@@ -4,14 +4,14 @@ bounds; and from integrated power alone.
 The rules (docs/measurement.md explains them and the probe they come from):
 
 * The energy counter is exact at its updates (every ~100 ms), but a read returns the value of the last
-  update, up to a period stale. The sampler reads it back to back and keeps the reads around each change,
-  so each update's instant is known within one read (``counter_updates``).
+  update, up to a period stale. The sampler reads it back to back around each update and keeps the reads
+  on both sides of each change, so each update's instant is known within one read (``counter_updates``).
 * **Fused** (``energy_counter_j``): the counter's energy between the updates next to the window's edges,
-  plus the partial update periods at each edge, apportioned by the shape of the power inside that period.
-  The instant-power field is a ~25 ms average refreshed every ~100 ms: each distinct reading is placed at
-  the middle of the span it averaged, and the shape is the line through those points. The bound adds, per
-  edge, the update's timing (the period's mean power over half a read) and the shape's uncertainty (a
-  quarter period at the power's swing around the edge).
+  plus the partial update periods at each edge, split by the power readings: the power is solved for per
+  segment (cut at the updates and the window's edges) so that each period holds the counter's energy
+  exactly and each instant-power reading (a ~25 ms average) matches its span (``FusedEnergy._local``).
+  The bound adds, per edge, the update's timing, the split's distance from an even one and a share of
+  the power's swing near the edge.
 * **Integrated** power holds each power reading until the next one (the sensor reports a step function) and
   sums over the window. Its uncertainty combines the sampling error of the mean (the H100 sensor observes
   only ~25 ms of every ~100 ms) with the staleness of the value at each edge (one sensor update period).
@@ -127,7 +127,6 @@ def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarra
     A change seen between two reads happened after the earlier read's value was taken and no later than
     the later read's; the instant is the middle of that span, less the counter's delay (COUNTER_DELAY_NS),
     known within the two reads' whole span.
-    The first good reading starts the series (its instant known only within the read before it, if any).
     """
     rows = energy[(energy["gpu"] == gpu) & (energy["nvml_return"] == 0)]
     if rows.size == 0:
@@ -186,10 +185,6 @@ class _Shape:
         lo = int(np.searchsorted(self.span_end, t0, side="left"))
         hi = int(np.searchsorted(self.span_start, t1, side="right"))
         return self.span_start[lo:hi], self.span_end[lo:hi], self.values[lo:hi]
-
-
-def _overlap(s: np.ndarray, f: np.ndarray, a: float, b: float) -> np.ndarray:
-    return np.clip(np.minimum(f, b) - np.maximum(s, a), 0, None)
 
 
 class FusedEnergy:
