@@ -45,6 +45,7 @@ cdef struct gp_gpu_t:
     nvmlDevice_t handle
     uint16_t index  # NVML device index, written into every record
     uint8_t power_source  # GP_POWER_INSTANT or GP_POWER_AVERAGE, chosen at open
+    bint memory_power  # whether NVML reports the memory's power (field 185, memory scope), tried at open
     uint64_t errors[GP_ERROR_SLOTS]  # failed reads by NVML return code; both threads add (atomically)
     gp_energy_t last_energy  # the energy thread's latest read, kept only if the next one differs
     bint last_energy_kept

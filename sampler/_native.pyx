@@ -53,6 +53,7 @@ def _layout_errors():
         "mem_clock_mhz": <char*>&s.mem_clock_mhz - sp, "gpu": <char*>&s.gpu - sp,
         "missing": <char*>&s.missing - sp, "util_pct": <char*>&s.util_pct - sp,
         "temp_c": <char*>&s.temp_c - sp, "power_source": <char*>&s.power_source - sp,
+        "memory_power_mw": <char*>&s.memory_power_mw - sp,
     }
     energy = {
         "t_start_ns": <char*>&e.t_start_ns - ep, "t_end_ns": <char*>&e.t_end_ns - ep,
@@ -73,6 +74,7 @@ def _layout_errors():
         "MISSING_POWER": GP_MISSING_POWER, "MISSING_SM_CLOCK": GP_MISSING_SM_CLOCK,
         "MISSING_MEM_CLOCK": GP_MISSING_MEM_CLOCK, "MISSING_UTIL": GP_MISSING_UTIL,
         "MISSING_TEMP": GP_MISSING_TEMP, "MISSING_REASONS": GP_MISSING_REASONS,
+        "MISSING_MEMORY_POWER": GP_MISSING_MEMORY_POWER,
         "POWER_SOURCE_INSTANT": GP_POWER_INSTANT, "POWER_SOURCE_AVERAGE": GP_POWER_AVERAGE,
         "JITTER_BINS": GP_JITTER_BINS, "FIELD_POWER_INSTANT": NVML_FI_DEV_POWER_INSTANT,
     }
@@ -154,27 +156,39 @@ cdef inline uint32_t clamp_u32(unsigned long long value) noexcept nogil:
     return <uint32_t>value if value <= 0xFFFFFFFFULL else 0xFFFFFFFFU
 
 
-cdef nvmlReturn_t read_instant_power(const gp_nvml_t* nvml, nvmlDevice_t handle, uint32_t* mw) noexcept nogil:
-    """Instant power (field 186) in mW; the call's or else the field's own NVML return code."""
-    cdef nvmlFieldValue_t field
+cdef uint32_t field_mw(const nvmlFieldValue_t* field) noexcept nogil:
+    """A power field's value in mW, whatever type NVML gave it."""
+    if field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
+        return clamp_u32(field.value.ullVal)
+    if field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG:
+        return clamp_u32(field.value.ulVal)
+    if field.valueType == NVML_VALUE_TYPE_SIGNED_LONG_LONG:
+        return clamp_u32(<unsigned long long>field.value.sllVal if field.value.sllVal > 0 else 0)
+    if field.valueType == NVML_VALUE_TYPE_DOUBLE:
+        return clamp_u32(<unsigned long long>field.value.dVal if field.value.dVal > 0 else 0)
+    return field.value.uiVal
+
+
+cdef nvmlReturn_t read_instant_power(const gp_nvml_t* nvml, nvmlDevice_t handle, uint32_t* mw,
+                                     uint32_t* memory_mw, nvmlReturn_t* memory_code) noexcept nogil:
+    """Instant power (field 186) in mW, and with ``memory_mw`` the memory's power (field 185 in the memory
+    scope) in the same call; the call's or else field 186's own NVML return code."""
+    cdef nvmlFieldValue_t fields[2]
     cdef nvmlReturn_t code
-    memset(&field, 0, sizeof(field))
-    field.fieldId = NVML_FI_DEV_POWER_INSTANT
-    code = nvml.get_field_values(handle, 1, &field)
+    memset(fields, 0, sizeof(fields))
+    fields[0].fieldId = NVML_FI_DEV_POWER_INSTANT
+    fields[1].fieldId = NVML_FI_DEV_POWER_AVERAGE
+    fields[1].scopeId = NVML_POWER_SCOPE_MEMORY
+    code = nvml.get_field_values(handle, 2 if memory_mw != NULL else 1, fields)
+    if memory_code != NULL:
+        memory_code[0] = code if code != NVML_SUCCESS else fields[1].nvmlReturn
     if code != NVML_SUCCESS:
         return code
-    if field.nvmlReturn != NVML_SUCCESS:
-        return field.nvmlReturn
-    if field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
-        mw[0] = clamp_u32(field.value.ullVal)
-    elif field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG:
-        mw[0] = clamp_u32(field.value.ulVal)
-    elif field.valueType == NVML_VALUE_TYPE_SIGNED_LONG_LONG:
-        mw[0] = clamp_u32(<unsigned long long>field.value.sllVal if field.value.sllVal > 0 else 0)
-    elif field.valueType == NVML_VALUE_TYPE_DOUBLE:
-        mw[0] = clamp_u32(<unsigned long long>field.value.dVal if field.value.dVal > 0 else 0)
-    else:
-        mw[0] = field.value.uiVal
+    if memory_mw != NULL and fields[1].nvmlReturn == NVML_SUCCESS:
+        memory_mw[0] = field_mw(&fields[1])
+    if fields[0].nvmlReturn != NVML_SUCCESS:
+        return fields[0].nvmlReturn
+    mw[0] = field_mw(&fields[0])
     return NVML_SUCCESS
 
 
@@ -188,14 +202,19 @@ cdef void read_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, gp_sample_t* s, bint ow
     s.gpu = gpu.index
     s.power_source = gpu.power_source
     s.t_ns = now_ns()
+    cdef nvmlReturn_t memory_code = NVML_ERROR_NOT_SUPPORTED
     if gpu.power_source == GP_POWER_INSTANT:
-        code = read_instant_power(nvml, gpu.handle, &s.power_mw)
+        code = read_instant_power(nvml, gpu.handle, &s.power_mw,
+                                  &s.memory_power_mw if gpu.memory_power else NULL, &memory_code)
     else:
         code = nvml.get_power_usage(gpu.handle, &value)
         s.power_mw = value
     if code != NVML_SUCCESS:
         s.power_mw = 0
         s.missing |= failed(gpu, code, GP_MISSING_POWER)
+    if not gpu.memory_power or memory_code != NVML_SUCCESS:
+        s.memory_power_mw = 0
+        s.missing |= GP_MISSING_MEMORY_POWER  # counted with the power read's errors, or not reported
     code = nvml.get_clock_info(gpu.handle, NVML_CLOCK_SM, &value)
     if code == NVML_SUCCESS:
         s.sm_clock_mhz = value
@@ -417,14 +436,16 @@ cdef int resolve_all(gp_nvml_t* nvml, void* lib) except -1:
 cdef int open_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, unsigned int index) except -1:
     """Handle and power source of GPU ``index``: instant power if field 186 reads, else the 1 s average."""
     cdef nvmlReturn_t code
-    cdef uint32_t mw = 0
+    cdef uint32_t mw = 0, memory_mw = 0
+    cdef nvmlReturn_t memory_code = NVML_ERROR_NOT_SUPPORTED
     cdef unsigned int average = 0
     code = nvml.get_handle(index, &gpu.handle)
     if code != NVML_SUCCESS:
         raise NvmlError(code, "nvmlDeviceGetHandleByIndex_v2", index)
     gpu.index = <uint16_t>index
-    if read_instant_power(nvml, gpu.handle, &mw) == NVML_SUCCESS:
+    if read_instant_power(nvml, gpu.handle, &mw, &memory_mw, &memory_code) == NVML_SUCCESS:
         gpu.power_source = GP_POWER_INSTANT
+        gpu.memory_power = memory_code == NVML_SUCCESS
         return 0
     code = nvml.get_power_usage(gpu.handle, &average)
     if code != NVML_SUCCESS:

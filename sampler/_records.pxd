@@ -14,7 +14,8 @@ cdef struct gp_sample_t:
     uint8_t util_pct
     uint8_t temp_c
     uint8_t power_source
-    uint8_t reserved[5]  # explicit tail padding, zeroed, so the drained bytes are deterministic
+    uint8_t reserved  # explicit padding, zeroed, so the drained bytes are deterministic
+    uint32_t memory_power_mw  # field 185 in the memory scope (Hopper and newer), an average
 
 # One energy-counter reading by the slow loop: ENERGY_DTYPE, 32 bytes.
 cdef struct gp_energy_t:
@@ -33,6 +34,7 @@ cdef enum:
     GP_MISSING_UTIL = 0x08
     GP_MISSING_TEMP = 0x10
     GP_MISSING_REASONS = 0x20
+    GP_MISSING_MEMORY_POWER = 0x40
     GP_POWER_INSTANT = 0
     GP_POWER_AVERAGE = 1
     GP_JITTER_BINS = 65536

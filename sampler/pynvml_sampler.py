@@ -208,10 +208,17 @@ class PynvmlSampler:
         missing = 0
         errors = self._errors[gpu]
         t_ns = time.monotonic_ns()
-        power = sm = mem = util = temp = reasons = 0
+        power = sm = mem = util = temp = reasons = memory_power = 0
+        missing |= records.MISSING_MEMORY_POWER  # cleared below where NVML reports it
         try:
             if self._sources[index] == records.POWER_SOURCE_INSTANT:
-                (value,) = pynvml.nvmlDeviceGetFieldValues(handle, [records.FIELD_POWER_INSTANT])
+                value, memory = pynvml.nvmlDeviceGetFieldValues(
+                    handle,
+                    [records.FIELD_POWER_INSTANT, (records.FIELD_POWER_AVERAGE, records.POWER_SCOPE_MEMORY)],
+                )
+                if memory.nvmlReturn == pynvml.NVML_SUCCESS:
+                    memory_power = memory.value.uiVal
+                    missing &= ~records.MISSING_MEMORY_POWER
                 if value.nvmlReturn != pynvml.NVML_SUCCESS:
                     raise pynvml.NVMLError(value.nvmlReturn)
                 power = value.value.uiVal
@@ -251,6 +258,7 @@ class PynvmlSampler:
             min(util, 255),
             min(temp, 255),
             self._sources[index],
+            memory_power,
         )
 
     def _fast_loop(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# One GPU read by the fast loop. Mirrors ``gp_sample_t`` in ``_native.pyx`` byte for byte (40 bytes);
+# One GPU read by the fast loop. Mirrors ``gp_sample_t`` in ``_records.pxd`` byte for byte (40 bytes);
 # the pure-Python sampler fills the same layout, so both backends drain identical arrays.
 SAMPLE_DTYPE = np.dtype(
     {
@@ -19,9 +19,10 @@ SAMPLE_DTYPE = np.dtype(
             "util_pct",
             "temp_c",
             "power_source",
+            "memory_power_mw",
         ],
-        "formats": ["<i8", "<u8", "<u4", "<u4", "<u4", "<u2", "<u2", "u1", "u1", "u1"],
-        "offsets": [0, 8, 16, 20, 24, 28, 30, 32, 33, 34],
+        "formats": ["<i8", "<u8", "<u4", "<u4", "<u4", "<u2", "<u2", "u1", "u1", "u1", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 30, 32, 33, 34, 36],
         "itemsize": 40,
     }
 )
@@ -43,6 +44,7 @@ MISSING_MEM_CLOCK = 0x04
 MISSING_UTIL = 0x08
 MISSING_TEMP = 0x10
 MISSING_REASONS = 0x20
+MISSING_MEMORY_POWER = 0x40  # also where the GPU reports no memory power (before Hopper)
 
 # SAMPLE_DTYPE["power_source"]: where power_mw came from.
 POWER_SOURCE_INSTANT = 0  # field NVML_FI_DEV_POWER_INSTANT (186): ~25 ms window, refreshed every ~100 ms
@@ -51,6 +53,8 @@ POWER_SOURCE_NAMES = {POWER_SOURCE_INSTANT: "instant", POWER_SOURCE_AVERAGE: "av
 
 # NVML field ids and clock types the samplers read.
 FIELD_POWER_INSTANT = 186
+FIELD_POWER_AVERAGE = 185  # with scope POWER_SCOPE_MEMORY: the memory's average power
+POWER_SCOPE_MEMORY = 2
 CLOCK_SM = 1
 CLOCK_MEM = 2
 TEMPERATURE_GPU = 0

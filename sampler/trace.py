@@ -14,6 +14,7 @@ from .errors import OutputError, UsageError
 from .records import (
     ENERGY_DTYPE,
     MISSING_MEM_CLOCK,
+    MISSING_MEMORY_POWER,
     MISSING_POWER,
     MISSING_REASONS,
     MISSING_SM_CLOCK,
@@ -34,6 +35,7 @@ SAMPLE_COLUMNS = [
     "temp_c",
     "clock_event_reasons",
     "power_source",
+    "memory_power_w",
 ]
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 # Each column's pandas dtype, in the files and in what a client rebuilds from the wire (client/api.py);
@@ -47,6 +49,7 @@ SAMPLE_DTYPES = {
     "util_pct": "UInt8",
     "temp_c": "UInt8",
     "clock_event_reasons": "UInt64",
+    "memory_power_w": "float64",
 }
 ENERGY_DTYPES = {
     "t_ns": "int64",
@@ -116,6 +119,10 @@ def samples_frame(samples: np.ndarray) -> pd.DataFrame:
             "power_source": pd.Categorical.from_codes(
                 samples["power_source"].astype(np.int8),
                 categories=pd.Index(list(POWER_SOURCE_NAMES.values())),
+            ),
+            # The memory's average power where NVML reports it (Hopper and newer), else missing.
+            "memory_power_w": _masked(
+                samples["memory_power_mw"] / 1000.0, missing, MISSING_MEMORY_POWER, types["memory_power_w"]
             ),
         },
         columns=SAMPLE_COLUMNS,

@@ -51,6 +51,8 @@ typedef struct nvmlDevice_st *nvmlDevice_t;
 /* Field ids for nvmlDeviceGetFieldValues. */
 #define NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION 83 /* mJ since driver load, unsigned long long */
 #define NVML_FI_DEV_POWER_INSTANT 186           /* mW, unsigned int */
+#define NVML_FI_DEV_POWER_AVERAGE 185           /* mW, unsigned int; with scopeId NVML_POWER_SCOPE_MEMORY */
+#define NVML_POWER_SCOPE_MEMORY 2               /* the memory's power (Hopper and newer) */
 
 /* nvmlValueType_t */
 #define NVML_VALUE_TYPE_DOUBLE 0

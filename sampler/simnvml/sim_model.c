@@ -128,6 +128,16 @@ double sim_energy_j(const struct sim_gpu *gpu, int64_t t_ns) {
     return segment->energy_j + segment->base_w * ripple_seconds(gpu, segment->start_ns, t_ns);
 }
 
+/* The memory's power: a standing 30 W (an H100 read ~32 W idle) and its dynamic part at the memory clock and
+ * utilization, as in the mean power's model. */
+double sim_memory_power_w(const struct sim_gpu *gpu, int64_t t_ns) {
+    const struct sim_segment *segment = sim_segment_at(gpu, t_ns);
+    const gpuprofSimGpuConfig_t *config = &gpu->config;
+    double utilization = gpu->memory_utilization_pct >= 0 ? gpu->memory_utilization_pct : gpu->utilization_pct;
+    return 30.0 + config->memory_dynamic_power_w * ((double)segment->mem_mhz / config->memory_clocks_mhz[0]) *
+                      utilization / 100.0;
+}
+
 /* First-order thermal model driven by the mean power: T relaxes to ambient + R.P with time constant tau. */
 double sim_temp_c(const struct sim_gpu *gpu, int64_t t_ns) {
     const struct sim_segment *segment = sim_segment_at(gpu, t_ns);

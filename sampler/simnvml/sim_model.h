@@ -25,6 +25,8 @@ unsigned sim_nearest_graphics_clock(const gpuprofSimGpuConfig_t *config, unsigne
 const struct sim_segment *sim_segment_at(const struct sim_gpu *gpu, int64_t t_ns);
 double sim_power_w(const struct sim_gpu *gpu, int64_t t_ns);
 double sim_energy_j(const struct sim_gpu *gpu, int64_t t_ns);
+/* The memory's share of the power at t_ns (field 185, memory scope), W. */
+double sim_memory_power_w(const struct sim_gpu *gpu, int64_t t_ns);
 double sim_temp_c(const struct sim_gpu *gpu, int64_t t_ns);
 int64_t sim_sensor_tick(int64_t t_ns, int64_t period_ns, int64_t phase_ns);
 double sim_mean_power_w(const struct sim_gpu *gpu, int64_t end_ns, int64_t window_ns);

@@ -297,6 +297,9 @@ static void read_field(const struct sim_gpu *gpu, int64_t now_ns, long long wall
     if (field->fieldId == NVML_FI_DEV_POWER_INSTANT && gpu->config.instant_power_supported) {
         field->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
         field->value.uiVal = instant_power_mw(gpu, now_ns, &tick_ns);
+    } else if (field->fieldId == NVML_FI_DEV_POWER_AVERAGE && field->scopeId == NVML_POWER_SCOPE_MEMORY) {
+        field->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
+        field->value.uiVal = watts_to_mw(sim_memory_power_w(gpu, now_ns));
     } else if (field->fieldId == NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION) {
         field->valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
         field->value.ullVal = energy_counter_mj(gpu, now_ns, &tick_ns);

@@ -29,6 +29,7 @@ ALL_MISSING = (
     | records.MISSING_UTIL
     | records.MISSING_TEMP
     | records.MISSING_REASONS
+    | records.MISSING_MEMORY_POWER
 )
 THREAD_NAMES = {"gpuprof-fast", "gpuprof-energy", "gpuprof-reasons"}
 
@@ -179,7 +180,11 @@ def test_falls_back_to_the_average_power_when_the_instant_field_is_unsupported(
     by_gpu = {gpu: samples[samples["gpu"] == gpu] for gpu in (0, 1)}
     assert np.all(by_gpu[0]["power_source"] == records.POWER_SOURCE_INSTANT)
     assert np.all(by_gpu[1]["power_source"] == records.POWER_SOURCE_AVERAGE)
-    assert np.all(samples["missing"] == 0) and np.all(samples["power_mw"] > 0)
+    # Memory power comes with the instant field: a GPU on the 1 s average says it has none.
+    fallback = samples["gpu"] == 1
+    assert np.all(samples["missing"][~fallback] == 0) and np.all(samples["power_mw"] > 0)
+    assert np.all(samples["missing"][fallback] == records.MISSING_MEMORY_POWER)
+    assert np.all(samples["memory_power_mw"][~fallback] > 0)
     assert sampler.stats().errors == {0: {}, 1: {}}
 
 
