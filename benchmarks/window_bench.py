@@ -13,12 +13,12 @@ stamped on the host with time.monotonic_ns() (and time.time() for Zeus), after t
 
 Every window is measured at once by: gpuprof's sampler running for the whole run (1 kHz power, the energy
 counter read as the sampler reads it: back to back around each update): ``energy_window``'s counter
-figure and integrated power, with
-their bounds; gpuprof's previous counter figure (the first and last reading inside the window, extended at
-their mean power) on the readings a 10 Hz reader would have made; and, on a real GPU with zeus importable,
-Zeus 0.16's ZeusMonitor windows and its PowerMonitor's get_energy. Reference: on the simulated GPU the exact
-energy of each window; on a real GPU the counter over the whole cell (energy_window from the first measured
-edge to the last) divided by the number of windows. Changes no GPU setting: it only runs work.
+figure and integrated power, with their bounds; gpuprof's previous counter figure (the first and last
+reading inside the window, extended at their mean power) on the readings a 10 Hz reader would have made;
+and, on a real GPU with zeus importable, Zeus 0.16's ZeusMonitor windows and its PowerMonitor's get_energy.
+Reference: on the simulated GPU the exact energy of each window; on a real GPU the counter over the whole
+cell (energy_window from the first measured edge to the last) divided by the number of windows.
+Changes no GPU setting: it only runs work.
 Prints one table per shape and the goals; writes one JSON with every window's figures. With the defaults,
 ~180 s of windows (~3.5 minutes in all on a real GPU); ``--simulate --windows-scale 0.25`` takes ~1 minute.
 """
@@ -336,7 +336,7 @@ def sampler_config(gpu: int, energy_rate_hz: float, buffer_s: float) -> tuple[Sa
     object.__setattr__(config, "energy_rate_hz", energy_rate_hz)  # frozen dataclass; as sampler_bench.unpaced
     return config, (
         f"--energy-rate {energy_rate_hz:g} Hz is above SamplerConfig's limit ({MAX_ENERGY_RATE_HZ:g} Hz) "
-        "and was set past its check: the energy thread reads back to back (a read blocks ~4 ms)"
+        "and was set past its check: the energy thread then reads back to back (a read blocks ~3 ms)"
     )
 
 
