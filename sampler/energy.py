@@ -271,7 +271,7 @@ class FusedEnergy:
         edge = 0 if i < 0 else t.size - 1
         extra = scale * (shape.integral(t_ns) - shape.integral(t[edge]))
         timing = self.half[edge] * abs(period_j) / max(t[k + 1] - t[k], 1.0)
-        return joules[edge] + extra, abs(extra) / 2 + timing
+        return joules[edge] + extra, abs(extra) + timing  # the power there is all the counter does not see
 
     def window(self, t0: int, t1: int) -> tuple[float, float] | None:
         """(J, bound J) over [t0, t1]; None without two counter updates."""
