@@ -292,9 +292,15 @@ class FusedEnergy:
 
 
 def energy_window(
-    samples: np.ndarray, energy: np.ndarray, gpu: int, t0: int | None = None, t1: int | None = None
+    samples: np.ndarray,
+    energy: np.ndarray,
+    gpu: int,
+    t0: int | None = None,
+    t1: int | None = None,
+    fused: FusedEnergy | None = None,
 ) -> EnergyWindow:
-    """The EnergyWindow of ``gpu`` over [t0, t1] (defaults: the span of its samples)."""
+    """The EnergyWindow of ``gpu`` over [t0, t1] (defaults: the span of its samples); ``fused``: the trace's
+    FusedEnergy, when the caller has built it for many windows."""
     own = samples[samples["gpu"] == gpu]
     if t0 is None:
         t0 = int(own["t_ns"][0]) if own.size else 0
@@ -321,12 +327,12 @@ def energy_window(
         statistical = duration_s * spread / math.sqrt(max(per_update.size, 1))
         edges = abs(mean) * POWER_LAG_S.get(POWER_SOURCE_NAMES.get(int(powered["power_source"][0]), ""), 1.0)
         integrated_err = math.hypot(statistical, edges)
-    fused = FusedEnergy(samples, energy, gpu).window(t0, t1)
-    counter_j, counter_err = fused if fused is not None else (None, None)
+    fused_j = (fused or FusedEnergy(samples, energy, gpu)).window(t0, t1)
+    counter_j, counter_err = fused_j if fused_j is not None else (None, None)
     inside = energy[(energy["gpu"] == gpu) & (energy["nvml_return"] == 0)]
     inside = inside[(inside["t_end_ns"] >= t0) & (inside["t_start_ns"] <= t1)]
-    c0 = int(inside["t_start_ns"][0]) if fused is not None and inside.size else None
-    c1 = int(inside["t_end_ns"][-1]) if fused is not None and inside.size else None
+    c0 = int(inside["t_start_ns"][0]) if fused_j is not None and inside.size else None
+    c1 = int(inside["t_end_ns"][-1]) if fused_j is not None and inside.size else None
     source = int(own["power_source"][0]) if own.size else 0
     reasons = int(np.bitwise_or.reduce(own["clock_event_reasons"])) if own.size else 0
     return EnergyWindow(

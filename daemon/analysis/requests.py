@@ -283,8 +283,9 @@ def steady_summaries(
             base = str(window.attrs.get("id")).split(".s")[0]
             groups[(base, window.name)].append(window)
     out = []
+    fused = FusedEnergy(samples, energy, gpu) if groups else None
     for (base, name), group in sorted(groups.items()):
-        figures = [window_figures(samples, energy, gpu, w.t_start_ns, w.t_end_ns) for w in group]
+        figures = [window_figures(samples, energy, gpu, w.t_start_ns, w.t_end_ns, fused) for w in group]
         tokens = sum(int(w.attrs.get("tokens", 0)) for w in group)
         seconds = sum(w.duration_ns for w in group) / 1e9
         per_token, error, key = _per_token(figures, tokens)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gpuprof.sampler.energy import SENSOR_UPDATE_S, energy_window
+from gpuprof.sampler.energy import SENSOR_UPDATE_S, FusedEnergy, energy_window
 from gpuprof.sampler.errors import nvml_error_name
 from gpuprof.sampler.records import MISSING_POWER
 
@@ -79,12 +79,17 @@ def plain(value: object, where: str = "value") -> Plain:
 
 
 def window_figures(
-    samples: np.ndarray, energy: np.ndarray, gpu: int, t_start_ns: int, t_end_ns: int
+    samples: np.ndarray,
+    energy: np.ndarray,
+    gpu: int,
+    t_start_ns: int,
+    t_end_ns: int,
+    fused: FusedEnergy | None = None,
 ) -> dict[str, Any]:
-    """The result figures of ``gpu`` over [t_start_ns, t_end_ns]."""
+    """The result figures of ``gpu`` over [t_start_ns, t_end_ns] (``fused``: the trace's, built once)."""
     if t_end_ns < t_start_ns:
         raise ValueError(f"window ends ({t_end_ns} ns) before it starts ({t_start_ns} ns)")
-    figures = energy_window(samples, energy, gpu, int(t_start_ns), int(t_end_ns)).as_dict()
+    figures = energy_window(samples, energy, gpu, int(t_start_ns), int(t_end_ns), fused).as_dict()
     return {name: plain(figures[name], name) for name in FIGURES}
 
 
@@ -110,13 +115,14 @@ def job_result(
         "simulated": bool(simulated),
         "sensor_update_s": SENSOR_UPDATE_S,
     }
-    result.update(window_figures(samples, energy, gpu, t_start_ns, t_end_ns))
+    fused = FusedEnergy(samples, energy, gpu)  # once for the job and every window
+    result.update(window_figures(samples, energy, gpu, t_start_ns, t_end_ns, fused))
     out_windows: list[Plain] = []
     for window in windows:
         if window.name in REQUEST_PHASES:  # many and short: they feed the requests table instead
             continue
         try:
-            figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns)
+            figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns, fused)
         except ValueError as exc:
             raise ValueError(f"phase window {window.name!r}: {exc}") from exc
         out_windows.append(
