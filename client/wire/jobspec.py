@@ -57,6 +57,9 @@ DEFAULT_TIMEOUT_S = 3600.0
 MAX_TIMEOUT_S = 7 * 86400.0
 MAX_NAME_CHARS = 128
 BURN_SETTLE_S = 0.5  # a burn sweep's point runs this long at its clock before it is measured
+# ... and this long after, so that the energy counter's update period around each edge of its window holds
+# the point's own steady work (one update period, ~100 ms, with its delay and margin for a late read).
+BURN_TAIL_S = 0.25
 MAX_BURN_STEPS = 100_000  # measured periods; each is a marker window the daemon stores
 
 _YAML = "tag:yaml.org,2002:"
@@ -214,13 +217,14 @@ def _build(doc: Document, raw_text: str, default_timeout_s: float = DEFAULT_TIME
         )
     dvfs = read_dvfs(top.section("dvfs", DVFS_KEYS)) if top.has("dvfs") else None
     if dvfs is not None and dvfs.sweep and isinstance(params, BurnParams):
-        per_point = BURN_SETTLE_S + params.seconds + dvfs.cooldown_s
+        per_point = BURN_SETTLE_S + params.seconds + BURN_TAIL_S + dvfs.cooldown_s
         planned = params.warmup_s + len(dvfs.sweep) * per_point
         if timeout_s <= planned:
             raise top.error(
                 "timeout_s",
                 f"{timeout_s:g} s is not longer than the sweep's own running time ({planned:g} s: "
-                f"{len(dvfs.sweep)} clocks x {per_point:g} s, with {BURN_SETTLE_S:g} s to settle at each)",
+                f"{len(dvfs.sweep)} clocks x {per_point:g} s, with {BURN_SETTLE_S:g} s to settle at each "
+                f"and {BURN_TAIL_S:g} s after it)",
             )
     stem = Path(doc.source).stem if not doc.source.startswith("<") else "job"
     return JobSpec(

@@ -2,8 +2,10 @@
 and the energy- and EDP-optimal clocks.
 
 An llm job's point costs energy and time per request (its requests' mean); a burn job's per operation:
-its window's integrated power over the operations done in it. The window opens after the point settled
-at its clock, so the power sensor's lag does not carry the previous point's power into it.
+its window's energy (fused from the counter and the power where the counter was read, with its bound) over
+the operations done in it. The window opens after the point settled at its clock, so the power sensor's lag
+does not carry the previous point's power into it, and closes before the point's work stops, so that the
+counter's update periods at both edges hold the point's steady work.
 
 A GPU may run below a locked clock (power or thermal capping), so a point is reported at the clock it
 was observed at: its median SM clock over its batches, with the 5th-95th percentile range and the
@@ -118,10 +120,11 @@ BURN_ENERGY_METHOD = "over the point's window, per operation"
 
 def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
     """A burn sweep's point: energy and time per operation, with a 95% interval from the spread of the
-    power sensor's updates in the window (its power is steady but for ripple)."""
+    power sensor's updates in the window (its power is steady but for ripple) and the bound of the
+    window's energy estimate (``energy_j_bound``: the counter's timing and the split at the edges)."""
     t0, t1 = window.t_start_ns, window.t_end_ns
     ops = int(window.attrs.get("ops") or 0)
-    joules, _ = power.energy(t0, t1)
+    joules, bound = power.energy(t0, t1)
     updates = power.updates(t0, t1)
     seconds = (t1 - t0) / 1e9
     half_width = None
@@ -143,6 +146,7 @@ def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
         "mean_power_w": joules / seconds if joules is not None and seconds > 0 else None,
         "energy_j": energy,
         "energy_j_ci95": per_op(half_width),
+        "energy_j_bound": per_op(bound),
         "latency_s": latency,
         "edp_js": energy * latency if energy is not None and latency is not None else None,
         "energy_method": f"{power.method} {BURN_ENERGY_METHOD}",

@@ -9,8 +9,10 @@ utilization went back to 0. Steps count the operations done (``ops``).
 
 With a clock sweep (``dvfs.sm_clocks`` a list, a range or all) ``measure`` holds one ``point`` window per
 SM clock: gpuprofd locks the clock, the pattern runs ``BURN_SETTLE_S`` unmarked (so that the power sensor,
-which lags, reports the point's own power when its window opens), then ``seconds`` marked; the clock is
-unlocked after the point however it ended. Energy and time per operation make the point's figures, so a
+which lags, reports the point's own power when its window opens), then ``seconds`` marked, then
+``BURN_TAIL_S`` unmarked (so that the energy counter's update period around the window's end holds the same
+steady work as the window: the fused estimate splits it evenly and exactly); the clock is unlocked after the
+point however it ended. Energy and time per operation make the point's figures, so a
 fixed amount of work costs more time at a lower clock. ``dvfs.search`` measures only the clocks a
 golden-section search for the optimum needs.
 
@@ -29,7 +31,7 @@ from typing import Any, Protocol
 
 from gpuprof.client.wire.dvfs_spec import DvfsParams
 from gpuprof.client.wire.errors import DeviceNotFound, GpuprofError
-from gpuprof.client.wire.jobspec import BURN_SETTLE_S, BurnParams
+from gpuprof.client.wire.jobspec import BURN_SETTLE_S, BURN_TAIL_S, BurnParams
 
 from ..markers import MarkerWriter
 from .clock_search import search_clock
@@ -311,6 +313,7 @@ class _Sweep:
             steps, ops = _cycle(self.engine, params, self.clock(), params.seconds, self.clock, self.sleep,
                                 markers)  # fmt: skip
             markers.end("point", id=point_id, steps=steps, ops=ops)
+            _cycle(self.engine, params, self.clock(), BURN_TAIL_S, self.clock, self.sleep, None)
         finally:
             with sigterm_deferred():
                 self.engine.idle()
