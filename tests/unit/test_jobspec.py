@@ -290,8 +290,11 @@ def test_a_burn_job_sweeps_clocks_each_point_for_its_seconds() -> None:
         "dvfs: {sm_clocks: [1005, 1410], search: edp}\n"
     )
     assert spec.dvfs is not None and spec.dvfs.sweep == (1005, 1410) and spec.dvfs.search == "edp"
-    with pytest.raises(JobSpecError, match=r"60 s is not longer than the sweep's own running time \(63\.25 s: "
-                       r"3 clocks x 20\.75 s, with 0\.5 s to settle at each and 0\.25 s after it\)"):  # fmt: skip
+    wanted = (
+        r"60 s is not longer than the sweep's own running time \(63\.25 s: "
+        r"3 clocks x 20\.75 s, with 0\.5 s to settle at each and 0\.25 s after it\)"
+    )
+    with pytest.raises(JobSpecError, match=wanted):
         parse_job_spec(
             "workload: burn\ntimeout_s: 60\nburn: {seconds: 10, warmup_s: 1}\n"
             "dvfs: {sm_clocks: [1005, 1410, 1500], cooldown_s: 10}\n"
