@@ -17,7 +17,7 @@ import pandas as pd
 
 __all__ = ["FEATURES", "LATENCY_BUDGETS", "Report"]
 
-GROUP = ["model", "task", "batch_size"]
+GROUP = ["model", "engine", "task", "batch_size"]
 FEATURES = (
     "input_tokens",
     "input_chars",
@@ -39,9 +39,17 @@ def _clock_column(requests: pd.DataFrame) -> pd.Series:
     return observed if requested is None else requested.astype("Float64").fillna(observed)
 
 
+def with_engine(requests: pd.DataFrame) -> pd.DataFrame:
+    """The requests with their ``engine`` (jobs from before engines ran transformers' eager generate)."""
+    if "engine" in requests:
+        return requests.assign(engine=requests["engine"].fillna("eager"))
+    return requests.assign(engine="eager")
+
+
 def per_clock(requests: pd.DataFrame, sweep_points: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per model x task x batch size x clock: the means and medians the plots and optima use."""
-    frame = requests.assign(clock_mhz=_clock_column(requests))
+    """One row per model x engine x task x batch size x clock: the means and medians the plots and optima
+    use."""
+    frame = with_engine(requests).assign(clock_mhz=_clock_column(requests))
     grouped = frame.groupby([*GROUP, "clock_mhz"], dropna=False)
     table = grouped.agg(
         requests=("energy_j", "size"),
@@ -56,11 +64,14 @@ def per_clock(requests: pd.DataFrame, sweep_points: list[dict[str, Any]]) -> pd.
     table["energy_j_ci95"] = 1.96 * table["energy_j_std"] / np.sqrt(table["requests"].clip(lower=1))
     table["mean_power_w"] = table["energy_j"] / table["latency_s"]
     table["edp_js"] = table["energy_j"] * table["latency_s"]
+    keys = ("model", "engine", "task", "batch_size", "sm_clock_mhz")
     flagged = {
-        (p["model"], p["task"], p["batch_size"], p["sm_clock_mhz"]): p["flagged"] for p in sweep_points
+        tuple(p.get(k) or ("eager" if k == "engine" else None) for k in keys): p.get("flagged")
+        for p in sweep_points
     }
     table["flagged"] = [
-        bool(flagged.get((r.model, r.task, r.batch_size, r.clock_mhz), False)) for r in table.itertuples()
+        bool(flagged.get((r.model, r.engine, r.task, r.batch_size, r.clock_mhz), False))
+        for r in table.itertuples()
     ]
     return table.sort_values([*GROUP, "clock_mhz"]).reset_index(drop=True)
 
@@ -178,6 +189,32 @@ class Report:
         sweep = ((job.get("result") or {}).get("dvfs") or {}).get("points") or []
         table = per_clock(requests, sweep)
         return cls(job, requests, table, optima(table), pareto(table), correlations(requests))
+
+    @classmethod
+    def from_jobs(cls, jobs: list[tuple[dict[str, Any], pd.DataFrame]]) -> Report:
+        """One report of several llm jobs (engines or nodes compared as clocks are): their requests
+        together, each with its ``job`` id; simulated if any job was."""
+        if len(jobs) == 1:
+            return cls.from_job(*jobs[0])
+        for job, requests in jobs:
+            if requests.empty:
+                raise ValueError(f"job {job.get('id')} has no requests: only llm jobs can be reported on")
+        requests = pd.concat(
+            [with_engine(r).assign(job=str(j.get("id"))) for j, r in jobs], ignore_index=True
+        )
+        points = [p for j, _ in jobs for p in ((j.get("result") or {}).get("dvfs") or {}).get("points") or []]
+        methods = {((j.get("result") or {}).get("llm") or {}).get("energy_method") for j, _ in jobs}
+        combined = {
+            "id": "+".join(str(j.get("id")) for j, _ in jobs),
+            "name": " + ".join(str(j.get("name")) for j, _ in jobs),
+            "simulated": any(bool(j.get("simulated")) for j, _ in jobs),
+            "result": {
+                "dvfs": {"points": points},
+                "llm": {"energy_method": "; ".join(sorted(map(str, methods)))},
+            },
+        }
+        table = per_clock(requests, points)
+        return cls(combined, requests, table, optima(table), pareto(table), correlations(requests))
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {

@@ -37,8 +37,8 @@ def _pyplot() -> Any:
 
 
 def _label(key: tuple[Any, ...]) -> str:
-    model, task, batch = key
-    return f"{model} / {task} / batch {batch}"
+    model, engine, task, batch = key
+    return f"{model} ({engine}) / {task} / batch {batch}"
 
 
 def _png(figure: Any) -> bytes:

@@ -43,10 +43,19 @@ def _mhz(value: Any) -> str:
 
 
 def write_job_report(
-    job: dict[str, Any], requests: pd.DataFrame, directory: str, as_json: bool, err: bool = False
+    job: dict[str, Any] | list[tuple[dict[str, Any], pd.DataFrame]],
+    requests: pd.DataFrame | None,
+    directory: str,
+    as_json: bool,
+    err: bool = False,
 ) -> None:
-    """Write a job's report into ``directory`` and say what it found (on stderr when ``err``)."""
-    analysis = Report.from_job(job, requests)
+    """Write a job's report (or, given a list of (job, requests), several jobs' together) into ``directory``
+    and say what it found (on stderr when ``err``)."""
+    if isinstance(job, list):
+        analysis = Report.from_jobs(job)
+    else:
+        assert requests is not None
+        analysis = Report.from_job(job, requests)
     written = write_report(analysis, directory)
     if as_json:
         echo_json(written)
@@ -54,7 +63,7 @@ def write_job_report(
     for row in analysis.optima.itertuples():
         saving = getattr(row, "saving_at_1_1x_latency", None)
         line = (
-            f"{row.model} / {row.task} / batch {row.batch_size}: "
+            f"{row.model} ({row.engine}) / {row.task} / batch {row.batch_size}: "
             f"energy-optimal {_mhz(row.energy_optimal_mhz)}, EDP-optimal {_mhz(row.edp_optimal_mhz)}"
         )
         if saving is not None and saving == saving:
@@ -67,38 +76,52 @@ def write_job_report(
     )
 
 
+def _job_and_requests(job_id: str, endpoint: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    saved = Path(job_id)
+    if saved.is_file():
+        return saved_job(saved)
+    with Client(endpoint) as client:
+        job = client.job(job_id)
+        if not ((job.get("result") or {}).get("llm") or {}).get("requests"):
+            raise click.UsageError(f"job {job_id} has no requests table: only a finished llm job has one")
+        return job, client.requests(job_id)
+
+
+MAX_REPORT_JOBS = 64
+
+
 @click.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
 @click.option(
     "-o", "--output", "directory", default=None, help="Directory for the files (default: report-JOB)."
 )
 @json_option
 @endpoint_option
-def report(job_id: str, directory: str | None, as_json: bool, endpoint: str) -> None:
-    """Analyse a finished llm JOB: energy, latency, power and EDP against SM clock per model x task x batch
-    size, the energy- and EDP-optimal clocks, savings against the default clock within latency budgets,
-    the Pareto frontier of energy against latency, and Pearson and Spearman correlations (95% intervals)
-    of each input feature with energy and latency. Flagged points (the GPU ran below the clock asked)
-    are left out of optima. Writes clocks.csv, optima.csv, pareto.csv, correlations.csv, a PNG per
+def report(job_ids: tuple[str, ...], directory: str | None, as_json: bool, endpoint: str) -> None:
+    """Analyse finished llm JOBs: energy, latency, power and EDP against SM clock per model x engine x task
+    x batch size, the energy- and EDP-optimal clocks, savings against the default clock within latency
+    budgets, the Pareto frontier of energy against latency, and Pearson and Spearman correlations (95%
+    intervals) of each input feature with energy and latency. Flagged points (the GPU ran below the clock
+    asked) are left out of optima. Writes clocks.csv, optima.csv, pareto.csv, correlations.csv, a PNG per
     plot and report.html (self-contained). Method: docs/report.md.
 
-    JOB is a job id on gpuprofd, or a file holding the output of `gpuprof run --json` or
-    `gpuprof show --json` for an llm job (no daemon needed then).
+    Each JOB is a job id on gpuprofd, or a file holding the output of `gpuprof run --json` or
+    `gpuprof show --json` for an llm job (no daemon needed then). Several JOBs make one report, their
+    requests side by side (a `job` column says whose): run the same spec with `llm.engine: eager` and
+    `llm.engine: compiled` to compare engines as clocks are compared.
 
     \b
     Examples:
       gpuprof report 3f2a9c                     writes report-3f2a9c/
       gpuprof report 3f2a9c -o study/ --json    prints the files written as JSON
       gpuprof run sweep.yaml --json > sweep.json && gpuprof report sweep.json -o sweep/
+      gpuprof report eager.json compiled.json -o engines/
     """
-    saved = Path(job_id)
-    if saved.is_file():
-        job, requests = saved_job(saved)
-        job_id = str(job.get("id"))
+    if len(job_ids) > MAX_REPORT_JOBS:
+        raise click.UsageError(f"at most {MAX_REPORT_JOBS} jobs make one report, got {len(job_ids)}")
+    jobs = [_job_and_requests(job_id, endpoint) for job_id in job_ids]
+    name = "+".join(str(job.get("id")) for job, _ in jobs) if len(jobs) > 1 else str(jobs[0][0].get("id"))
+    if len(jobs) == 1:
+        write_job_report(jobs[0][0], jobs[0][1], directory or f"report-{name}", as_json)
     else:
-        with Client(endpoint) as client:
-            job = client.job(job_id)
-            if not ((job.get("result") or {}).get("llm") or {}).get("requests"):
-                raise click.UsageError(f"job {job_id} has no requests table: only a finished llm job has one")
-            requests = client.requests(job_id)
-    write_job_report(job, requests, directory or f"report-{job_id}", as_json)
+        write_job_report(jobs, None, directory or f"report-{name[:100]}", as_json)

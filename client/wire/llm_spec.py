@@ -15,12 +15,15 @@ from typing import Any
 
 from .spec_schema import REQUIRED, Document, KeyPath, Section, did_you_mean, excerpt, kind_of
 
-__all__ = ["ARCHS", "TASKS", "DatasetRef", "LlmParams", "ModelRef", "SteadyState", "read_llm"]
+__all__ = ["ARCHS", "ENGINES", "TASKS", "DatasetRef", "LlmParams", "ModelRef", "SteadyState", "read_llm"]
 
 # The study's architectures: real configs with synthetic weights; "-tiny" keeps the layer types, shrunk.
 STUDY_ARCHS = ("falcon-7b", "mistral-7b-v0.1", "llama-3.2-1b", "llama-3.2-3b", "gpt-neo-2.7b")
 ARCHS = (*STUDY_ARCHS, *(f"{name}-tiny" for name in STUDY_ARCHS))
 TASKS = ("qa", "commonsense", "factual")
+# How a model runs its requests: transformers' eager generate (the seed study's method); a static KV cache
+# with a compiled, graph-captured decode step (docs/llm.md, "Engines").
+ENGINES = ("eager", "compiled")
 LLM_DTYPES = ("bfloat16", "float16", "float32")
 DATASET_FORMATS = ("jsonl", "csv", "parquet")
 # The columns each task reads; defaults are those of the usual Hugging Face datasets (squad, hellaswag,
@@ -43,6 +46,7 @@ _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*(\.[A-Za-z_][A-Za-z0-9_ -]*)*")
 LLM_KEYS = (
     "model",
     "models",
+    "engine",
     "dtype",
     "task",
     "tasks",
@@ -114,6 +118,7 @@ class LlmParams:
     """LLM inference: every model x task x batch size is a point, measured request by request."""
 
     models: tuple[ModelRef, ...]
+    engine: str = "eager"
     tasks: tuple[str, ...] = ("qa",)
     dataset: DatasetRef = field(default_factory=DatasetRef)
     dtype: str = "bfloat16"
@@ -331,6 +336,7 @@ def read_llm(section: Section) -> LlmParams:
         raise section.error("trust_remote_code", "synthetic-weight models run no remote code: leave it out")
     return LlmParams(
         models=models,
+        engine=section.choice("engine", "eager", ENGINES),
         tasks=tuple(tasks),
         dataset=_read_dataset(section, tuple(tasks)),
         dtype=section.choice("dtype", "bfloat16", LLM_DTYPES),

@@ -157,6 +157,7 @@ def request_rows(
                     "model": point.get("model"),
                     "model_source": model.get("model_source"),
                     "weights": model.get("weights"),
+                    "engine": model.get("engine", "eager"),
                     "task": point.get("task"),
                     "batch_size": point.get("batch_size"),
                     "sm_clock_mhz": point.get("sm_clock_mhz"),
@@ -229,6 +230,7 @@ def point_summaries(rows: Sequence[dict[str, Any]], windows: Sequence[PhaseWindo
             {
                 "point": window.attrs.get("id"),
                 "model": window.attrs.get("model"),
+                "engine": point_rows[0]["engine"] if point_rows else None,
                 "task": window.attrs.get("task"),
                 "batch_size": window.attrs.get("batch_size"),
                 "sm_clock_mhz": window.attrs.get("sm_clock_mhz"),
@@ -273,10 +275,21 @@ def _per_token(figures: Sequence[dict[str, Any]], tokens: int) -> tuple[float | 
     return joules / tokens, error / tokens, key
 
 
+def _bandwidth_bound(model: dict[str, Any], batch_size: Any) -> float | None:
+    """Decode tokens a second if each step only read the weights at the GPU's peak memory bandwidth."""
+    bandwidth, weights = model.get("memory_bandwidth_gbs"), model.get("weights_bytes")
+    if not bandwidth or not weights or not isinstance(batch_size, int):
+        return None
+    return float(batch_size * bandwidth * 1e9 / weights)
+
+
 def steady_summaries(
     windows: Sequence[PhaseWindow], samples: np.ndarray, energy: np.ndarray, gpu: int
 ) -> list[dict[str, Any]]:
-    """Energy per prefill token and per decode token, per model and batch size, from the steady windows."""
+    """Energy per prefill token and per decode token, per model and batch size, from the steady windows;
+    decode's throughput also as a share of the memory-bandwidth bound (every step reads all the weights)
+    where the GPU's bandwidth is known."""
+    loads = {str(w.attrs.get("id")): w.attrs for w in windows if w.name == "load"}
     groups: dict[tuple[str, str], list[PhaseWindow]] = defaultdict(list)
     for window in windows:
         if window.name in ("steady_prefill", "steady_decode"):
@@ -290,16 +303,24 @@ def steady_summaries(
         seconds = sum(w.duration_ns for w in group) / 1e9
         per_token, error, key = _per_token(figures, tokens)
         clocks = [f.get("sm_clock_median_mhz") for f in figures]
+        model = loads.get(base.split(".bs")[0], {})
+        batch_size = group[0].attrs.get("batch_size")
+        tokens_per_s = tokens / seconds if seconds > 0 else None
+        bound = _bandwidth_bound(model, batch_size) if name == "steady_decode" else None
         out.append(
             {
                 "id": base,
+                "model": model.get("model"),
+                "engine": model.get("engine", "eager"),
                 "phase": name.removeprefix("steady_"),
-                "batch_size": group[0].attrs.get("batch_size"),
+                "batch_size": batch_size,
                 "context_tokens": group[0].attrs.get("context_tokens"),
                 "windows": len(group),
                 "seconds": seconds,
                 "tokens": tokens,
-                "tokens_per_s": tokens / seconds if seconds > 0 else None,
+                "tokens_per_s": tokens_per_s,
+                "bandwidth_bound_tokens_per_s": bound,
+                "bandwidth_bound_share": tokens_per_s / bound if bound and tokens_per_s is not None else None,
                 "j_per_token": per_token,
                 "j_per_token_uncertainty": error,
                 "energy_source": key.replace("energy_", ""),

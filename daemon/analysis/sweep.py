@@ -88,6 +88,7 @@ def _point_row(
     return {
         "point": summary["point"],
         "model": summary["model"],
+        "engine": summary.get("engine"),
         "task": summary["task"],
         "batch_size": summary["batch_size"],
         **_clocks(requested, observed, window, power),

@@ -94,7 +94,7 @@ def test_gpuprof_report_writes_tables_plots_and_one_page(
     out = tmp_path / "report"
     assert main(["report", done["id"], "-o", str(out), "--endpoint", daemon.endpoint]) == 0
     text = capsys.readouterr().out
-    assert "llama-3.2-1b-tiny / qa / batch 2: energy-optimal" in text and "SIMULATED" in text
+    assert "llama-3.2-1b-tiny (eager) / qa / batch 2: energy-optimal" in text and "SIMULATED" in text
     for name in ("clocks.csv", "optima.csv", "pareto.csv", "correlations.csv", "energy_vs_clock.png",
                  "pareto.png", "report.html"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name

@@ -135,3 +135,37 @@ def test_a_point_repeats_until_its_energy_is_known_to_the_target(
         assert point["ci95_target_reached"] is (repetitions == 1)  # 1e-9 is never reached: the cap stops it
     finally:
         daemon.kill()
+
+
+def test_a_compiled_engine_job_reports_its_compile_time_apart_from_its_requests(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path).start()
+    spec = tmp_path / "compiled.yaml"
+    spec.write_text(
+        "workload: llm\ntimeout_s: 600\nllm:\n  model: {arch: llama-3.2-1b-tiny}\n  engine: compiled\n"
+        "  dtype: float32\n  prompts: 3\n  batch_sizes: [2]\n  max_new_tokens: 4\n  ignore_eos: true\n"
+        "  warmup_requests: 1\n  ner: heuristic\n"
+        "  steady_state: {seconds: 0.5, context_tokens: 16, decode_tokens: 8}\n"
+    )
+    try:
+        with Client(daemon.endpoint) as client:
+            job = client.submit(str(spec)).wait(timeout_s=300)
+            assert job["state"] == "succeeded", job.get("reason")
+            result = client.handle(str(job["id"])).result()
+    finally:
+        daemon.kill()
+    (model,) = result.summary["result"]["llm"]["models"]
+    assert model["engine"] == "compiled" and model["compile_mode"] == "default"  # a CPU: no CUDA graphs
+    assert model["torch_version"] and model["transformers_version"] and model["weights_bytes"] > 0
+    compiles = result.windows[result.windows["name"] == "compile"]
+    assert sorted(a["id"] for a in compiles["attrs"]) == ["m0.bs1", "m0.bs2"]  # 3 prompts: batches of 2 and 1
+    assert all(a["seconds"] > 0 for a in compiles["attrs"])
+    measure = result.windows[result.windows["name"] == "measure"].iloc[0]
+    assert (compiles["t_end_ns"] <= measure["t_start_ns"]).all()  # compiled before anything is measured
+    requests = result.requests
+    assert len(requests) == 3 and set(requests["engine"]) == {"compiled"}
+    assert (requests["output_tokens"] == 4).all() and (requests["energy_j"] > 0).all()
+    steady = result.summary["result"]["llm"]["steady_state"]
+    assert {s["phase"] for s in steady} == {"prefill", "decode"} and all(
+        s["engine"] == "compiled" for s in steady
+    )
+    assert all(s["bandwidth_bound_share"] is None for s in steady)  # the model ran on a CPU: no bound

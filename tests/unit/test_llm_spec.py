@@ -50,6 +50,7 @@ def test_defaults_and_every_model_form() -> None:
         "bfloat16", 32, 0, "greedy"
     )  # fmt: skip
     assert params.steady_state is None and params.trust_remote_code is False
+    assert params.engine == "eager"  # the seed study's method
 
 
 def test_a_dataset_file_gets_the_task_default_columns_and_a_format_from_its_suffix() -> None:
@@ -70,6 +71,8 @@ def test_a_dataset_file_gets_the_task_default_columns_and_a_format_from_its_suff
 @pytest.mark.parametrize(
     ("body", "key", "problem"),
     [
+        ("  model: {arch: llama-3.2-1b}\n  engine: compile\n", "llm.engine", "did you mean 'compiled'"),
+        ("  model: {arch: llama-3.2-1b}\n  engine: [eager]\n", "llm.engine", "must be one of 'eager'"),
         ("  model: llama-3.2-1b\n", "llm.model", "write {arch: llama-3.2-1b}"),
         ("  model: {arch: llama-3.2-1B}\n", "llm.model.arch", "must be one of"),
         ("  model: {arch: x, hf: a/b}\n", "llm.model", "exactly one of arch, hf or path"),

@@ -70,3 +70,22 @@ def test_correlations_carry_intervals_and_find_a_tracking_feature() -> None:
 def test_a_job_without_requests_cannot_be_reported() -> None:
     with pytest.raises(ValueError, match="only llm jobs"):
         Report.from_job({"id": "j1"}, pd.DataFrame())
+
+
+def test_several_jobs_compare_engines_as_clocks_are_compared() -> None:
+    eager = requests_at(CLOCKS)  # a job from before engines: no engine column, so eager
+    compiled = requests_at({mhz: (energy / 2, latency / 3) for mhz, (energy, latency) in CLOCKS.items()})
+    compiled["engine"] = "compiled"
+    jobs = [
+        ({"id": "a1", "name": "eager", "result": {"dvfs": {"points": SWEEP}}}, eager),
+        ({"id": "b2", "name": "compiled", "simulated": True, "result": {"dvfs": {"points": []}}}, compiled),
+    ]
+    report = Report.from_jobs(jobs)
+    assert report.job["id"] == "a1+b2" and report.simulated  # simulated if any job was
+    assert set(report.requests["job"]) == {"a1", "b2"}
+    best = optima(report.clocks).set_index("engine")
+    assert best.loc["eager", "energy_optimal_mhz"] == best.loc["compiled", "energy_optimal_mhz"] == 1200
+    flagged = report.clocks[report.clocks["flagged"]]
+    assert list(flagged["engine"]) == ["eager"]  # the eager job's capped point, not the compiled one's
+    compiled_rows = report.clocks[report.clocks["engine"] == "compiled"].set_index("clock_mhz")
+    assert compiled_rows.loc[1200, "energy_j"] == pytest.approx(3.0)

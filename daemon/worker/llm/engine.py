@@ -74,6 +74,15 @@ class Device:
             if hasattr(self.torch.backends.cuda, "enable_cudnn_sdp"):
                 self.torch.backends.cuda.enable_cudnn_sdp(False)
 
+    def memory_bandwidth_gbs(self) -> float | None:
+        """The GPU's peak memory bandwidth in GB/s from its bus width and memory clock (double data rate);
+        None on the CPU and on the simulated GPU (its model runs on the CPU)."""
+        if self.device.type != "cuda":
+            return None
+        props = self.torch.cuda.get_device_properties(0)
+        width, khz = getattr(props, "memory_bus_width", 0), getattr(props, "memory_clock_rate", 0)
+        return round(width / 8 * khz * 1e3 * 2 / 1e9, 1) if width and khz else None
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
@@ -154,6 +163,7 @@ class LoadedModel:
     device: Device
     info: dict[str, Any]
     max_positions: int | None
+    decoder: Any = None  # the compiled engine's CompiledDecoder; None: eager generate
 
     def input_limit(self, params: LlmParams) -> int:
         """The most prompt tokens kept: max_input_tokens, less where the model's positions end sooner."""
@@ -172,7 +182,9 @@ class LoadedModel:
         return ids[-limit:]
 
     def generate(self, prompts: Sequence[str], params: LlmParams, phases: Phases) -> BatchOutput:
-        """Generates answers for one batch of prompts."""
+        """Generates answers for one batch of prompts (with the compiled engine's decoder where set)."""
+        if self.decoder is not None:
+            return self.decoder.generate(prompts, params, phases)
         torch = self.device.torch
         limit = self.input_limit(params)
         phases.begin("tokenize")
@@ -351,6 +363,11 @@ def load_model(
         "attention": str(getattr(config, "_attn_implementation", None) or "default"),
         "device": device.name,
         "load_s": round(clock() - started, 3),
+        "engine": params.engine,
+        "torch_version": str(torch.__version__),
+        "transformers_version": str(transformers.__version__),
+        "weights_bytes": int(sum(p.numel() * p.element_size() for p in model.parameters())),
+        "memory_bandwidth_gbs": device.memory_bandwidth_gbs(),
     }
     return LoadedModel(ref, model, tokenizer, device, info, positions if isinstance(positions, int) else None)
 

@@ -93,8 +93,11 @@ def run_decode(
 
     The KV cache starts at the context; after ``steady.decode_tokens`` steps it is cut back to the context
     (no prefill inside the window). A cache that cannot be cut is rebuilt by a prefill between two
-    windows instead (ids ``<window_id>.s<n>``).
+    windows instead (ids ``<window_id>.s<n>``), as is the compiled engine's static cache.
     """
+    if lm.decoder is not None:
+        _run_decode_compiled(lm, ids, steady, markers, window_id, clock)
+        return
     torch, device = lm.device.torch, lm.device
     keep = {"logits_to_keep": 1} if forward_accepts(lm.model, "logits_to_keep") else {}
     cache_kw = (
@@ -137,3 +140,43 @@ def run_decode(
                 device.idle()
             segment += 1
             del past, out
+
+
+def _run_decode_compiled(
+    lm: LoadedModel,
+    ids: Any,
+    steady: SteadyState,
+    markers: MarkerWriter,
+    window_id: str,
+    clock: Callable[[], float],
+) -> None:
+    """The compiled engine's steady decode: per window, a prefill of the context (outside it), then up to
+    ``steady.decode_tokens`` compiled steps, until ``steady.seconds`` have passed."""
+    torch, device, decoder = lm.device.torch, lm.device, lm.decoder
+    batch, width = (int(n) for n in ids.shape)
+    deadline = clock() + steady.seconds
+    segment = 0
+    while segment == 0 or clock() < deadline:
+        with torch.inference_mode():
+            state = decoder.prefill(ids, torch.ones_like(ids))
+        device.sync()
+        name = f"{window_id}.s{segment}"
+        steps = 0
+        device.busy()
+        try:
+            markers.begin("steady_decode", id=name, batch_size=batch, context_tokens=width)
+            synced = clock()
+            while steps < steady.decode_tokens:
+                count = min(SYNC_EVERY_STEPS, steady.decode_tokens - steps)
+                with torch.inference_mode():
+                    decoder.decode(state, count, stop_at_eos=False)
+                steps += count
+                device.sync()
+                device.stretch("decode", clock() - synced)
+                synced = clock()
+                if clock() >= deadline:
+                    break
+            markers.end("steady_decode", id=name, steps=steps, tokens=steps * batch)
+        finally:
+            device.idle()
+        segment += 1

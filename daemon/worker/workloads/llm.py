@@ -19,6 +19,7 @@ from gpuprof.client.wire.errors import GpuprofError
 from gpuprof.client.wire.llm_spec import LlmParams
 
 from ..llm import tasks
+from ..llm.compiled import CompiledDecoder
 from ..llm.engine import BatchOutput, Device, LoadedModel, load_model
 from ..llm.features import FeatureExtractor
 from ..markers import MarkerWriter
@@ -179,6 +180,45 @@ def _steady(
         steady.run_decode(lm, ids, params.steady_state, markers, base)
 
 
+def _cache_positions(lm: LoadedModel, params: LlmParams) -> int:
+    """The static KV cache's length: the longest prompt and its answer, or a steady-state context and its
+    decode steps."""
+    longest = lm.input_limit(params) + params.max_new_tokens
+    if params.steady_state is not None:
+        steady = params.steady_state
+        longest = max(longest, min(steady.context_tokens, lm.input_limit(params)) + steady.decode_tokens + 1)
+    return longest
+
+
+def decode_batch_sizes(params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> list[int]:
+    """Every batch size the model decodes at: its points' full and last batches (of generating tasks) and
+    its steady-state batches."""
+    sizes: set[int] = set()
+    for task_items in items.values():
+        if not task_items or task_items[0].kind == "choice":  # scored by one prefill, never decoded
+            continue
+        for size in params.batch_sizes:
+            sizes.update(len(batch) for batch in _batches(task_items, size))
+    if params.steady_state is not None:
+        sizes.update(params.batch_sizes)
+    return sorted(sizes)
+
+
+def _compile(
+    lm: LoadedModel, params: LlmParams, items: dict[str, list[tasks.TaskItem]], model_index: int,
+    markers: MarkerWriter,
+) -> None:  # fmt: skip
+    """Compiles (and captures) the decode step at every batch size before any measured window, each in a
+    ``compile`` window: its time is reported, never measured as inference."""
+    sizes = decode_batch_sizes(params, items)
+    for size in sizes:
+        window = f"m{model_index}.bs{size}"
+        markers.status(f"{lm.ref.name}: compiling the decode step for batch {size}")
+        markers.begin("compile", id=window, batch_size=size)
+        seconds = lm.decoder.prepare(size)
+        markers.end("compile", id=window, seconds=round(seconds, 3))
+
+
 def plan(params: LlmParams, dvfs: DvfsParams | None) -> list[tuple[str, int, int | None]]:
     """A model's points as (task, batch size, SM clock or None), in the order they run.
 
@@ -292,8 +332,13 @@ def run(
         for model_index, ref in enumerate(params.models):
             markers.begin("load", id=f"m{model_index}", model=ref.name, model_source=ref.kind)
             lm = load_model(ref, params, device, clock)
+            if params.engine == "compiled":
+                lm.decoder = CompiledDecoder(lm, params, _cache_positions(lm, params))
+                lm.info.update(lm.decoder.description)
             markers.end("load", id=f"m{model_index}", ner=extractor.method, **lm.info)
             markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
+            if lm.decoder is not None:
+                _compile(lm, params, items, model_index, markers)
             markers.begin("measure", id=f"m{model_index}")
 
             run_point = _PointRunner(lm, extractor, items, params, dvfs, device, markers, counter).run

@@ -1,0 +1,102 @@
+"""The compiled engine on a CPU: the same answers as eager generate, its phases, its end-of-sequence rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="LLM jobs need torch (pip install '.[test]')")
+pytest.importorskip("transformers")
+
+from test_llm_engine import Recorder  # noqa: E402
+
+from gpuprof.client.wire.llm_spec import LlmParams, ModelRef, SteadyState  # noqa: E402
+from gpuprof.daemon.worker.llm import steady  # noqa: E402
+from gpuprof.daemon.worker.llm.compiled import EOS_CHECK_STEPS, CompiledDecoder  # noqa: E402
+from gpuprof.daemon.worker.llm.engine import Device, LoadedModel, load_model  # noqa: E402
+from gpuprof.daemon.worker.workloads.llm import decode_batch_sizes  # noqa: E402
+
+PROMPTS = ["A short prompt.", "A longer prompt about the river Nile and its delta, which floods each year."]
+
+
+def varied(arch: str, **settings: Any) -> tuple[LoadedModel, LlmParams]:
+    """A tiny model whose random weights are scaled up, so that greedy answers vary from token to token."""
+    params = LlmParams(models=(ModelRef("arch", arch),), dtype="float32", **settings)
+    lm = load_model(params.models[0], params, Device(None))
+    with torch.no_grad():
+        for weight in lm.model.parameters():
+            weight.mul_(8)
+    return lm, params
+
+
+@pytest.mark.parametrize("arch", ["llama-3.2-1b-tiny", "gpt-neo-2.7b-tiny"])
+def test_compiled_generation_gives_eager_generates_answers(arch: str) -> None:
+    lm, params = varied(arch, max_new_tokens=20)
+    eager = lm.generate(PROMPTS, params, Recorder())
+    assert len(set(eager.outputs[0] or "")) > 5  # a varied answer, or the comparison proves little
+    lm.decoder = CompiledDecoder(lm, params, 96)
+    assert lm.decoder.prepare(2) > 0 and lm.decoder.prepare(2) == 0  # compiled once per batch size
+    phases = Recorder()
+    compiled = lm.generate(PROMPTS, params, phases)
+    assert compiled.outputs == eager.outputs  # left padding, positions and the static cache line up
+    assert compiled.output_tokens == eager.output_tokens == [20, 20]
+    assert compiled.input_tokens == eager.input_tokens and compiled.decode_steps == 19
+    assert [(kind, name) for kind, name, _ in phases.events] == [
+        ("begin", "tokenize"), ("end", "tokenize"), ("begin", "prefill"), ("end", "prefill"),
+        ("begin", "decode"), ("end", "decode"),
+    ]  # fmt: skip
+
+
+def test_the_end_of_sequence_waits_for_min_new_tokens_and_stops_the_batch() -> None:
+    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=60, min_new_tokens=3)
+    eos = lm.tokenizer.eos_token_id
+
+    def favour_eos(module: Any, inputs: Any, output: Any) -> Any:
+        output[..., eos] += 1e4
+        return output
+
+    lm.model.lm_head.register_forward_hook(favour_eos)
+    eager = lm.generate(PROMPTS, params, Recorder())
+    lm.decoder = CompiledDecoder(lm, params, 96)
+    compiled = lm.generate(PROMPTS, params, Recorder())
+    assert compiled.output_tokens == eager.output_tokens == [4, 4]  # three tokens, then the end of sequence
+    assert compiled.decode_steps == EOS_CHECK_STEPS  # all ended: stopped at the first check, not at 59
+
+
+def test_sampling_with_a_tiny_top_p_keeps_only_the_likeliest_token() -> None:
+    lm, greedy = varied("llama-3.2-1b-tiny", max_new_tokens=12)
+    expected = lm.generate(PROMPTS[:1], greedy, Recorder())
+    _, sample = varied("llama-3.2-1b-tiny", max_new_tokens=12, sampling="sample", top_p=1e-6)
+    lm.decoder = CompiledDecoder(lm, sample, 64)
+    assert lm.generate(PROMPTS[:1], sample, Recorder()).outputs == expected.outputs
+
+
+def test_compiled_steady_decode_rebuilds_its_context_between_windows() -> None:
+    settings = SteadyState(seconds=0.3, context_tokens=16, decode_tokens=4)
+    params = LlmParams(
+        models=(ModelRef("arch", "llama-3.2-1b-tiny"),), dtype="float32", steady_state=settings
+    )
+    lm = load_model(params.models[0], params, Device(None))
+    lm.decoder = CompiledDecoder(lm, params, 32)
+    lm.decoder.prepare(2)
+    ids = steady.context_ids(lm, 2, 16, ["Some text about rivers and mountains."])
+    markers = Recorder()
+    steady.run_decode(lm, ids, settings, markers, "m0.bs2")  # type: ignore[arg-type]
+    ends = [attrs for kind, name, attrs in markers.events if kind == "end" and name == "steady_decode"]
+    begins = [attrs["id"] for kind, name, attrs in markers.events if kind == "begin"]
+    assert len(ends) > 1 and begins == [f"m0.bs2.s{n}" for n in range(len(ends))]
+    assert all(e["steps"] == 4 and e["tokens"] == 8 for e in ends[:-1])  # decode_tokens a window
+
+
+def test_every_batch_size_a_model_decodes_at_is_compiled_before_it_runs() -> None:
+    from gpuprof.daemon.worker.llm.tasks import TaskItem
+
+    def items(count: int, kind: str) -> list[TaskItem]:
+        return [TaskItem(id=str(i), task="qa", kind=kind, prompt="p") for i in range(count)]
+
+    params = LlmParams(models=(ModelRef("arch", "x"),), batch_sizes=(4, 8))
+    assert decode_batch_sizes(params, {"qa": items(10, "free")}) == [2, 4, 8]  # 10 = 4+4+2 = 8+2
+    assert decode_batch_sizes(params, {"commonsense": items(10, "choice")}) == []  # scored, not decoded
+    steady_params = LlmParams(models=(ModelRef("arch", "x"),), batch_sizes=(4,), steady_state=SteadyState())
+    assert decode_batch_sizes(steady_params, {"qa": items(3, "free")}) == [3, 4]
