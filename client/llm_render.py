@@ -37,6 +37,12 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
             f"{(model.get('parameters') or 0) / 1e6:,.1f} M parameters, {model.get('dtype')}, "
             f"tokenizer {model.get('tokenizer')}, loaded in {_fmt(model.get('load_s'), 1)} s"
         )
+        engine = model.get("engine") or "eager"
+        detail = f"engine {engine}"
+        if engine == "compiled":
+            detail += f" ({model.get('compile_mode')} mode, {model.get('kv_cache')} KV cache)"
+        versions = [f"{name} {model.get(f'{name}_version')}" for name in ("torch", "transformers")]
+        lines.append(f"    {detail}; {', '.join(v for v in versions if not v.endswith(' None'))}")
     points = section.get("points") or []
     if points:
         lines.append(
@@ -71,18 +77,23 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
     steady = section.get("steady_state") or []
     if steady:
         lines.append(f"  steady state{tag}: back-to-back prefill or decode; energy per token ± bound")
-        header = ["MODEL.BATCH", "PHASE", "SECONDS", "TOKENS", "TOK/S", "J/TOKEN", "±", "SOURCE", "MEAN W",
-                  "SM MHz"]  # fmt: skip
+        header = ["MODEL.BATCH", "PHASE", "SECONDS", "TOKENS", "TOK/S", "OF BOUND", "J/TOKEN", "±", "SOURCE",
+                  "MEAN W", "SM MHz"]  # fmt: skip
         rows = [
             [
                 str(s.get("id")), str(s.get("phase")), _fmt(s.get("seconds"), 2), str(s.get("tokens")),
-                _fmt(s.get("tokens_per_s"), 0), _fmt(s.get("j_per_token"), 5),
+                _fmt(s.get("tokens_per_s"), 0), _fmt(s.get("bandwidth_bound_share"), 2),
+                _fmt(s.get("j_per_token"), 5),
                 _fmt(s.get("j_per_token_uncertainty"), 5), str(s.get("energy_source")),
                 _fmt(s.get("mean_power_w"), 1), _fmt(s.get("observed_sm_clock_mhz_median"), 0),
             ]
             for s in steady
         ]  # fmt: skip
         lines += ["    " + line for line in _table(header, rows)]
+        if any(s.get("bandwidth_bound_share") is not None for s in steady):
+            lines.append(
+                "    OF BOUND: decode tokens per second over the memory-bandwidth bound (docs/llm.md)"
+            )
         for s in steady:
             if s.get("capped"):
                 reasons = ", ".join(r for r in s.get("clock_event_reasons") or [] if r != "gpu_idle")

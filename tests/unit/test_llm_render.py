@@ -83,3 +83,22 @@ def test_a_clock_request_waits_for_the_daemons_answer() -> None:
         writer.set_clocks(None, timeout_s=0.05)
     writer.close()
     reader.close()
+
+
+def test_a_model_line_names_its_engine_and_a_decode_row_its_share_of_the_bandwidth_bound() -> None:
+    section = {
+        "models": [{"model": "llama-3.2-1b", "weights": "synthetic", "architecture": "LlamaForCausalLM",
+                    "parameters": 1.2e9, "dtype": "bfloat16", "tokenizer": "t", "load_s": 2.0,
+                    "engine": "compiled", "compile_mode": "reduce-overhead",
+                    "kv_cache": "static, 640 positions",
+                    "torch_version": "2.11.0", "transformers_version": "5.17.0"}],
+        "steady_state": [{"id": "m0.bs1", "phase": "decode", "seconds": 5.0, "tokens": 3100,
+                          "tokens_per_s": 620.0, "bandwidth_bound_share": 0.52, "j_per_token": 0.4,
+                          "j_per_token_uncertainty": 0.004, "energy_source": "counter", "mean_power_w": 250.0,
+                          "observed_sm_clock_mhz_median": 1980}],
+    }  # fmt: skip
+    text = "\n".join(render_llm(section, False))
+    assert "engine compiled (reduce-overhead mode, static, 640 positions KV cache); torch 2.11.0" in text
+    assert "OF BOUND" in text and " 0.52 " in text and "memory-bandwidth bound" in text
+    eager = "\n".join(render_llm({"models": [{"model": "m", "parameters": 1}]}, False))
+    assert "engine eager;" in eager  # a job from before engines ran eager generate
