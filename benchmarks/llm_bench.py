@@ -1,12 +1,16 @@
 """LLM inference benchmark: the study's models under gpuprofd, and what 1 kHz sampling costs inference.
 
-    python3 benchmarks/llm_bench.py [--simulate] [--json OUT] [--only study overhead]
+    python3 benchmarks/llm_bench.py [--simulate] [--json OUT] [--only study overhead engines]
         [--models llama-3.2-1b llama-3.2-3b mistral-7b-v0.1] [--prompts 16] [--seconds 5]
 
 ``study`` runs one llm job through a private gpuprofd (``gpuprof run``, DVFS off: no clock or power
 setting is changed): the models with synthetic weights in bf16, the built-in qa and factual sets, batch 1
 and 8, then steady-state prefill and decode. It prints tokens/s, energy per prefill and decode token
 (steady state, energy counter) and the spread of per-request energy.
+
+``engines`` runs the same job once per engine (``llm.engine: eager`` and ``compiled``, docs/llm.md) and
+compares their steady-state decode: tokens/s, energy per token and the share of the memory-bandwidth bound
+(batch x bandwidth / weight bytes), side by side from one run of this script.
 
 ``overhead`` runs steady-state decode (batch 1) and prefill (batch 8, 512 tokens) of llama-3.2-1b in this
 process, in blocks alternating between a gpuprofd sampling every GPU at 1 kHz and the same gpuprofd
@@ -57,12 +61,14 @@ def device_info(simulate: bool) -> dict[str, Any]:
         pynvml.nvmlShutdown()
 
 
-def study(models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path) -> dict[str, Any]:
+def study(
+    models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path, engine: str = "eager"
+) -> dict[str, Any]:
     names = [f"{m}-tiny" if simulate else m for m in models]
-    spec = out_dir / "study.yaml"
+    spec = out_dir / f"study-{engine}.yaml"
     spec.write_text(
-        "name: llm-bench\nworkload: llm\ntimeout_s: 3000\nllm:\n"
-        f"  models: [{', '.join('{arch: ' + n + '}' for n in names)}]\n"
+        f"name: llm-bench-{engine}\nworkload: llm\ntimeout_s: 3000\nllm:\n"
+        f"  models: [{', '.join('{arch: ' + n + '}' for n in names)}]\n  engine: {engine}\n"
         f"  dtype: {'float32' if simulate else 'bfloat16'}\n"
         f"  tasks: [qa, factual]\n  prompts: {prompts}\n  batch_sizes: [1, 8]\n"
         "  max_new_tokens: 32\n  ignore_eos: true\n  warmup_requests: 8\n"
@@ -82,7 +88,7 @@ def study(models: list[str], prompts: int, seconds: float, simulate: bool, out_d
          p["energy_per_request_cv"], p["short_window_fraction"], p["observed_sm_clock_mhz_median"]]
         for p in llm["points"]
     ]  # fmt: skip
-    table("Points (per-request energy: integrated power, shared within each batch)",
+    table(f"Points, engine {engine} (per-request energy: {llm['energy_method']})",
           ["model", "task", "batch", "req", "out tok/s", "TTFT ms", "TPOT ms", "J/req", "CV", "short",
            "SM MHz"], points)  # fmt: skip
     by_model = {m["id"]: m["model"] for m in llm["models"]}
@@ -92,7 +98,7 @@ def study(models: list[str], prompts: int, seconds: float, simulate: bool, out_d
          s["observed_sm_clock_mhz_median"]]
         for s in llm["steady_state"]
     ]  # fmt: skip
-    table("Steady state (512-token contexts)",
+    table(f"Steady state, engine {engine} (512-token contexts)",
           ["model", "batch", "phase", "tok/s", "mJ/token", "± mJ", "source", "mean W", "SM MHz"],
           steady)  # fmt: skip
     return {
@@ -104,6 +110,32 @@ def study(models: list[str], prompts: int, seconds: float, simulate: bool, out_d
         "steady_state": llm["steady_state"],
         "requests": len(job.get("requests") or []),
     }
+
+
+def engines(models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path) -> dict[str, Any]:
+    """The same job under each engine, one after the other; their steady decode side by side."""
+    runs = {
+        engine: study(models, prompts, seconds, simulate, out_dir, engine) for engine in ("eager", "compiled")
+    }
+    decode = {
+        engine: {(s["model"], s["batch_size"]): s for s in run["steady_state"] if s["phase"] == "decode"}
+        for engine, run in runs.items()
+    }
+    rows = []
+    for key, eager in decode["eager"].items():
+        compiled = decode["compiled"].get(key)
+        if compiled is None:
+            continue
+        rows.append([
+            key[0], key[1], eager["tokens_per_s"], compiled["tokens_per_s"],
+            compiled["tokens_per_s"] / eager["tokens_per_s"], _ms(eager["j_per_token"]),
+            _ms(compiled["j_per_token"]), eager["bandwidth_bound_share"], compiled["bandwidth_bound_share"],
+        ])  # fmt: skip
+    table("Steady decode by engine (512-token contexts; energy per token: fused counter estimate)",
+          ["model", "batch", "eager tok/s", "compiled tok/s", "speedup", "eager mJ/tok", "compiled mJ/tok",
+           "eager of bound", "compiled of bound"], rows)  # fmt: skip
+    compile_s = {m["model"]: m.get("kv_cache") for m in runs["compiled"]["models"]}
+    return {"runs": runs, "decode": rows, "compiled_kv_cache": compile_s}
 
 
 class _Count:
@@ -195,7 +227,12 @@ def main() -> int:
         "--simulate", action="store_true", help="the simulated GPU and -tiny models (a dry run)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--only", nargs="+", choices=["study", "overhead"], default=["study", "overhead"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["study", "overhead", "engines"],
+        default=["study", "overhead", "engines"],
+    )
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0, help="each steady-state phase, and each block")
@@ -209,6 +246,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpuprof-llm-bench-") as tmp:
         if "study" in args.only:
             report["study"] = study(args.models, args.prompts, args.seconds, args.simulate, Path(tmp))
+        if "engines" in args.only:
+            report["engines"] = engines(args.models, args.prompts, args.seconds, args.simulate, Path(tmp))
         if "overhead" in args.only:
             report["overhead"] = overhead(args.simulate, args.seconds, args.rounds, Path(tmp))
     if args.json:

@@ -180,10 +180,12 @@ def _steady(
         steady.run_decode(lm, ids, params.steady_state, markers, base)
 
 
-def _cache_positions(lm: LoadedModel, params: LlmParams) -> int:
-    """The static KV cache's length: the longest prompt and its answer, or a steady-state context and its
-    decode steps."""
-    longest = lm.input_limit(params) + params.max_new_tokens
+def _cache_positions(lm: LoadedModel, params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> int:
+    """The static KV cache's length: the job's longest prompt (as kept) and its answer, or a steady-state
+    context and its decode steps. Every decode step attends over it (masked), so no longer than needed."""
+    limit = lm.input_limit(params)
+    prompts = [item.prompt for task_items in items.values() for item in task_items if item.kind != "choice"]
+    longest = max((len(lm.encode(prompt, limit)) for prompt in prompts), default=1) + params.max_new_tokens
     if params.steady_state is not None:
         steady = params.steady_state
         longest = max(longest, min(steady.context_tokens, lm.input_limit(params)) + steady.decode_tokens + 1)
@@ -333,7 +335,7 @@ def run(
             markers.begin("load", id=f"m{model_index}", model=ref.name, model_source=ref.kind)
             lm = load_model(ref, params, device, clock)
             if params.engine == "compiled":
-                lm.decoder = CompiledDecoder(lm, params, _cache_positions(lm, params))
+                lm.decoder = CompiledDecoder(lm, params, _cache_positions(lm, params, items))
                 lm.info.update(lm.decoder.description)
             markers.end("load", id=f"m{model_index}", ner=extractor.method, **lm.info)
             markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
