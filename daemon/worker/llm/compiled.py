@@ -64,6 +64,9 @@ class CompiledDecoder:
         self._eos = tokenizer.eos_token_id
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos
         self._sample = params.sampling == "sample"
+        # A worker that ran another model's compiled step drops it: its graphs, guards and captured memory
+        # belong to that model (transformers 5.17 was seen to let them affect the next model's forward).
+        torch._dynamo.reset()
         self._keep = {"logits_to_keep": 1} if forward_accepts(lm.model, "logits_to_keep") else {}
         self._step = torch.compile(self._decode_step, mode=self.mode, dynamic=False)
 
