@@ -170,3 +170,12 @@ def test_a_search_needs_a_sweep_and_a_known_objective() -> None:
     ]:
         with pytest.raises(JobSpecKeyError, match=re.escape(message)):
             parse_job_spec(head + text, "job.yaml")
+
+
+def test_the_engines_example_runs_the_compiled_engine_and_eager_is_one_word_away() -> None:
+    path = QUICKSTART.with_name("engines.yaml")
+    spec = load_job_spec(path)
+    assert isinstance(spec.params, LlmParams) and spec.params.engine == "compiled"
+    eager = parse_job_spec(path.read_text().replace("engine: compiled", "engine: eager"), str(path))
+    assert isinstance(eager.params, LlmParams) and eager.params.engine == "eager"
+    assert JobSpec.from_dict(spec.to_dict()) == spec  # the engine survives the wire
