@@ -133,3 +133,23 @@ def test_a_search_measures_part_of_the_grid_and_names_its_optimum(
     assert len(search["measured"]) < 19 and search["best_mhz"] in search["measured"]
     assert sorted(p["sm_clock_mhz"] for p in dvfs["points"]) == search["measured"]  # one point per clock
     assert locked() is None
+
+
+def test_a_compiled_engine_sweep_loads_and_compiles_once_and_slows_down_at_a_low_clock(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    spec = sweep_spec([600, 1410], order="sequential")
+    spec["llm"]["engine"] = "compiled"
+    done = wait_state(client, submit(client, spec), FINAL, timeout_s=240)
+    assert done["state"] == "succeeded", done.get("reason")
+    windows = done["result"]["windows"]
+    names = [w["name"] for w in windows]
+    assert names.count("load") == 1 and names.count("compile") == 1  # 4 prompts: batches of 2 only
+    compile_end = next(w["t_end_ns"] for w in windows if w["name"] == "compile")
+    points = {p["sm_clock_mhz"]: p for p in done["result"]["dvfs"]["points"]}
+    assert all(p["engine"] == "compiled" and not p["flagged"] for p in points.values())
+    point_starts = [w["t_start_ns"] for w in windows if w["name"] == "point"]
+    assert len(point_starts) == 2 and min(point_starts) > compile_end  # compiled before the first point
+    # The simulated GPU stretches each phase by its slowdown at the clock: decode is slower at 600 MHz.
+    assert points[600]["latency_s"] > points[1410]["latency_s"]
