@@ -25,7 +25,7 @@ from typing import Any
 from gpuprof.client.wire.errors import GpuprofError
 from gpuprof.client.wire.llm_spec import LlmParams
 
-from .engine import BatchOutput, LoadedModel, Phases
+from .engine import BatchOutput, LoadedModel, Phases, forward_accepts
 
 __all__ = ["EOS_CHECK_STEPS", "CompiledDecoder"]
 
@@ -51,8 +51,6 @@ class CompiledDecoder:
     """Generates with static KV caches (one per batch size) and a compiled decode step."""
 
     def __init__(self, lm: LoadedModel, params: LlmParams, max_len: int) -> None:
-        from .engine import forward_accepts
-
         self.lm, self.params, self.max_len = lm, params, max_len
         torch = lm.device.torch
         self.torch = torch
