@@ -134,8 +134,8 @@ def engines(models: list[str], prompts: int, seconds: float, simulate: bool, out
     table("Steady decode by engine (512-token contexts; energy per token: fused counter estimate)",
           ["model", "batch", "eager tok/s", "compiled tok/s", "speedup", "eager mJ/tok", "compiled mJ/tok",
            "eager of bound", "compiled of bound"], rows)  # fmt: skip
-    compile_s = {m["model"]: m.get("kv_cache") for m in runs["compiled"]["models"]}
-    return {"runs": runs, "decode": rows, "compiled_kv_cache": compile_s}
+    kv_cache = {m["model"]: m.get("kv_cache") for m in runs["compiled"]["models"]}
+    return {"runs": runs, "decode": rows, "compiled_kv_cache": kv_cache}
 
 
 class _Count:

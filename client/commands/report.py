@@ -43,19 +43,11 @@ def _mhz(value: Any) -> str:
 
 
 def write_job_report(
-    job: dict[str, Any] | list[tuple[dict[str, Any], pd.DataFrame]],
-    requests: pd.DataFrame | None,
-    directory: str,
-    as_json: bool,
-    err: bool = False,
+    jobs: list[tuple[dict[str, Any], pd.DataFrame]], directory: str, as_json: bool, err: bool = False
 ) -> None:
-    """Write a job's report (or, given a list of (job, requests), several jobs' together) into ``directory``
-    and say what it found (on stderr when ``err``)."""
-    if isinstance(job, list):
-        analysis = Report.from_jobs(job)
-    else:
-        assert requests is not None
-        analysis = Report.from_job(job, requests)
+    """Write the report of one or more jobs, each (job, requests), into ``directory`` and say what it found
+    (on stderr when ``err``)."""
+    analysis = Report.from_jobs(jobs)
     written = write_report(analysis, directory)
     if as_json:
         echo_json(written)
@@ -120,8 +112,5 @@ def report(job_ids: tuple[str, ...], directory: str | None, as_json: bool, endpo
     if len(job_ids) > MAX_REPORT_JOBS:
         raise click.UsageError(f"at most {MAX_REPORT_JOBS} jobs make one report, got {len(job_ids)}")
     jobs = [_job_and_requests(job_id, endpoint) for job_id in job_ids]
-    name = "+".join(str(job.get("id")) for job, _ in jobs) if len(jobs) > 1 else str(jobs[0][0].get("id"))
-    if len(jobs) == 1:
-        write_job_report(jobs[0][0], jobs[0][1], directory or f"report-{name}", as_json)
-    else:
-        write_job_report(jobs, None, directory or f"report-{name[:100]}", as_json)
+    name = "+".join(str(job.get("id")) for job, _ in jobs)
+    write_job_report(jobs, directory or f"report-{name[:100]}", as_json)

@@ -202,5 +202,5 @@ def run(
         print_job(job, as_json, client, requests)
         if report_dir is not None and requests is not None:
             # Now, while a private daemon still holds the job: it goes with the daemon.
-            write_job_report(job, requests, report_dir, as_json=False, err=as_json)
+            write_job_report([(job, requests)], report_dir, as_json=False, err=as_json)
     exit_unless_succeeded(job)

@@ -188,7 +188,7 @@ def _cache_positions(lm: LoadedModel, params: LlmParams, items: dict[str, list[t
     longest = max((len(lm.encode(prompt, limit)) for prompt in prompts), default=1) + params.max_new_tokens
     if params.steady_state is not None:
         steady = params.steady_state
-        longest = max(longest, min(steady.context_tokens, lm.input_limit(params)) + steady.decode_tokens + 1)
+        longest = max(longest, min(steady.context_tokens, limit) + steady.decode_tokens + 1)
     return longest
 
 
