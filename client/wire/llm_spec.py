@@ -23,7 +23,7 @@ ARCHS = (*STUDY_ARCHS, *(f"{name}-tiny" for name in STUDY_ARCHS))
 TASKS = ("qa", "commonsense", "factual")
 # How a model runs its requests: transformers' eager generate (the seed study's method); a static KV cache
 # with a compiled, graph-captured decode step (docs/llm.md, "Engines").
-ENGINES = ("eager", "compiled")
+ENGINES = ("eager", "compiled", "vllm")
 LLM_DTYPES = ("bfloat16", "float16", "float32")
 DATASET_FORMATS = ("jsonl", "csv", "parquet")
 # The columns each task reads; defaults are those of the usual Hugging Face datasets (squad, hellaswag,
@@ -47,6 +47,7 @@ LLM_KEYS = (
     "model",
     "models",
     "engine",
+    "kv_cache_gb",
     "dtype",
     "task",
     "tasks",
@@ -119,6 +120,7 @@ class LlmParams:
 
     models: tuple[ModelRef, ...]
     engine: str = "eager"
+    kv_cache_gb: float | None = None  # vllm: the KV cache's size (None: vLLM's own choice on a GPU)
     tasks: tuple[str, ...] = ("qa",)
     dataset: DatasetRef = field(default_factory=DatasetRef)
     dtype: str = "bfloat16"
@@ -331,12 +333,18 @@ def read_llm(section: Section) -> LlmParams:
         raise section.error(
             "ner", f"must be auto, heuristic or spacy:<pipeline name or path>, got {excerpt(ner)}"
         )
+    engine = section.choice("engine", "eager", ENGINES)
+    if section.has("kv_cache_gb") and engine != "vllm":
+        raise section.error("kv_cache_gb", "applies to engine: vllm only")
     trust = section.boolean("trust_remote_code", False)
     if trust and all(m.synthetic for m in models):
         raise section.error("trust_remote_code", "synthetic-weight models run no remote code: leave it out")
     return LlmParams(
         models=models,
-        engine=section.choice("engine", "eager", ENGINES),
+        engine=engine,
+        kv_cache_gb=section.number("kv_cache_gb", 0, 0, 4096, low_open=True)
+        if section.has("kv_cache_gb")
+        else None,
         tasks=tuple(tasks),
         dataset=_read_dataset(section, tuple(tasks)),
         dtype=section.choice("dtype", "bfloat16", LLM_DTYPES),

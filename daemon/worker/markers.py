@@ -52,20 +52,23 @@ class MarkerWriter:
             raise MarkerChannelError(f"${MARKER_FD_ENV} must name an inherited socket fd, got {value!r}")
         return cls(int(value))
 
-    def _send(self, kind: str, name: str, attrs: dict[str, Any]) -> None:
-        data = encode_marker(Marker(kind, name, self._clock(), attrs))
+    def _send(self, kind: str, name: str, attrs: dict[str, Any], t_ns: int | None = None) -> None:
+        now = self._clock()
+        if t_ns is not None and t_ns > now:
+            raise MarkerChannelError(f"marker {name!r} stamped {t_ns - now} ns in the future")
+        data = encode_marker(Marker(kind, name, now if t_ns is None else int(t_ns), attrs))
         try:
             self._sock.send(data)
         except OSError as exc:
             raise MarkerChannelError(f"cannot send marker {name!r}: {exc.strerror or exc}") from None
 
-    def begin(self, name: str, **attrs: Any) -> None:
-        """Phase ``name`` starts now."""
-        self._send("begin", name, attrs)
+    def begin(self, name: str, *, t_ns: int | None = None, **attrs: Any) -> None:
+        """Phase ``name`` starts now, or at ``t_ns`` (CLOCK_MONOTONIC, past) where an engine timed it."""
+        self._send("begin", name, attrs, t_ns)
 
-    def end(self, name: str, **attrs: Any) -> None:
-        """Phase ``name`` ends now (its GPU work is done); attrs add to the begin's."""
-        self._send("end", name, attrs)
+    def end(self, name: str, *, t_ns: int | None = None, **attrs: Any) -> None:
+        """Phase ``name`` ends now (its GPU work is done), or at ``t_ns``; attrs add to the begin's."""
+        self._send("end", name, attrs, t_ns)
 
     def event(self, name: str, **attrs: Any) -> None:
         """A point in time worth recording."""

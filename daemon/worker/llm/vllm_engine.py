@@ -41,7 +41,9 @@ def _vllm() -> Any:
 class VllmModel:
     """A model under vLLM's offline engine, with the eager engine's interface (``generate``)."""
 
-    def __init__(self, ref: ModelRef, llm: Any, device: Device, info: dict[str, Any], params: LlmParams) -> None:
+    def __init__(
+        self, ref: ModelRef, llm: Any, device: Device, info: dict[str, Any], params: LlmParams
+    ) -> None:
         self.ref, self.llm, self.device, self.info = ref, llm, device, info
         self.tokenizer = llm.get_tokenizer()
         self.max_positions = params.max_input_tokens + params.max_new_tokens
@@ -100,7 +102,9 @@ class VllmModel:
         counts = [len(o.outputs[0].token_ids) for o in outputs]
         texts = [o.outputs[0].text for o in outputs]
         ids = [list(i["prompt_token_ids"]) for i in inputs]
-        return BatchOutput([len(i) for i in ids], ids, counts, list(texts), [None] * len(prompts), max(steps, 0))
+        return BatchOutput(
+            [len(i) for i in ids], ids, counts, list(texts), [None] * len(prompts), max(steps, 0)
+        )
 
 
 def load_vllm(ref: ModelRef, params: LlmParams, device: Device, workdir: Path) -> VllmModel:

@@ -35,11 +35,11 @@ class _BatchPhases:
     def __init__(self, markers: MarkerWriter, batch_id: str) -> None:
         self.markers, self.batch_id = markers, batch_id
 
-    def begin(self, name: str, **attrs: Any) -> None:
-        self.markers.begin(name, id=self.batch_id, **attrs)
+    def begin(self, name: str, t_ns: int | None = None, **attrs: Any) -> None:
+        self.markers.begin(name, t_ns=t_ns, id=self.batch_id, **attrs)
 
-    def end(self, name: str, **attrs: Any) -> None:
-        self.markers.end(name, id=self.batch_id, **attrs)
+    def end(self, name: str, t_ns: int | None = None, **attrs: Any) -> None:
+        self.markers.end(name, t_ns=t_ns, id=self.batch_id, **attrs)
 
 
 def _batches(items: Sequence[tasks.TaskItem], size: int) -> list[list[tasks.TaskItem]]:
