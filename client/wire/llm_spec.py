@@ -161,6 +161,8 @@ class LlmParams:
             data.pop("steady_state")
         if self.ci95_target is None:
             data.pop("ci95_target")
+        if self.kv_cache_gb is None:
+            data.pop("kv_cache_gb")
         if self.sampling == "greedy":
             data.pop("temperature")
             data.pop("top_p")
