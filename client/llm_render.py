@@ -41,7 +41,15 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
         detail = f"engine {engine}"
         if engine == "compiled":
             detail += f" ({model.get('compile_mode')} mode, {model.get('kv_cache')} KV cache)"
-        versions = [f"{name} {model.get(f'{name}_version')}" for name in ("torch", "transformers")]
+        elif engine == "vllm":
+            kv = model.get("kv_cache_bytes")
+            detail += (
+                f" (KV cache {f'{kv / 2**30:.3g}' if kv else '-'} GiB, up to {model.get('max_num_seqs')} "
+                "sequences at once, prefix caching off)"
+            )
+        if model.get("attention"):
+            detail += f", attention {model.get('attention')}"
+        versions = [f"{name} {model.get(f'{name}_version')}" for name in ("vllm", "torch", "transformers")]
         lines.append(f"    {detail}; {', '.join(v for v in versions if not v.endswith(' None'))}")
     points = section.get("points") or []
     if points:

@@ -11,9 +11,11 @@ token with the counter's bound.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,10 @@ from .windows import PhaseWindow
 __all__ = ["REQUEST_PHASES", "HeldPower", "llm_result"]
 
 SHARING = "shared within the batch (tokenize: chars, prefill: input, decode: output tokens)"
+SHARING_TIMED = (
+    "each request's own phases as its engine timed them, every instant shared among the requests working "
+    "in it (prefill: input, decode: output tokens; tokenize: chars)"
+)
 
 
 class HeldPower:
@@ -111,6 +117,81 @@ def _by_id(windows: Iterable[PhaseWindow], names: Sequence[str]) -> dict[tuple[s
     return {(w.name, str(w.attrs.get("id"))): w for w in windows if w.name in names}
 
 
+@dataclass
+class _TimedRequest:
+    """One request's phases as its engine timed them (vLLM), and its share of the batch's energy."""
+
+    prefill_s: float
+    decode_s: float
+    ttft_s: float
+    latency_s: float
+    prefill_j: float | None = None
+    decode_j: float | None = None
+    uncertainty_j: float = 0.0
+
+    def short(self, lag_s: float) -> bool:
+        return self.prefill_s < lag_s or 0 < self.decode_s < lag_s
+
+
+def _engine_timed(
+    attrs: Sequence[dict[str, Any]], tokenize: PhaseWindow, power: HeldPower
+) -> list[_TimedRequest]:
+    """Each request's prefill and decode energy where the engine timed every request (vLLM's continuous
+    batching: requests of one call can be scheduled, get their first token and end at different instants).
+
+    The batch's energy from its first request scheduled to its last token (the fused estimate, with its
+    bound) is cut at every request's edges; each piece is apportioned by the held power's shape, then
+    shared among the requests working in it by the tokens each processes there: a request in prefill its
+    input tokens spread over its prefill, one in decode its generated tokens over its decode. A piece where
+    no request works (between two scheduler rounds) goes to the prefill of the requests still waiting."""
+    edges = [(int(a["scheduled_ns"]), int(a["first_token_ns"]), int(a["last_token_ns"])) for a in attrs]
+    edges = [(s, max(s, f), max(s, f, last)) for s, f, last in edges]
+    start = tokenize.t_start_ns
+    out = [
+        _TimedRequest(
+            prefill_s=(f - s) / 1e9, decode_s=(last - f) / 1e9, ttft_s=(f - start) / 1e9,
+            latency_s=(last - start) / 1e9,
+        )
+        for s, f, last in edges
+    ]  # fmt: skip
+    t0, t1 = min(e[0] for e in edges), max(e[2] for e in edges)
+    total, bound = power.energy(t0, t1)
+    if total is None or t1 <= t0:
+        return out
+    cuts = sorted({t for e in edges for t in e})
+    pieces = list(itertools.pairwise(cuts))
+    shape = [power.integrated(a, b)[0] or 0.0 for a, b in pieces]
+    if sum(shape) <= 0:
+        shape = [float(b - a) for a, b in pieces]
+    scale = total / sum(shape)
+    prefill, decode = [0.0] * len(edges), [0.0] * len(edges)
+    inputs = [float(a.get("input_tokens") or 0) for a in attrs]
+    generated = [max(float(a.get("output_tokens") or 0) - 1, 0.0) for a in attrs]
+    for (a, b), weight in zip(pieces, shape, strict=True):
+        joules = weight * scale
+        work_p = [
+            inputs[i] * (b - a) / (f - s) if s <= a and b <= f and f > s else 0.0
+            for i, (s, f, _) in enumerate(edges)
+        ]
+        work_d = [
+            generated[i] * (b - a) / (last - f) if f <= a and b <= last and last > f else 0.0
+            for i, (_, f, last) in enumerate(edges)
+        ]
+        work = sum(work_p) + sum(work_d)
+        if work <= 0:
+            waiting = [i for i, (s, _, _) in enumerate(edges) if s >= b] or list(range(len(edges)))
+            for i in waiting:
+                prefill[i] += joules / len(waiting)
+            continue
+        for i in range(len(edges)):
+            prefill[i] += joules * work_p[i] / work
+            decode[i] += joules * work_d[i] / work
+    for i, request in enumerate(out):
+        request.prefill_j, request.decode_j = prefill[i], decode[i]
+        request.uncertainty_j = (bound or 0.0) * (prefill[i] + decode[i]) / total if total else 0.0
+    return out
+
+
 def request_rows(
     markers: Sequence[Marker], windows: Sequence[PhaseWindow], power: HeldPower, simulated: bool
 ) -> list[dict[str, Any]]:
@@ -144,13 +225,35 @@ def request_rows(
         )
         point = points.get(str(attrs[0].get("point")), {})
         model = loads.get(str(point.get("model")), {})
+        called = edges["tokenize"]
+        timed = called is not None and all("first_token_ns" in a for a in attrs)
+        engine_timed = _engine_timed(attrs, called, power) if called is not None and timed else None
         for i, a in enumerate(attrs):
-            parts = {n: (e * weights[n][i] if e is not None else None) for n, (e, _) in energy.items()}
-            errs = [u * weights[n][i] for n, (_, u) in energy.items() if u is not None]
-            known = [v for v in parts.values() if v is not None]
-            total = sum(known) if known else None
             tokens = int(a.get("input_tokens") or 0) + int(a.get("output_tokens") or 0)
             tok_s, pre_s, dec_s = seconds["tokenize"], seconds["prefill"], seconds["decode"]
+            tok_j, tok_u = energy["tokenize"]
+            ttft: float | None
+            if engine_timed is not None:  # each request's own phases (vLLM), its share of each instant
+                own = engine_timed[i]
+                pre_s, dec_s = own.prefill_s, own.decode_s
+                parts = {
+                    "tokenize": tok_j * weights["tokenize"][i] if tok_j is not None else None,
+                    "prefill": own.prefill_j,
+                    "decode": own.decode_j,
+                }
+                errs = [own.uncertainty_j] + ([tok_u * weights["tokenize"][i]] if tok_u is not None else [])
+                ttft, latency, request_short = own.ttft_s, own.latency_s, own.short(power.lag_s)
+                out_steps = int(a.get("output_tokens") or 0) - 1
+                tpot = dec_s / out_steps if out_steps > 0 else None
+            else:
+                parts = {n: (e * weights[n][i] if e is not None else None) for n, (e, _) in energy.items()}
+                errs = [u * weights[n][i] for n, (_, u) in energy.items() if u is not None]
+                ttft = (tok_s or 0.0) + pre_s if pre_s is not None else None
+                tpot = dec_s / steps if dec_s is not None and steps > 0 else None
+                latency = sum(v for v in (tok_s, pre_s, dec_s) if v is not None)
+                request_short = short
+            known = [v for v in parts.values() if v is not None]
+            total = sum(known) if known else None
             rows.append(
                 {
                     "point": a.get("point"),
@@ -171,16 +274,16 @@ def request_rows(
                     "tokenize_s": tok_s,
                     "prefill_s": pre_s,
                     "decode_s": dec_s,
-                    "ttft_s": (tok_s or 0.0) + pre_s if pre_s is not None else None,
-                    "tpot_s": dec_s / steps if dec_s is not None and steps > 0 else None,
-                    "latency_s": sum(s for s in (tok_s, pre_s, dec_s) if s is not None),
+                    "ttft_s": ttft,
+                    "tpot_s": tpot,
+                    "latency_s": latency,
                     "energy_j": total,
                     "energy_uncertainty_j": sum(errs) if errs else None,
                     "prefill_energy_j": parts["prefill"],
                     "decode_energy_j": parts["decode"],
                     "j_per_token": total / tokens if total is not None and tokens else None,
-                    "energy_method": f"{power.method}, {SHARING}",
-                    "short_window": short,
+                    "energy_method": f"{power.method}, {SHARING_TIMED if engine_timed else SHARING}",
+                    "short_window": request_short,
                     "observed_sm_clock_mhz": sm_clock,
                     "simulated": simulated,
                     "input_chars": a.get("input_chars"),
@@ -219,7 +322,9 @@ def point_summaries(rows: Sequence[dict[str, Any]], windows: Sequence[PhaseWindo
     out = []
     for window in (w for w in windows if w.name == "point"):
         point_rows = by_point.get(str(window.attrs.get("id")), [])
-        batch_latency = {r["batch"]: r["latency_s"] for r in point_rows}
+        batch_latency: dict[str, float] = {}
+        for r in point_rows:  # a batch lasts as long as its slowest request
+            batch_latency[r["batch"]] = max(batch_latency.get(r["batch"], 0.0), float(r["latency_s"] or 0.0))
         busy_s = sum(batch_latency.values())
         energies = [r["energy_j"] for r in point_rows if r["energy_j"] is not None]
         output_tokens = sum(int(r["output_tokens"] or 0) for r in point_rows)
@@ -351,7 +456,7 @@ def llm_result(
         "points": point_summaries(rows, windows),
         "steady_state": steady_summaries(windows, samples, energy, gpu),
         "requests": len(rows),
-        "energy_method": f"{power.method}, {SHARING}",
+        "energy_method": rows[0]["energy_method"] if rows else f"{power.method}, {SHARING}",
         "sensor_update_s": SENSOR_UPDATE_S,
     }
     return rows, plain(section, "llm")  # type: ignore[return-value]

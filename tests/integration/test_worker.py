@@ -56,6 +56,23 @@ def test_markers_cross_a_socketpair_one_record_each(pair: tuple[socket.socket, s
     assert reader.closed
 
 
+def test_an_engine_timed_marker_keeps_its_past_instant_and_a_future_one_is_refused(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    writer = MarkerWriter(os.dup(theirs.fileno()), clock=lambda: 1000)
+    writer.begin("prefill", t_ns=400, id="b0")
+    writer.end("prefill", t_ns=1000, id="b0")
+    with pytest.raises(MarkerChannelError, match="'decode' stamped 1 ns in the future"):
+        writer.begin("decode", t_ns=1001)
+    writer.close()
+    theirs.close()
+    assert list(MarkerReader(ours)) == [
+        Marker("begin", "prefill", 400, {"id": "b0"}),
+        Marker("end", "prefill", 1000, {"id": "b0"}),
+    ]
+
+
 def test_the_writer_refuses_unusable_descriptors(
     pair: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> None:

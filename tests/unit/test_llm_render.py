@@ -102,3 +102,12 @@ def test_a_model_line_names_its_engine_and_a_decode_row_its_share_of_the_bandwid
     assert "OF BOUND" in text and " 0.52 " in text and "memory-bandwidth bound" in text
     eager = "\n".join(render_llm({"models": [{"model": "m", "parameters": 1}]}, False))
     assert "engine eager;" in eager  # a job from before engines ran eager generate
+
+
+def test_a_vllm_model_line_names_its_version_kv_cache_and_attention_backend() -> None:
+    model = {"model": "mistral-7b-v0.1", "parameters": 7.2e9, "engine": "vllm", "vllm_version": "0.32.0",
+             "torch_version": "2.13.0", "kv_cache_bytes": 2**31, "max_num_seqs": 8,
+             "attention": "FLASH_ATTN"}  # fmt: skip
+    text = "\n".join(render_llm({"models": [model]}, False))
+    assert "engine vllm (KV cache 2 GiB, up to 8 sequences at once, prefix caching off)" in text
+    assert "attention FLASH_ATTN; vllm 0.32.0, torch 2.13.0" in text

@@ -73,6 +73,9 @@ def test_a_dataset_file_gets_the_task_default_columns_and_a_format_from_its_suff
     [
         ("  model: {arch: llama-3.2-1b}\n  engine: compile\n", "llm.engine", "did you mean 'compiled'"),
         ("  model: {arch: llama-3.2-1b}\n  engine: [eager]\n", "llm.engine", "must be one of 'eager'"),
+        ("  model: {arch: llama-3.2-1b}\n  kv_cache_gb: 4\n", "llm.kv_cache_gb", "engine: vllm only"),
+        ("  model: {arch: llama-3.2-1b}\n  engine: vllm\n  kv_cache_gb: 0\n", "llm.kv_cache_gb", "(0, 4096]"),
+        ("  model: {arch: llama-3.2-1b}\n  engine: vllm\n  kv_cache_gb: 1e9\n", "llm.kv_cache_gb", "4096"),
         ("  model: llama-3.2-1b\n", "llm.model", "write {arch: llama-3.2-1b}"),
         ("  model: {arch: llama-3.2-1B}\n", "llm.model.arch", "must be one of"),
         ("  model: {arch: x, hf: a/b}\n", "llm.model", "exactly one of arch, hf or path"),
@@ -179,3 +182,13 @@ def test_the_engines_example_runs_the_compiled_engine_and_eager_is_one_word_away
     eager = parse_job_spec(path.read_text().replace("engine: compiled", "engine: eager"), str(path))
     assert isinstance(eager.params, LlmParams) and eager.params.engine == "eager"
     assert JobSpec.from_dict(spec.to_dict()) == spec  # the engine survives the wire
+
+
+def test_a_vllm_job_keeps_its_kv_cache_size_over_the_wire_and_others_send_none() -> None:
+    head = "name: v\nworkload: llm\nllm:\n  model: {arch: mistral-7b-v0.1}\n  engine: vllm\n"
+    spec = parse_job_spec(head + "  kv_cache_gb: 12.5\n", "job.yaml")
+    assert isinstance(spec.params, LlmParams) and spec.params.kv_cache_gb == 12.5
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    default = parse_job_spec(head, "job.yaml")
+    assert isinstance(default.params, LlmParams) and default.params.kv_cache_gb is None
+    assert "kv_cache_gb" not in default.params.to_dict() and JobSpec.from_dict(default.to_dict()) == default

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpuprof.daemon.analysis.requests import HeldPower, llm_result, request_rows
+from gpuprof.daemon.analysis.requests import HeldPower, llm_result, point_summaries, request_rows
 from gpuprof.daemon.analysis.windows import windows
 from gpuprof.daemon.markers import Marker
 from gpuprof.sampler.energy import COUNTER_DELAY_NS
@@ -169,3 +169,53 @@ def test_a_point_below_the_top_clock_under_a_power_cap_is_marked_capped() -> Non
     samples["clock_event_reasons"][:] = 0
     mark_capped(section["points"], windows(markers), HeldPower(samples, 0), top_mhz=1980)
     assert point["capped"] is False  # below the top clock, but not held there by a cap
+
+
+def engine_timed_rows(timings: list[tuple[int, int, int]], inputs: list[int]) -> list[dict[str, Any]]:
+    """Rows of one batch of requests that vLLM timed: (scheduled, first token, last token) ms each, 5 output
+    tokens each, the call at 1000 ms and tokenization to 1010 ms, at 200 W throughout."""
+    batch = "p0.r0.b0"
+    end = max(t[2] for t in timings)
+    markers = [
+        mk("begin", "load", 0, id="m0", model="llama-3.2-1b"),
+        mk("end", "load", 100, id="m0", model_source="arch", weights="synthetic", engine="vllm"),
+        mk("begin", "point", 100, id="p0", model="llama-3.2-1b", task="qa", batch_size=2),
+        mk("begin", "batch", 1000, id=batch),
+        *batch_markers(
+            batch, 1000, 10, max(t[1] for t in timings) - 1010, end - max(t[1] for t in timings), 4
+        )[1:-1],
+        mk("end", "batch", end + 10, id=batch),
+    ]
+    for index, ((scheduled, first, last), tokens_in) in enumerate(zip(timings, inputs, strict=True)):
+        event = request(batch, index, end + 10, chars=40, tokens_in=tokens_in, tokens_out=5)
+        event.attrs.update(scheduled_ns=scheduled * MS, first_token_ns=first * MS, last_token_ns=last * MS)
+        markers.append(event)
+    markers.append(mk("end", "point", end + 20, id="p0"))
+    rows = request_rows(markers, windows(markers), HeldPower(trace([(0, 200.0)], 3000), 0), simulated=False)
+    (point,) = point_summaries(rows, windows(markers))
+    assert point["output_tokens_per_s"] == pytest.approx(10 / ((end - 1000) / 1e3))  # as its slowest request
+    assert all(r["engine"] == "vllm" for r in rows)
+    return rows
+
+
+def test_engine_timed_requests_pay_their_own_phases_across_scheduler_rounds() -> None:
+    """Two scheduler rounds of one call (max_num_seqs 1): a runs 1010-1310 ms (first token 1110), b waits,
+    then runs 1310-1560 ms (first token 1360). Nothing is lost or counted twice."""
+    a, b = engine_timed_rows([(1010, 1110, 1310), (1310, 1360, 1560)], [20, 20])
+    assert a["prefill_energy_j"] == pytest.approx(20.0) and a["decode_energy_j"] == pytest.approx(40.0)
+    assert b["prefill_energy_j"] == pytest.approx(10.0) and b["decode_energy_j"] == pytest.approx(40.0)
+    assert a["energy_j"] + b["energy_j"] == pytest.approx(2.0 + 110.0)  # tokenize 10 ms, then 550 ms at 200 W
+    assert (a["ttft_s"], b["ttft_s"]) == pytest.approx((0.110, 0.360))  # from the call, waiting included
+    assert (a["latency_s"], b["latency_s"]) == pytest.approx((0.310, 0.560))
+    assert (a["tpot_s"], b["tpot_s"]) == pytest.approx((0.050, 0.050))  # 4 steps after the first token
+    assert a["prefill_s"] == pytest.approx(0.100) and b["decode_s"] == pytest.approx(0.200)
+
+
+def test_engine_timed_requests_working_together_share_by_the_tokens_each_processes() -> None:
+    """One round: both prefill 1010-1110 ms (20 and 60 input tokens: 1:3 of 20 J); both decode until
+    1210 ms, where b ends (4 tokens in 100 ms against a's 2 of its 4 in 200 ms: 1:2 of 20 J); a decodes
+    alone to 1310 ms (20 J)."""
+    a, b = engine_timed_rows([(1010, 1110, 1310), (1010, 1110, 1210)], [20, 60])
+    assert (a["prefill_energy_j"], b["prefill_energy_j"]) == pytest.approx((5.0, 15.0))
+    assert (a["decode_energy_j"], b["decode_energy_j"]) == pytest.approx((20.0 / 3 + 20.0, 40.0 / 3))
+    assert (a["tpot_s"], b["tpot_s"]) == pytest.approx((0.050, 0.025))

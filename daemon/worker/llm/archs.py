@@ -3,7 +3,8 @@
 Each full config repeats the released model's ``config.json`` (layer count, widths, attention layout,
 vocabulary, positional encoding), so that the compute and memory traffic of a forward pass match the real
 model; only the weights are random. A ``-tiny`` variant keeps the model class and attention layout with
-a few narrow layers and gpuprof's own vocabulary, for tests and CPU runs.
+a few narrow layers (heads of 32 dimensions, the smallest vLLM's CPU attention takes) and gpuprof's own
+vocabulary, for tests and CPU runs.
 """
 
 from __future__ import annotations
@@ -114,25 +115,25 @@ _TINY_SHAPE: dict[str, dict[str, Any]] = {
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
         "max_position_embeddings": 16384,  # above the llama3 rope scaling's original length
     },
     "MistralConfig": {
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
         "max_position_embeddings": 4096,
         "sliding_window": 256,
     },
-    "FalconConfig": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+    "FalconConfig": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
     "GPTNeoConfig": {
         "hidden_size": 64,
         "num_layers": 2,
-        "num_heads": 4,
+        "num_heads": 2,
         "attention_types": [[["global", "local"], 1]],
     },
 }

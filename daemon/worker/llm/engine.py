@@ -128,6 +128,9 @@ class BatchOutput:
     outputs: list[str | None]
     choices: list[int | None]
     decode_steps: int
+    # Per request, where an engine timed each one itself (vLLM): CLOCK_MONOTONIC ns of its ``scheduled``,
+    # ``first_token`` and ``last_token`` instants; None where the batch's phases are its requests' phases.
+    timings: list[dict[str, int]] | None = None
 
 
 class _PhaseStreamer:

@@ -21,8 +21,9 @@ from .engine import LoadedModel, forward_accepts
 SYNC_EVERY_STEPS = 8  # decode steps queued between two clock checks
 
 
-def context_ids(lm: LoadedModel, batch_size: int, tokens: int, corpus: list[str]) -> Any:
-    """A [batch_size, tokens] tensor of real text's token ids, each row from a different offset."""
+def context_ids(lm: Any, batch_size: int, tokens: int, corpus: list[str]) -> Any:
+    """A [batch_size, tokens] tensor of real text's token ids, each row from a different offset (``lm``: a
+    model under any engine, with its tokenizer and device)."""
     torch = lm.device.torch
     stream: list[int] = []
     text_index = 0

@@ -16,17 +16,19 @@ from typing import Any
 
 from gpuprof.client.wire.dvfs_spec import DvfsParams
 from gpuprof.client.wire.errors import GpuprofError
-from gpuprof.client.wire.llm_spec import LlmParams
+from gpuprof.client.wire.llm_spec import LlmParams, ModelRef
 
 from ..llm import tasks
 from ..llm.compiled import CompiledDecoder
 from ..llm.engine import BatchOutput, Device, LoadedModel, load_model
 from ..llm.features import FeatureExtractor
+from ..llm.vllm_engine import VllmModel
 from ..markers import MarkerWriter
 from .clock_search import search_clock
 from .target import GpuTarget, sigterm_deferred
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
+Model = LoadedModel | VllmModel  # a model under any engine (docs/llm.md, "Engines")
 
 
 class _BatchPhases:
@@ -46,7 +48,7 @@ def _batches(items: Sequence[tasks.TaskItem], size: int) -> list[list[tasks.Task
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _run_batch(lm: LoadedModel, batch: list[tasks.TaskItem], params: LlmParams, phases: Any) -> BatchOutput:
+def _run_batch(lm: Model, batch: list[tasks.TaskItem], params: LlmParams, phases: Any) -> BatchOutput:
     if batch[0].kind == "choice":
         return lm.score_choices([(item.prompt, item.endings) for item in batch], params, phases)
     return lm.generate([item.prompt for item in batch], params, phases)
@@ -56,7 +58,7 @@ class _Point:
     """One model x task x batch size (x SM clock in a sweep): warmup, then each repetition's batches."""
 
     def __init__(
-        self, point_id: str, lm: LoadedModel, task: str, batch_size: int, params: LlmParams, mhz: int | None
+        self, point_id: str, lm: Model, task: str, batch_size: int, params: LlmParams, mhz: int | None
     ) -> None:
         self.id, self.lm, self.task, self.batch_size, self.params = point_id, lm, task, batch_size, params
         self.sm_clock_mhz = mhz
@@ -130,6 +132,7 @@ class _Point:
                 input_tokens=out.input_tokens[index],
                 output_tokens=out.output_tokens[index],
                 output=None if output is None else output[:MAX_OUTPUT_CHARS],
+                **(out.timings[index] if out.timings else {}),
                 choice=out.choices[index],
                 quality=quality.value,
                 quality_metric=quality.metric,
@@ -146,7 +149,7 @@ class _Features:
         self.method = extractor.method
         self._cache: dict[tuple[int, str, str], dict[str, Any]] = {}
 
-    def of(self, item: tasks.TaskItem, lm: LoadedModel, limit: int) -> dict[str, Any]:
+    def of(self, item: tasks.TaskItem, lm: Model, limit: int) -> dict[str, Any]:
         key = (id(lm), item.task, item.id)
         if key not in self._cache:
             ids = lm.encode(item.prompt, limit)
@@ -164,9 +167,7 @@ class _Silent:
         pass
 
 
-def _steady(
-    lm: LoadedModel, params: LlmParams, model_index: int, corpus: list[str], markers: MarkerWriter
-) -> None:
+def _steady(lm: Model, params: LlmParams, model_index: int, corpus: list[str], markers: MarkerWriter) -> None:
     """Steady-state prefill and decode at each batch size, on contexts cut from the job's prompts."""
     from ..llm import steady
 
@@ -176,11 +177,44 @@ def _steady(
         ids = steady.context_ids(lm, batch_size, width, corpus)
         base = f"m{model_index}.bs{batch_size}"
         markers.status(f"{lm.ref.name}: steady-state prefill and decode at batch {batch_size}")
+        if isinstance(lm, VllmModel):
+            rows = ids.tolist()
+            lm.steady_prefill(rows, params.steady_state, markers, base)
+            lm.steady_decode(rows, params.steady_state, markers, base)
+            continue
         steady.run_prefill(lm, ids, params.steady_state, markers, base)
         steady.run_decode(lm, ids, params.steady_state, markers, base)
 
 
-def _cache_positions(lm: LoadedModel, params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> int:
+def _vllm_limits(params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> tuple[int, int]:
+    """(positions, sequences) vLLM's engine must hold at once: a prompt and its answer, or a steady-state
+    context and its decode steps; a batch of requests, or of a commonsense batch's context + ending rows."""
+    positions = params.max_input_tokens + params.max_new_tokens
+    if params.steady_state is not None:
+        steady = params.steady_state
+        context = min(steady.context_tokens, params.max_input_tokens)
+        positions = max(positions, context + steady.decode_tokens + 2)
+    endings = max((len(item.endings) for task_items in items.values() for item in task_items), default=1)
+    return positions, max(params.batch_sizes) * max(endings, 1)
+
+
+def _load(
+    ref: ModelRef, params: LlmParams, device: Device, items: dict[str, list[tasks.TaskItem]],
+    clock: Callable[[], float],
+) -> Model:  # fmt: skip
+    """The model under the spec's engine: transformers' (eager, or with the compiled decoder) or vLLM's."""
+    if params.engine == "vllm":
+        from ..llm.vllm_engine import load_vllm
+
+        return load_vllm(ref, params, device, *_vllm_limits(params, items))
+    lm = load_model(ref, params, device, clock)
+    if params.engine == "compiled":
+        lm.decoder = CompiledDecoder(lm, params, _cache_positions(lm, params, items))
+        lm.info.update(lm.decoder.description)
+    return lm
+
+
+def _cache_positions(lm: Model, params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> int:
     """The static KV cache's length: the job's longest prompt (as kept) and its answer, or a steady-state
     context and its decode steps. Every decode step attends over it (masked), so no longer than needed."""
     limit = lm.input_limit(params)
@@ -239,7 +273,7 @@ class _PointRunner:
 
     def __init__(
         self,
-        lm: LoadedModel,
+        lm: Model,
         extractor: _Features,
         items: dict[str, list[tasks.TaskItem]],
         params: LlmParams,
@@ -333,13 +367,10 @@ def run(
     try:
         for model_index, ref in enumerate(params.models):
             markers.begin("load", id=f"m{model_index}", model=ref.name, model_source=ref.kind)
-            lm = load_model(ref, params, device, clock)
-            if params.engine == "compiled":
-                lm.decoder = CompiledDecoder(lm, params, _cache_positions(lm, params, items))
-                lm.info.update(lm.decoder.description)
+            lm = _load(ref, params, device, items, clock)
             markers.end("load", id=f"m{model_index}", ner=extractor.method, **lm.info)
             markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
-            if lm.decoder is not None:
+            if isinstance(lm, LoadedModel) and lm.decoder is not None:
                 _compile(lm, params, items, model_index, markers)
             markers.begin("measure", id=f"m{model_index}")
 
