@@ -1,7 +1,8 @@
 """Builds gpuprof: the Cython sampler and gpuprof's simulated NVML library, with the machine's C compiler.
 
 The three top-level folders become the import packages ``gpuprof.daemon``, ``gpuprof.sampler`` and
-``gpuprof.client``; ``gpuprof`` itself is a namespace package. Metadata lives in pyproject.toml.
+``gpuprof.client``; ``gpuprof`` itself (what a user's code imports: ``gpuprof.markers``, ``gpuprof.Monitor``)
+is ``client/top``. Metadata lives in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -98,11 +99,13 @@ simnvml = Extension(
 
 setup(
     package_dir={
+        "gpuprof": "client/top",
         "gpuprof.daemon": "daemon",
         "gpuprof.sampler": "sampler",
         "gpuprof.client": "client",
     },
     packages=[
+        "gpuprof",
         "gpuprof.daemon",
         "gpuprof.daemon.server",
         "gpuprof.daemon.worker",
@@ -116,6 +119,7 @@ setup(
     ],
     package_data={
         "gpuprof.sampler": ["py.typed", "*.pyi", "*.pxd", "include/*.h", "simnvml/*.c", "simnvml/*.h"],
+        "gpuprof": ["py.typed"],
         "gpuprof.client": ["py.typed"],
         "gpuprof.daemon": ["py.typed"],
         "gpuprof.daemon.worker.llm": ["tokenizer.json", "prompts/*.jsonl"],

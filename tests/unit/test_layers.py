@@ -1,12 +1,13 @@
 """gpuprof's layers import only downward, and no module imports itself back through others.
 
 Bottom up: the sampler (``gpuprof.sampler``: hardware, NVML, the simulated GPU); the contract
-(``gpuprof.client.wire``: protocol, job specs, states, errors); then the daemon and the clients, which
-stand on both and not on each other. Within the daemon, three roles: the server (``daemon.server``) and a
-job's worker (``daemon.worker``) never import each other, and both stand on ``daemon.analysis`` and the
-modules shared at ``gpuprof.daemon``'s top (the marker format, the worker's environment, the config), which
-import no role. Read from the source with ``ast``, every import counted (those inside
-functions too), so a test fails on the line that breaks the rule.
+(``gpuprof.client.wire``: protocol, job specs, states, errors); then the daemon and the clients, which stand
+on both and not on each other; ``gpuprof`` itself (``client/top``: what a user's own code imports) stands on
+the clients' layers and never on the daemon. Within the daemon, three roles: the server (``daemon.server``)
+and a job's worker (``daemon.worker``) never import each other, and both stand on ``daemon.analysis`` and
+the modules shared at ``gpuprof.daemon``'s top (the marker format, the worker's environment, the config),
+which import no role. Read from the source with ``ast``, every import counted (those inside functions too),
+so a test fails on the line that breaks the rule.
 """
 
 from __future__ import annotations
@@ -42,9 +43,20 @@ class Import:
         return f"{self.source} (line {self.line}) imports {self.target}"
 
 
+TOP = "client/top"  # installed as the package ``gpuprof`` itself (setup.py)
+
+
+def is_top(module: str) -> bool:
+    """Whether ``module`` is ``gpuprof`` itself or one of its own modules (``gpuprof.markers``)."""
+    return not any(within(module, package) for package in PACKAGES.values())
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    parts[0] = PACKAGES[parts[0]]
+    if "/".join(parts[:2]) == TOP:
+        parts = ["gpuprof", *parts[2:]]
+    else:
+        parts[0] = PACKAGES[parts[0]]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -55,6 +67,7 @@ def modules() -> dict[str, Path]:
     for folder in PACKAGES:
         for path in [*(ROOT / folder).rglob("*.py"), *(ROOT / folder).rglob("*.pyx")]:  # .pyx: compiled
             found[module_name(path)] = path
+    assert "gpuprof" in found, f"{TOP}/__init__.py, the package gpuprof itself, is missing"
     return found
 
 
@@ -104,6 +117,8 @@ def broken(imports: list[Import]) -> list[str]:
             and not (i.target.startswith(WIRE))
         ):
             out.append(f"{i}: the daemon knows of the client side only the contract")
+        elif is_top(i.source) and i.target.startswith("gpuprof.daemon"):
+            out.append(f"{i}: a user's code reaches the daemon through the contract, never imports it")
         elif i.source.startswith("gpuprof.client") and i.target.startswith("gpuprof.daemon"):
             out.append(f"{i}: the clients speak to the daemon through the contract, never import it")
         elif within(i.source, SERVER) and within(i.target, WORKER):
@@ -166,6 +181,7 @@ def test_no_module_imports_itself_back() -> None:
         ("gpuprof.daemon.worker.main", "gpuprof.daemon.server.store", "knows nothing of the server"),
         ("gpuprof.daemon.analysis.sweep", "gpuprof.daemon.server.store", "below the server and the worker"),
         ("gpuprof.daemon.markers", "gpuprof.daemon.worker.markers", "shared modules stand below its roles"),
+        ("gpuprof.markers", "gpuprof.daemon.markers", "a user's code reaches the daemon through"),
     ],
 )
 def test_an_upward_import_is_named_with_its_line(source: str, target: str, why: str) -> None:
