@@ -62,15 +62,16 @@ def device_info(simulate: bool) -> dict[str, Any]:
 
 
 def study(
-    models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path, engine: str = "eager"
-) -> dict[str, Any]:
+    models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path, engine: str = "eager",
+    tasks: tuple[str, ...] = ("qa", "factual"),
+) -> dict[str, Any]:  # fmt: skip
     names = [f"{m}-tiny" if simulate else m for m in models]
     spec = out_dir / f"study-{engine}.yaml"
     spec.write_text(
         f"name: llm-bench-{engine}\nworkload: llm\ntimeout_s: 3000\nllm:\n"
         f"  models: [{', '.join('{arch: ' + n + '}' for n in names)}]\n  engine: {engine}\n"
         f"  dtype: {'float32' if simulate else 'bfloat16'}\n"
-        f"  tasks: [qa, factual]\n  prompts: {prompts}\n  batch_sizes: [1, 8]\n"
+        f"  tasks: [{', '.join(tasks)}]\n  prompts: {prompts}\n  batch_sizes: [1, 8]\n"
         "  max_new_tokens: 32\n  ignore_eos: true\n  warmup_requests: 8\n"
         f"  steady_state: {{seconds: {seconds}, context_tokens: 512, decode_tokens: 256}}\n"
     )
@@ -112,10 +113,14 @@ def study(
     }
 
 
-def engines(models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path) -> dict[str, Any]:
+def engines(
+    models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path,
+    tasks: tuple[str, ...] = ("qa", "factual"),
+) -> dict[str, Any]:  # fmt: skip
     """The same job under each engine, one after the other; their steady decode side by side."""
     runs = {
-        engine: study(models, prompts, seconds, simulate, out_dir, engine) for engine in ("eager", "compiled")
+        engine: study(models, prompts, seconds, simulate, out_dir, engine, tasks)
+        for engine in ("eager", "compiled")
     }
     decode = {
         engine: {(s["model"], s["batch_size"]): s for s in run["steady_state"] if s["phase"] == "decode"}
@@ -235,6 +240,7 @@ def main() -> int:
     )
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--tasks", nargs="+", default=["qa", "factual"], help="study and engines: the tasks")
     parser.add_argument("--seconds", type=float, default=5.0, help="each steady-state phase, and each block")
     parser.add_argument("--rounds", type=int, default=3, help="ON OFF OFF ON rounds of the overhead section")
     args = parser.parse_args()
@@ -247,7 +253,9 @@ def main() -> int:
         if "study" in args.only:
             report["study"] = study(args.models, args.prompts, args.seconds, args.simulate, Path(tmp))
         if "engines" in args.only:
-            report["engines"] = engines(args.models, args.prompts, args.seconds, args.simulate, Path(tmp))
+            report["engines"] = engines(
+                args.models, args.prompts, args.seconds, args.simulate, Path(tmp), tuple(args.tasks)
+            )
         if "overhead" in args.only:
             report["overhead"] = overhead(args.simulate, args.seconds, args.rounds, Path(tmp))
     if args.json:

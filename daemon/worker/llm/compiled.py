@@ -157,10 +157,15 @@ class CompiledDecoder:
             allow = allow_after if not stop_at_eos or step + 1 >= self.params.min_new_tokens else block
             if not stop_at_eos:
                 state.finished = torch.zeros_like(state.finished)
-            state.token, state.finished = self._step(
+            if self.mode == "reduce-overhead":  # a new step: the last replay's outputs may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
+            token, finished = self._step(
                 state.token, state.position, state.mask, state.finished, allow, state.cache
             )
-            tokens.append(state.token.clone())  # a captured graph's output is overwritten by its next replay
+            # A captured graph's outputs live in its memory pool, overwritten by its next replay: what is
+            # kept, or fed to the next step, is copied out.
+            state.token, state.finished = token.clone(), finished.clone()
+            tokens.append(state.token)
             state.position = state.position + 1
             checked = stop_at_eos and self._eos is not None and (step + 1) % EOS_CHECK_STEPS == 0
             if checked and bool(state.finished.all()):
