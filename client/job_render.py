@@ -118,6 +118,30 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _command_lines(command: dict[str, Any], failed: bool) -> list[str]:
+    """A command job's program: how it ended, what it wrote and where; the last lines of its output (more
+    of them when the job failed)."""
+    status = command.get("exit_status")
+    ended = "did not start" if status is None else f"exit status {status}"
+    lines = [
+        f"  command         {' '.join(command.get('argv') or [])[:200]}",
+        f"    {ended}, {command.get('runs')} run(s), {command.get('stdout_bytes')} bytes on stdout, "
+        f"{command.get('stderr_bytes')} on stderr",
+    ]
+    if command.get("stdout_path"):
+        lines.append(f"    output in {command['stdout_path']} and {command.get('stderr_path')}")
+    if command.get("refused_lines"):
+        lines.append(
+            f"    {command['refused_lines']} marker line(s) refused (docs/protocol.md, Marker lines)"
+        )
+    for name in ("stdout", "stderr"):
+        tail = (command.get(f"{name}_tail") or "").strip().splitlines()[-(20 if failed else 5) :]
+        if tail:
+            lines.append(f"    last lines of {name}:")
+            lines += [f"      {line}" for line in tail]
+    return lines
+
+
 def render_job(job: dict[str, Any]) -> str:
     """A job's state and, once finished, every energy figure with its method, window and bound."""
     source = "SIMULATED GPU" if job.get("simulated") else "GPU"
@@ -154,6 +178,8 @@ def render_job(job: dict[str, Any]) -> str:
         lines.append(f"  clocks          {', '.join(parts)}; reset {reset}")
     lines += _energy_lines(result, "  ")
     lines += _window_lines(result.get("windows") or [])
+    if result.get("command"):
+        lines += _command_lines(result["command"], job["state"] != "succeeded")
     if result.get("llm"):
         lines += render_llm(result["llm"], bool(job.get("simulated")))
     lines += render_sweep(dvfs, bool(job.get("simulated")))

@@ -60,7 +60,8 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
                   "QUALITY", "SHORT", "SM MHz"]  # fmt: skip
         rows = [
             [
-                str(p.get("model")), str(p.get("task")), str(p.get("batch_size")), str(p.get("requests")),
+                str(p.get("model") or "-"), str(p.get("task") or "-"), str(p.get("batch_size") or "-"),
+                str(p.get("requests")),
                 _fmt(p.get("output_tokens_per_s"), 1), _fmt(p.get("ttft_s_median"), 1, 1e3),
                 _fmt(p.get("tpot_s_median"), 2, 1e3), _fmt(p.get("energy_per_request_j_mean"), 2),
                 _fmt(p.get("energy_per_request_cv"), 2), _fmt(p.get("j_per_token_mean"), 4),
@@ -115,19 +116,24 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
 def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
     """Lines for a clock sweep: each point at its requested and observed clock, and the optima.
 
-    An llm job's points cost per request (by model, task and batch size), a burn job's per operation."""
+    An llm job's points cost per request (by model, task and batch size), a burn job's per operation, a
+    command job's (that marked no request) per point: a run of its program, or a point it asked for."""
     points = dvfs.get("points") or []
     if not points:
         return []
     tag = " (SIMULATED)" if simulated else ""
     lines = [f"  clock sweep{tag}: {len(points)} points, {dvfs.get('flagged_points', 0)} flagged "
              f"(observed clock off the requested by more than {dvfs.get('clock_tolerance')})"]  # fmt: skip
-    burn = points[0].get("unit") == "operation"
-    keys = ("kind", "size") if burn else ("model", "task", "batch_size")
-    header = ["KIND", "SIZE"] if burn else ["MODEL", "TASK", "BATCH"]
+    unit = points[0].get("unit")
+    burn, whole = unit == "operation", unit == "point"
+    keys: tuple[str, ...] = (
+        ("kind", "size") if burn else ("point",) if whole else ("model", "task", "batch_size")
+    )
+    header = ["KIND", "SIZE"] if burn else ["POINT"] if whole else ["MODEL", "TASK", "BATCH"]
     # An operation costs millijoules and milliseconds: shown in those units.
     per_op = ["mJ/OP", "± CI95", "ms/OP", "EDP mJ*ms"]
-    figures = per_op if burn else ["J/REQ", "± CI95", "LATENCY s", "EDP J*s"]
+    per_point = ["J/POINT", "± CI95", "SECONDS", "EDP J*s"]
+    figures = per_op if burn else per_point if whole else ["J/REQ", "± CI95", "LATENCY s", "EDP J*s"]
     header += ["SM MHz", "OBSERVED", "P5-P95", *figures, "FLAG"]
     scale = 1e3 if burn else 1.0
     ordered = sorted(points, key=lambda p: (*(str(p.get(k)) for k in keys), p["sm_clock_mhz"]))
@@ -136,14 +142,14 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
         spread = p.get("observed_sm_clock_p5_p95_mhz") or [None, None]
         reasons = ",".join(r for r in p.get("clock_event_reasons") or [] if r != "gpu_idle")
         rows.append([
-            *(str(p.get(k)) for k in keys), str(p["sm_clock_mhz"]),
+            *(str(p.get(k)) if p.get(k) is not None else "-" for k in keys), str(p["sm_clock_mhz"]),
             _fmt(p.get("observed_sm_clock_mhz"), 0), f"{_fmt(spread[0], 0)}-{_fmt(spread[1], 0)}",
             _fmt(p.get("energy_j"), 2, scale), _fmt(p.get("energy_j_ci95"), 2, scale),
             _fmt(p.get("latency_s"), 4, scale), _fmt(p.get("edp_js"), 3, scale * scale),
             f"FLAGGED {reasons}".strip() if p.get("flagged") else "",
         ])  # fmt: skip
     lines += ["    " + line for line in _table(header, rows)]
-    over = "kind x size" if burn else "model x task x batch"
+    over = "kind x size" if burn else "the points" if whole else "model x task x batch"
     lines.append(
         f"    energy-optimal {dvfs.get('energy_optimal_mhz') or '-'} MHz, EDP-optimal "
         f"{dvfs.get('edp_optimal_mhz') or '-'} MHz (unflagged points, summed over {over})"

@@ -43,6 +43,7 @@ class DaemonConfig:
     dvfs_users: tuple[str, ...] = ()  # who may change clocks when allow_dvfs (root and the daemon's user may)
     dvfs_groups: tuple[str, ...] = ()  # members may change clocks when allow_dvfs
     allow_trust_remote_code: bool = False  # llm jobs may run a model repository's own Python code
+    allow_remote_commands: bool = False  # command jobs from remote (CURVE) clients; local ones always may
     socket_group: str = "gpuprof"  # the ipc socket files' group (mode 0660); "" leaves them the daemon's
     sampler_realtime_priority: int = 10  # SCHED_FIFO for the sampler's fast loop; 0: normal scheduling
     default_timeout_s: float = 3600.0

@@ -20,6 +20,8 @@ from ..wire.states import FINAL_STATES
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..wire.jobspec import JobSpec
+
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_EVERY_S = 5.0  # progress lines when stderr is not a terminal
 
@@ -105,3 +107,72 @@ def exit_unless_succeeded(job: dict[str, Any]) -> None:
     if job["state"] in FINAL_STATES and job["state"] != "succeeded":
         reason = f": {job['reason']}" if job.get("reason") else ""
         raise JobUnsuccessful(f"job {job['id']} {job['state']}{reason}")
+
+
+class ProgramCommand(click.Command):
+    """A command whose arguments after ``--`` are a program to run (``gpuprof run -- CMD ARGS``), kept
+    apart from its own arguments and options in ``ctx.meta["program"]``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            split = args.index("--")
+            ctx.meta["program"], args = tuple(args[split + 1 :]), args[:split]
+        else:
+            ctx.meta["program"] = ()
+        return super().parse_args(ctx, args)
+
+
+def env_option(command: F) -> F:
+    """--env for a command job's program."""
+    return click.option(
+        "--env",
+        "env",
+        multiple=True,
+        metavar="NAME[=VALUE]",
+        help="Set NAME for the program (a command job): to VALUE, or without =VALUE to its value here. "
+        "Repeatable.",
+    )(command)
+
+
+def job_spec_of(spec: str | None, env: tuple[str, ...] = ()) -> JobSpec:
+    """The JobSpec to submit: the file ``spec``, and the program after ``--`` (a command job: it runs in
+    this directory unless the spec says otherwise, its first word found on this PATH), with ``env``."""
+    import dataclasses
+    import os
+    import shutil
+
+    from ..wire.jobspec import CommandParams, JobSpecKeyError, command_job_spec, load_job_spec
+    from ..wire.jobspec import JobSpec as Spec
+
+    program = list(click.get_current_context().meta.get("program") or ())
+    if spec is None and not program:
+        raise click.UsageError(
+            "give a job spec, or a program to run after -- (gpuprof run -- python3 bench.py)"
+        )
+    if program and "/" not in program[0]:
+        found = shutil.which(program[0])  # the daemon's PATH may not be this shell's
+        program[0] = found or program[0]
+    job = command_job_spec(program, os.getcwd()) if spec is None else load_job_spec(spec, program or None)
+    if env:
+        if not isinstance(job.params, CommandParams):
+            raise click.UsageError(f"--env is for command jobs; {spec} is a {job.workload} job")
+        extra = {}
+        for item in env:
+            name, sep, value = item.partition("=")
+            if not sep:
+                if name not in os.environ:
+                    raise click.BadParameter(
+                        f"{name} is not set here (give {name}=VALUE)", param_hint="--env"
+                    )
+                value = os.environ[name]
+            extra[name] = value
+        data = job.to_dict()
+        data["command"]["env"] = {**data["command"]["env"], **extra}
+        try:
+            again = Spec.from_dict(data, raw_text=job.raw_text)
+        except JobSpecKeyError as exc:
+            raise click.BadParameter(
+                exc.problem, param_hint=f"--env {exc.key.removeprefix('command.env.')}"
+            ) from None
+        job = dataclasses.replace(again, source=job.source, lines=job.lines, timeout_given=job.timeout_given)
+    return job

@@ -21,7 +21,16 @@ from gpuprof.sampler.trace import check_writable
 
 from ..api import Client
 from ..wire.errors import DaemonUnavailable, GpuprofError, PrivateDaemonFailed
-from .common import endpoint_option, exit_unless_succeeded, follow, json_option, print_job
+from .common import (
+    ProgramCommand,
+    endpoint_option,
+    env_option,
+    exit_unless_succeeded,
+    follow,
+    job_spec_of,
+    json_option,
+    print_job,
+)
 from .export import export_job
 from .report import write_job_report
 
@@ -127,8 +136,9 @@ class PrivateDaemon:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.command(cls=ProgramCommand)
+@click.argument("spec", type=click.Path(dir_okay=False), required=False)
+@env_option
 @click.option("--simulate", is_flag=True, help="Use gpuprof's simulated GPU (automatic without a driver).")
 @click.option("-o", "--output", help="Also write the job's trace here (.parquet or .csv), like export.")
 @click.option(
@@ -140,12 +150,14 @@ class PrivateDaemon:
     "--report",
     "report_dir",
     metavar="DIR",
-    help="For an llm job: also write its report (tables, plots, one HTML page) into DIR, like report.",
+    help="For an llm job (or a command job that marks requests): also write its report (tables, plots, "
+    "one HTML page) into DIR, like report.",
 )
 @json_option
 @endpoint_option
 def run(
-    spec: str,
+    spec: str | None,
+    env: tuple[str, ...],
     simulate: bool,
     output: str | None,
     allow_dvfs: bool,
@@ -153,11 +165,16 @@ def run(
     as_json: bool,
     endpoint: str,
 ) -> None:
-    """Run the job spec SPEC and print its result: the one command to try gpuprof.
+    """Run the job spec SPEC, or the program after --, and print its result: the one command to try gpuprof.
+
+    After --, any program is a command job (docs/jobspec.md): it runs as you, in this directory, while
+    gpuprof measures the GPU; it may mark its own windows, requests and clock-sweep points with
+    gpuprof.markers. A SPEC given with it sets the rest (timeout_s, dvfs, ...).
 
     Uses the gpuprofd at --endpoint when one answers; otherwise starts a private one for this run
     (on the simulated GPU when asked or when there is no NVIDIA driver) and stops it afterwards.
-    Ctrl-C cancels the job. The exit status is 12 when the job did not succeed.
+    Ctrl-C cancels the job. The exit status is 12 when the job did not succeed (a command's own exit
+    status is in the reason).
 
     \b
     Examples:
@@ -165,14 +182,14 @@ def run(
       gpuprof run examples/burn.yaml --simulate --json
       gpuprof run examples/burn.yaml -o burn.parquet
       gpuprof run examples/sweep-sim.yaml --allow-dvfs --report sweep-report/
+      gpuprof run -- python3 bench.py --n 64
+      gpuprof run examples/command-sweep.yaml --allow-dvfs -- python3 bench.py
     """
-    from ..wire.jobspec import load_job_spec
-
-    job_spec = load_job_spec(spec)  # a bad spec or output fails here, before any daemon starts
+    job_spec = job_spec_of(spec, env)  # a bad spec or output fails here, before any daemon starts
     if output is not None:
         check_writable(output)
-    if report_dir is not None and job_spec.workload != "llm":
-        raise click.UsageError(f"--report needs an llm job; {spec} is a {job_spec.workload} job")
+    if report_dir is not None and job_spec.workload not in ("llm", "command"):
+        raise click.UsageError(f"--report needs an llm or a command job; {spec} is a {job_spec.workload} job")
     hello = probe(endpoint)
     if hello is not None and simulate and not hello.get("simulated"):
         click.echo(f"the gpuprofd at {endpoint} uses real GPUs: starting a simulated one", err=True)

@@ -12,7 +12,7 @@ import dataclasses
 import errno
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gpuprof.sampler.files import read_regular_file
 
+from .command_spec import COMMAND_KEYS, CommandParams, command_section, read_command
 from .dvfs_spec import DVFS_KEYS, DvfsParams, read_dvfs
 from .llm_spec import LLM_KEYS, LlmParams, read_llm
 from .spec_schema import (
@@ -40,11 +41,13 @@ from .spec_schema import (
 __all__ = [
     "MAX_SPEC_BYTES",
     "BurnParams",
+    "CommandParams",
     "DvfsParams",
     "JobSpec",
     "JobSpecKeyError",
     "LlmParams",
     "WorkloadParams",
+    "command_job_spec",
     "load_job_spec",
     "parse_job_spec",
 ]
@@ -99,7 +102,7 @@ class BurnParams:
         return dataclasses.asdict(self)
 
 
-WorkloadParams = BurnParams | LlmParams
+WorkloadParams = BurnParams | LlmParams | CommandParams
 
 
 def _read_burn(section: Section) -> BurnParams:
@@ -127,8 +130,13 @@ def _read_burn(section: Section) -> BurnParams:
 _WORKLOAD_KEYS: dict[str, tuple[str, ...]] = {
     "burn": ("seconds", "duty_cycle", "period_s", "kind", "size", "dtype", "warmup_s"),
     "llm": LLM_KEYS,
+    "command": COMMAND_KEYS,
 }
-_WORKLOAD_READERS: dict[str, Callable[[Section], WorkloadParams]] = {"burn": _read_burn, "llm": read_llm}
+_WORKLOAD_READERS: dict[str, Callable[[Section], WorkloadParams]] = {
+    "burn": _read_burn,
+    "llm": read_llm,
+    "command": read_command,
+}
 _COMMON_KEYS = ("name", "gpu", "workload", "timeout_s", "dvfs")
 
 
@@ -193,7 +201,23 @@ class JobSpec:
         return spec
 
 
-def _build(doc: Document, raw_text: str, default_timeout_s: float = DEFAULT_TIMEOUT_S) -> JobSpec:
+def _build(
+    doc: Document,
+    raw_text: str,
+    default_timeout_s: float = DEFAULT_TIMEOUT_S,
+    command: Sequence[str] | None = None,
+) -> JobSpec:
+    if command is not None:  # a program given after --: the spec may be empty, or leave out workload
+        if doc.data is None:
+            doc.data = {}
+        if isinstance(doc.data, dict):
+            doc.data = {"workload": "command", **doc.data}
+            if doc.data["workload"] != "command":
+                raise doc.error(
+                    ("workload",),
+                    "a program after -- runs as workload command, but this spec's is "
+                    f"{excerpt(doc.data['workload'])}",
+                )
     if doc.data is None:
         raise doc.error((), "the job spec is empty; it needs at least 'workload' and its section")
     top = Section(doc, (), doc.data, (*_COMMON_KEYS, *_WORKLOAD_KEYS))
@@ -204,9 +228,19 @@ def _build(doc: Document, raw_text: str, default_timeout_s: float = DEFAULT_TIME
             raise top.error(
                 other, f"this section is for workload {other!r}, but workload is {excerpt(workload)}"
             )
-    if not top.has(workload):
-        raise top.error(workload, f"required section is missing (workload is {excerpt(workload)})")
-    params = _WORKLOAD_READERS[workload](top.section(workload, _WORKLOAD_KEYS[workload]))
+    if workload == "command":
+        program = list(command) if command is not None else None
+        if not top.has(workload) and program is None:
+            raise top.error(
+                workload, "required section is missing: the program to run (command: [PROGRAM, ARG...])"
+            )
+        params: WorkloadParams = read_command(
+            command_section(doc, ("command",), top.data.get("command"), program)
+        )
+    else:
+        if not top.has(workload):
+            raise top.error(workload, f"required section is missing (workload is {excerpt(workload)})")
+        params = _WORKLOAD_READERS[workload](top.section(workload, _WORKLOAD_KEYS[workload]))
     timeout_s = top.number("timeout_s", default_timeout_s, 0, MAX_TIMEOUT_S, low_open=True)
     if timeout_s <= params.planned_s:
         given = "" if top.has("timeout_s") else " (the default)"
@@ -339,13 +373,22 @@ def _document(text: str, source: str) -> Document:
     return plainer.doc
 
 
-def parse_job_spec(text: str, source: str = "<string>") -> JobSpec:
-    """Validates a job spec's YAML text; errors name ``source``, the line and the key."""
-    return _build(_document(text, source), text)
+def parse_job_spec(text: str, source: str = "<string>", command: Sequence[str] | None = None) -> JobSpec:
+    """Validates a job spec's YAML text; errors name ``source``, the line and the key. ``command``: a
+    program given on the command line (``gpuprof run SPEC -- CMD``), replacing the spec's ``command``."""
+    return _build(_document(text, source), text, command=command)
 
 
-def load_job_spec(path: str | os.PathLike[str]) -> JobSpec:
-    """Reads and validates a job spec file (UTF-8 YAML, at most MAX_SPEC_BYTES)."""
+def command_job_spec(command: Sequence[str], cwd: str) -> JobSpec:
+    """The spec of ``gpuprof run -- CMD`` without a spec file: ``command`` run in ``cwd``."""
+    name = Path(command[0]).name[:MAX_NAME_CHARS] if command and command[0] else "command"
+    text = yaml.safe_dump({"name": name or "command", "workload": "command", "command": {"cwd": cwd}})
+    return _build(_document(text, "<command line>"), text, command=command)
+
+
+def load_job_spec(path: str | os.PathLike[str], command: Sequence[str] | None = None) -> JobSpec:
+    """Reads and validates a job spec file (UTF-8 YAML, at most MAX_SPEC_BYTES); ``command`` as in
+    parse_job_spec."""
     try:
         data = read_regular_file(path, MAX_SPEC_BYTES)  # never waits on a FIFO, never reads a device
     except OSError as exc:
@@ -357,4 +400,4 @@ def load_job_spec(path: str | os.PathLike[str]) -> JobSpec:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise JobSpecKeyError(str(path), line, "", "not UTF-8 text") from None
-    return parse_job_spec(text, str(path))
+    return parse_job_spec(text, str(path), command)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec_schema import REQUIRED, Document, KeyPath, Section, did_you_mean, excerpt, kind_of
+from .spec_schema import REQUIRED, Document, KeyPath, Section, did_you_mean, excerpt, file_path
 
 __all__ = ["ARCHS", "ENGINES", "TASKS", "DatasetRef", "LlmParams", "ModelRef", "SteadyState", "read_llm"]
 
@@ -188,32 +188,12 @@ def _dataset_dict(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _base_dir(doc: Document) -> Path | None:
-    """The directory relative paths are resolved against: the spec file's, none for submitted data."""
-    return None if doc.source.startswith("<") else Path(doc.source).resolve().parent
-
-
-def _path(doc: Document, path: KeyPath, value: object) -> str:
-    if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
-        raise doc.error(path, f"must be a file system path, got {kind_of(value)}")
-    try:
-        expanded = Path(value).expanduser()
-    except RuntimeError:  # ~name of no account here
-        raise doc.error(path, f"{excerpt(value)}: no such user's home directory") from None
-    if not expanded.is_absolute():
-        base = _base_dir(doc)
-        if base is None:
-            raise doc.error(path, f"must be an absolute path in a submitted spec, got {excerpt(value)}")
-        expanded = base / expanded
-    return str(Path(*expanded.parts))  # normalised, "..'s" kept: the worker's open decides
-
-
 def _read_model(doc: Document, path: KeyPath, value: object) -> ModelRef:
     if isinstance(value, str):
         if value in ARCHS:
             raise doc.error(path, f"write {{arch: {value}}} for synthetic weights of this architecture")
         if value.startswith(("/", ".", "~")):
-            return ModelRef("path", _path(doc, path, value))
+            return ModelRef("path", file_path(doc, path, value))
         if not _HF_ID.fullmatch(value) or len(value) > 200:
             raise doc.error(path, f"must be a Hugging Face id (org/name) or a path, got {excerpt(value)}")
         return ModelRef("hf", value)
@@ -229,7 +209,7 @@ def _read_model(doc: Document, path: KeyPath, value: object) -> ModelRef:
     if kind == "path":
         if section.has("revision"):
             raise section.error("revision", "applies to hf models only")
-        return ModelRef("path", _path(doc, (*path, "path"), section.data["path"]))
+        return ModelRef("path", file_path(doc, (*path, "path"), section.data["path"]))
     name = section.string("hf", REQUIRED, 200)
     if not _HF_ID.fullmatch(name):
         raise section.error("hf", f"must be a Hugging Face id such as org/name, got {excerpt(name)}")
@@ -259,7 +239,7 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
                 raise mapping.error(key, problem)
             columns[key] = column
     if kinds[0] == "file":
-        file = _path(section.doc, (*path, "file"), data.data["file"])
+        file = file_path(section.doc, (*path, "file"), data.data["file"])
         suffix = Path(file).suffix.lstrip(".").lower()
         default_format = {"json": "jsonl", "parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}.get(suffix)
         fmt = data.choice("format", default_format or REQUIRED, DATASET_FORMATS)
@@ -269,7 +249,7 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
         return DatasetRef("file", file, format=fmt, columns=columns)
     name = data.string("hf", REQUIRED, 4096)
     if name.startswith(("/", ".", "~")):  # a dataset directory that datasets.load_dataset reads offline
-        name = _path(section.doc, (*path, "hf"), name)
+        name = file_path(section.doc, (*path, "hf"), name)
     elif not _HF_ID.fullmatch(name) or len(name) > 200:
         raise data.error(
             "hf", f"must be a Hugging Face dataset id or a dataset directory, got {excerpt(name)}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from gpuprof.client.wire.errors import JobSpecError
@@ -21,8 +22,10 @@ __all__ = [
     "JobSpecKeyError",
     "KeyPath",
     "Section",
+    "base_dir",
     "did_you_mean",
     "excerpt",
+    "file_path",
     "format_path",
     "kind_of",
     "parse_path",
@@ -194,3 +197,25 @@ class Section:
                 raise self.doc.error(path, f"{item} is listed twice")
             out.append(item)
         return tuple(out)
+
+
+def base_dir(doc: Document) -> Path | None:
+    """The directory relative paths are resolved against: the spec file's, none for submitted data."""
+    return None if doc.source.startswith("<") else Path(doc.source).resolve().parent
+
+
+def file_path(doc: Document, path: KeyPath, value: object) -> str:
+    """A file system path: ``~`` expanded, a relative one resolved against the spec file's directory (and
+    refused in submitted data), normalised; whether it exists is for whoever opens it to say."""
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
+        raise doc.error(path, f"must be a file system path, got {kind_of(value)}")
+    try:
+        expanded = Path(value).expanduser()
+    except RuntimeError:  # ~name of no account here
+        raise doc.error(path, f"{excerpt(value)}: no such user's home directory") from None
+    if not expanded.is_absolute():
+        base = base_dir(doc)
+        if base is None:
+            raise doc.error(path, f"must be an absolute path in a submitted spec, got {excerpt(value)}")
+        expanded = base / expanded
+    return str(Path(*expanded.parts))  # normalised, "..'s" kept: the worker's open decides

@@ -133,9 +133,7 @@ class _TimedRequest:
         return self.prefill_s < lag_s or 0 < self.decode_s < lag_s
 
 
-def _engine_timed(
-    attrs: Sequence[dict[str, Any]], tokenize: PhaseWindow, power: HeldPower
-) -> list[_TimedRequest]:
+def _engine_timed(attrs: Sequence[dict[str, Any]], start: int, power: HeldPower) -> list[_TimedRequest]:
     """Each request's prefill and decode energy where the engine timed every request (vLLM's continuous
     batching: requests of one call can be scheduled, get their first token and end at different instants).
 
@@ -146,7 +144,6 @@ def _engine_timed(
     no request works (between two scheduler rounds) goes to the prefill of the requests still waiting."""
     edges = [(int(a["scheduled_ns"]), int(a["first_token_ns"]), int(a["last_token_ns"])) for a in attrs]
     edges = [(s, max(s, f), max(s, f, last)) for s, f, last in edges]
-    start = tokenize.t_start_ns
     out = [
         _TimedRequest(
             prefill_s=(f - s) / 1e9, decode_s=(last - f) / 1e9, ttft_s=(f - start) / 1e9,
@@ -216,8 +213,14 @@ def request_rows(
         }
         decode = edges["decode"]
         steps = int(decode.attrs.get("steps", 0)) if decode else 0
+        if decode is not None and "steps" not in decode.attrs:  # a program's own decode window: one step
+            steps = max(int(a.get("output_tokens") or 0) for a in attrs) - 1  # per token after the first
         whole = phases.get(("batch", batch_id))
-        sm_clock = power.median_clock(whole.t_start_ns, whole.t_end_ns) if whole else None
+        marked = [w for w in edges.values() if w is not None]
+        span = (whole.t_start_ns, whole.t_end_ns) if whole else None
+        if span is None and marked:  # phases marked without a batch window (a command job's program)
+            span = (min(w.t_start_ns for w in marked), max(w.t_end_ns for w in marked))
+        sm_clock = power.median_clock(*span) if span else None
         short = any(
             w is not None and w.duration_ns / 1e9 < power.lag_s
             for n, w in edges.items()
@@ -225,9 +228,11 @@ def request_rows(
         )
         point = points.get(str(attrs[0].get("point")), {})
         model = loads.get(str(point.get("model")), {})
-        called = edges["tokenize"]
-        timed = called is not None and all("first_token_ns" in a for a in attrs)
-        engine_timed = _engine_timed(attrs, called, power) if called is not None and timed else None
+        engine_timed = None
+        if all("first_token_ns" in a and "scheduled_ns" in a and "last_token_ns" in a for a in attrs):
+            called = edges["tokenize"]  # the call; without one, the first request scheduled
+            start = called.t_start_ns if called is not None else min(int(a["scheduled_ns"]) for a in attrs)
+            engine_timed = _engine_timed(attrs, start, power)
         for i, a in enumerate(attrs):
             tokens = int(a.get("input_tokens") or 0) + int(a.get("output_tokens") or 0)
             tok_s, pre_s, dec_s = seconds["tokenize"], seconds["prefill"], seconds["decode"]

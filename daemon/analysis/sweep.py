@@ -30,6 +30,7 @@ __all__ = [
     "CLOCK_TOLERANCE_MHZ",
     "burn_point",
     "burn_sweep_section",
+    "command_sweep_section",
     "mark_capped",
     "point_energy",
     "strays",
@@ -119,12 +120,13 @@ def _clocks(
 BURN_ENERGY_METHOD = "over the point's window, per operation"
 
 
-def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
+def burn_point(window: PhaseWindow, power: HeldPower, unit: str = "operation") -> dict[str, Any]:
     """A burn sweep's point: energy and time per operation, with a 95% interval from the spread of the
     power sensor's updates in the window (its power is steady but for ripple) and the bound of the
-    window's energy estimate (``energy_j_bound``: the counter's timing and the split at the edges)."""
+    window's energy estimate (``energy_j_bound``: the counter's timing and the split at the edges).
+    With ``unit="point"`` (a command job's), the whole window is one unit."""
     t0, t1 = window.t_start_ns, window.t_end_ns
-    ops = int(window.attrs.get("ops") or 0)
+    ops = 1 if unit == "point" else int(window.attrs.get("ops") or 0)
     joules, bound = power.energy(t0, t1)
     updates = power.updates(t0, t1)
     seconds = (t1 - t0) / 1e9
@@ -141,7 +143,7 @@ def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
         "kind": window.attrs.get("kind"),
         "size": window.attrs.get("size"),
         **_clocks(window.attrs.get("sm_clock_mhz"), power.median_clock(t0, t1), window, power),
-        "unit": "operation",
+        "unit": unit,
         "ops": ops,
         "seconds": seconds,
         "mean_power_w": joules / seconds if joules is not None and seconds > 0 else None,
@@ -150,13 +152,20 @@ def burn_point(window: PhaseWindow, power: HeldPower) -> dict[str, Any]:
         "energy_j_bound": per_op(bound),
         "latency_s": latency,
         "edp_js": energy * latency if energy is not None and latency is not None else None,
-        "energy_method": f"{power.method} {BURN_ENERGY_METHOD}",
+        "energy_method": f"{power.method} {BURN_ENERGY_METHOD if unit == 'operation' else 'over the point'}",
     }
 
 
 def burn_sweep_section(windows: Sequence[PhaseWindow], power: HeldPower) -> dict[str, Any] | None:
     """The ``dvfs`` section of a swept burn job's result, None when it ran no point."""
     points = [burn_point(w, power) for w in windows if w.name == "point"]
+    return _section(points, ("kind", "size"), windows) if points else None
+
+
+def command_sweep_section(windows: Sequence[PhaseWindow], power: HeldPower) -> dict[str, Any] | None:
+    """The ``dvfs`` section of a swept command job that marked no request: each point (a run of the
+    program, or a point it asked for) is one unit, its energy and time those of its window."""
+    points = [burn_point(w, power, unit="point") for w in windows if w.name == "point"]
     return _section(points, ("kind", "size"), windows) if points else None
 
 

@@ -332,8 +332,8 @@ class Daemon:
             data = frame.bytes
             if not data or data[0] not in (0, 1):
                 continue
-            uid = frame_uid(frame)
-            caller = self.callers.get(uid) if uid is not None else None
+            identity = frame_uid(frame)
+            caller = self.callers.get(*identity) if identity is not None else None
             topic = self._allowed_topic(caller, data[1:]) if caller is not None else None
             if topic is not None:
                 self.pub.setsockopt(zmq.SUBSCRIBE if data[0] == 1 else zmq.UNSUBSCRIBE, topic)
@@ -382,12 +382,12 @@ class Daemon:
 
     def _reply_frames(self, received: list[zmq.Frame]) -> list[bytes]:
         """The frames that answer one received message (after its identity frame)."""
-        uid = frame_uid(received[-1])
+        identity = frame_uid(received[-1])
         envelope = [frame.bytes for frame in received[1:-1]]
         if envelope not in ([], [b""]):
             # Two requests in one message, or frames before one: refused whole rather than echoing
             # the extra frames and running the last. The reply is one frame, as to a DEALER.
             error = "a request is one frame, after an empty delimiter frame for a REQ socket"
             return [protocol.encode_error(None, "bad_request", error)]
-        caller = self.callers.get(uid) if uid is not None else None
+        caller = self.callers.get(*identity) if identity is not None else None
         return [*envelope, self.handlers.answer(received[-1].bytes, caller)]

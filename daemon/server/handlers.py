@@ -20,7 +20,7 @@ import numpy as np
 
 from gpuprof.client.wire import protocol
 from gpuprof.client.wire.errors import GpuprofError, JobSpecError
-from gpuprof.client.wire.jobspec import SUBMITTED_SOURCE, JobSpec, JobSpecKeyError, LlmParams
+from gpuprof.client.wire.jobspec import SUBMITTED_SOURCE, CommandParams, JobSpec, JobSpecKeyError, LlmParams
 from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.client.wire.spec_schema import Document, KeyPath
 from gpuprof.client.wire.states import FINAL_STATES
@@ -260,6 +260,8 @@ class Handlers:
             )
         if isinstance(spec.params, LlmParams) and spec.params.trust_remote_code:
             self.policy.check_remote_code(caller)
+        if isinstance(spec.params, CommandParams):
+            self.policy.check_command(caller)
         stored = spec.to_dict()
         request = ClockRequest.from_spec(stored.get("dvfs"))
         if request is not None:

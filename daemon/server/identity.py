@@ -11,6 +11,7 @@ parse) is refused at the handshake.
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import logging
 import os
@@ -24,6 +25,7 @@ from zmq.utils import z85
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
 ZAP_DOMAIN = b"gpuprof"
+REMOTE_SUFFIX = ":curve"  # on the ZAP user id of a connection known by its CURVE key
 CACHE_S = 10.0  # group membership is re-read this often: a user added to a group is seen within 10 s
 log = logging.getLogger("gpuprofd")
 
@@ -36,6 +38,7 @@ class Caller:
     user: str
     gid: int
     groups: frozenset[str]
+    remote: bool = False  # known by a CURVE key over tcp, not as a local process on the ipc socket
 
     @classmethod
     def of_uid(cls, uid: int) -> Caller:
@@ -66,14 +69,13 @@ class Callers:
     def __init__(self) -> None:
         self._cache: dict[int, tuple[float, Caller]] = {}
 
-    def get(self, uid: int) -> Caller:
+    def get(self, uid: int, remote: bool = False) -> Caller:
         now = time.monotonic()
         cached = self._cache.get(uid)
-        if cached is not None and now - cached[0] < CACHE_S:
-            return cached[1]
-        caller = Caller.of_uid(uid)
-        self._cache[uid] = (now, caller)
-        return caller
+        if cached is None or now - cached[0] >= CACHE_S:
+            cached = (now, Caller.of_uid(uid))
+            self._cache[uid] = cached
+        return dataclasses.replace(cached[1], remote=True) if remote else cached[1]
 
 
 def ipc_peer_uid(address: bytes) -> int | None:
@@ -128,13 +130,19 @@ class ZapHandler:
                 "refused a connection from %s (%s): %s", peer, mechanism.decode(errors="replace"), why
             )
             return [version, request_id, b"400", why.encode(), b"", b""]
-        return [version, request_id, b"200", b"OK", str(user_id).encode(), b""]
+        user = f"{user_id}{REMOTE_SUFFIX}" if mechanism == b"CURVE" else str(user_id)
+        return [version, request_id, b"200", b"OK", user.encode(), b""]
 
 
-def frame_uid(frame: zmq.Frame) -> int | None:
-    """The uid ZAP stamped on a received frame, or None when the connection was never authenticated."""
+def frame_uid(frame: zmq.Frame) -> tuple[int, bool] | None:
+    """(uid, remote) as ZAP stamped them on a received frame (remote: known by a CURVE key), or None when
+    the connection was never authenticated."""
     try:
         value = frame.get("User-Id")
     except zmq.ZMQError:
         return None
-    return int(value) if isinstance(value, str) and value.isdigit() else None
+    if not isinstance(value, str):
+        return None
+    remote = value.endswith(REMOTE_SUFFIX)
+    uid = value.removesuffix(REMOTE_SUFFIX)
+    return (int(uid), remote) if uid.isdigit() else None

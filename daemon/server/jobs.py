@@ -27,7 +27,13 @@ from gpuprof.sampler.trace import Trace
 
 from ..analysis.requests import HeldPower, llm_result
 from ..analysis.results import job_result, plain, unmeasured
-from ..analysis.sweep import burn_sweep_section, mark_capped, point_energy, sweep_section
+from ..analysis.sweep import (
+    burn_sweep_section,
+    command_sweep_section,
+    mark_capped,
+    point_energy,
+    sweep_section,
+)
 from ..analysis.windows import PhaseWindow, windows
 from ..markers import Marker
 from ..worker_env import (
@@ -370,12 +376,19 @@ class JobRunner:
         self.store.save_trace(job.record.id, trace)
         phase_windows = windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns)
         result = job_result(samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated)
-        if record_workload(job.record) == "llm":
+        workload = record_workload(job.record)
+        requests = any(m.kind == "event" and m.name == "request" for m in job.markers)
+        if workload == "llm" or (workload == "command" and requests):  # a program's requests: same tables
             self._llm_result(job, result, phase_windows, samples, energy, gpu)
         elif job.sweep:
-            swept = burn_sweep_section(phase_windows, HeldPower(samples, gpu, energy))
+            sections = {"burn": burn_sweep_section, "command": command_sweep_section}
+            section = sections.get(workload)
+            swept = section(phase_windows, HeldPower(samples, gpu, energy)) if section else None
             if swept is not None:
                 result["dvfs"] = plain(swept, "dvfs")
+        if workload == "command":
+            ran = [m.attrs for m in job.markers if m.kind == "event" and m.name == "command"]
+            result["command"] = plain(dict(ran[-1]), "command") if ran else None
         if job.clocks is not None:
             reset = "after every point and at the job's end" if job.sweep else "at the job's end"
             result.setdefault("dvfs", {}).update({"set": job.clocks, "reset": reset})

@@ -5,6 +5,9 @@
 - Clock changes need ``allow_dvfs`` and a caller named in ``dvfs_users`` or in one of ``dvfs_groups``
   (root and the daemon's own user need only ``allow_dvfs``); being an admin is not enough.
 - ``trust_remote_code`` in an llm job needs ``allow_trust_remote_code`` (the code runs as the job's user).
+- A command job (the user's own program, run as the user) from a remote client, known by a CURVE key over
+  tcp, needs ``allow_remote_commands``: a local caller can run programs as itself anyway, a key holder
+  elsewhere could not without it.
 
 Each refusal is a ``denied`` error that says what was refused and why, and is logged.
 """
@@ -83,6 +86,16 @@ class Policy:
                 "running a model repository's own code is off on this node "
                 "(allow_trust_remote_code = false in gpuprofd.toml)",
                 key="llm.trust_remote_code",
+            )
+
+    def check_command(self, caller: Caller) -> None:
+        if caller.remote and not self.config.allow_remote_commands:
+            raise self.deny(
+                caller,
+                "command",
+                "command jobs from remote clients are off on this node (allow_remote_commands = false in "
+                "gpuprofd.toml); a user logged in on the node may submit them",
+                key="command",
             )
 
     def check_job(self, caller: Caller, request: str, job_id: str, owner: str, owner_uid: int) -> None:

@@ -16,6 +16,7 @@ from ..markers import (
     MAX_TEXT_CHARS,
     Marker,
     MarkerChannelError,
+    MarkerError,
     encode_marker,
 )
 
@@ -61,6 +62,13 @@ class MarkerWriter:
             self._sock.send(data)
         except OSError as exc:
             raise MarkerChannelError(f"cannot send marker {name!r}: {exc.strerror or exc}") from None
+
+    def send(self, kind: str, name: str, attrs: dict[str, Any], t_ns: int | None = None) -> None:
+        """A marker of any kind but ``fail`` with ``attrs`` as given (a program's marker line, whose attribute
+        names may be anything); MarkerError if it is malformed."""
+        if kind not in ("begin", "end", "event", "status"):
+            raise MarkerError(f"kind must be begin, end, event or status, got {kind!r}")
+        self._send(kind, name, attrs, t_ns)
 
     def begin(self, name: str, *, t_ns: int | None = None, **attrs: Any) -> None:
         """Phase ``name`` starts now, or at ``t_ns`` (CLOCK_MONOTONIC, past) where an engine timed it."""

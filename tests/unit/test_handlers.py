@@ -3,6 +3,7 @@ and a fake runner in place of worker processes. What a client is told for each r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -214,6 +215,16 @@ def test_trust_remote_code_is_refused_unless_the_config_allows_it(serve: Serve) 
     assert reply.code == "denied" and reply.body["key"] == "llm.trust_remote_code"
     assert "allow_trust_remote_code" in str(reply.message)
     assert serve(allow_trust_remote_code=True).ok(ALICE, "submit", {"spec": spec})["job"]["state"] == "queued"
+
+
+def test_a_command_job_from_a_remote_key_holder_is_refused_unless_the_config_allows_it(serve: Serve) -> None:
+    spec = {"workload": "command", "timeout_s": 60, "command": {"argv": ["/bin/true"], "cwd": "/tmp"}}
+    remote = dataclasses.replace(ALICE, remote=True)
+    reply = serve().refused(remote, "submit", {"spec": spec})
+    assert reply.code == "denied" and reply.body["key"] == "command"
+    assert "allow_remote_commands" in str(reply.message)
+    assert serve().ok(ALICE, "submit", {"spec": spec})["job"]["state"] == "queued"  # a local user may
+    assert serve(allow_remote_commands=True).ok(remote, "submit", {"spec": spec})["job"]["state"] == "queued"
 
 
 def test_each_member_has_a_quota_of_queued_jobs(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:

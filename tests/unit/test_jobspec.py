@@ -115,7 +115,8 @@ BASE = "name: demo\nworkload: burn\ntimeout_s: 600\nburn:\n  seconds: 10\n"
         ("name: x\nburn: {seconds: 1}\n", "job.yaml:1: workload: required key is missing"),
         (
             "workload: burnn\n",
-            "job.yaml:1: workload: must be one of 'burn', 'llm', got 'burnn' (did you mean 'burn'?)",
+            "job.yaml:1: workload: must be one of 'burn', 'llm', 'command', got 'burnn' "
+            "(did you mean 'burn'?)",
         ),
         ("gpus: 1\n" + MINIMAL, "job.yaml:1: gpus: unknown key (did you mean 'gpu'?)"),
         ("gpu: -1\n" + MINIMAL, "job.yaml:1: gpu: must be an integer in [0, 255], got -1"),
@@ -138,13 +139,13 @@ BASE = "name: demo\nworkload: burn\ntimeout_s: 600\nburn:\n  seconds: 10\n"
         ("workload: burn\nburn: 10\n", "job.yaml:2: burn: must be a mapping of keys (seconds, "),
         (
             "- workload\n",
-            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm), "
-            "got a list",
+            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm, "
+            "command), got a list",
         ),
         (
             "burn\n",
-            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm), "
-            "got 'burn'",
+            "job.yaml:1: must be a mapping of keys (name, gpu, workload, timeout_s, dvfs, burn, llm, "
+            "command), got 'burn'",
         ),
         ("", "job.yaml: the job spec is empty"),
         ("# only a comment\n", "job.yaml: the job spec is empty"),

@@ -8,7 +8,7 @@ A workload module's ``run(params, markers, target)`` emits the markers ``load``,
 from __future__ import annotations
 
 from gpuprof.client.wire.errors import JobSpecError
-from gpuprof.client.wire.jobspec import BurnParams, JobSpec, LlmParams
+from gpuprof.client.wire.jobspec import BurnParams, CommandParams, JobSpec, LlmParams
 
 from ..markers import MarkerWriter
 from .target import GpuTarget, sigterm_deferred
@@ -27,5 +27,10 @@ def run_workload(spec: JobSpec, markers: MarkerWriter, target: GpuTarget) -> Non
         from . import llm
 
         llm.run(spec.params, markers, target, spec.dvfs)
+        return
+    if isinstance(spec.params, CommandParams):
+        from . import command
+
+        command.run(spec.params, markers, target, spec.dvfs)
         return
     raise JobSpecError(f"workload {spec.workload!r} is not supported by this worker")
