@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURES", "LATENCY_BUDGETS", "Report"]
+__all__ = ["FEATURES", "LATENCY_BUDGETS", "Report", "group_label"]
 
 GROUP = ["model", "engine", "task", "batch_size"]
 FEATURES = (
@@ -37,6 +37,15 @@ def _clock_column(requests: pd.DataFrame) -> pd.Series:
     requested = requests.get("sm_clock_mhz")
     observed = requests["observed_sm_clock_mhz"].round()
     return observed if requested is None else requested.astype("Float64").fillna(observed)
+
+
+def group_label(model: Any, engine: Any, task: Any, batch_size: Any) -> str:
+    """A group of requests by name, ``llama-3.2-1b (eager) / qa / batch 8``; what the job did not have (a
+    command job's model, task and batch) is left out."""
+    head = f"{model} ({engine})" if not pd.isna(model) else str(engine)
+    rest = [str(task)] if not pd.isna(task) else []
+    rest += [f"batch {batch_size}"] if not pd.isna(batch_size) else []
+    return " / ".join([head, *rest])
 
 
 def with_engine(requests: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from gpuprof.client.wire.errors import GpuprofError
 
-from .report import GROUP, Report
+from .report import GROUP, Report, group_label
 
 __all__ = ["write_report"]
 
@@ -37,8 +37,7 @@ def _pyplot() -> Any:
 
 
 def _label(key: tuple[Any, ...]) -> str:
-    model, engine, task, batch = key
-    return f"{model} ({engine}) / {task} / batch {batch}"
+    return group_label(*key)
 
 
 def _png(figure: Any) -> bytes:
@@ -72,7 +71,9 @@ def _plots(report: Report, plt: Any) -> dict[str, bytes]:
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for key, group in report.clocks[~report.clocks["flagged"]].groupby(GROUP, dropna=False):
         points = axes.scatter(group["latency_s"], group["energy_j"], label=_label(key), alpha=0.6)
-        front = report.pareto.merge(pd.DataFrame([dict(zip(GROUP, key, strict=True))]), on=GROUP)
+        # The key in the table's own dtypes: a missing one (a command job's model) still matches.
+        wanted = pd.DataFrame([dict(zip(GROUP, key, strict=True))])
+        front = report.pareto.merge(wanted.astype(report.pareto[GROUP].dtypes.to_dict()), on=GROUP)
         axes.plot(front["latency_s"], front["energy_j"], color=points.get_facecolor()[0])
         for row in group.itertuples():
             axes.annotate(f"{row.clock_mhz:g}", (row.latency_s, row.energy_j), fontsize=6)

@@ -12,7 +12,7 @@ import pandas as pd
 from gpuprof.sampler.files import read_regular_file
 
 from ..api import Client, frame_from_chunks
-from ..report import Report
+from ..report import Report, group_label
 from ..report_page import write_report
 from .common import echo_json, endpoint_option, json_option
 
@@ -55,7 +55,7 @@ def write_job_report(
     for row in analysis.optima.itertuples():
         saving = getattr(row, "saving_at_1_1x_latency", None)
         line = (
-            f"{row.model} ({row.engine}) / {row.task} / batch {row.batch_size}: "
+            f"{group_label(row.model, row.engine, row.task, row.batch_size)}: "
             f"energy-optimal {_mhz(row.energy_optimal_mhz)}, EDP-optimal {_mhz(row.edp_optimal_mhz)}"
         )
         if saving is not None and saving == saving:

@@ -265,7 +265,7 @@ def request_rows(
                     "model": point.get("model"),
                     "model_source": model.get("model_source"),
                     "weights": model.get("weights"),
-                    "engine": model.get("engine", "eager"),
+                    "engine": model.get("engine", "eager" if point.get("model") else "command"),
                     "task": point.get("task"),
                     "batch_size": point.get("batch_size"),
                     "sm_clock_mhz": point.get("sm_clock_mhz"),

@@ -17,6 +17,7 @@ from test_daemon import FINAL, submit, wait_state
 
 from gpuprof.client import Client
 from gpuprof.client.cli import main
+from gpuprof.client.report import Report
 
 # A program that marks three requests, each a prefill and a decode window during which it loads the
 # simulated GPU (it shares the daemon's: $GPUPROF_SIM_STATE), and a window of its own.
@@ -182,7 +183,8 @@ open("seen.txt", "w").write(repr(seen))
 def test_a_program_asks_for_each_point_and_runs_it_at_its_clock(
     tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
-    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    endpoint = start(daemons, tmp_path, "allow_dvfs = true\n").endpoint
+    client = RawClient(endpoint)
     spec = python_spec(tmp_path, MARKED, points="marked")
     spec["dvfs"] = {"sm_clocks": [1005, 600, 1410], "order": "sequential"}
     done = wait_state(client, submit(client, spec), FINAL, timeout_s=120)
@@ -192,6 +194,10 @@ def test_a_program_asks_for_each_point_and_runs_it_at_its_clock(
     assert sorted(p["sm_clock_mhz"] for p in points) == [600, 1005, 1410]
     assert all(p["observed_sm_clock_mhz"] == p["sm_clock_mhz"] and p["requests"] == 1 for p in points)
     assert done["result"]["command"]["runs"] == 1 and locked() is None
+    with Client(endpoint) as api:  # the same report as an llm job's sweep
+        report = Report.from_job(done, api.requests(str(done["id"])))
+    (optimum,) = report.optima.itertuples()
+    assert optimum.engine == "command" and optimum.energy_optimal_mhz in (600, 1005, 1410)
     client.close()
 
 

@@ -89,3 +89,10 @@ def test_several_jobs_compare_engines_as_clocks_are_compared() -> None:
     assert list(flagged["engine"]) == ["eager"]  # the eager job's capped point, not the compiled one's
     compiled_rows = report.clocks[report.clocks["engine"] == "compiled"].set_index("clock_mhz")
     assert compiled_rows.loc[1200, "energy_j"] == pytest.approx(3.0)
+
+
+def test_a_group_is_named_by_what_its_job_had() -> None:
+    from gpuprof.client.report import group_label
+
+    assert group_label("llama-3.2-1b", "eager", "qa", 8) == "llama-3.2-1b (eager) / qa / batch 8"
+    assert group_label(None, "command", pd.NA, float("nan")) == "command"  # a command job's requests
