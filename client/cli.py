@@ -10,6 +10,7 @@ from gpuprof.client.wire.command import run_command
 
 from .commands.cancel import cancel
 from .commands.export import export
+from .commands.exporter import exporter
 from .commands.gpus import gpus
 from .commands.jobs import jobs
 from .commands.keygen import keygen
@@ -40,10 +41,13 @@ def cli() -> None:
       gpuprof sample --seconds 10 -o trace.parquet          record GPU 0 at 1 kHz for 10 s
       gpuprof sample --simulate --gpu 0 --gpu 1 -o t.csv    record two simulated GPUs until Ctrl-C
       gpuprof sim load --gpu 0 --util 80                    make the simulated GPU 0 busy
+      gpuprof exporter --listen 127.0.0.1:9464              gpuprofd's metrics for Prometheus
     """
 
 
-for command in (run, submit, jobs, show, watch, cancel, export, report, gpus, status, sample, sim, keygen):
+for command in (
+    run, submit, jobs, show, watch, cancel, export, report, gpus, status, sample, sim, keygen, exporter
+):  # fmt: skip
     cli.add_command(command)
 
 

@@ -56,6 +56,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "cancel": {"id": ((str,), True)},
     "time": {},
     "stats": {},
+    "metrics": {},
     "history": {"gpu": ((int,), True), "seconds": ((int, float), False), "max_points": ((int,), False)},
 }
 MAX_HISTORY_POINTS = 20_000

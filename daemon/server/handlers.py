@@ -24,6 +24,8 @@ from gpuprof.client.wire.jobspec import SUBMITTED_SOURCE, CommandParams, JobSpec
 from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.client.wire.spec_schema import Document, KeyPath
 from gpuprof.client.wire.states import FINAL_STATES
+from gpuprof.sampler.energy import reason_names
+from gpuprof.sampler.records import MISSING_MEM_CLOCK, MISSING_POWER, MISSING_SM_CLOCK
 
 from ..config import DaemonConfig, tcp_port
 from .clocks import ClockRequest, ClockSpecError, resolve_request, resolve_sweep, sweep_of
@@ -36,7 +38,7 @@ from .store import JobRecord, JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
 PEEK_BYTES = 4096  # a rate-limited request this small is decoded for its id
-CAPABILITIES = ["jobs", "live", "trace", "burn", "history", "stats"]
+CAPABILITIES = ["jobs", "live", "trace", "burn", "history", "stats", "metrics", "command"]
 LIVE_COLUMNS = (
     "t_ns",
     "power_mw",
@@ -47,6 +49,7 @@ LIVE_COLUMNS = (
     "clock_event_reasons",
 )
 INTERNAL = "internal error; see the daemon's log"
+METRICS_ENERGY_LOOKBACK_NS = 5_000_000_000  # the latest counter reading is looked for this far back
 
 
 class Running(Protocol):
@@ -65,6 +68,8 @@ class Runner(Protocol):
     def schedule(self, gpus: list[int]) -> None: ...
 
     def cancel(self, job_id: str, by: str) -> bool: ...
+
+    def job_energy(self) -> dict[str, dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,53 @@ class Handlers:
             "requests": self.service_times.summary(),
             "rate_limited": {str(uid): count for uid, count in self.limits.refused.items()},
             "internal_errors": self.bugs.total,
+        }
+
+    def on_metrics(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """What a metrics exporter serves (``gpuprof exporter``): each GPU's energy counter, power, clocks
+        and clock-event reasons as last read, its running job and queue; each running or lately ended job's
+        energy; the sampler's counts. Job ids and GPUs only: no user or job names."""
+        now = time.monotonic_ns()
+        running = self.runner.running
+        gpus = []
+        for gpu in self.node.inventory:
+            latest = self.history.latest(gpu.index)
+            _, energy = self.history.since(now - METRICS_ENERGY_LOOKBACK_NS, gpu.index)
+            good = energy[energy["nvml_return"] == 0]
+            job = running.get(gpu.index)
+            figures: dict[str, Any] = {"power_w": None, "sm_clock_mhz": None, "mem_clock_mhz": None}
+            reasons: list[str] | None = None
+            if latest is not None:
+                missing = int(latest["missing"])
+                figures = {
+                    "power_w": None if missing & MISSING_POWER else int(latest["power_mw"]) / 1000.0,
+                    "sm_clock_mhz": None if missing & MISSING_SM_CLOCK else int(latest["sm_clock_mhz"]),
+                    "mem_clock_mhz": None if missing & MISSING_MEM_CLOCK else int(latest["mem_clock_mhz"]),
+                }
+                reasons = reason_names(int(latest["clock_event_reasons"]))
+            gpus.append(
+                {
+                    "index": gpu.index,
+                    "uuid": gpu.uuid,
+                    "name": gpu.name,
+                    "energy_j": int(good["energy_mj"][-1]) / 1000.0 if good.size else None,
+                    **figures,
+                    "clock_event_reasons": reasons,
+                    "running_job": job.record.id if job is not None else None,
+                    "queued": self.store.count_queued(gpu.index),
+                }
+            )
+        sampler = self.loop_stats().get("sampler", {})
+        return {
+            "daemon_version": daemon_version(),
+            "simulated": self.node.simulated,
+            "uptime_s": (now - self.started_ns) / 1e9,
+            "gpus": gpus,
+            "jobs": self.runner.job_energy(),
+            "sampler": {
+                key: sampler.get(key)
+                for key in ("samples", "ticks", "deadline_misses", "read_overrun_misses", "energy_reads")
+            },
         }
 
     def on_history(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ QUESTIONS_PER_S = 20
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 log = logging.getLogger("gpuprofd")
+FINISHED_ENERGY_S = 600.0  # how long an ended job's energy stays in the metrics request's answer
+MAX_FINISHED_ENERGY = 1000
 COUNTER_SETTLE_NS = 300_000_000  # how long a finished job waits for the energy counter's next update
 
 
@@ -76,6 +79,23 @@ def worker_account(uid: int) -> pwd.struct_passwd | None:
         raise GpuprofError(
             f"uid {uid} has no account on this node: cannot run its job as that user"
         ) from None
+
+
+def counter_increase(energy: list[np.ndarray]) -> float | None:
+    """The energy counter's increase (J) from the first good reading in ``energy`` to the last."""
+    if not energy:
+        return None
+    first, last = _good_reading(energy, 0), _good_reading(energy, -1)
+    return None if first is None or last is None else max(0.0, (last - first) / 1000.0)
+
+
+def _good_reading(chunks: list[np.ndarray], end: int) -> int | None:
+    """The first (end 0) or last (end -1) successful counter reading (mJ) among the chunks."""
+    for chunk in chunks if end == 0 else reversed(chunks):
+        good = chunk["energy_mj"][chunk["nvml_return"] == 0]
+        if good.size:
+            return int(good[end])
+    return None
 
 
 def record_workload(record: JobRecord) -> str:
@@ -149,6 +169,8 @@ class JobRunner:
         self.sim_state_path = sim_state_path
         self.publish = publish  # callable(job_id, kind, body)
         self.running: dict[int, RunningJob] = {}  # gpu -> job
+        # Jobs that ended lately, for the metrics request: id -> (gpu, J, CLOCK_MONOTONIC ns of the end).
+        self.finished_energy: OrderedDict[str, tuple[int, float | None, int]] = OrderedDict()
 
     def schedule(self, gpus: list[int]) -> None:
         """Start the oldest queued job on every idle GPU."""
@@ -346,8 +368,30 @@ class JobRunner:
                 f"{self.limits.output_bytes / 2**20:,.0f} MiB (worker_output_limit_mb)",
             )
 
+    def job_energy(self) -> dict[str, dict[str, Any]]:
+        """Each running job's energy so far and that of jobs ended within FINISHED_ENERGY_S: the energy
+        counter's increase from the job's first reading to its latest (J; None without readings), which
+        only grows, so a metrics scraper never sees it fall."""
+        now = time.monotonic_ns()
+        while self.finished_energy:
+            oldest = next(iter(self.finished_energy.values()))
+            if (
+                now - oldest[2] <= FINISHED_ENERGY_S * 1e9
+                and len(self.finished_energy) <= MAX_FINISHED_ENERGY
+            ):
+                break
+            self.finished_energy.popitem(last=False)
+        out = {
+            job_id: {"gpu": gpu, "energy_j": joules, "running": False}
+            for job_id, (gpu, joules, _) in self.finished_energy.items()
+        }
+        for gpu, job in self.running.items():
+            out[job.record.id] = {"gpu": gpu, "energy_j": counter_increase(job.energy), "running": True}
+        return out
+
     def _finish(self, gpu: int, job: RunningJob) -> None:
         del self.running[gpu]
+        self.finished_energy[job.record.id] = (gpu, counter_increase(job.energy), time.monotonic_ns())
         job.channel.close()
         end_ns = job.exited_ns or time.monotonic_ns()
         if job.clocks is not None:

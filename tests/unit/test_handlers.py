@@ -63,6 +63,12 @@ class FakeRunner:
         self.cancelled.append((job_id, by))
         return True
 
+    def job_energy(self) -> dict[str, dict[str, Any]]:
+        return {
+            job.record.id: {"gpu": gpu, "energy_j": 12.5, "running": True}
+            for gpu, job in self.running.items()
+        }
+
 
 @dataclass
 class Served:
@@ -464,3 +470,26 @@ def test_the_dvfs_rule_names_users_and_groups_and_always_allows_root() -> None:
     off = Policy(DaemonConfig(allow_dvfs=False, dvfs_users=("carol",)), daemon_uid=1)
     with pytest.raises(protocol.ProtocolError, match="clock changes are off"):
         off.check_dvfs(Caller(uid=1002, user="carol", gid=1, groups=frozenset()))
+
+
+def test_metrics_give_each_gpus_last_readings_and_jobs_energy_without_user_names(serve: Serve) -> None:
+    served = serve()
+    now = time.monotonic_ns()
+    samples = np.zeros(3, dtype=SAMPLE_DTYPE)
+    samples["t_ns"] = [now - 3_000_000, now - 2_000_000, now - 1_000_000]
+    samples["power_mw"], samples["sm_clock_mhz"], samples["mem_clock_mhz"] = 250_500, 1410, 2619
+    samples["clock_event_reasons"] = 0x4  # sw_power_cap
+    energy = np.zeros(2, dtype=ENERGY_DTYPE)
+    energy["t_start_ns"] = energy["t_end_ns"] = [now - 2_500_000, now - 1_500_000]
+    energy["energy_mj"] = [1_000_000, 1_025_000]
+    served.handlers.history.append(samples, energy)
+    job = served.ok(ALICE, "submit", {"spec": burn()})["job"]
+    served.runner.running[0] = FakeJob(served.store.get(job["id"]))  # type: ignore[arg-type]
+    metrics = served.ok(BOB, "metrics")  # any member: nothing in it names a user
+    (gpu,) = metrics["gpus"]
+    assert (gpu["power_w"], gpu["sm_clock_mhz"], gpu["mem_clock_mhz"]) == (250.5, 1410, 2619)
+    assert gpu["energy_j"] == 1025.0 and gpu["clock_event_reasons"] == ["sw_power_cap"]
+    assert gpu["running_job"] == job["id"] and gpu["uuid"]
+    assert metrics["jobs"] == {job["id"]: {"gpu": 0, "energy_j": 12.5, "running": True}}
+    assert "alice" not in str(metrics) and metrics["simulated"] is True
+    assert served.refused(OUTSIDER, "metrics").code == "denied"

@@ -61,3 +61,14 @@ def test_the_unit_runs_the_commands_gpuprofd_has_and_resets_clocks_after_any_sto
     assert "ExecStart=/usr/local/bin/gpuprofd serve" in unit
     assert "ExecStopPost=/usr/local/bin/gpuprofd reset-clocks" in unit
     assert "CAP_SYS_ADMIN" not in unit.split("[Service]")[1]  # only the DVFS drop-in grants it
+
+
+def test_systemd_accepts_the_exporters_unit_and_it_is_hardened(tmp_path: Path) -> None:
+    text = (SYSTEMD / "gpuprof-exporter.service").read_text().replace("/usr/local/bin/gpuprof", "/bin/true")
+    unit = tmp_path / "gpuprof-exporter.service"
+    unit.write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    assert _exposure(unit) <= MAX_EXPOSURE
