@@ -49,7 +49,6 @@ LIVE_COLUMNS = (
     "clock_event_reasons",
 )
 INTERNAL = "internal error; see the daemon's log"
-METRICS_ENERGY_LOOKBACK_NS = 5_000_000_000  # the latest counter reading is looked for this far back
 
 
 class Running(Protocol):
@@ -248,8 +247,7 @@ class Handlers:
         gpus = []
         for gpu in self.node.inventory:
             latest = self.history.latest(gpu.index)
-            _, energy = self.history.since(now - METRICS_ENERGY_LOOKBACK_NS, gpu.index)
-            good = energy[energy["nvml_return"] == 0]
+            counter_mj = self.history.latest_energy_mj(gpu.index)
             job = running.get(gpu.index)
             figures: dict[str, Any] = {"power_w": None, "sm_clock_mhz": None, "mem_clock_mhz": None}
             reasons: list[str] | None = None
@@ -266,7 +264,7 @@ class Handlers:
                     "index": gpu.index,
                     "uuid": gpu.uuid,
                     "name": gpu.name,
-                    "energy_j": int(good["energy_mj"][-1]) / 1000.0 if good.size else None,
+                    "energy_j": counter_mj / 1000.0 if counter_mj is not None else None,
                     **figures,
                     "clock_event_reasons": reasons,
                     "running_job": job.record.id if job is not None else None,

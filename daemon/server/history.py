@@ -156,6 +156,7 @@ class SampleHistory:
         energy_slots = math.ceil(seconds * min(max(energy_rate_hz, 1.0), KEPT_ENERGY_PER_S)) * gpus
         self._energy = _TimeRing(ENERGY_DTYPE, energy_slots, "energy")
         self._latest: dict[int, np.void] = {}
+        self._latest_energy: dict[int, tuple[int, int]] = {}  # gpu -> (t_ns, mJ) of its newest good reading
         self._lock = threading.Lock()
 
     def append(self, samples: np.ndarray, energy: np.ndarray) -> None:
@@ -173,6 +174,12 @@ class SampleHistory:
                 gpus, from_end = np.unique(reversed_gpus, return_index=True)
                 for gpu, back in zip(gpus.tolist(), from_end.tolist(), strict=True):
                     self._latest[int(gpu)] = samples[samples.size - 1 - back].copy()
+            good = energy[energy["nvml_return"] == 0]
+            for reading in (
+                good[::-1][np.unique(good["gpu"][::-1], return_index=True)[1]] if good.size else ()
+            ):
+                key = (int(reading["t_start_ns"]) + int(reading["t_end_ns"])) // 2  # as energy_keys
+                self._latest_energy[int(reading["gpu"])] = (key, int(reading["energy_mj"]))
 
     def between(self, t0_ns: int, t1_ns: int, gpu: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(samples, energy) with time in [t0_ns, t1_ns], both ends included; of one GPU or all.
@@ -199,6 +206,13 @@ class SampleHistory:
         if record is None or oldest is None or int(record["t_ns"]) < oldest:
             return None
         return record
+
+    def latest_energy_mj(self, gpu: int) -> int | None:
+        """The newest successful energy-counter reading of ``gpu`` still in the history (mJ), or None."""
+        with self._lock:
+            found = self._latest_energy.get(gpu)
+            oldest = self._energy.oldest_key
+        return None if found is None or oldest is None or found[0] < oldest else found[1]
 
     @property
     def oldest_t_ns(self) -> int | None:
