@@ -107,5 +107,5 @@ def test_run_writes_an_llm_jobs_report_before_its_private_daemon_goes(
     burn = tmp_path / "burn.yaml"
     burn.write_text(SPEC)
     assert main(["run", str(burn), "--simulate", "--report", str(tmp_path / "no"), *endpoint]) == 2
-    assert "--report needs an llm job" in capsys.readouterr().err
+    assert "--report needs an llm or a command job" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
