@@ -20,6 +20,7 @@ from .commands.sample import sample
 from .commands.show import show
 from .commands.sim import sim
 from .commands.status import status
+from .commands.study import study
 from .commands.submit import submit
 from .commands.watch import watch
 
@@ -46,7 +47,8 @@ def cli() -> None:
 
 
 for command in (
-    run, submit, jobs, show, watch, cancel, export, report, gpus, status, sample, sim, keygen, exporter
+    run, submit, jobs, show, watch, cancel, export, report, gpus, status, sample, sim, keygen, exporter,
+    study,
 ):  # fmt: skip
     cli.add_command(command)
 

@@ -68,8 +68,31 @@ def write_job_report(
     )
 
 
+def study_table(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A gathered study's requests (``gpuprof study gather``, .parquet or .csv) as one job's."""
+    try:
+        requests = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError, ImportError) as exc:
+        raise click.BadParameter(
+            f"{path}: cannot read it as a study table ({exc})", param_hint="JOB"
+        ) from None
+    if requests.empty or not {"energy_j", "study_point"} <= set(requests.columns):
+        raise click.BadParameter(f"{path}: not a table of gpuprof study gather", param_hint="JOB")
+    methods = sorted(set(map(str, requests.get("energy_method", pd.Series(dtype=str)).dropna())))
+    simulated = "simulated" in requests and bool(requests["simulated"].fillna(False).astype(bool).any())
+    job = {
+        "id": path.stem,
+        "name": f"study {path.stem}",
+        "simulated": simulated,
+        "result": {"dvfs": {"points": []}, "llm": {"energy_method": "; ".join(methods)}},
+    }
+    return job, requests
+
+
 def _job_and_requests(job_id: str, endpoint: str) -> tuple[dict[str, Any], pd.DataFrame]:
     saved = Path(job_id)
+    if saved.is_file() and saved.suffix in (".parquet", ".csv"):
+        return study_table(saved)
     if saved.is_file():
         return saved_job(saved)
     with Client(endpoint) as client:
@@ -97,8 +120,9 @@ def report(job_ids: tuple[str, ...], directory: str | None, as_json: bool, endpo
     asked) are left out of optima. Writes clocks.csv, optima.csv, pareto.csv, correlations.csv, a PNG per
     plot and report.html (self-contained). Method: docs/report.md.
 
-    Each JOB is a job id on gpuprofd, or a file holding the output of `gpuprof run --json` or
-    `gpuprof show --json` for an llm job (no daemon needed then). Several JOBs make one report, their
+    Each JOB is a job id on gpuprofd, a file holding the output of `gpuprof run --json` or
+    `gpuprof show --json` for an llm job, or the .parquet or .csv table of `gpuprof study gather` (no
+    daemon needed then). Several JOBs make one report, their
     requests side by side (a `job` column says whose): run the same spec with `llm.engine: eager` and
     `llm.engine: compiled` to compare engines as clocks are compared.
 
@@ -108,6 +132,7 @@ def report(job_ids: tuple[str, ...], directory: str | None, as_json: bool, endpo
       gpuprof report 3f2a9c -o study/ --json    prints the files written as JSON
       gpuprof run sweep.yaml --json > sweep.json && gpuprof report sweep.json -o sweep/
       gpuprof report eager.json compiled.json -o engines/
+      gpuprof report study.parquet -o study-report/
     """
     if len(job_ids) > MAX_REPORT_JOBS:
         raise click.UsageError(f"at most {MAX_REPORT_JOBS} jobs make one report, got {len(job_ids)}")
