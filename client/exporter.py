@@ -5,8 +5,8 @@ Each scrape asks gpuprofd once (its ``metrics`` request) and turns the answer in
 (prometheus-client's custom collector): nothing is cached, and the counters are gpuprof's own (the GPU's
 energy counter; each job's energy so far), so a scrape every 15 s loses nothing between scrapes. Names
 follow Prometheus's conventions (docs/metrics.md): base units (joules, watts, hertz), ``_total`` counters,
-``_info`` metadata. Labels name GPUs (index, UUID) and job ids, never users or job names: the endpoint shows
-what any member of the users group may see.
+``_info`` metadata. Labels name GPUs (index, UUID) and job ids, never users or job names. The HTTP endpoint
+itself asks for no credentials: whoever reaches it (by default this host's users) sees those series.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ class GpuprofCollector(Collector):
         self._lock = threading.Lock()  # a Client is one socket: one scrape at a time
 
     def _ask(self) -> dict[str, Any] | None:
-        with self._lock, Client(self.endpoint, timeout_s=self.timeout_s) as client:
+        with self._lock:
             try:
-                return dict(client.request("metrics", {}))
-            except GpuprofError:
+                with Client(self.endpoint, timeout_s=self.timeout_s) as client:
+                    return dict(client.request("metrics", {}))
+            except GpuprofError:  # no daemon, no key, a refusal: this scrape says gpuprof_up 0
                 return None
 
     def collect(self) -> Iterator[Metric]:

@@ -50,6 +50,8 @@ def split(spec_path: str, directory: Path, by: str = "model-task-clock") -> list
     written."""
     if by not in BY:
         raise UsageError(f"--by must be one of {', '.join(BY)}, got {by!r}")
+    if directory.exists() and any(directory.iterdir()):  # its old points and results would mix in
+        raise UsageError(f"{directory} is not empty: split a study into a new directory")
     spec = load_job_spec(spec_path)
     if not isinstance(spec.params, LlmParams):
         raise UsageError(f"{spec_path}: a study splits an llm job; this is a {spec.workload} job")

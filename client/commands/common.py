@@ -134,6 +134,11 @@ def env_option(command: F) -> F:
     )(command)
 
 
+def _gives_cwd(job: Any) -> bool:
+    """Whether the spec file itself names the command's directory (``command.cwd``)."""
+    return ("command", "cwd") in job.lines
+
+
 def job_spec_of(spec: str | None, env: tuple[str, ...] = ()) -> JobSpec:
     """The JobSpec to submit: the file ``spec``, and the program after ``--`` (a command job: it runs in
     this directory unless the spec says otherwise, its first word found on this PATH), with ``env``."""
@@ -153,6 +158,9 @@ def job_spec_of(spec: str | None, env: tuple[str, ...] = ()) -> JobSpec:
         found = shutil.which(program[0])  # the daemon's PATH may not be this shell's
         program[0] = found or program[0]
     job = command_job_spec(program, os.getcwd()) if spec is None else load_job_spec(spec, program or None)
+    if spec is not None and program and isinstance(job.params, CommandParams) and not _gives_cwd(job):
+        # A program given here runs here, as without a SPEC, unless the spec names its directory.
+        job = dataclasses.replace(job, params=dataclasses.replace(job.params, cwd=os.getcwd()))
     if env:
         if not isinstance(job.params, CommandParams):
             raise click.UsageError(f"--env is for command jobs; {spec} is a {job.workload} job")

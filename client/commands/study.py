@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ from ..api import Client
 from ..job_render import job_json
 from ..llm_render import requests_json
 from ..study import BY, gather, point_file, provenance, result_file, split
-from ..wire.errors import OutputError
+from ..wire.errors import GpuprofError, OutputError
 from ..wire.jobspec import load_job_spec
 from .common import endpoint_option, follow
 from .run import PrivateDaemon, probe
@@ -84,7 +85,15 @@ def run_command(directory: str, index: int, simulate: bool, allow_dvfs: bool, en
         client = stack.enter_context(Client(endpoint))
         handle = client.submit(job_spec)
         click.echo(f"point {index}: job {handle.id} on gpuprofd at {endpoint}", err=True)
-        job = follow(handle)
+        # Slurm stops a task with SIGTERM (scancel, its time limit): the job must not outlive it on the GPU.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            job = follow(handle)
+        except KeyboardInterrupt:
+            with contextlib.suppress(GpuprofError):
+                handle.cancel()
+                click.echo(f"point {index}: stopped, job {handle.id} cancelled", err=True)
+            raise
         requests = client.requests(handle.id) if job["state"] == "succeeded" else None
         gpu = next((g.to_dict() for g in client.gpus() if g.index == job.get("gpu")), None)
     record = {

@@ -156,8 +156,9 @@ def request(
 
 def request_from_vllm(output: Any, request_id: object = None) -> None:
     """A vLLM ``RequestOutput`` (from an engine with ``disable_log_stats=False``, its core in this process:
-    ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) as a request with its own scheduled, first-token and last-token
-    instants."""
+    ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) as a request with its own queued, scheduled, first-token and
+    last-token instants. gpuprof shares the energy of each instant among the requests of the same point
+    that vLLM ran in it, whichever call they came from."""
     stats = getattr(output, "metrics", None)
     if stats is None or not getattr(stats, "first_token_ts", 0):
         raise ValueError("this RequestOutput has no timings: run vLLM with disable_log_stats=False")
@@ -167,6 +168,7 @@ def request_from_vllm(output: Any, request_id: object = None) -> None:
         request_id if request_id is not None else output.request_id,
         input_tokens=len(ids),
         output_tokens=generated,
+        queued_ns=int(stats.queued_ts * 1e9),
         scheduled_ns=int(stats.scheduled_ts * 1e9),
         first_token_ns=int(stats.first_token_ts * 1e9),
         last_token_ns=int(max(stats.last_token_ts, stats.first_token_ts) * 1e9),

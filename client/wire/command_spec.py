@@ -60,7 +60,7 @@ RESERVED_NAMES = (
     "command",
 )
 # Variables the worker sets for the program (or that choose its GPU): env may not set them.
-RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 
 @dataclass(frozen=True)

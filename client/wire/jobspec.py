@@ -250,6 +250,10 @@ def _build(
             f"({params.planned_s:g} s of warmup and measurement)",
         )
     dvfs = read_dvfs(top.section("dvfs", DVFS_KEYS)) if top.has("dvfs") else None
+    if dvfs is not None and dvfs.search is not None and isinstance(params, CommandParams):
+        raise top.error(
+            "dvfs", "search is for llm and burn jobs: a command job runs every clock of its sweep"
+        )
     if dvfs is not None and dvfs.sweep and isinstance(params, BurnParams):
         per_point = BURN_SETTLE_S + params.seconds + BURN_TAIL_S + dvfs.cooldown_s
         planned = params.warmup_s + len(dvfs.sweep) * per_point

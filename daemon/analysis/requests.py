@@ -133,23 +133,55 @@ class _TimedRequest:
         return self.prefill_s < lag_s or 0 < self.decode_s < lag_s
 
 
-def _engine_timed(attrs: Sequence[dict[str, Any]], start: int, power: HeldPower) -> list[_TimedRequest]:
-    """Each request's prefill and decode energy where the engine timed every request (vLLM's continuous
-    batching: requests of one call can be scheduled, get their first token and end at different instants).
+TIMED = ("scheduled_ns", "first_token_ns", "last_token_ns")
 
-    The batch's energy from its first request scheduled to its last token (the fused estimate, with its
-    bound) is cut at every request's edges; each piece is apportioned by the held power's shape, then
-    shared among the requests working in it by the tokens each processes there: a request in prefill its
-    input tokens spread over its prefill, one in decode its generated tokens over its decode. A piece where
-    no request works (between two scheduler rounds) goes to the prefill of the requests still waiting."""
+
+def _timed_requests(
+    batches: dict[str, list[Marker]], phases: dict[tuple[str, str], PhaseWindow], power: HeldPower
+) -> dict[int, _TimedRequest]:
+    """The engine-timed requests (``TIMED`` in their attributes), by ``id()`` of their marker: those of one
+    point shared together, as an engine runs them together whatever call or batch they came in. Each
+    request's latency counts from its batch's call (its ``tokenize`` window), else from ``queued_ns``, else
+    from its scheduling."""
+    groups: dict[str, list[tuple[Marker, int]]] = defaultdict(list)
+    for batch_id, requests in batches.items():
+        called = phases.get(("tokenize", batch_id))
+        for marker in requests:
+            a = marker.attrs
+            if all(isinstance(a.get(key), int) for key in TIMED):
+                start = called.t_start_ns if called else int(a.get("queued_ns") or a["scheduled_ns"])
+                groups[str(a.get("point"))].append((marker, start))
+    out: dict[int, _TimedRequest] = {}
+    for items in groups.values():
+        timed = _engine_timed([m.attrs for m, _ in items], [start for _, start in items], power)
+        out.update({id(m): t for (m, _), t in zip(items, timed, strict=True)})
+    return out
+
+
+def _engine_timed(
+    attrs: Sequence[dict[str, Any]], starts: Sequence[int], power: HeldPower
+) -> list[_TimedRequest]:
+    """Each request's prefill and decode energy where the engine timed every request (vLLM's continuous
+    batching: requests can be scheduled, get their first token and end at different instants).
+
+    The energy from the first request scheduled to the last token (the fused estimate, with its bound) is
+    cut at every request's edges; each piece is apportioned by the held power's shape, then shared among
+    the requests working in it by the tokens each processes there: a request in prefill its input tokens
+    spread over its prefill, one in decode its generated tokens over its decode. A piece where no request
+    works goes to the prefill of the requests waiting in it (queued, from ``queued_ns`` or their start, and
+    not yet scheduled), and to none when none waits (the GPU idle between two calls)."""
     edges = [(int(a["scheduled_ns"]), int(a["first_token_ns"]), int(a["last_token_ns"])) for a in attrs]
     edges = [(s, max(s, f), max(s, f, last)) for s, f, last in edges]
+    queued = [
+        min(int(a.get("queued_ns") or start), s)
+        for a, start, (s, _, _) in zip(attrs, starts, edges, strict=True)
+    ]
     out = [
         _TimedRequest(
             prefill_s=(f - s) / 1e9, decode_s=(last - f) / 1e9, ttft_s=(f - start) / 1e9,
             latency_s=(last - start) / 1e9,
         )
-        for s, f, last in edges
+        for (s, f, last), start in zip(edges, starts, strict=True)
     ]  # fmt: skip
     t0, t1 = min(e[0] for e in edges), max(e[2] for e in edges)
     total, bound = power.energy(t0, t1)
@@ -176,7 +208,7 @@ def _engine_timed(attrs: Sequence[dict[str, Any]], start: int, power: HeldPower)
         ]
         work = sum(work_p) + sum(work_d)
         if work <= 0:
-            waiting = [i for i, (s, _, _) in enumerate(edges) if s >= b] or list(range(len(edges)))
+            waiting = [i for i, (s, _, _) in enumerate(edges) if queued[i] <= a and b <= s]
             for i in waiting:
                 prefill[i] += joules / len(waiting)
             continue
@@ -200,6 +232,7 @@ def request_rows(
     for marker in markers:
         if marker.kind == "event" and marker.name == "request":
             batches[str(marker.attrs.get("id"))].append(marker)
+    timed = _timed_requests(batches, phases, power)
     rows: list[dict[str, Any]] = []
     for batch_id, requests in batches.items():
         attrs = [m.attrs for m in requests]
@@ -228,18 +261,13 @@ def request_rows(
         )
         point = points.get(str(attrs[0].get("point")), {})
         model = loads.get(str(point.get("model")), {})
-        engine_timed = None
-        if all("first_token_ns" in a and "scheduled_ns" in a and "last_token_ns" in a for a in attrs):
-            called = edges["tokenize"]  # the call; without one, the first request scheduled
-            start = called.t_start_ns if called is not None else min(int(a["scheduled_ns"]) for a in attrs)
-            engine_timed = _engine_timed(attrs, start, power)
         for i, a in enumerate(attrs):
+            own = timed.get(id(requests[i]))
             tokens = int(a.get("input_tokens") or 0) + int(a.get("output_tokens") or 0)
             tok_s, pre_s, dec_s = seconds["tokenize"], seconds["prefill"], seconds["decode"]
             tok_j, tok_u = energy["tokenize"]
             ttft: float | None
-            if engine_timed is not None:  # each request's own phases (vLLM), its share of each instant
-                own = engine_timed[i]
+            if own is not None:  # each request's own phases (vLLM), its share of each instant
                 pre_s, dec_s = own.prefill_s, own.decode_s
                 parts = {
                     "tokenize": tok_j * weights["tokenize"][i] if tok_j is not None else None,
@@ -287,7 +315,7 @@ def request_rows(
                     "prefill_energy_j": parts["prefill"],
                     "decode_energy_j": parts["decode"],
                     "j_per_token": total / tokens if total is not None and tokens else None,
-                    "energy_method": f"{power.method}, {SHARING_TIMED if engine_timed else SHARING}",
+                    "energy_method": f"{power.method}, {SHARING_TIMED if own is not None else SHARING}",
                     "short_window": request_short,
                     "observed_sm_clock_mhz": sm_clock,
                     "simulated": simulated,

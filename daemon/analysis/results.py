@@ -121,10 +121,18 @@ def job_result(
     for window in windows:
         if window.name in REQUEST_PHASES:  # many and short: they feed the requests table instead
             continue
-        try:
-            figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns, fused)
-        except ValueError as exc:
-            raise ValueError(f"phase window {window.name!r}: {exc}") from exc
+        if window.t_end_ns < window.t_start_ns:  # a worker's (or a program's) markers out of order
+            out_windows.append(
+                {
+                    "name": str(window.name),
+                    "t_start_ns": int(window.t_start_ns),
+                    "t_end_ns": int(window.t_end_ns),
+                    "attrs": plain(dict(window.attrs or {}), f"window {window.name!r} attrs"),
+                    "problem": "ends before it begins: no figures",
+                }
+            )
+            continue
+        figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns, fused)
         out_windows.append(
             {
                 "name": str(window.name),

@@ -51,7 +51,7 @@ from .clocks import ClockControl
 from .job_clocks import JobClocks
 from .limits import TokenBucket
 from .markers import MarkerReader
-from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree_rss_bytes
+from .processes import WorkerLimits, directory_bytes, process_cwd, running, tree_pids, tree_rss_bytes
 from .store import JobRecord, JobStore
 
 KILL_GRACE_S = 5.0
@@ -241,7 +241,12 @@ class JobRunner:
                 **drop,  # setgroups, setgid, setuid in the child, before it runs anything
             )
         theirs.close()
-        (job_dir / WORKER_PID_FILE).write_text(f"{process.pid}\n")  # for the next daemon, if this one dies
+        # For the next daemon, if this one dies. The directory is the job user's: never follow a link there.
+        pid_fd = os.open(
+            job_dir / WORKER_PID_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600
+        )
+        with os.fdopen(pid_fd, "w") as pid_file:
+            pid_file.write(f"{process.pid}\n")
         ours.setblocking(False)
         now = time.monotonic_ns()
         timeout_s = float(record.spec.get("timeout_s", 3600))
@@ -325,8 +330,14 @@ class JobRunner:
 
     @staticmethod
     def _signal(job: RunningJob, signum: int) -> None:
+        # SIGKILL reaches every process the worker started too, in whatever group or session (a command
+        # job's program runs in its own): only the worker's descendants, found through /proc.
+        family = tree_pids(job.process.pid) if signum == signal.SIGKILL else []
         with contextlib.suppress(ProcessLookupError):  # it already exited
             os.killpg(job.process.pid, signum)
+        for pid in family[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
     def check(self) -> None:
         """Finish jobs whose worker exited; enforce timeouts and kill stragglers."""
@@ -372,6 +383,16 @@ class JobRunner:
         """Each running job's energy so far and that of jobs ended within FINISHED_ENERGY_S: the energy
         counter's increase from the job's first reading to its latest (J; None without readings), which
         only grows, so a metrics scraper never sees it fall."""
+        self._prune_finished()
+        out = {
+            job_id: {"gpu": gpu, "energy_j": joules, "running": False}
+            for job_id, (gpu, joules, _) in self.finished_energy.items()
+        }
+        for gpu, job in self.running.items():
+            out[job.record.id] = {"gpu": gpu, "energy_j": counter_increase(job.energy), "running": True}
+        return out
+
+    def _prune_finished(self) -> None:
         now = time.monotonic_ns()
         while self.finished_energy:
             oldest = next(iter(self.finished_energy.values()))
@@ -381,17 +402,11 @@ class JobRunner:
             ):
                 break
             self.finished_energy.popitem(last=False)
-        out = {
-            job_id: {"gpu": gpu, "energy_j": joules, "running": False}
-            for job_id, (gpu, joules, _) in self.finished_energy.items()
-        }
-        for gpu, job in self.running.items():
-            out[job.record.id] = {"gpu": gpu, "energy_j": counter_increase(job.energy), "running": True}
-        return out
 
     def _finish(self, gpu: int, job: RunningJob) -> None:
         del self.running[gpu]
         self.finished_energy[job.record.id] = (gpu, counter_increase(job.energy), time.monotonic_ns())
+        self._prune_finished()  # bounded whether or not anything asks for metrics
         job.channel.close()
         end_ns = job.exited_ns or time.monotonic_ns()
         if job.clocks is not None:
@@ -419,7 +434,14 @@ class JobRunner:
         )
         self.store.save_trace(job.record.id, trace)
         phase_windows = windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns)
-        result = job_result(samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated)
+        try:
+            result = job_result(
+                samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated
+            )
+        except Exception as exc:  # odd markers must not leave the job running forever: it ends, failed
+            log.exception("job %s: cannot build its result", job.record.id)
+            result = {"error": f"result not built: {type(exc).__name__}: {str(exc)[:300]}"}
+            state, reason = "failed", result["error"]
         workload = record_workload(job.record)
         requests = any(m.kind == "event" and m.name == "request" for m in job.markers)
         if workload == "llm" or (workload == "command" and requests):  # a program's requests: same tables

@@ -7,7 +7,8 @@
 - ``trust_remote_code`` in an llm job needs ``allow_trust_remote_code`` (the code runs as the job's user).
 - A command job (the user's own program, run as the user) from a remote client, known by a CURVE key over
   tcp, needs ``allow_remote_commands``: a local caller can run programs as itself anyway, a key holder
-  elsewhere could not without it.
+  elsewhere could not without it. A gpuprofd that is not root runs every worker as its own user, so there
+  only that user may submit command jobs.
 
 Each refusal is a ``denied`` error that says what was refused and why, and is logged.
 """
@@ -28,9 +29,10 @@ log = logging.getLogger("gpuprofd")
 class Policy:
     """The configured rules, with the daemon's own uid (always an admin: it owns the state anyway)."""
 
-    def __init__(self, config: DaemonConfig, daemon_uid: int | None = None) -> None:
+    def __init__(self, config: DaemonConfig, daemon_uid: int | None = None, root: bool | None = None) -> None:
         self.config = config
         self.daemon_uid = os.getuid() if daemon_uid is None else daemon_uid
+        self.root = os.geteuid() == 0 if root is None else root  # whether workers run as their users
 
     def is_admin(self, caller: Caller) -> bool:
         return caller.uid in (0, self.daemon_uid) or bool(caller.groups & set(self.config.admin_groups))
@@ -89,6 +91,14 @@ class Policy:
             )
 
     def check_command(self, caller: Caller) -> None:
+        if not self.root and caller.uid != self.daemon_uid:
+            raise self.deny(
+                caller,
+                "command",
+                "this gpuprofd does not run as root, so it would run the program as its own user, not as "
+                f"{caller.user}: only that user may submit command jobs here",
+                key="command",
+            )
         if caller.remote and not self.config.allow_remote_commands:
             raise self.deny(
                 caller,

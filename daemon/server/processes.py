@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["WorkerLimits", "directory_bytes", "process_cwd", "running", "tree_rss_bytes"]
+__all__ = ["WorkerLimits", "directory_bytes", "process_cwd", "running", "tree_pids", "tree_rss_bytes"]
 
 
 def process_cwd(pid: int) -> Path | None:
@@ -42,7 +42,7 @@ class WorkerLimits:
         return cls(memory_bytes=memory, output_bytes=output_mb << 20)
 
 
-def _tree_pids(pid: int) -> list[int]:
+def tree_pids(pid: int) -> list[int]:
     """``pid`` and every process it started, as far as /proc tells (children of each thread)."""
     pids: list[int] = []
     pending = [pid]
@@ -62,7 +62,7 @@ def tree_rss_bytes(pid: int) -> int:
     """The resident memory of ``pid`` and its descendants (shared pages counted in each)."""
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
-    for member in _tree_pids(pid):
+    for member in tree_pids(pid):
         try:
             with open(f"/proc/{member}/statm") as statm:
                 total += int(statm.read().split()[1]) * page

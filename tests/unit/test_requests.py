@@ -219,3 +219,21 @@ def test_engine_timed_requests_working_together_share_by_the_tokens_each_process
     assert (a["prefill_energy_j"], b["prefill_energy_j"]) == pytest.approx((5.0, 15.0))
     assert (a["decode_energy_j"], b["decode_energy_j"]) == pytest.approx((20.0 / 3 + 20.0, 40.0 / 3))
     assert (a["tpot_s"], b["tpot_s"]) == pytest.approx((0.050, 0.025))
+
+
+def test_engine_timed_requests_of_one_point_share_each_instant_whatever_their_ids() -> None:
+    """As a program marks vLLM's outputs one by one (each its own id): two requests run together 1000-1200
+    ms (both decoding), then the GPU idles until a third runs alone 1500-1600 ms. The idle gap is nobody's."""
+    markers = [
+        mk("begin", "point", 900, id="p0"),
+        *[
+            mk("event", "request", 1700, id=f"r{i}", point="p0", input_tokens=10, output_tokens=11,
+               scheduled_ns=s * MS, first_token_ns=(s + 10) * MS, last_token_ns=e * MS)
+            for i, (s, e) in enumerate([(1000, 1200), (1000, 1200), (1500, 1600)])
+        ],
+        mk("end", "point", 1800, id="p0"),
+    ]  # fmt: skip
+    rows = request_rows(markers, windows(markers), HeldPower(trace([(0, 200.0)], 3000), 0), simulated=False)
+    energies = [r["energy_j"] for r in rows]
+    assert energies == pytest.approx([20.0, 20.0, 20.0])  # 200 ms at 200 W shared by two; 100 ms alone
+    assert sum(energies) == pytest.approx(60.0)  # not 2 x 40 J + 20 J, and not the 300 ms idle gap

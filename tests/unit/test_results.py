@@ -142,10 +142,12 @@ def test_every_value_is_a_builtin_type() -> None:
     check(result)
 
 
-def test_an_inverted_window_is_refused_by_name() -> None:
+def test_an_inverted_window_is_kept_without_figures_and_the_job_still_gets_its_result() -> None:
     samples, energy = steady(250.0, 1.0, gpu=0)
-    with pytest.raises(ValueError, match="'backwards'"):
-        job_result(samples, energy, 0, T0, T0 + 1000 * MS, [Window("backwards", T0 + 10, T0)], False)
+    result = job_result(samples, energy, 0, T0, T0 + 1000 * MS, [Window("backwards", T0 + 10, T0)], False)
+    (window,) = result["windows"]
+    assert window["name"] == "backwards" and window["problem"] == "ends before it begins: no figures"
+    assert "energy_counter_j" not in window and result["energy_counter_j"] > 0
 
 
 def test_plain_turns_non_finite_floats_into_none_and_refuses_objects() -> None:

@@ -143,6 +143,7 @@ class VllmModel:
         called, outputs, stats = self._run(ids, self._sampling(params))
         timings = [
             {
+                "queued_ns": _ns(s.queued_ts),
                 "scheduled_ns": _ns(s.scheduled_ts),
                 "first_token_ns": _ns(s.first_token_ts),
                 "last_token_ns": _ns(max(s.last_token_ts, s.first_token_ts)),
@@ -317,7 +318,8 @@ def load_vllm(
                 **extra,
                 **kv,
             )
-        except (ValueError, RuntimeError, OSError) as exc:  # an architecture or shape vLLM refuses
+        except (ValueError, RuntimeError, OSError, TypeError) as exc:  # what vLLM refuses (TypeError: an
+            # option this vLLM does not know)
             raise GpuprofError(f"vLLM cannot run {ref.label}: {str(exc)[:500]}") from None
     facts = llm.apply_model(_model_facts)[0]
     kv_bytes = getattr(getattr(llm.llm_engine, "vllm_config", None), "cache_config", None)

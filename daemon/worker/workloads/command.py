@@ -17,6 +17,7 @@ left of its process group is stopped; a SIGTERM (cancel, timeout) stops the grou
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -43,17 +44,21 @@ from gpuprof.client.wire.command_spec import (
 from gpuprof.client.wire.dvfs_spec import DvfsParams
 from gpuprof.client.wire.errors import GpuprofError
 
-from ...markers import MarkerError
+from ...markers import MarkerChannelError
 from ...worker_env import EXPECT_UID_ENV, JOB_SPEC_ENV, MARKER_FD_ENV, MAX_FILE_ENV
 from ..markers import MarkerWriter
 from .target import GpuTarget, sigterm_deferred
 
 __all__ = ["run"]
 
-TAIL_BYTES = 16 * 1024  # of stdout and of stderr, kept with the result
+TAIL_BYTES = 16 * 1024  # of stdout and of stderr, kept while the program runs
+SUMMARY_TAIL_BYTES = 8000  # of each, in the result: both and the rest stay under a marker's 64 KiB
 REPORTED_REFUSALS = 10  # refused marker lines reported one by one; the rest are counted
 REPLY_TIMEOUT_S = 30.0  # for the program to open the reply FIFO after a next_point line
-STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL of the program's process group
+STOP_GRACE_S = (
+    2.0  # between SIGTERM and SIGKILL of the program's group: well within gpuprofd's 5 s for the worker
+)
+MAX_PROGRAM_LINES = 200_000  # marker lines passed on per job; more are refused (each becomes a stored marker)
 LEFTOVER_S = 1.0  # after the program exits, for its pipes to close before the group is stopped
 POLL_S = 0.1
 SWEEP_SEED = 0  # an interleaved command sweep's order
@@ -149,8 +154,12 @@ class _Output:
             except OSError:  # EFBIG past the job's file size limit: the tail is still kept
                 self.close()
 
-    def text(self) -> str:
-        return b"".join(self.tail)[-TAIL_BYTES:].decode("utf-8", "replace")
+    def text(self, max_bytes: int = TAIL_BYTES) -> str:
+        """The last ``max_bytes`` of the stream as text (at most that many bytes once encoded again)."""
+        text = b"".join(self.tail)[-max_bytes:].decode("utf-8", "replace")
+        while len(text.encode("utf-8")) > max_bytes:  # U+FFFD for a cut byte is 3 bytes
+            text = text[len(text) // 8 or 1 :]
+        return text
 
     def close(self) -> None:
         if self.file is not None:
@@ -223,16 +232,17 @@ class _Run:
         points: _Points, outputs: dict[str, _Output],
     ) -> None:  # fmt: skip
         self.params, self.lines, self.markers, self.points = params, lines, markers, points
-        self.outputs, self.refused = outputs, 0
+        self.outputs, self.refused, self.passed = outputs, 0, 0
         env = {k: v for k, v in environ.items() if k not in _WORKER_ONLY_ENV}
         env.update(dict(params.env))
         env[MARKERS_ENV], env[REPLY_ENV] = str(lines.path), str(lines.reply_path)
+        self.started_ns = time.monotonic_ns()
         if not Path(params.cwd).is_dir():
             raise GpuprofError(f"command.cwd {params.cwd}: no such directory (as the job's user)")
         try:
             self.process = subprocess.Popen(
                 list(params.argv), cwd=params.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                stderr=subprocess.PIPE, start_new_session=True, close_fds=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         except FileNotFoundError:
             raise GpuprofError(
@@ -297,10 +307,16 @@ class _Run:
 
     def _lines(self) -> None:
         for line in self.lines.read():
+            self.passed += 1
+            if self.passed > MAX_PROGRAM_LINES:
+                self._refuse(line, f"more than {MAX_PROGRAM_LINES} marker lines")
+                continue
             try:
                 self._forward(line)
-            except (MarkerError, ValueError, TypeError) as exc:
-                self._refuse(line, str(exc))
+            except MarkerChannelError:
+                raise
+            except Exception as exc:  # whatever one line holds, it is refused and the program goes on
+                self._refuse(line, str(exc)[:200] or type(exc).__name__)
 
     def _refuse(self, line: bytes, why: str) -> None:
         self.refused += 1
@@ -325,8 +341,8 @@ class _Run:
             raise ValueError("attrs must be an object")
         now = time.monotonic_ns()
         t_ns = message.get("t_ns", now)
-        if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not 0 < t_ns <= now:
-            raise ValueError("t_ns must be CLOCK_MONOTONIC ns, not in the future")
+        if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not self.started_ns <= t_ns <= now:
+            raise ValueError("t_ns must be CLOCK_MONOTONIC ns, from the program's start, not in the future")
         if kind == "status":
             self.markers.status(str(attrs.get("text", name or "")))
             return
@@ -352,6 +368,12 @@ class _Run:
             )
 
 
+def _die_with_parent() -> None:
+    """In the program, before it runs: SIGKILL when the worker dies (PR_SET_PDEATHSIG), however it dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -360,6 +382,11 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _shown_argv(argv: tuple[str, ...]) -> list[str]:
+    """The program's arguments as markers keep them: at most 64, each cut to 200 characters."""
+    return [arg if len(arg) <= 200 else arg[:197] + "..." for arg in argv[:64]]
 
 
 def _status_text(code: int) -> str:
@@ -388,7 +415,8 @@ def run(
     codes: list[int] = []
     refused = 0
     started = time.monotonic()
-    markers.begin("measure", id="command", argv=list(params.argv)[:64], cwd=params.cwd, points=params.points,
+    shown = _shown_argv(params.argv)
+    markers.begin("measure", id="command", argv=shown, cwd=params.cwd[:1000], points=params.points,
                   simulated=target.simulated)  # fmt: skip
     try:
         while True:
@@ -410,17 +438,18 @@ def run(
             for output in outputs.values():
                 output.close()
             summary = {
-                "argv": list(params.argv)[:64],
+                "argv": shown,
                 "exit_status": codes[-1] if codes else None,
                 "runs": len(codes),
                 "seconds": round(time.monotonic() - started, 3),
                 "refused_lines": refused,
                 **{f"{n}_bytes": o.bytes for n, o in outputs.items()},
                 **{f"{n}_path": str(o.path) if o.path else None for n, o in outputs.items()},
-                **{f"{n}_tail": o.text()[-8000:] for n, o in outputs.items()},
+                **{f"{n}_tail": o.text(SUMMARY_TAIL_BYTES) for n, o in outputs.items()},
             }
             with contextlib.suppress(GpuprofError):
                 markers.event("command", **summary)
+            with contextlib.suppress(GpuprofError):
                 markers.end("measure", id="command")
     if codes and codes[-1] != 0:
         last = next((ln for ln in reversed(outputs["stderr"].text().splitlines()) if ln.strip()), "")

@@ -9,6 +9,7 @@ turns them into the requests table (docs/llm.md). A model is loaded once, whatev
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -384,7 +385,8 @@ def run(
                 corpus = [item.prompt for task_items in items.values() for item in task_items]
                 _steady(lm, params, model_index, corpus, markers)
             markers.end("measure", id=f"m{model_index}")
-            del lm
+            del lm, run_point  # the runner holds the model too: both go before the next model loads
+            gc.collect()  # a vLLM engine's memory is freed only once nothing refers to it
             extractor = _Features(extractor.extractor)  # the next model has its own tokenizer
             device.release()
     finally:
