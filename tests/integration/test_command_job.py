@@ -201,9 +201,10 @@ def test_a_program_asks_for_each_point_and_runs_it_at_its_clock(
     client.close()
 
 
-def test_cancelling_a_command_job_stops_the_program_and_its_children(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trap", ["", "trap '' TERM; "], ids=["plain", "ignoring-sigterm"])
+def test_cancelling_a_command_job_stops_the_program_and_its_children(tmp_path: Path, trap: str) -> None:
     pids = tmp_path / "pids"
-    script = f"sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
+    script = f"{trap}sleep 300 & echo $! > {pids}; echo $$ >> {pids}; while :; do sleep 0.1; done"
     daemon = DaemonProcess(tmp_path).start()
     client = RawClient(daemon.endpoint)
     try:
