@@ -1,8 +1,8 @@
 """An llm job under vLLM's engine (``engine: vllm``) through gpuprofd on the simulated GPU.
 
 vLLM is an optional dependency with its own torch: these tests run in an environment that has vLLM's CPU
-build (``.ci/run`` makes one; docs/llm.md, "Testing the vLLM engine"). Where vLLM is missing, the job must fail in one line that
-names the extra to install, and that is what the last test checks.
+build (``.ci/run`` makes one; docs/llm.md, "Testing the vLLM engine"). Where vLLM is missing, the job must
+fail in one line that names the extra to install, and that is what the last test checks.
 """
 
 from __future__ import annotations
