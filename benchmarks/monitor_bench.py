@@ -27,9 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import shlex
-import socket
 import statistics
 import sys
 import time
@@ -37,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sampler_bench import device_info, finite, simulate_node, table  # benchmarks/, beside this file
+from sampler_bench import device_info, finite, run_info, simulate_node, table  # benchmarks/, beside this file
 
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.monitor import Measurement, Monitor
@@ -234,13 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulated": library.simulated,
         "device": device,
         "date": now.isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "host": {
-            "name": socket.gethostname(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_info(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "loop": loop.description,
         "seconds_per_iteration": seconds_per_iteration,

@@ -525,6 +525,19 @@ def device_info(lib: NvmlLibrary, gpus: tuple[int, ...]) -> dict[str, Any]:
     return info
 
 
+def run_info() -> dict[str, Any]:
+    """How and where a benchmark ran: its command line and the host, for its JSON."""
+    return {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "host": {
+            "name": socket.gethostname(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+
+
 def simulate_node(gpu_count: int) -> None:
     """A simulated node of ``gpu_count`` default GPUs in a state file of our own (no other user sees it)."""
     from gpuprof.sampler.sim import SimulatedNvml
@@ -562,13 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulated": lib.simulated,
         "device": device_info(lib, gpus),
         "date": now.isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "host": {
-            "name": socket.gethostname(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_info(),
         "gpus": list(gpus),
         "seconds_scale": args.seconds_scale,
         "goals": GOALS,

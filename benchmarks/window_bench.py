@@ -31,9 +31,6 @@ import datetime
 import json
 import math
 import os
-import platform
-import shlex
-import socket
 import sys
 import time
 import traceback
@@ -44,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sampler_bench import device_info, finite, simulate_node  # benchmarks/, beside this file
+from sampler_bench import device_info, finite, run_info, simulate_node  # benchmarks/, beside this file
 
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, MAX_ENERGY_RATE_HZ
@@ -793,13 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulated": simulated,
         "device": device,
         "date": now.isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "host": {
-            "name": socket.gethostname(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_info(),
         "gpu": gpu,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "duty": DUTY,

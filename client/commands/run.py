@@ -136,6 +136,27 @@ class PrivateDaemon:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def private_daemon(stack: contextlib.ExitStack, simulate: bool, allow_dvfs: bool) -> str:
+    """Starts a private gpuprofd for this command (on the simulated GPU when asked or when there is no
+    NVIDIA driver), stopped when ``stack`` closes; returns its endpoint."""
+    if not simulate and not driver_available():
+        click.echo(NO_DRIVER, err=True)
+        simulate = True
+    click.echo(f"starting a private gpuprofd{' (simulated GPU)' if simulate else ''}...", err=True)
+    return str(stack.enter_context(PrivateDaemon(simulate, allow_dvfs=allow_dvfs)).endpoint)
+
+
+def follow_or_cancel(handle: Any) -> dict[str, Any]:
+    """Waits for the job with progress; Ctrl-C (or a SIGTERM turned into one) cancels it first."""
+    try:
+        return follow(handle)
+    except KeyboardInterrupt:
+        with contextlib.suppress(GpuprofError):
+            handle.cancel()
+            click.echo(f"\ncancelled job {handle.id}", err=True)
+        raise
+
+
 @click.command(cls=ProgramCommand)
 @click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @env_option
@@ -196,21 +217,11 @@ def run(
         hello = None
     with contextlib.ExitStack() as stack:
         if hello is None:
-            if not simulate and not driver_available():
-                click.echo(NO_DRIVER, err=True)
-                simulate = True
-            click.echo(f"starting a private gpuprofd{' (simulated GPU)' if simulate else ''}...", err=True)
-            endpoint = stack.enter_context(PrivateDaemon(simulate, allow_dvfs=allow_dvfs)).endpoint
+            endpoint = private_daemon(stack, simulate, allow_dvfs)
         client = stack.enter_context(Client(endpoint))
         handle = client.submit(job_spec)
         click.echo(f"job {handle.id} submitted to gpuprofd at {endpoint}", err=True)
-        try:
-            job = follow(handle)
-        except KeyboardInterrupt:
-            with contextlib.suppress(GpuprofError):
-                handle.cancel()
-                click.echo(f"\ncancelled job {handle.id}", err=True)
-            raise
+        job = follow_or_cancel(handle)
         if output is not None:
             written = export_job(client, handle.id, output)
             click.echo(f"wrote {written['samples']} and {written['energy']}", err=True)

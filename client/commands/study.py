@@ -11,16 +11,14 @@ from pathlib import Path
 
 import click
 
-from gpuprof.sampler.library import driver_available
-
 from ..api import Client
 from ..job_render import job_json
 from ..llm_render import requests_json
 from ..study import BY, gather, point_file, provenance, result_file, split
-from ..wire.errors import GpuprofError, OutputError
+from ..wire.errors import OutputError
 from ..wire.jobspec import load_job_spec
-from .common import endpoint_option, follow
-from .run import PrivateDaemon, probe
+from .common import endpoint_option
+from .run import follow_or_cancel, private_daemon, probe
 
 
 @click.group()
@@ -80,20 +78,13 @@ def run_command(directory: str, index: int, simulate: bool, allow_dvfs: bool, en
     hello = probe(endpoint)
     with contextlib.ExitStack() as stack:
         if hello is None:
-            simulate = simulate or not driver_available()
-            endpoint = stack.enter_context(PrivateDaemon(simulate, allow_dvfs=allow_dvfs)).endpoint
+            endpoint = private_daemon(stack, simulate, allow_dvfs)
         client = stack.enter_context(Client(endpoint))
         handle = client.submit(job_spec)
         click.echo(f"point {index}: job {handle.id} on gpuprofd at {endpoint}", err=True)
         # Slurm stops a task with SIGTERM (scancel, its time limit): the job must not outlive it on the GPU.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            job = follow(handle)
-        except KeyboardInterrupt:
-            with contextlib.suppress(GpuprofError):
-                handle.cancel()
-                click.echo(f"point {index}: stopped, job {handle.id} cancelled", err=True)
-            raise
+        job = follow_or_cancel(handle)
         requests = client.requests(handle.id) if job["state"] == "succeeded" else None
         gpu = next((g.to_dict() for g in client.gpus() if g.index == job.get("gpu")), None)
     record = {
