@@ -38,6 +38,7 @@ COUNTER_DELAY_NS = 9_000_000
 # The instant-power field averages this long before each refresh: a reading is the mean over that span.
 INSTANT_WINDOW_NS = 25_000_000
 CONTINUITY = 0.25  # weight of equal power across a counter update, against a reading's fit (both W^2)
+TIMED_SHARE = 0.25  # a counter period is well timed when its two updates' half-widths are within this share
 SWING_SHARE = 0.25  # of the power's swing near an edge, over its shorter side: what the readings may miss
 FUSED_METHOD = (
     "fused: the energy counter (nvmlDeviceGetTotalEnergyConsumption) between its updates, each timed within "
@@ -250,7 +251,7 @@ class FusedEnergy:
             even = period_j * (edge - a) / (b - a)
             inside = (starts >= a) & (ends <= edge)
             split = float(np.dot(widths[inside], power[inside])) if power is not None else even
-            timing = period_j / ((b - a) / 1e9) * max(self.half[i], self.half[i + 1]) / 1e9
+            timing = max(self._timing_j(i), self._timing_j(i + 1))
             # The readings may miss changes between them (they see ~25 ms of every ~100): a quarter of the
             # power's swing around the edge, over the shorter side, on top of the split's distance from even.
             shorter_s = min(edge - a, b - edge) / 1e9
@@ -259,19 +260,45 @@ class FusedEnergy:
             out.append((joules[i] + value, timing + abs(split - even) + unseen))
         return out
 
+    def _timing_j(self, k: int) -> float:
+        """How far the energy at update ``k`` may be from its estimated instant: the most power seen around
+        it (the counter's periods on either side, and every power reading over its timing span) times the
+        half-width of that span.
+
+        Not the power of one period alone: when reads fall far apart (a starved sampler), one seen change
+        stands for several updates, and the periods beside it hold energy that is not theirs.
+        """
+        t, joules, half = self.t, self.joules, self.half[k]
+        periods = [p for p in (k - 1, k) if 0 <= p < t.size - 1]
+        watts = [abs(joules[p + 1] - joules[p]) / max((t[p + 1] - t[p]) / 1e9, 1e-9) for p in periods]
+        _, _, readings = self.shape.near(t[k] - half, t[k] + half)
+        return max([*watts, *np.abs(readings)], default=0.0) * half / 1e9
+
     def _outside(self, t_ns: float) -> tuple[float, float]:
         """(J, uncertainty J) at an instant before the first update or after the last: the power's line,
-        scaled to the nearest update period."""
+        scaled to the nearest update period whose two updates are well timed (unscaled without one: a period
+        whose ends are uncertain holds energy that is not its own)."""
         t, joules, shape = self.t, self.joules, self.shape
         i = int(np.searchsorted(t, t_ns, side="right")) - 1
-        k = 0 if i < 0 else t.size - 2
-        period_j = joules[k + 1] - joules[k]
-        covered = shape.integral(t[k + 1]) - shape.integral(t[k])
-        scale = period_j / covered if covered > 0 else 1.0
+        timed = np.flatnonzero(self.half[:-1] + self.half[1:] <= TIMED_SHARE * np.diff(t))
+        scale = 1.0
+        if timed.size:
+            k = int(timed[0] if i < 0 else timed[-1])
+            period_j = joules[k + 1] - joules[k]
+            covered = shape.integral(t[k + 1]) - shape.integral(t[k])
+            scale = period_j / covered if covered > 0 else 1.0
         edge = 0 if i < 0 else t.size - 1
         extra = scale * (shape.integral(t_ns) - shape.integral(t[edge]))
-        timing = self.half[edge] * abs(period_j) / max(t[k + 1] - t[k], 1.0)
-        return joules[edge] + extra, abs(extra) + timing  # the power there is all the counter does not see
+        # The power there is all the counter does not see: as far off as the estimate itself, or as the
+        # range of the readings around that span allows (they see a quarter of the time, and may miss the
+        # load's high or low phases), whichever is more.
+        lo_ns, hi_ns = sorted((float(t[edge]), t_ns))
+        _, _, readings = shape.near(lo_ns - SENSOR_UPDATE_S * 1e9, hi_ns + SENSOR_UPDATE_S * 1e9)
+        unseen = abs(extra)
+        if readings.size:
+            span_s = (hi_ns - lo_ns) / 1e9
+            unseen = max(unseen, readings.max() * span_s - abs(extra), abs(extra) - readings.min() * span_s)
+        return joules[edge] + extra, unseen + self._timing_j(edge)
 
     def window(self, t0: int, t1: int) -> tuple[float, float] | None:
         """(J, bound J) over [t0, t1]; None without two counter updates."""
