@@ -38,6 +38,7 @@ from .wire.protocol import (
     MAX_SPEC_TEXT_CHARS,
     MAX_TRACE_CHUNK,
     PROTOCOL_VERSION,
+    SLURM_JOB_ID_RE,
     ProtocolError,
     decode_reply,
     encode_request,
@@ -315,6 +316,9 @@ class Client:
         body: dict[str, Any] = {"spec": spec.submitted()}
         if spec.raw_text and len(spec.raw_text) <= MAX_SPEC_TEXT_CHARS:  # else the daemon keeps the data only
             body["spec_text"] = spec.raw_text
+        slurm_job_id = os.environ.get("SLURM_JOB_ID", "")
+        if SLURM_JOB_ID_RE.fullmatch(slurm_job_id):  # a hint: gpuprofd checks it against the prolog's record
+            body["slurm_job_id"] = slurm_job_id
         try:
             job = self.request("submit", body)["job"]
         except (JobSpecError, PermissionDenied) as refused:  # found by the daemon, named in the user's file

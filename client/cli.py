@@ -19,6 +19,7 @@ from .commands.run import run
 from .commands.sample import sample
 from .commands.show import show
 from .commands.sim import sim
+from .commands.slurm import slurm
 from .commands.status import status
 from .commands.study import study
 from .commands.submit import submit
@@ -48,7 +49,7 @@ def cli() -> None:
 
 for command in (
     run, submit, jobs, show, watch, cancel, export, report, gpus, status, sample, sim, keygen, exporter,
-    study,
+    study, slurm,
 ):  # fmt: skip
     cli.add_command(command)
 

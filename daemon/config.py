@@ -53,6 +53,8 @@ class DaemonConfig:
     max_queued_jobs_per_user: int = 100  # a submit beyond it is refused (quota_exceeded)
     request_rate_per_user: float = 200.0  # requests a second, a second's worth at once (rate_limited)
     request_time_share_per_user: float = 0.5  # of gpuprofd's time one user's requests may take
+    slurm_jobs_dir: str = "/run/gpuprof/slurm"  # the Slurm prolog's records (docs/slurm.md); "": none
+    slurm_enforce_gpus: bool = False  # users' jobs only on their Slurm job's GPUs (admins exempt)
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +91,14 @@ class DaemonConfig:
             ),
             (1 <= self.worker_output_limit_mb <= 1 << 30, "worker_output_limit_mb must be in [1, 2**30]"),
             (bool(self.users_group), "users_group must name a group"),
+            (
+                not self.slurm_jobs_dir or self.slurm_jobs_dir.startswith("/"),
+                'slurm_jobs_dir must be an absolute path, or "" for none',
+            ),
+            (
+                not self.slurm_enforce_gpus or bool(self.slurm_jobs_dir),
+                "slurm_enforce_gpus needs slurm_jobs_dir (where the prolog records each job's GPUs)",
+            ),
             (
                 1 <= self.max_queued_jobs_per_user <= 1_000_000,
                 "max_queued_jobs_per_user must be in [1, 1000000]",

@@ -97,6 +97,7 @@ class JobInfo:
     result: dict[str, Any] | None  # docs/protocol.md "Results", once the job has one
     simulated: bool
     worker_uid: int | None  # the uid its worker ran as
+    slurm_job_id: str | None = None  # the Slurm job it belongs to, as gpuprofd attributed it (docs/slurm.md)
 
     @property
     def finished(self) -> bool:
@@ -133,4 +134,5 @@ class JobInfo:
             result=_field(data, "result", (dict, type(None)), what),
             simulated=_field(data, "simulated", (bool,), what),
             worker_uid=_field(data, "worker_uid", (int, type(None)), what),
+            slurm_job_id=_field(data, "slurm_job_id", (str, type(None)), what, None),
         )

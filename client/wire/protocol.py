@@ -6,6 +6,7 @@ socket: encoding and decoding are tested on bytes alone.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -39,7 +40,7 @@ JOB_STATES = STATES
 REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "hello": {"client": ((str,), False), "versions": ((list,), False)},
     "gpus": {},
-    "submit": {"spec": ((dict,), True), "spec_text": ((str,), False)},
+    "submit": {"spec": ((dict,), True), "spec_text": ((str,), False), "slurm_job_id": ((str,), False)},
     "jobs": {
         "user": ((str,), False),
         "state": ((str,), False),
@@ -57,9 +58,11 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "time": {},
     "stats": {},
     "metrics": {},
+    "slurm_end": {"slurm_job_id": ((str,), True)},
     "history": {"gpu": ((int,), True), "seconds": ((int, float), False), "max_points": ((int,), False)},
 }
 MAX_HISTORY_POINTS = 20_000
+SLURM_JOB_ID_RE = re.compile(r"[0-9]{1,12}")  # $SLURM_JOB_ID: a job's (or an array task's) number
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy", "requests")
 MAX_TRACE_CHUNK = 50_000
@@ -267,6 +270,13 @@ def _check_values(type_: str, body: dict[str, Any], request_id: int) -> None:
                 f"history: seconds must be > 0 and max_points in 1..{MAX_HISTORY_POINTS}",
                 request_id,
             )
+    slurm_job_id = body.get("slurm_job_id") if type_ in ("submit", "slurm_end") else None
+    if slurm_job_id is not None and SLURM_JOB_ID_RE.fullmatch(slurm_job_id) is None:
+        raise ProtocolError(
+            "bad_request",
+            f"{type_}: slurm_job_id must be a Slurm job id (1 to 12 digits), got {excerpt(slurm_job_id)}",
+            request_id,
+        )
     if type_ == "trace":
         if body.get("table", "samples") not in TRACE_TABLES:
             raise ProtocolError("bad_request", f"trace: table must be one of {TRACE_TABLES}", request_id)

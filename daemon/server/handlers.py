@@ -34,6 +34,7 @@ from .identity import Caller
 from .limits import RequestLimits, ServiceTimes
 from .logbound import Bugs
 from .policy import Policy
+from .slurm import SlurmJobs
 from .store import JobRecord, JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
@@ -131,6 +132,7 @@ class Handlers:
         self.loop_stats = loop_stats  # what only the loop knows: its sampler and what it published
         self.service_times = service_times or ServiceTimes()
         self.started_ns = time.monotonic_ns()
+        self.slurm = SlurmJobs(config.slurm_jobs_dir, config.slurm_enforce_gpus, policy.daemon_uid)
 
     # --- one request ------------------------------------------------------------------------------
 
@@ -268,6 +270,7 @@ class Handlers:
                     **figures,
                     "clock_event_reasons": reasons,
                     "running_job": job.record.id if job is not None else None,
+                    "slurm_job_id": job.record.slurm_job_id if job is not None else None,
                     "queued": self.store.count_queued(gpu.index),
                 }
             )
@@ -324,9 +327,18 @@ class Handlers:
                     stored["dvfs"]["sm_clocks"] = resolve_sweep(sweep, request.snap, gpu)
             except ClockSpecError as exc:
                 raise _spec_error(("dvfs", *exc.path), exc.problem) from None
+        slurm = self.slurm.attribute(
+            caller, body.get("slurm_job_id"), spec.gpu, exempt=self.policy.is_admin(caller)
+        )
         self.check_quota(caller)
         record = self.store.create(
-            stored, body.get("spec_text", ""), caller.user, caller.uid, spec.gpu, self.node.simulated
+            stored,
+            body.get("spec_text", ""),
+            caller.user,
+            caller.uid,
+            spec.gpu,
+            self.node.simulated,
+            slurm_job_id=slurm.id if slurm is not None else None,
         )
         self.runner.schedule(gpus)
         return {"job": (self.store.get(record.id) or record).to_dict()}
@@ -374,6 +386,40 @@ class Handlers:
         elif record.state in FINAL_STATES:
             raise protocol.ProtocolError("bad_request", f"job {record.id} already {record.state}")
         return {"job": self.job_or_404(record.id, caller, "cancel").to_dict()}
+
+    def on_slurm_end(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """A Slurm job has ended (its epilog asks, as root): cancel its gpuprof jobs still queued or running,
+        and tell each of its jobs' state and energy. Asked again, it cancels nothing new: the epilog asks
+        until every job has ended."""
+        slurm_job_id = body["slurm_job_id"]
+        if not self.policy.is_admin(caller):
+            raise self.policy.deny(
+                caller, f"ending Slurm job {slurm_job_id}", "only root (Slurm's epilog) or an admin may"
+            )
+        cancelled = []
+        for record in self.store.active_of_slurm_job(slurm_job_id):
+            by = f"the end of Slurm job {slurm_job_id} (its epilog)"
+            if record.state == "queued":
+                done = self.store.set_state(record.id, "cancelled", f"cancelled by {by} before it started")
+                self.publish_job(record.id, "job", {"job": done.to_dict()})
+            else:
+                self.runner.cancel(record.id, by)
+            cancelled.append(record.id)
+        if cancelled:
+            log.info("Slurm job %s ended: cancelled gpuprof jobs %s", slurm_job_id, ", ".join(cancelled))
+        jobs = []
+        for record in self.store.of_slurm_job(slurm_job_id):
+            result = record.result or {}
+            jobs.append(
+                {
+                    "id": record.id,
+                    "gpu": record.gpu,
+                    "state": record.state,
+                    "energy_j": result.get("energy_counter_j"),
+                    "energy_bound_j": result.get("energy_counter_uncertainty_j"),
+                }
+            )
+        return {"slurm_job_id": slurm_job_id, "cancelled": cancelled, "jobs": jobs}
 
     def on_trace(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         record = self.job_or_404(body["id"], caller, "trace")

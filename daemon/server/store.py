@@ -27,7 +27,7 @@ from gpuprof.client.wire.messages import JobInfo
 from gpuprof.client.wire.states import FINAL_STATES, INTERRUPTED, QUEUED, RUNNING, STATES, TRANSITIONS
 from gpuprof.sampler.trace import Trace, write_trace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "gpuprof.db"
 TRACES_DIR = "traces"
 
@@ -58,15 +58,23 @@ SCHEMA = (
         simulated INTEGER NOT NULL,
         worker_uid INTEGER
     )""",
+    # version 2 adds the column slurm_job_id (MIGRATIONS)
     "CREATE INDEX jobs_created ON jobs (created_ns)",
     "CREATE INDEX jobs_state ON jobs (state, seq)",
     "CREATE INDEX jobs_user ON jobs (user, seq)",
     "CREATE INDEX jobs_gpu ON jobs (gpu, seq)",
     "CREATE INDEX jobs_gpu_state ON jobs (gpu, state, seq)",  # queued(gpu), polled every scheduler tick
 )
+# The statements that take a database of version N-1 to version N.
+MIGRATIONS = {
+    2: (
+        "ALTER TABLE jobs ADD COLUMN slurm_job_id TEXT",  # its Slurm job (daemon/server/slurm.py)
+        "CREATE INDEX jobs_slurm ON jobs (slurm_job_id, state)",
+    ),
+}
 COLUMNS = (
     "id, name, user, uid, gpu, state, reason, created_ns, started_ns, finished_ns, spec_json, spec_text, "
-    "result_json, simulated, worker_uid"
+    "result_json, simulated, worker_uid, slurm_job_id"
 )
 
 
@@ -114,7 +122,7 @@ JobRecord = JobInfo  # a job as stored is a job as the protocol describes it (cl
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
     (job_id, name, user, uid, gpu, state, reason, created, started, finished) = row[:10]
-    spec_json, spec_text, result_json, simulated, worker_uid = row[10:]
+    spec_json, spec_text, result_json, simulated, worker_uid, slurm_job_id = row[10:]
     return JobRecord(
         id=job_id,
         name=name,
@@ -131,6 +139,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         result=json.loads(result_json) if result_json is not None else None,
         simulated=bool(simulated),
         worker_uid=worker_uid,
+        slurm_job_id=slurm_job_id,
     )
 
 
@@ -211,6 +220,12 @@ class JobStore:
         if version == 0:
             for statement in SCHEMA:
                 conn.execute(statement)
+            version = 1
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
@@ -237,9 +252,16 @@ class JobStore:
             return _base32(self._last_id, ID_TIME_CHARS + ID_RANDOM_CHARS)
 
     def create(
-        self, spec: dict[str, Any], spec_text: str, user: str, uid: int, gpu: int, simulated: bool
+        self,
+        spec: dict[str, Any],
+        spec_text: str,
+        user: str,
+        uid: int,
+        gpu: int,
+        simulated: bool,
+        slurm_job_id: str | None = None,
     ) -> JobRecord:
-        """Store a new queued job and return it."""
+        """Store a new queued job and return it (``slurm_job_id``: the Slurm job it was attributed to)."""
         try:
             spec_json = json.dumps(spec, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -252,8 +274,20 @@ class JobStore:
                 with self._write() as conn:
                     conn.execute(
                         "INSERT INTO jobs (id, name, user, uid, gpu, state, created_ns, spec_json, spec_text,"
-                        " simulated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (job_id, name, user, uid, gpu, QUEUED, now, spec_json, spec_text, int(simulated)),
+                        " simulated, slurm_job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            job_id,
+                            name,
+                            user,
+                            uid,
+                            gpu,
+                            QUEUED,
+                            now,
+                            spec_json,
+                            spec_text,
+                            int(simulated),
+                            slurm_job_id,
+                        ),
                     )
             except StoreError as exc:
                 if isinstance(exc.__cause__, sqlite3.IntegrityError):
@@ -275,6 +309,7 @@ class JobStore:
                 result=None,
                 simulated=bool(simulated),
                 worker_uid=None,
+                slurm_job_id=slurm_job_id,
             )
         raise StoreError("could not find a free job id after 8 tries")
 
@@ -319,6 +354,21 @@ class JobStore:
     def count_queued(self, gpu: int) -> int:
         """How many jobs wait for ``gpu``."""
         return int(self._read("SELECT count(*) FROM jobs WHERE gpu = ? AND state = ?", (gpu, QUEUED))[0][0])
+
+    def active_of_slurm_job(self, slurm_job_id: str) -> builtins.list[JobRecord]:
+        """The queued and running jobs attributed to Slurm job ``slurm_job_id``."""
+        rows = self._read(
+            f"SELECT {COLUMNS} FROM jobs WHERE slurm_job_id = ? AND state IN (?, ?) ORDER BY seq",
+            (slurm_job_id, QUEUED, RUNNING),
+        )
+        return [_record(row) for row in rows]
+
+    def of_slurm_job(self, slurm_job_id: str, limit: int = 1000) -> builtins.list[JobRecord]:
+        """The jobs attributed to Slurm job ``slurm_job_id``, oldest first (at most ``limit``)."""
+        rows = self._read(
+            f"SELECT {COLUMNS} FROM jobs WHERE slurm_job_id = ? ORDER BY seq LIMIT ?", (slurm_job_id, limit)
+        )
+        return [_record(row) for row in rows]
 
     def count_queued_of(self, uid: int) -> int:
         """How many jobs of the user ``uid`` wait, on every GPU."""

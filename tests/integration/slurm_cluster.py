@@ -46,7 +46,7 @@ def _binary(name: str) -> str:
 class SlurmCluster:
     """munged, slurmctld and slurmd for one node of ``gpus`` GPUs; ``env`` for Slurm's commands."""
 
-    def __init__(self, root: Path, gpus: int = 1) -> None:
+    def __init__(self, root: Path, gpus: int = 1, extra_config: str = "") -> None:
         self.root = root
         self.node = socket.gethostname()
         for name in ("state", "spool", "dev", "log"):
@@ -71,6 +71,7 @@ class SlurmCluster:
             f"SlurmctldLogFile={root}/log/slurmctld.log\nSlurmdLogFile={root}/log/slurmd.log\n"
             "SlurmUser=root\nSlurmdUser=root\nReturnToService=2\nJobCompType=jobcomp/none\n"
             "AccountingStorageType=accounting_storage/none\nMpiDefault=none\n"
+            f"{extra_config}"
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} Gres=gpu:{gpus} "
             "State=UNKNOWN\n"
             f"PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP\n"

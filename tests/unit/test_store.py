@@ -17,6 +17,7 @@ import pytest
 from gpuprof.client.wire.errors import UsageError
 from gpuprof.daemon.server.store import (
     INTERRUPTED,
+    SCHEMA,
     InvalidJobId,
     InvalidTransition,
     JobNotFound,
@@ -240,7 +241,7 @@ def test_state_directory_is_private_and_the_database_in_wal_mode(tmp_path: Path)
         assert stat.S_IMODE((state_dir / "gpuprof.db").stat().st_mode) == 0o640
     conn = sqlite3.connect(state_dir / "gpuprof.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     conn.close()
 
 
@@ -295,3 +296,29 @@ def test_two_threads_write_concurrently(store: JobStore) -> None:
     assert all(r.state == "succeeded" for r in everything)
     for user, jobs in created.items():
         assert {r.id for r in store.list(user=user, limit=1000)} == set(jobs)
+
+
+def test_a_version_1_database_gains_the_slurm_column_and_keeps_its_jobs(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "gpuprof.db")
+    for statement in SCHEMA:
+        conn.execute(statement)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    conn.execute(
+        "INSERT INTO jobs (id, name, user, uid, gpu, state, created_ns, spec_json, spec_text, simulated)"
+        " VALUES ('0000000000000000', 'old', 'ada', 1000, 0, 'succeeded', 1, '{}', '', 1)"
+    )
+    conn.commit()
+    conn.close()
+    with JobStore(tmp_path) as store:
+        old = store.get("0000000000000000")
+        assert old is not None and old.name == "old" and old.slurm_job_id is None
+        new = store.create({"name": "new"}, "", "ada", 1000, 0, True, slurm_job_id="42")
+        assert (
+            [r.id for r in store.of_slurm_job("42")]
+            == [new.id]
+            == [r.id for r in store.active_of_slurm_job("42")]
+        )
+    conn = sqlite3.connect(tmp_path / "gpuprof.db")
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    conn.close()

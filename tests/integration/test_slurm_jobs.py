@@ -1,0 +1,120 @@
+"""gpuprof's Slurm prolog and epilog on a real one-node cluster (slurm_cluster.py) with a simulated gpuprofd:
+a gpuprof job submitted inside a Slurm job is attributed to it, ``scancel`` of the Slurm job cancels it, and
+the epilog says what the Slurm job cost (docs/slurm.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import DaemonProcess, RawClient
+from slurm_cluster import SlurmCluster, missing
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
+
+ROOT = Path(__file__).resolve().parents[2]
+BURN = "workload: burn\ntimeout_s: 300\nburn:\n  seconds: 240\n  warmup_s: 0\n"
+
+
+def wrapper(path: Path, script: str, env: dict[str, str]) -> str:
+    """A prolog or epilog for slurm.conf: slurmd gives it a bare environment, so it is told where things
+    are; what it says goes to PATH.log."""
+    exports = "".join(f"export {name}='{value}'\n" for name, value in env.items())
+    path.write_text(f"#!/bin/sh\n{exports}exec {ROOT / 'slurm' / script} 2>>{path}.log\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[SlurmCluster, DaemonProcess, Path]]:
+    jobs_dir = tmp_path / "jobs"
+    (tmp_path / "d").mkdir()
+    daemon = DaemonProcess(tmp_path / "d", f'slurm_jobs_dir = "{jobs_dir}"\n').start()
+    env = {
+        "GPUPROF": str(Path(sys.executable).parent / "gpuprof"),
+        "GPUPROF_ENDPOINT": daemon.endpoint,
+        "GPUPROF_SLURM_JOBS_DIR": str(jobs_dir),
+        "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    scripts = f"Prolog={wrapper(tmp_path / 'prolog', 'prolog.sh', env)}\n"
+    scripts += f"Epilog={wrapper(tmp_path / 'epilog', 'epilog.sh', env)}\nPrologFlags=Alloc\n"
+    try:
+        cluster = SlurmCluster(tmp_path / "slurm", extra_config=scripts)
+        cluster.env.update(env)
+        cluster.start()
+        try:
+            yield cluster, daemon, jobs_dir
+        finally:
+            cluster.stop()
+    finally:
+        daemon.kill()
+
+
+def wait_until(check, what: str, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"no {what} after {timeout_s:g} s")
+
+
+def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
+    tmp_path: Path, setup: tuple[SlurmCluster, DaemonProcess, Path]
+) -> None:
+    cluster, daemon, jobs_dir = setup
+    spec = tmp_path / "burn.yaml"
+    spec.write_text(BURN)
+    batch = f'#!/bin/sh\n"$GPUPROF" submit {spec} && sleep 300\n'
+    submitted = cluster.run(
+        "sbatch", "--parsable", "--gres=gpu:1", "--cpus-per-task=1", f"--chdir={tmp_path}",
+        f"--output={tmp_path / 'slurm-%j.out'}", "--wrap", batch,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    slurm_job = submitted.stdout.strip().split(";")[0]
+    record = json.loads(wait_until(lambda: _read(jobs_dir / f"{slurm_job}.json"), "prolog record"))
+    assert (record["uid"], [g["index"] for g in record["gpus"]]) == (0, [0])
+    assert record["gpus"][0]["uuid"].startswith("GPU-") and record["gpus"][0]["energy_j"] > 0
+
+    client = RawClient(daemon.endpoint)
+
+    def running() -> dict | None:  # type: ignore[type-arg]
+        jobs = client.request("jobs", {"state": "running"}).body["jobs"]
+        return jobs[0] if jobs else None
+
+    job = wait_until(running, "gpuprof job running")
+    assert job["slurm_job_id"] == slurm_job
+    metrics = client.request("metrics").body["gpus"][0]
+    assert (metrics["running_job"], metrics["slurm_job_id"]) == (job["id"], slurm_job)
+
+    assert cluster.run("scancel", slurm_job).returncode == 0
+    ended = wait_until(
+        lambda: (r := client.request("job", {"id": job["id"]}).body["job"])["state"] == "cancelled" and r,
+        "cancelled gpuprof job",
+    )
+    assert ended["reason"] == f"cancelled by the end of Slurm job {slurm_job} (its epilog)"
+    # What it cost: in slurmd's log (here the epilog's), and not in an AdminComment without slurmdbd.
+    said = wait_until(lambda: _read(tmp_path / "epilog.log"), "epilog output")
+    match = re.search(r"gpuprof=(\{.*?\})(?:; |$)", said, re.MULTILINE)
+    assert match, said
+    cost = json.loads(match.group(1))
+    assert cost["gpuprof_jobs"] == 1 and cost["cancelled"] == 1 and cost["simulated"] is True
+    assert cost["gpu_energy_j"] > 0 and cost["gpus"][0]["uuid"] == record["gpus"][0]["uuid"]
+    assert cost["gpuprof_jobs_energy_j"] > 0 and cost["seconds"] > 0
+    assert f"cancelled gpuprof jobs {job['id']}" in said
+    assert "AdminComment not set: sacctmgr: You are not running a supported accounting_storage plugin" in said
+    wait_until(lambda: not (jobs_dir / f"{slurm_job}.json").exists(), "record removed")
+    client.close()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text() or None
+    except OSError:
+        return None
