@@ -305,6 +305,13 @@ class Client:
         except ProtocolError as exc:  # a daemon that breaks the contract: one line, not a traceback
             raise DaemonError(exc.code, f"gpuprofd's gpus reply: {exc.message}") from None
 
+    def _slurm_node(self) -> bool:
+        """Whether the daemon is this node's (ipc) and attributes jobs to Slurm jobs (docs/slurm.md)."""
+        if not self.endpoint.startswith("ipc://"):
+            return False  # a remote daemon's Slurm jobs are not this one's
+        hello = self._hello or self.hello()
+        return "slurm" in hello.get("capabilities", [])
+
     def submit(self, spec_or_path: str | os.PathLike[str] | SpecLike) -> JobHandle:
         """Validate a job spec here, submit it, and return a handle on the queued job."""
         if isinstance(spec_or_path, str | os.PathLike):
@@ -317,8 +324,8 @@ class Client:
         if spec.raw_text and len(spec.raw_text) <= MAX_SPEC_TEXT_CHARS:  # else the daemon keeps the data only
             body["spec_text"] = spec.raw_text
         slurm_job_id = os.environ.get("SLURM_JOB_ID", "")
-        if SLURM_JOB_ID_RE.fullmatch(slurm_job_id):  # a hint: gpuprofd checks it against the prolog's record
-            body["slurm_job_id"] = slurm_job_id
+        if SLURM_JOB_ID_RE.fullmatch(slurm_job_id) and self._slurm_node():
+            body["slurm_job_id"] = slurm_job_id  # a hint: gpuprofd checks it against the prolog's record
         try:
             job = self.request("submit", body)["job"]
         except (JobSpecError, PermissionDenied) as refused:  # found by the daemon, named in the user's file

@@ -11,7 +11,7 @@ log) and the job runs on, unmeasured by gpuprof's accounting.
 * **epilog** asks gpuprofd to cancel the Slurm job's gpuprof jobs still queued or running (a GPU Slurm
   gives to someone else must not keep running them), waits for them to end, and says what the Slurm job
   cost: the energy the allocation's GPUs used between prolog and epilog (their energy counters'
-  difference) and the energy of its gpuprof jobs, as ``gpuprof={...}``. That text goes to slurmd's log
+  difference) and the energy of its gpuprof jobs, as ``gpuprof key=value ...``. That text goes to slurmd's log
   and, with accounting by slurmdbd, into the job's ``AdminComment`` (``sacctmgr modify job``; ``sacct -o
   AdminComment`` shows it). Then it removes the record.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,11 +33,11 @@ from typing import Any
 from .api import Client
 from .wire.errors import GpuprofError
 from .wire.protocol import SLURM_JOB_ID_RE
+from .wire.slurm_record import MAX_GPUS, SlurmGpu, SlurmJob, record_dict, trusted_directory
 from .wire.states import FINAL_STATES
 
 DEFAULT_JOBS_DIR = "/run/gpuprof/slurm"
-RECORD_VERSION = 1  # daemon/server/slurm.py's
-END_WAIT_S = 20.0  # how long the epilog waits for cancelled jobs to end (slurmd's EpilogMsgTime is far more)
+END_WAIT_S = 20.0  # how long the epilog waits for cancelled jobs to end (the whole epilog: at most ~50 s)
 COMMAND_TIMEOUT_S = 10.0
 MAX_COMMENT_CHARS = 1000
 
@@ -48,13 +49,14 @@ def _say(message: str) -> None:
 def allocated_gpus(value: str) -> list[int]:
     """Slurm's GPU ids from ``$SLURM_JOB_GPUS`` ("0,2" or "0-3,6"); ValueError when it is not that."""
     gpus: list[int] = []
-    for part in filter(None, value.split(",")):
+    for part in filter(None, value[:4096].split(",")):
         low, sep, high = part.partition("-")
-        if not low.isdigit() or (sep and not high.isdigit()):
-            raise ValueError(f"SLURM_JOB_GPUS={value!r} is not a list of GPU ids")
-        gpus += range(int(low), int(high) + 1) if sep else [int(low)]
-        if len(gpus) > 1024:
-            raise ValueError(f"SLURM_JOB_GPUS={value!r} names too many GPUs")
+        if not low.isdigit() or (sep and not high.isdigit()) or len(part) > 16:
+            raise ValueError(f"SLURM_JOB_GPUS={value[:64]!r} is not a list of GPU ids")
+        first, last = int(low), int(high) if sep else int(low)
+        if last - first + len(gpus) >= MAX_GPUS:
+            raise ValueError(f"SLURM_JOB_GPUS={value[:64]!r} names too many GPUs")
+        gpus += range(first, last + 1)
     return gpus
 
 
@@ -87,30 +89,27 @@ def prolog(env: Mapping[str, str], jobs_dir: str, endpoint: str) -> str:
         served, simulated = _daemon_gpus(endpoint)
     except GpuprofError as exc:  # recorded all the same: gpuprofd may start later
         _say(f"job {job_id}: gpuprofd did not answer ({exc}); GPUs recorded without UUIDs or energy")
-    record = {
-        "version": RECORD_VERSION,
-        "slurm_job_id": job_id,
-        "uid": int(uid),
-        "started_ns": time.time_ns(),
-        "gpus": [
-            {
-                "index": index,
-                "uuid": served.get(index, {}).get("uuid"),
-                "energy_j": served.get(index, {}).get("energy_j"),
-            }
+    job = SlurmJob(
+        id=job_id,
+        uid=int(uid),
+        started_ns=time.time_ns(),
+        gpus=tuple(
+            SlurmGpu(index, served.get(index, {}).get("uuid"), served.get(index, {}).get("energy_j"))
             for index in gpus
-        ],
-        "simulated": simulated,
-    }
+        ),
+    )
+    record = record_dict(job, simulated)
     directory = Path(jobs_dir)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if not trusted_directory(directory, (os.geteuid(),)):
+        raise ValueError(f"{directory} (or a directory above it) may be changed by others: not written there")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{job_id}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as file:
             json.dump(record, file)
             file.flush()
+            os.fchmod(file.fileno(), 0o644)
             os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, directory / f"{job_id}.json")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -146,7 +145,7 @@ def cost(
 ) -> dict[str, Any]:
     """What the Slurm job cost, for its AdminComment: the allocation's GPUs' energy between prolog and
     epilog (their counters' difference), and the energy of each of its gpuprof jobs."""
-    out: dict[str, Any] = {"gpus": [], "gpu_energy_j": None, "method": "energy counter, prolog to epilog"}
+    out: dict[str, Any] = {"gpus": [], "gpu_energy_j": None, "method": "energy-counter-prolog-to-epilog"}
     if record is not None:
         joules: list[float | None] = []
         for gpu in record.get("gpus", []):
@@ -176,13 +175,36 @@ def cost(
 
 
 def comment_text(figures: dict[str, Any]) -> str:
-    """``gpuprof=<figures as JSON>``, at most MAX_COMMENT_CHARS (the per-GPU list goes first)."""
-    text = "gpuprof=" + json.dumps(figures, separators=(",", ":"))
-    if len(text) > MAX_COMMENT_CHARS:
-        text = "gpuprof=" + json.dumps(
-            {k: v for k, v in figures.items() if k != "gpus"}, separators=(",", ":")
-        )
-    return text[:MAX_COMMENT_CHARS]
+    """The cost as ``gpuprof key=value ...``, at most MAX_COMMENT_CHARS (the per-GPU entries go first).
+
+    Not JSON: sacctmgr turns double quotes into backquotes and lowercases what it stores, so the text is
+    words and numbers that survive both (a GPU's UUID is hex, in any case).
+    """
+
+    def word(value: Any) -> str:
+        if value is None:
+            return "unknown"
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value).replace(" ", "-")
+
+    fields = [f"{key}={word(value)}" for key, value in figures.items() if key != "gpus"]
+    for gpu in figures.get("gpus", []):
+        index = gpu.get("index")
+        fields += [
+            f"gpu{index}_uuid={word(gpu.get('uuid'))}",
+            f"gpu{index}_energy_j={word(gpu.get('energy_j'))}",
+        ]
+    text = "gpuprof " + " ".join(fields)
+    while len(text) > MAX_COMMENT_CHARS and fields:
+        fields.pop()
+        text = "gpuprof " + " ".join(fields)
+    return text
+
+
+def parse_comment(text: str) -> dict[str, str]:
+    """The fields of a ``comment_text`` (as stored, or as logged)."""
+    return dict(part.split("=", 1) for part in text.removeprefix("gpuprof ").split() if "=" in part)
 
 
 def admin_comment(job_id: str, text: str) -> None:
@@ -201,20 +223,24 @@ def admin_comment(job_id: str, text: str) -> None:
 
 
 def epilog(env: Mapping[str, str], jobs_dir: str, endpoint: str, account: bool = True) -> str:
-    """Cancel the Slurm job's gpuprof jobs, record its cost, remove its record; returns what was done."""
+    """Cancel the Slurm job's gpuprof jobs, record its cost, remove its record; returns what was done. The
+    record stays when gpuprofd did not answer, so that the epilog can be run again by hand."""
     job_id = _job_id(env)
     record = _read_record(jobs_dir, job_id)
     done = []
     ended: dict[str, Any] = {}
     now: dict[int, dict[str, Any]] = {}
+    answered = False
     try:
         ended = end_jobs(endpoint, job_id)
+        answered = True
         now, _ = _daemon_gpus(endpoint)
         if ended.get("cancelled"):
             done.append(f"cancelled gpuprof jobs {', '.join(ended['cancelled'])}")
     except GpuprofError as exc:
-        _say(f"job {job_id}: gpuprofd did not answer ({exc}); its gpuprof jobs were not cancelled")
-    text = comment_text(cost(record, now, ended))
+        kept = f"; its record stays: run SLURM_JOB_ID={job_id} gpuprof slurm epilog once gpuprofd answers"
+        _say(f"job {job_id}: gpuprofd did not answer ({exc}): its gpuprof jobs were not cancelled" + kept)
+    text = comment_text({**cost(record, now, ended), "node": socket.gethostname()})
     done.append(text)  # in slurmd's log whatever becomes of the AdminComment
     if account:
         try:
@@ -222,5 +248,6 @@ def epilog(env: Mapping[str, str], jobs_dir: str, endpoint: str, account: bool =
             done.append("written to its AdminComment")
         except RuntimeError as exc:
             done.append(str(exc))
-    (Path(jobs_dir) / f"{job_id}.json").unlink(missing_ok=True)
-    return f"job {job_id}: " + ("; ".join(done) or "nothing to do")
+    if answered and trusted_directory(jobs_dir, (os.geteuid(),)):
+        (Path(jobs_dir) / f"{job_id}.json").unlink(missing_ok=True)
+    return f"job {job_id}: " + "; ".join(done)

@@ -71,8 +71,9 @@ def prolog(jobs_dir: str, endpoint: str) -> None:
 @endpoint_option
 def epilog(jobs_dir: str, no_account: bool, endpoint: str) -> None:
     """Cancel the ending Slurm job's gpuprof jobs, wait for them (20 s at most), and say what it cost as
-    gpuprof={...}: its GPUs' energy from prolog to epilog, and its gpuprof jobs' energy. That goes to
-    stderr (slurmd's log) and, with accounting by slurmdbd, into the job's AdminComment. Always exits 0.
+    "gpuprof key=value ...": its GPUs' energy from prolog to epilog, and its gpuprof jobs' energy. That
+    goes to stderr (slurmd's log) and, with accounting by slurmdbd, into the job's AdminComment. Always
+    exits 0.
 
     \b
     Example (what slurmd runs, as root):

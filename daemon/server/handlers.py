@@ -39,7 +39,7 @@ from .store import JobRecord, JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
 PEEK_BYTES = 4096  # a rate-limited request this small is decoded for its id
-CAPABILITIES = ["jobs", "live", "trace", "burn", "history", "stats", "metrics", "command"]
+CAPABILITIES = ["jobs", "live", "trace", "burn", "history", "stats", "metrics", "command", "slurm"]
 LIVE_COLUMNS = (
     "t_ns",
     "power_mw",

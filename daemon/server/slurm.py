@@ -7,11 +7,14 @@ the directory and the file belong to root (or to the daemon's own user) and no o
 
 A submit is attributed to a Slurm job by, in order:
 
-1. the cgroup of the submitting process (``/proc/PID/cgroup`` holds ``job_ID`` inside a Slurm step, with
-   Slurm's cgroup plugins): a fact of the kernel;
+1. the cgroup of the submitting process (``/proc/PID/cgroup`` holds ``job_ID`` at Slurm's own place inside
+   a Slurm step, with Slurm's cgroup plugins), when that job's record names the caller's uid;
 2. the Slurm job id the client names (its ``$SLURM_JOB_ID``), accepted only when that job's record names
    the caller's uid: a user cannot claim another user's Slurm job;
 3. the caller's only Slurm job on the node (or the only one holding the GPU asked for).
+
+Every rule ends at a record of the caller's own uid: a process id reused, or a cgroup a user made, can only
+point at one of the caller's own Slurm jobs.
 
 With ``slurm_enforce_gpus``, a user's job may run only on a GPU its Slurm job was given.
 """
@@ -19,94 +22,34 @@ With ``slurm_enforce_gpus``, a user's job may run only on a GPU its Slurm job wa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gpuprof.client.wire import protocol
-from gpuprof.client.wire.protocol import SLURM_JOB_ID_RE
+from gpuprof.client.wire.slurm_record import (
+    MAX_RECORD_BYTES,
+    SlurmJob,
+    is_slurm_job_id,
+    parse_record,
+    record_path,
+    trusted,
+    trusted_directory,
+)
 
 from .identity import Caller
 
-RECORD_VERSION = 1
-CGROUP_JOB_RE = re.compile(r"/job_([0-9]{1,12})(?:/|$)")
-MAX_RECORD_BYTES = 64 * 1024
+# Where Slurm's cgroup plugins put a job's processes, from the hierarchy's root (a user can make cgroups
+# named job_N in a subtree delegated to them, never at these places): cgroup v2 under slurmstepd's scope,
+# cgroup v1 under /slurm (or /slurm_NODE with several slurmd) and the job's uid.
+CGROUP_JOB_RE = re.compile(
+    r"^/(?:system\.slice/slurmstepd\.scope|slurm(?:_[^/]+)?/uid_[0-9]+)/job_([0-9]{1,12})(?:/|$)"
+)
 MAX_RECORDS = 4096  # a node runs far fewer Slurm jobs at once; more files are not read
 MAX_CGROUP_BYTES = 16 * 1024
-
-
-@dataclass(frozen=True)
-class SlurmGpu:
-    index: int  # the node's GPU (NVML index), as gpuprofd serves it
-    uuid: str | None
-    energy_j: float | None  # gpuprofd's energy counter of this GPU when the prolog ran
-
-
-@dataclass(frozen=True)
-class SlurmJob:
-    """One Slurm job on this node as its prolog recorded it (``gpus`` None: no record, known by cgroup)."""
-
-    id: str
-    uid: int | None
-    gpus: tuple[SlurmGpu, ...] | None
-    started_ns: int | None = None
-
-    @property
-    def gpu_indices(self) -> list[int]:
-        return [gpu.index for gpu in self.gpus or ()]
-
-
-def is_slurm_job_id(value: object) -> bool:
-    return isinstance(value, str) and SLURM_JOB_ID_RE.fullmatch(value) is not None
-
-
-def record_path(directory: str | os.PathLike[str], slurm_job_id: str) -> Path:
-    if not is_slurm_job_id(slurm_job_id):
-        raise ValueError(f"not a Slurm job id: {protocol.excerpt(slurm_job_id)}")
-    return Path(directory) / f"{slurm_job_id}.json"
-
-
-def record_dict(job: SlurmJob) -> dict[str, Any]:
-    """The record's JSON form (what ``gpuprof slurm prolog`` writes)."""
-    return {
-        "version": RECORD_VERSION,
-        "slurm_job_id": job.id,
-        "uid": job.uid,
-        "started_ns": job.started_ns,
-        "gpus": [{"index": g.index, "uuid": g.uuid, "energy_j": g.energy_j} for g in job.gpus or ()],
-    }
-
-
-def parse_record(data: object) -> SlurmJob:
-    """A record's fields, checked; ValueError names what is wrong."""
-    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
-        raise ValueError(f"not a version-{RECORD_VERSION} gpuprof Slurm record")
-    job_id, uid, gpus = data.get("slurm_job_id"), data.get("uid"), data.get("gpus")
-    started = data.get("started_ns")
-    if not is_slurm_job_id(job_id):
-        raise ValueError("slurm_job_id must be a Slurm job id (digits)")
-    if not isinstance(uid, int) or isinstance(uid, bool) or uid < 0:
-        raise ValueError("uid must be an integer >= 0")
-    if not isinstance(gpus, list) or len(gpus) > 1024:
-        raise ValueError("gpus must be a list")
-    parsed = []
-    for gpu in gpus:
-        if not isinstance(gpu, dict):
-            raise ValueError("each GPU must be a map")
-        index, uuid, energy = gpu.get("index"), gpu.get("uuid"), gpu.get("energy_j")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise ValueError("each GPU needs an index >= 0")
-        if uuid is not None and (not isinstance(uuid, str) or len(uuid) > 96):
-            raise ValueError("a GPU's uuid must be a string")
-        if energy is not None and (not isinstance(energy, (int, float)) or isinstance(energy, bool)):
-            raise ValueError("a GPU's energy_j must be a number")
-        parsed.append(SlurmGpu(index, uuid, None if energy is None else float(energy)))
-    if started is not None and (not isinstance(started, int) or isinstance(started, bool)):
-        raise ValueError("started_ns must be an integer")
-    return SlurmJob(id=str(job_id), uid=uid, gpus=tuple(parsed), started_ns=started)
+log = logging.getLogger("gpuprofd")
 
 
 def cgroup_job(pid: int | None, proc: str = "/proc") -> str | None:
@@ -125,10 +68,6 @@ def cgroup_job(pid: int | None, proc: str = "/proc") -> str | None:
     return None
 
 
-def _trusted(info: os.stat_result, trusted_uids: tuple[int, ...]) -> bool:
-    return info.st_uid in trusted_uids and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
 class SlurmJobs:
     """The prolog's records under ``directory`` (none when it is "" or absent), read when asked."""
 
@@ -139,13 +78,9 @@ class SlurmJobs:
         self.proc = proc
 
     def _usable_dir(self) -> Path | None:
-        if self.directory is None:
+        if self.directory is None or not trusted_directory(self.directory, self.trusted_uids):
             return None
-        try:
-            info = os.stat(self.directory)
-        except OSError:
-            return None
-        return self.directory if stat.S_ISDIR(info.st_mode) and _trusted(info, self.trusted_uids) else None
+        return self.directory
 
     def get(self, slurm_job_id: str) -> SlurmJob | None:
         """The record of one Slurm job, if the prolog wrote a trustworthy one."""
@@ -158,7 +93,7 @@ class SlurmJobs:
             return None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or not _trusted(info, self.trusted_uids):
+            if not stat.S_ISREG(info.st_mode) or not trusted(info, self.trusted_uids):
                 return None
             data = os.read(fd, MAX_RECORD_BYTES + 1)
         finally:
@@ -167,7 +102,7 @@ class SlurmJobs:
             if len(data) > MAX_RECORD_BYTES:
                 raise ValueError("too large")
             job = parse_record(json.loads(data))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         return job if job.id == slurm_job_id else None
 
@@ -199,17 +134,25 @@ class SlurmJobs:
         job: SlurmJob | None = None
         in_cgroup = None if caller.remote else cgroup_job(caller.pid, self.proc)
         if in_cgroup is not None:
-            job = self.get(in_cgroup) or SlurmJob(id=in_cgroup, uid=caller.uid, gpus=None)
-        elif claimed is not None:
+            record = self.get(in_cgroup)
+            job = record if record is not None and record.uid == caller.uid else None
+        if job is None and claimed is not None:
             record = self.get(claimed)
             if record is not None and record.uid != caller.uid:
+                log.warning(
+                    "refused %s (uid %d) the Slurm job %s of uid %d",
+                    caller.user,
+                    caller.uid,
+                    claimed,
+                    record.uid,
+                )
                 raise protocol.ProtocolError(
                     "denied",
                     f"Slurm job {claimed} is not {caller.user}'s (its prolog record names uid {record.uid}); "
                     "a job is attributed only to its own user's Slurm job",
                 )
             job = record
-        else:
+        if job is None:
             mine = [j for j in self.all() if j.uid == caller.uid]
             holding = [j for j in mine if gpu in j.gpu_indices]
             job = mine[0] if len(mine) == 1 else holding[0] if len(holding) == 1 else None
@@ -218,9 +161,11 @@ class SlurmJobs:
         return job
 
     def _check_gpu(self, caller: Caller, job: SlurmJob | None, gpu: int, claimed: str | None) -> None:
-        if job is None or job.gpus is None:
-            named = claimed if job is None else job.id
-            named = f" (no prolog record of Slurm job {named} on this node)" if named else ""
+        if job is None:
+            named = f" (no prolog record of Slurm job {claimed} on this node)" if claimed else ""
+            log.warning(
+                "refused %s (uid %d) GPU %d: no Slurm job of theirs here", caller.user, caller.uid, gpu
+            )
             raise protocol.ProtocolError(
                 "denied",
                 f"GPU {gpu} is not allocated to {caller.user} by Slurm{named}: this node runs jobs only "
@@ -230,6 +175,9 @@ class SlurmJobs:
             )
         if gpu not in job.gpu_indices:
             held = ", ".join(str(i) for i in job.gpu_indices) or "none"
+            log.warning(
+                "refused %s (uid %d) GPU %d: not Slurm job %s's", caller.user, caller.uid, gpu, job.id
+            )
             raise protocol.ProtocolError(
                 "denied",
                 f"GPU {gpu} is not allocated to Slurm job {job.id} (its GPUs on this node: {held}); "

@@ -15,6 +15,8 @@ import pytest
 from daemon_harness import DaemonProcess, RawClient
 from slurm_cluster import SlurmCluster, missing
 
+from gpuprof.client.slurm import parse_comment
+
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +32,14 @@ def wrapper(path: Path, script: str, env: dict[str, str]) -> str:
     return str(path)
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[SlurmCluster, DaemonProcess, Path]]:
+@pytest.fixture(params=[False, True], ids=["no-accounting", "slurmdbd"])
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[SlurmCluster, DaemonProcess, Path]]:
+    """gpuprofd and the cluster, its prolog and epilog gpuprof's; with slurmdbd or without."""
+    accounting = bool(request.param)
+    if accounting and missing(accounting=True):
+        pytest.skip(missing(accounting=True) or "")
     jobs_dir = tmp_path / "jobs"
     (tmp_path / "d").mkdir()
     daemon = DaemonProcess(tmp_path / "d", f'slurm_jobs_dir = "{jobs_dir}"\n').start()
@@ -44,7 +52,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[SlurmCluster, DaemonProcess, Path]]:
     scripts = f"Prolog={wrapper(tmp_path / 'prolog', 'prolog.sh', env)}\n"
     scripts += f"Epilog={wrapper(tmp_path / 'epilog', 'epilog.sh', env)}\nPrologFlags=Alloc\n"
     try:
-        cluster = SlurmCluster(tmp_path / "slurm", extra_config=scripts)
+        cluster = SlurmCluster(tmp_path / "slurm", extra_config=scripts, accounting=accounting)
         cluster.env.update(env)
         cluster.start()
         try:
@@ -99,16 +107,24 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
         "cancelled gpuprof job",
     )
     assert ended["reason"] == f"cancelled by the end of Slurm job {slurm_job} (its epilog)"
-    # What it cost: in slurmd's log (here the epilog's), and not in an AdminComment without slurmdbd.
+    # What it cost: in slurmd's log (here the epilog's), and with slurmdbd in the job's AdminComment.
     said = wait_until(lambda: _read(tmp_path / "epilog.log"), "epilog output")
-    match = re.search(r"gpuprof=(\{.*?\})(?:; |$)", said, re.MULTILINE)
+    match = re.search(r"(gpuprof gpu_energy_j=[^;\n]*)", said)
     assert match, said
-    cost = json.loads(match.group(1))
-    assert cost["gpuprof_jobs"] == 1 and cost["cancelled"] == 1 and cost["simulated"] is True
-    assert cost["gpu_energy_j"] > 0 and cost["gpus"][0]["uuid"] == record["gpus"][0]["uuid"]
-    assert cost["gpuprof_jobs_energy_j"] > 0 and cost["seconds"] > 0
+    cost = parse_comment(match.group(1))
+    assert (cost["gpuprof_jobs"], cost["cancelled"], cost["simulated"]) == ("1", "1", "true"), said
+    assert float(cost["gpu_energy_j"]) > 0 and cost["gpu0_uuid"] == record["gpus"][0]["uuid"]
+    assert float(cost["gpuprof_jobs_energy_j"]) > 0 and float(cost["seconds"]) > 0
+    assert cost["method"] == "energy-counter-prolog-to-epilog"
     assert f"cancelled gpuprof jobs {job['id']}" in said
-    assert "AdminComment not set: sacctmgr: You are not running a supported accounting_storage plugin" in said
+    if not cluster.accounting:
+        refused = "AdminComment not set: sacctmgr: You are not running a supported accounting_storage plugin"
+        assert refused in said
+    else:
+        assert "written to its AdminComment" in said, said
+        shown = cluster.run("sacct", "-n", "-P", "-X", "-j", slurm_job, "-o", "AdminComment").stdout.strip()
+        stored = parse_comment(shown)  # as sacctmgr keeps it: lowercased
+        assert stored == {key: value.lower() for key, value in cost.items()}, (shown, said)
     wait_until(lambda: not (jobs_dir / f"{slurm_job}.json").exists(), "record removed")
     client.close()
 

@@ -14,7 +14,7 @@ import pytest
 from test_handlers import ADMIN, ALICE, BOB, Serve, burn
 from test_handlers import serve as serve  # the fixture
 
-from gpuprof.client.slurm import allocated_gpus, cost, prolog
+from gpuprof.client.slurm import allocated_gpus, comment_text, cost, epilog, parse_comment, prolog
 from gpuprof.client.wire import protocol
 from gpuprof.daemon.server.slurm import SlurmJobs, cgroup_job
 
@@ -70,6 +70,14 @@ def test_the_cgroup_of_the_caller_wins_over_what_it_claims(tmp_path: Path, jobs_
     assert cgroup_job(500, str(proc)) == "42" and cgroup_job(501, str(proc)) == "41"
     assert cgroup_job(502, str(proc)) is None and cgroup_job(None, str(proc)) is None
     assert slurm.attribute(caller, "41", 0).id == "42"  # type: ignore[union-attr]
+    # A cgroup she made herself, or one of another user's Slurm job, names nothing of hers.
+    in_cgroup(proc, 503, "0::/user.slice/user-1001.slice/user@1001.service/app.slice/job_43/x\n")
+    record(jobs_dir, "43", BOB.uid, [1])
+    in_cgroup(proc, 504, "0::/system.slice/slurmstepd.scope/job_43/step_0\n")
+    assert cgroup_job(503, str(proc)) is None and cgroup_job(504, str(proc)) == "43"
+    assert slurm.attribute(dataclasses.replace(ALICE, pid=504), None, 1).id == "42"  # type: ignore[union-attr]
+    assert slurm.attribute(dataclasses.replace(ALICE, pid=503), None, 3) is None  # two of hers, none on GPU 3
+    assert slurm.attribute(dataclasses.replace(ALICE, pid=504), "41", 1).id == "41"  # type: ignore[union-attr]
     # No cgroup: two Slurm jobs of hers, told apart by the GPU asked for.
     outside = dataclasses.replace(ALICE, pid=502)
     assert slurm.attribute(outside, None, 1).id == "42"  # type: ignore[union-attr]
@@ -178,3 +186,37 @@ def test_the_cost_is_the_counters_difference_and_the_jobs_energy() -> None:
     # Another GPU at that index now (a different UUID): its counter says nothing of this job.
     swapped = cost(start, {**now, 1: {"uuid": "GPU-c", "energy_j": 9.0}}, ended)
     assert swapped["gpu_energy_j"] is None and swapped["gpus"][1]["energy_j"] is None
+
+
+def test_the_cost_text_survives_sacctmgr_and_stays_short() -> None:
+    figures = cost(
+        {
+            "gpus": [{"index": g, "uuid": f"GPU-{g:032x}", "energy_j": 1.0} for g in range(64)],
+            "started_ns": 1,
+        },
+        {g: {"uuid": f"GPU-{g:032x}", "energy_j": 3.5} for g in range(64)},
+        {"cancelled": [], "jobs": []},
+    )
+    text = comment_text(figures)
+    assert len(text) <= 1000 and '"' not in text and text.startswith("gpuprof gpu_energy_j=160.0 ")
+    fields = parse_comment(text)
+    assert fields["gpu0_energy_j"] == "2.5" and fields["gpuprof_jobs_energy_j"] == "unknown"
+    assert parse_comment(text.lower())["gpu0_uuid"] == f"gpu-{0:032x}"  # as sacctmgr stores it
+
+
+def test_without_gpuprofd_the_epilog_keeps_the_record_and_still_exits_quietly(jobs_dir: Path) -> None:
+    env = {"SLURM_JOB_ID": "78", "SLURM_JOB_UID": "1001", "SLURM_JOB_GPUS": "0"}
+    nowhere = "ipc:///nonexistent/gpuprofd.sock"
+    prolog(env, str(jobs_dir), nowhere)
+    said = epilog(env, str(jobs_dir), nowhere, account=False)
+    assert said.startswith("job 78: gpuprof gpu_energy_j=unknown ") and (jobs_dir / "78.json").exists()
+
+
+def test_the_prolog_writes_nowhere_others_could_redirect(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by anyone, and not sticky: a user could swap what lies below
+    env = {"SLURM_JOB_ID": "79", "SLURM_JOB_UID": "1001", "SLURM_JOB_GPUS": "0"}
+    with pytest.raises(ValueError, match="may be changed by others"):
+        prolog(env, str(shared / "slurm"), "ipc:///nonexistent/gpuprofd.sock")
+    assert not (shared / "slurm" / "79.json").exists()
