@@ -43,6 +43,7 @@ from .wire.protocol import (
     decode_reply,
     encode_request,
 )
+from .wire.slurm_record import allocated_gpus
 from .wire.states import FINAL_STATES
 
 __all__ = [
@@ -305,8 +306,12 @@ class Client:
         except ProtocolError as exc:  # a daemon that breaks the contract: one line, not a traceback
             raise DaemonError(exc.code, f"gpuprofd's gpus reply: {exc.message}") from None
 
-    def _slurm_node(self) -> bool:
-        """Whether the daemon is this node's (ipc) and attributes jobs to Slurm jobs (docs/slurm.md)."""
+    def counts_slurm_gpus(self) -> bool:
+        """Whether a spec's ``gpu`` counts the GPUs of this process's Slurm job (from 0, as CUDA does
+        there) rather than the node's: inside a Slurm job ($SLURM_JOB_ID), with the node's own gpuprofd
+        (ipc), which attributes jobs to Slurm jobs (docs/slurm.md)."""
+        if not SLURM_JOB_ID_RE.fullmatch(os.environ.get("SLURM_JOB_ID", "")):
+            return False
         if not self.endpoint.startswith("ipc://"):
             return False  # a remote daemon's Slurm jobs are not this one's
         hello = self._hello or self.hello()
@@ -323,9 +328,14 @@ class Client:
         body: dict[str, Any] = {"spec": spec.submitted()}
         if spec.raw_text and len(spec.raw_text) <= MAX_SPEC_TEXT_CHARS:  # else the daemon keeps the data only
             body["spec_text"] = spec.raw_text
-        slurm_job_id = os.environ.get("SLURM_JOB_ID", "")
-        if SLURM_JOB_ID_RE.fullmatch(slurm_job_id) and self._slurm_node():
-            body["slurm_job_id"] = slurm_job_id  # a hint: gpuprofd checks it against the prolog's record
+        if self.counts_slurm_gpus():  # a hint: gpuprofd checks it against the prolog's record
+            body["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+            try:
+                allocated = allocated_gpus(os.environ.get("SLURM_JOB_GPUS", ""))
+            except ValueError:
+                allocated = []
+            if allocated:
+                body["slurm_gpus"] = allocated
         try:
             job = self.request("submit", body)["job"]
         except (JobSpecError, PermissionDenied) as refused:  # found by the daemon, named in the user's file

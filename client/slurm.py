@@ -33,7 +33,7 @@ from typing import Any
 from .api import Client
 from .wire.errors import GpuprofError
 from .wire.protocol import SLURM_JOB_ID_RE
-from .wire.slurm_record import MAX_GPUS, SlurmGpu, SlurmJob, record_dict, trusted_directory
+from .wire.slurm_record import SlurmGpu, SlurmJob, allocated_gpus, record_dict, trusted_directory
 from .wire.states import FINAL_STATES
 
 DEFAULT_JOBS_DIR = "/run/gpuprof/slurm"
@@ -44,20 +44,6 @@ MAX_COMMENT_CHARS = 1000
 
 def _say(message: str) -> None:
     print(f"gpuprof slurm: {message}", file=sys.stderr, flush=True)
-
-
-def allocated_gpus(value: str) -> list[int]:
-    """Slurm's GPU ids from ``$SLURM_JOB_GPUS`` ("0,2" or "0-3,6"); ValueError when it is not that."""
-    gpus: list[int] = []
-    for part in filter(None, value[:4096].split(",")):
-        low, sep, high = part.partition("-")
-        if not low.isdigit() or (sep and not high.isdigit()) or len(part) > 16:
-            raise ValueError(f"SLURM_JOB_GPUS={value[:64]!r} is not a list of GPU ids")
-        first, last = int(low), int(high) if sep else int(low)
-        if last - first + len(gpus) >= MAX_GPUS:
-            raise ValueError(f"SLURM_JOB_GPUS={value[:64]!r} names too many GPUs")
-        gpus += range(first, last + 1)
-    return gpus
 
 
 def _job_id(env: Mapping[str, str]) -> str:

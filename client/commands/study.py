@@ -64,7 +64,7 @@ def run_command(directory: str, index: int, simulate: bool, allow_dvfs: bool, en
     """Run point INDEX of the study in DIRECTORY (what a Slurm array task runs) and write its result,
     requests and where it ran into DIR/results/INDEX.json. Uses the gpuprofd at --endpoint when one answers,
     otherwise a private one, as gpuprof run does. Inside a Slurm job the point runs on the GPU Slurm gave it
-    ($SLURM_JOB_GPUS, the node's index)."""
+    (the point's gpu counts the task's GPUs, mapped by gpuprofd: docs/slurm.md)."""
     folder = Path(directory)
     spec_path = point_file(folder, index)
     if not spec_path.is_file():
@@ -72,14 +72,14 @@ def run_command(directory: str, index: int, simulate: bool, allow_dvfs: bool, en
             f"{spec_path} does not exist (gpuprof study split made how many?)", param_hint="INDEX"
         )
     job_spec = load_job_spec(spec_path)
-    allocated = os.environ.get("SLURM_JOB_GPUS", "").split(",")[0]
-    if allocated.isdigit():  # the node's index of the GPU Slurm gave this task
-        job_spec = dataclasses.replace(job_spec, gpu=int(allocated))
     hello = probe(endpoint)
     with contextlib.ExitStack() as stack:
         if hello is None:
             endpoint = private_daemon(stack, simulate, allow_dvfs)
         client = stack.enter_context(Client(endpoint))
+        allocated = os.environ.get("SLURM_JOB_GPUS", "").split(",")[0]
+        if allocated.isdigit() and not client.counts_slurm_gpus():
+            job_spec = dataclasses.replace(job_spec, gpu=int(allocated))  # the node's index, Slurm's GPU
         handle = client.submit(job_spec)
         click.echo(f"point {index}: job {handle.id} on gpuprofd at {endpoint}", err=True)
         # Slurm stops a task with SIGTERM (scancel, its time limit): the job must not outlive it on the GPU.

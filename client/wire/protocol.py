@@ -40,7 +40,12 @@ JOB_STATES = STATES
 REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "hello": {"client": ((str,), False), "versions": ((list,), False)},
     "gpus": {},
-    "submit": {"spec": ((dict,), True), "spec_text": ((str,), False), "slurm_job_id": ((str,), False)},
+    "submit": {
+        "spec": ((dict,), True),
+        "spec_text": ((str,), False),
+        "slurm_job_id": ((str,), False),
+        "slurm_gpus": ((list,), False),
+    },
     "jobs": {
         "user": ((str,), False),
         "state": ((str,), False),
@@ -62,6 +67,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "history": {"gpu": ((int,), True), "seconds": ((int, float), False), "max_points": ((int,), False)},
 }
 MAX_HISTORY_POINTS = 20_000
+MAX_SLURM_GPUS = 1024
 SLURM_JOB_ID_RE = re.compile(r"[0-9]{1,12}")  # $SLURM_JOB_ID: a job's (or an array task's) number
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy", "requests")
@@ -277,6 +283,18 @@ def _check_values(type_: str, body: dict[str, Any], request_id: int) -> None:
             f"{type_}: slurm_job_id must be a Slurm job id (1 to 12 digits), got {excerpt(slurm_job_id)}",
             request_id,
         )
+    if type_ == "submit" and "slurm_gpus" in body:
+        gpus = body["slurm_gpus"]
+        if (
+            "slurm_job_id" not in body
+            or len(gpus) > MAX_SLURM_GPUS
+            or not all(_is_int(g) and 0 <= g < MAX_SLURM_GPUS for g in gpus)
+        ):
+            raise ProtocolError(
+                "bad_request",
+                f"submit: slurm_gpus must be at most {MAX_SLURM_GPUS} GPU indices, sent with slurm_job_id",
+                request_id,
+            )
     if type_ == "trace":
         if body.get("table", "samples") not in TRACE_TABLES:
             raise ProtocolError("bad_request", f"trace: table must be one of {TRACE_TABLES}", request_id)

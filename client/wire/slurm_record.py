@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .protocol import SLURM_JOB_ID_RE
+from .protocol import MAX_SLURM_GPUS, SLURM_JOB_ID_RE
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 64 * 1024
-MAX_GPUS = 1024
+MAX_GPUS = MAX_SLURM_GPUS
 
 
 def is_slurm_job_id(value: object) -> bool:
@@ -30,6 +30,20 @@ def record_path(directory: str | os.PathLike[str], slurm_job_id: str) -> Path:
     if not is_slurm_job_id(slurm_job_id):
         raise ValueError(f"not a Slurm job id: {slurm_job_id[:24]!r}")
     return Path(directory) / f"{slurm_job_id}.json"
+
+
+def allocated_gpus(value: str) -> list[int]:
+    """Slurm's GPU ids from ``$SLURM_JOB_GPUS`` ("0,2" or "0-3,6"); ValueError when it is not that."""
+    gpus: list[int] = []
+    for part in filter(None, value[:4096].split(",")):
+        low, sep, high = part.partition("-")
+        if not low.isdigit() or (sep and not high.isdigit()) or len(part) > 16:
+            raise ValueError(f"SLURM_JOB_GPUS={value[:64]!r} is not a list of GPU ids")
+        first, last = int(low), int(high) if sep else int(low)
+        if last - first + len(gpus) >= MAX_GPUS:
+            raise ValueError(f"SLURM_JOB_GPUS={value[:64]!r} names too many GPUs")
+        gpus += range(first, last + 1)
+    return gpus
 
 
 def trusted(info: os.stat_result, uids: tuple[int, ...]) -> bool:

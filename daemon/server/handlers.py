@@ -7,6 +7,7 @@ the node's GPUs, the sample history), so it is tested in-process against a fake 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -34,7 +35,7 @@ from .identity import Caller
 from .limits import RequestLimits, ServiceTimes
 from .logbound import Bugs
 from .policy import Policy
-from .slurm import SlurmJobs
+from .slurm import AllocationError, SlurmJobs
 from .store import JobRecord, JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
@@ -300,6 +301,18 @@ class Handlers:
 
     def on_submit(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         spec = JobSpec.from_dict(body["spec"], default_timeout_s=self.config.default_timeout_s)
+        try:
+            slurm, node_gpu = self.slurm.place(
+                caller,
+                body.get("slurm_job_id"),
+                spec.gpu,
+                body.get("slurm_gpus"),
+                exempt=self.policy.is_admin(caller),
+            )
+        except AllocationError as exc:
+            raise _spec_error(("gpu",), str(exc)) from None
+        if node_gpu != spec.gpu:  # counted within a Slurm job's GPUs: the node's from here on
+            spec = dataclasses.replace(spec, gpu=node_gpu)
         gpus = self.node.gpus
         if spec.gpu not in gpus:  # errors in the form of JobSpec's own: source, key, problem
             lost = self.node.unreadable.get(spec.gpu)
@@ -327,9 +340,6 @@ class Handlers:
                     stored["dvfs"]["sm_clocks"] = resolve_sweep(sweep, request.snap, gpu)
             except ClockSpecError as exc:
                 raise _spec_error(("dvfs", *exc.path), exc.problem) from None
-        slurm = self.slurm.attribute(
-            caller, body.get("slurm_job_id"), spec.gpu, exempt=self.policy.is_admin(caller)
-        )
         self.check_quota(caller)
         record = self.store.create(
             stored,

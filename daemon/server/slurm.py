@@ -68,6 +68,10 @@ def cgroup_job(pid: int | None, proc: str = "/proc") -> str | None:
     return None
 
 
+class AllocationError(ValueError):
+    """A GPU index past the Slurm job's GPUs."""
+
+
 class SlurmJobs:
     """The prolog's records under ``directory`` (none when it is "" or absent), read when asked."""
 
@@ -123,13 +127,22 @@ class SlurmJobs:
                     jobs.append(job)
         return jobs
 
-    def attribute(
-        self, caller: Caller, claimed: str | None, gpu: int, exempt: bool = False
-    ) -> SlurmJob | None:
-        """The Slurm job a submit by ``caller`` for ``gpu`` belongs to (module docstring), or None.
+    def place(
+        self,
+        caller: Caller,
+        claimed: str | None,
+        gpu: int,
+        sent_gpus: list[int] | None = None,
+        exempt: bool = False,
+    ) -> tuple[SlurmJob | None, int]:
+        """(the Slurm job a submit by ``caller`` belongs to, or None; the node's GPU it runs on).
 
-        Raises ProtocolError ``denied`` when the caller names a Slurm job that is not theirs, and, with
-        ``enforce`` (unless ``exempt``: an admin), when ``gpu`` is not one their Slurm job was given.
+        ``claimed`` is the client's ``$SLURM_JOB_ID``: a client inside a Slurm job counts GPUs as CUDA does
+        there, from 0 over the job's own GPUs, so ``gpu`` is mapped through the job's record (or, when
+        the node has none, through ``sent_gpus``, the client's ``$SLURM_JOB_GPUS``: no fact, but without a
+        record nothing is enforced either). Raises ProtocolError ``denied`` when the caller names a Slurm
+        job that is not theirs, and, with ``enforce`` (unless ``exempt``: an admin), when the GPU is not
+        one their Slurm job was given; AllocationError when ``gpu`` is past the job's GPUs.
         """
         job: SlurmJob | None = None
         in_cgroup = None if caller.remote else cgroup_job(caller.pid, self.proc)
@@ -152,13 +165,27 @@ class SlurmJobs:
                     "a job is attributed only to its own user's Slurm job",
                 )
             job = record
+        node_gpu = gpu
+        if claimed is not None:
+            allocation = job.gpu_indices if job is not None else list(sent_gpus or ())
+            if allocation:
+                if gpu >= len(allocation):
+                    which = (
+                        f"Slurm job {job.id}" if job is not None else f"Slurm job {claimed} ($SLURM_JOB_GPUS)"
+                    )
+                    raise AllocationError(
+                        f"{which} has {len(allocation)} GPU(s) on this node (node GPU "
+                        f"{', '.join(map(str, allocation))}); inside a Slurm job, gpu counts the job's own "
+                        f"GPUs from 0, as CUDA does there: 0..{len(allocation) - 1}"
+                    )
+                node_gpu = allocation[gpu]
         if job is None:
             mine = [j for j in self.all() if j.uid == caller.uid]
-            holding = [j for j in mine if gpu in j.gpu_indices]
+            holding = [j for j in mine if node_gpu in j.gpu_indices]
             job = mine[0] if len(mine) == 1 else holding[0] if len(holding) == 1 else None
         if self.enforce and not exempt:
-            self._check_gpu(caller, job, gpu, claimed)
-        return job
+            self._check_gpu(caller, job, node_gpu, claimed)
+        return job, node_gpu
 
     def _check_gpu(self, caller: Caller, job: SlurmJob | None, gpu: int, claimed: str | None) -> None:
         if job is None:

@@ -16,7 +16,7 @@ from test_handlers import serve as serve  # the fixture
 
 from gpuprof.client.slurm import allocated_gpus, comment_text, cost, epilog, parse_comment, prolog
 from gpuprof.client.wire import protocol
-from gpuprof.daemon.server.slurm import SlurmJobs, cgroup_job
+from gpuprof.daemon.server.slurm import AllocationError, SlurmJobs, cgroup_job
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="records are trusted only when root owns them")
 
@@ -69,19 +69,19 @@ def test_the_cgroup_of_the_caller_wins_over_what_it_claims(tmp_path: Path, jobs_
     caller = dataclasses.replace(ALICE, pid=500)
     assert cgroup_job(500, str(proc)) == "42" and cgroup_job(501, str(proc)) == "41"
     assert cgroup_job(502, str(proc)) is None and cgroup_job(None, str(proc)) is None
-    assert slurm.attribute(caller, "41", 0).id == "42"  # type: ignore[union-attr]
+    assert slurm.place(caller, "41", 0)[0].id == "42"  # type: ignore[union-attr]
     # A cgroup she made herself, or one of another user's Slurm job, names nothing of hers.
     in_cgroup(proc, 503, "0::/user.slice/user-1001.slice/user@1001.service/app.slice/job_43/x\n")
     record(jobs_dir, "43", BOB.uid, [1])
     in_cgroup(proc, 504, "0::/system.slice/slurmstepd.scope/job_43/step_0\n")
     assert cgroup_job(503, str(proc)) is None and cgroup_job(504, str(proc)) == "43"
-    assert slurm.attribute(dataclasses.replace(ALICE, pid=504), None, 1).id == "42"  # type: ignore[union-attr]
-    assert slurm.attribute(dataclasses.replace(ALICE, pid=503), None, 3) is None  # two of hers, none on GPU 3
-    assert slurm.attribute(dataclasses.replace(ALICE, pid=504), "41", 1).id == "41"  # type: ignore[union-attr]
+    assert slurm.place(dataclasses.replace(ALICE, pid=504), None, 1)[0].id == "42"  # type: ignore[union-attr]
+    assert slurm.place(dataclasses.replace(ALICE, pid=503), None, 3)[0] is None  # two of hers, none on GPU 3
+    assert slurm.place(dataclasses.replace(ALICE, pid=504), "41", 0)[0].id == "41"  # type: ignore[union-attr]
     # No cgroup: two Slurm jobs of hers, told apart by the GPU asked for.
     outside = dataclasses.replace(ALICE, pid=502)
-    assert slurm.attribute(outside, None, 1).id == "42"  # type: ignore[union-attr]
-    assert slurm.attribute(outside, None, 3) is None
+    assert slurm.place(outside, None, 1)[0].id == "42"  # type: ignore[union-attr]
+    assert slurm.place(outside, None, 3)[0] is None
 
 
 @pytest.mark.parametrize("bad", ["group-writable", "symlink", "not-json", "other-id", "too-large"])
@@ -114,7 +114,7 @@ def test_enforcement_keeps_users_on_their_allocated_gpus(serve: Serve, jobs_dir:
     assert reply.code == "denied" and reply.body["key"] == "gpu"
     assert "GPU 0 is not allocated to alice by Slurm" in str(reply.message)
     record(jobs_dir, "41", ALICE.uid, [1])  # another GPU: the simulated node serves GPU 0 only
-    reply = served.refused(ALICE, "submit", {"spec": burn(), "slurm_job_id": "41"})
+    reply = served.refused(ALICE, "submit", {"spec": burn()})  # from outside the job: the node's GPU 0
     assert "GPU 0 is not allocated to Slurm job 41 (its GPUs on this node: 1)" in str(reply.message)
     record(jobs_dir, "41", ALICE.uid, [0])
     assert served.ok(ALICE, "submit", {"spec": burn()})["job"]["slurm_job_id"] == "41"
@@ -220,3 +220,28 @@ def test_the_prolog_writes_nowhere_others_could_redirect(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="may be changed by others"):
         prolog(env, str(shared / "slurm"), "ipc:///nonexistent/gpuprofd.sock")
     assert not (shared / "slurm" / "79.json").exists()
+
+
+def test_inside_a_slurm_job_gpu_counts_the_jobs_own_gpus(jobs_dir: Path) -> None:
+    record(jobs_dir, "41", ALICE.uid, [3, 5])
+    slurm = SlurmJobs(str(jobs_dir), enforce=True, daemon_uid=999)
+    job, gpu = slurm.place(ALICE, "41", 1)
+    assert (job.id if job else None, gpu) == ("41", 5)  # CUDA's device 1 there is the node's GPU 5
+    with pytest.raises(AllocationError, match=r"Slurm job 41 has 2 GPU\(s\) on this node \(node GPU 3, 5\)"):
+        slurm.place(ALICE, "41", 2)
+    assert slurm.place(ALICE, None, 5)[1] == 5  # outside a Slurm job: the node's index
+    # No record of the job here: the client's $SLURM_JOB_GPUS maps it, and nothing is enforced from it.
+    loose = SlurmJobs(str(jobs_dir), enforce=False, daemon_uid=999)
+    assert loose.place(BOB, "77", 0, [6]) == (None, 6)
+    with pytest.raises(protocol.ProtocolError, match="GPU 6 is not allocated to bob by Slurm"):
+        slurm.place(BOB, "77", 0, [6])
+
+
+def test_a_gpu_past_the_slurm_jobs_gpus_is_a_spec_error_naming_gpu(serve: Serve, jobs_dir: Path) -> None:
+    record(jobs_dir, "41", ALICE.uid, [0])
+    served = serve(slurm_jobs_dir=str(jobs_dir))
+    reply = served.refused(ALICE, "submit", {"spec": burn(gpu=1), "slurm_job_id": "41"})
+    assert reply.code == "invalid_spec" and reply.body["key"] == "gpu", reply
+    assert "inside a Slurm job, gpu counts the job's own GPUs from 0" in str(reply.message)
+    bad = served.refused(ALICE, "submit", {"spec": burn(), "slurm_gpus": [0]})
+    assert bad.code == "bad_request" and "sent with slurm_job_id" in str(bad.message)
