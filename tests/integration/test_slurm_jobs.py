@@ -1,6 +1,7 @@
-"""gpuprof's Slurm prolog and epilog on a real one-node cluster (slurm_cluster.py) with a simulated gpuprofd:
-a gpuprof job submitted inside a Slurm job is attributed to it, ``scancel`` of the Slurm job cancels it, and
-the epilog says what the Slurm job cost (docs/slurm.md)."""
+"""gpuprof's Slurm prolog and epilog on a real one-node cluster of two GPUs (slurm_cluster.py) and a
+simulated gpuprofd: a gpuprof job submitted inside a Slurm job is attributed to it and runs on the GPU
+Slurm gave it (its spec's gpu 0 is that job's first GPU), ``scancel`` of the Slurm job cancels it, and the
+epilog says what the Slurm job cost, with slurmdbd in its AdminComment (docs/slurm.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from daemon_harness import DaemonProcess, RawClient
 from slurm_cluster import SlurmCluster, missing
 
 from gpuprof.client.slurm import parse_comment
+from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
@@ -41,6 +43,7 @@ def setup(
     if accounting and missing(accounting=True):
         pytest.skip(missing(accounting=True) or "")
     jobs_dir = tmp_path / "jobs"
+    SimulatedNvml().configure(SimConfig(gpus=(GpuSpec(), GpuSpec())))  # two GPUs, as the cluster's node has
     (tmp_path / "d").mkdir()
     daemon = DaemonProcess(tmp_path / "d", f'slurm_jobs_dir = "{jobs_dir}"\n').start()
     env = {
@@ -52,7 +55,7 @@ def setup(
     scripts = f"Prolog={wrapper(tmp_path / 'prolog', 'prolog.sh', env)}\n"
     scripts += f"Epilog={wrapper(tmp_path / 'epilog', 'epilog.sh', env)}\nPrologFlags=Alloc\n"
     try:
-        cluster = SlurmCluster(tmp_path / "slurm", extra_config=scripts, accounting=accounting)
+        cluster = SlurmCluster(tmp_path / "slurm", gpus=2, extra_config=scripts, accounting=accounting)
         cluster.env.update(env)
         cluster.start()
         try:
@@ -78,7 +81,12 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
 ) -> None:
     cluster, daemon, jobs_dir = setup
     spec = tmp_path / "burn.yaml"
-    spec.write_text(BURN)
+    spec.write_text(BURN)  # gpu 0: the first GPU of the Slurm job that submits it
+    # Another Slurm job holds the node's GPU 0, so the one that submits gets GPU 1.
+    other = cluster.run("sbatch", "--parsable", "--gres=gpu:1", "--cpus-per-task=1", "--wrap", "sleep 300")
+    assert other.returncode == 0, other.stderr
+    holder = other.stdout.strip().split(";")[0]
+    wait_until(lambda: _read(jobs_dir / f"{holder}.json"), "the other job's record")
     batch = f'#!/bin/sh\n"$GPUPROF" submit {spec} && sleep 300\n'
     submitted = cluster.run(
         "sbatch", "--parsable", "--gres=gpu:1", "--cpus-per-task=1", f"--chdir={tmp_path}",
@@ -87,7 +95,7 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
     assert submitted.returncode == 0, submitted.stderr
     slurm_job = submitted.stdout.strip().split(";")[0]
     record = json.loads(wait_until(lambda: _read(jobs_dir / f"{slurm_job}.json"), "prolog record"))
-    assert (record["uid"], [g["index"] for g in record["gpus"]]) == (0, [0])
+    assert (record["uid"], [g["index"] for g in record["gpus"]]) == (0, [1])
     assert record["gpus"][0]["uuid"].startswith("GPU-") and record["gpus"][0]["energy_j"] > 0
 
     client = RawClient(daemon.endpoint)
@@ -97,9 +105,10 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
         return jobs[0] if jobs else None
 
     job = wait_until(running, "gpuprof job running")
-    assert job["slurm_job_id"] == slurm_job
-    metrics = client.request("metrics").body["gpus"][0]
-    assert (metrics["running_job"], metrics["slurm_job_id"]) == (job["id"], slurm_job)
+    assert (job["slurm_job_id"], job["gpu"]) == (slurm_job, 1)  # its gpu 0 is the node's GPU 1
+    metrics = client.request("metrics").body["gpus"]
+    assert (metrics[1]["running_job"], metrics[1]["slurm_job_id"]) == (job["id"], slurm_job)
+    assert metrics[0]["running_job"] is None
 
     assert cluster.run("scancel", slurm_job).returncode == 0
     ended = wait_until(
@@ -113,7 +122,7 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
     assert match, said
     cost = parse_comment(match.group(1))
     assert (cost["gpuprof_jobs"], cost["cancelled"], cost["simulated"]) == ("1", "1", "true"), said
-    assert float(cost["gpu_energy_j"]) > 0 and cost["gpu0_uuid"] == record["gpus"][0]["uuid"]
+    assert float(cost["gpu_energy_j"]) > 0 and cost["gpu1_uuid"] == record["gpus"][0]["uuid"]
     assert float(cost["gpuprof_jobs_energy_j"]) > 0 and float(cost["seconds"]) > 0
     assert cost["method"] == "energy-counter-prolog-to-epilog"
     assert f"cancelled gpuprof jobs {job['id']}" in said
@@ -126,6 +135,7 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
         stored = parse_comment(shown)  # as sacctmgr keeps it: lowercased
         assert stored == {key: value.lower() for key, value in cost.items()}, (shown, said)
     wait_until(lambda: not (jobs_dir / f"{slurm_job}.json").exists(), "record removed")
+    assert cluster.run("scancel", holder).returncode == 0
     client.close()
 
 
