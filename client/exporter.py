@@ -104,11 +104,12 @@ class GpuprofCollector(Collector):
         energy = CounterMetricFamily(
             "gpuprof_job_energy_joules",
             "A running or lately ended job's energy: the energy counter's increase over the job so far",
-            labels=["job_id", "gpu"],
+            labels=["job_id", "gpu", "slurm_job_id"],
         )
         for job_id, job in sorted(jobs.items()):
             if job.get("energy_j") is not None:
-                energy.add_metric([job_id, str(job.get("gpu"))], float(job["energy_j"]))
+                slurm_job_id = str(job.get("slurm_job_id") or "")
+                energy.add_metric([job_id, str(job.get("gpu")), slurm_job_id], float(job["energy_j"]))
         yield energy
 
     def _sampler(self, sampler: dict[str, Any]) -> Iterator[Metric]:

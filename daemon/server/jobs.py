@@ -170,7 +170,7 @@ class JobRunner:
         self.publish = publish  # callable(job_id, kind, body)
         self.running: dict[int, RunningJob] = {}  # gpu -> job
         # Jobs that ended lately, for the metrics request: id -> (gpu, J, CLOCK_MONOTONIC ns of the end).
-        self.finished_energy: OrderedDict[str, tuple[int, float | None, int]] = OrderedDict()
+        self.finished_energy: OrderedDict[str, tuple[int, float | None, int, str | None]] = OrderedDict()
 
     def schedule(self, gpus: list[int]) -> None:
         """Start the oldest queued job on every idle GPU."""
@@ -385,11 +385,16 @@ class JobRunner:
         only grows, so a metrics scraper never sees it fall."""
         self._prune_finished()
         out = {
-            job_id: {"gpu": gpu, "energy_j": joules, "running": False}
-            for job_id, (gpu, joules, _) in self.finished_energy.items()
+            job_id: {"gpu": gpu, "energy_j": joules, "running": False, "slurm_job_id": slurm_job_id}
+            for job_id, (gpu, joules, _, slurm_job_id) in self.finished_energy.items()
         }
         for gpu, job in self.running.items():
-            out[job.record.id] = {"gpu": gpu, "energy_j": counter_increase(job.energy), "running": True}
+            out[job.record.id] = {
+                "gpu": gpu,
+                "energy_j": counter_increase(job.energy),
+                "running": True,
+                "slurm_job_id": job.record.slurm_job_id,
+            }
         return out
 
     def _prune_finished(self) -> None:
@@ -405,7 +410,12 @@ class JobRunner:
 
     def _finish(self, gpu: int, job: RunningJob) -> None:
         del self.running[gpu]
-        self.finished_energy[job.record.id] = (gpu, counter_increase(job.energy), time.monotonic_ns())
+        self.finished_energy[job.record.id] = (
+            gpu,
+            counter_increase(job.energy),
+            time.monotonic_ns(),
+            job.record.slurm_job_id,
+        )
         self._prune_finished()  # bounded whether or not anything asks for metrics
         job.channel.close()
         end_ns = job.exited_ns or time.monotonic_ns()

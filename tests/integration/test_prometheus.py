@@ -7,6 +7,7 @@ Needs Debian's ``prometheus`` (``.ci/run`` installs it); skipped where it is mis
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from daemon_harness import DaemonProcess, RawClient
-from test_daemon import FINAL, burn, submit, wait_state
+from test_daemon import FINAL, burn, wait_state
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="needs Prometheus (apt-get install prometheus)")
@@ -50,11 +51,18 @@ def wait_until(what: str, probe: Any, timeout_s: float = 60.0) -> Any:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+SLURM_JOB = "41"
+
+
 class Stack:
     """A simulated gpuprofd, `gpuprof exporter` and Prometheus scraping it every second."""
 
     def __init__(self, root: Path) -> None:
-        self.daemon = DaemonProcess(root).start()
+        slurm = root / "slurm"  # one Slurm job of this test's user on the node: the prolog's record of it
+        slurm.mkdir(mode=0o755)
+        record = {"version": 1, "slurm_job_id": SLURM_JOB, "uid": os.getuid(), "gpus": [{"index": 0}]}
+        (slurm / f"{SLURM_JOB}.json").write_text(json.dumps(record))
+        self.daemon = DaemonProcess(root, f'slurm_jobs_dir = "{slurm}"\n').start()
         self.exporter_port, self.prometheus_port = free_port(), free_port()
         self.exporter = subprocess.Popen(
             [sys.executable, "-m", "gpuprof.client.cli", "exporter", "--listen",
@@ -118,10 +126,12 @@ def test_the_exporter_serves_each_gpu_and_no_user_names(stack: Stack) -> None:
     assert 'simulated="true"' in text
 
 
-def test_prometheus_charges_a_job_the_energy_gpuprof_reports(stack: Stack) -> None:
+def test_prometheus_charges_a_job_and_its_slurm_job_the_energy_gpuprof_reports(stack: Stack) -> None:
     client = RawClient(stack.daemon.endpoint)
     try:
-        job_id = submit(client, burn(2.0))
+        reply = client.request("submit", {"spec": burn(2.0), "slurm_job_id": SLURM_JOB})
+        assert reply.ok and reply.body["job"]["slurm_job_id"] == SLURM_JOB, reply
+        job_id = reply.body["job"]["id"]
         done = wait_state(client, job_id, FINAL, timeout_s=60)
     finally:
         client.close()
@@ -139,6 +149,11 @@ def test_prometheus_charges_a_job_the_energy_gpuprof_reports(stack: Stack) -> No
     # of the counter's update periods at the job's edges, within the figure's bound and one update each.
     reported, bound = result["energy_counter_j"], result["energy_counter_uncertainty_j"]
     assert abs(joules - reported) <= bound + 2 * 0.1 * result["mean_power_w"], (joules, reported, bound)
+    # Its Slurm job is charged the same, as the dashboard's per-Slurm-job panel sums it.
+    charged = f'max_over_time(gpuprof_job_energy_joules_total{{slurm_job_id="{SLURM_JOB}"}}[10m])'
+    per_slurm = stack.query(f"sum by (slurm_job_id) ({charged})")
+    assert [row["metric"] for row in per_slurm] == [{"slurm_job_id": SLURM_JOB}]
+    assert float(per_slurm[0]["value"][1]) == pytest.approx(joules)
     power = wait_until("power in Prometheus", lambda: stack.query('gpuprof_gpu_power_watts{gpu="0"}'))
     assert float(power[0]["value"][1]) > 0
     assert stack.query("gpuprof_up")[0]["value"][1] == "1"

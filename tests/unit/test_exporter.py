@@ -19,11 +19,11 @@ ANSWER: dict[str, Any] = {
     "gpus": [
         {"index": 0, "uuid": "GPU-a", "name": "H100", "energy_j": 1025.5, "power_w": 250.5,
          "sm_clock_mhz": 1410, "mem_clock_mhz": 2619, "clock_event_reasons": ["sw_power_cap"],
-         "running_job": "j1", "queued": 2},
+         "running_job": "j1", "slurm_job_id": "41", "queued": 2},
         {"index": 1, "uuid": "GPU-b", "name": "H100", "energy_j": None, "power_w": None, "sm_clock_mhz": None,
          "mem_clock_mhz": None, "clock_event_reasons": None, "running_job": None, "queued": 0},
     ],
-    "jobs": {"j1": {"gpu": 0, "energy_j": 12.5, "running": True},
+    "jobs": {"j1": {"gpu": 0, "energy_j": 12.5, "running": True, "slurm_job_id": "41"},
              "j0": {"gpu": 1, "energy_j": None, "running": False}},
     "sampler": {"samples": 5000, "ticks": 5000, "deadline_misses": 7, "read_overrun_misses": 5,
                 "energy_reads": 90},
@@ -45,8 +45,8 @@ def test_each_gpu_is_in_base_units_and_a_gpu_not_read_has_no_made_up_values() ->
     assert 'gpuprof_gpu_sm_clock_hertz{gpu="0",uuid="GPU-a"} 1.41e+09' in text
     assert 'gpuprof_gpu_clock_event_active{gpu="0",reason="sw_power_cap",uuid="GPU-a"} 1.0' in text
     assert 'gpuprof_gpu_clock_event_active{gpu="0",reason="gpu_idle",uuid="GPU-a"} 0.0' in text
-    assert 'gpuprof_gpu_job_info{gpu="0",job_id="j1",slurm_job_id="",uuid="GPU-a"} 1.0' in text
-    assert 'gpuprof_job_energy_joules_total{gpu="0",job_id="j1"} 12.5' in text
+    assert 'gpuprof_gpu_job_info{gpu="0",job_id="j1",slurm_job_id="41",uuid="GPU-a"} 1.0' in text
+    assert 'gpuprof_job_energy_joules_total{gpu="0",job_id="j1",slurm_job_id="41"} 12.5' in text
     assert 'gpuprof_jobs_queued{gpu="0"} 2.0' in text
     assert 'gpuprof_sampler_deadline_misses_total{cause="nvml_read"} 5.0' in text
     assert 'gpuprof_sampler_deadline_misses_total{cause="late_wakeup"} 2.0' in text

@@ -65,7 +65,7 @@ class FakeRunner:
 
     def job_energy(self) -> dict[str, dict[str, Any]]:
         return {
-            job.record.id: {"gpu": gpu, "energy_j": 12.5, "running": True}
+            job.record.id: {"gpu": gpu, "energy_j": 12.5, "running": True, "slurm_job_id": None}
             for gpu, job in self.running.items()
         }
 
@@ -490,6 +490,6 @@ def test_metrics_give_each_gpus_last_readings_and_jobs_energy_without_user_names
     assert (gpu["power_w"], gpu["sm_clock_mhz"], gpu["mem_clock_mhz"]) == (250.5, 1410, 2619)
     assert gpu["energy_j"] == 1025.0 and gpu["clock_event_reasons"] == ["sw_power_cap"]
     assert gpu["running_job"] == job["id"] and gpu["uuid"]
-    assert metrics["jobs"] == {job["id"]: {"gpu": 0, "energy_j": 12.5, "running": True}}
+    assert metrics["jobs"] == {job["id"]: {"gpu": 0, "energy_j": 12.5, "running": True, "slurm_job_id": None}}
     assert "alice" not in str(metrics) and metrics["simulated"] is True
     assert served.refused(OUTSIDER, "metrics").code == "denied"
