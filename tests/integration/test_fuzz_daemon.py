@@ -333,6 +333,8 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "table": st.sampled_from(["samples", "energy", "requests", "", "sqlite_master"]),
     "seconds": st.floats() | INTS,
     "max_points": INTS,
+    "slurm_job_id": st.sampled_from(["41", "0", "", "x", "1" * 13, "../41", "4\n1"]) | st.text(max_size=14),
+    "slurm_gpus": st.lists(INTS, max_size=8) | st.lists(WIRE_VALUES, max_size=3),
 }
 
 
