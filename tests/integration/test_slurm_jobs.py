@@ -83,7 +83,10 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
     spec = tmp_path / "burn.yaml"
     spec.write_text(BURN)  # gpu 0: the first GPU of the Slurm job that submits it
     # Another Slurm job holds the node's GPU 0, so the one that submits gets GPU 1.
-    other = cluster.run("sbatch", "--parsable", "--gres=gpu:1", "--cpus-per-task=1", "--wrap", "sleep 300")
+    other = cluster.run(
+        "sbatch", "--parsable", "--gres=gpu:1", "--cpus-per-task=1", f"--chdir={tmp_path}",
+        f"--output={tmp_path / 'holder-%j.out'}", "--wrap", "sleep 300",
+    )  # fmt: skip
     assert other.returncode == 0, other.stderr
     holder = other.stdout.strip().split(";")[0]
     wait_until(lambda: _read(jobs_dir / f"{holder}.json"), "the other job's record")
