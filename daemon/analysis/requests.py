@@ -421,6 +421,16 @@ def _bandwidth_bound(model: dict[str, Any], batch_size: Any) -> float | None:
     return float(batch_size * bandwidth * 1e9 / weights)
 
 
+def _model_entry(load: PhaseWindow, windows: Sequence[PhaseWindow]) -> dict[str, Any]:
+    """A model as its load marker described it, with the simulated GPU's pace from its measure marker."""
+    entry = dict(load.attrs)
+    for window in windows:
+        same = window.name == "measure" and window.attrs.get("id") == load.attrs.get("id")
+        if same and "simulated_pace" in window.attrs:
+            entry["simulated_pace"] = window.attrs["simulated_pace"]
+    return {key: plain(value) for key, value in entry.items()}
+
+
 def steady_summaries(
     windows: Sequence[PhaseWindow], samples: np.ndarray, energy: np.ndarray, gpu: int
 ) -> list[dict[str, Any]]:
@@ -485,7 +495,7 @@ def llm_result(
     power = power or HeldPower(samples, gpu, energy)
     rows = request_rows(markers, windows, power, simulated)
     section = {
-        "models": [plain(dict(w.attrs)) for w in windows if w.name == "load"],
+        "models": [_model_entry(w, windows) for w in windows if w.name == "load"],
         "points": point_summaries(rows, windows),
         "steady_state": steady_summaries(windows, samples, energy, gpu),
         "requests": len(rows),

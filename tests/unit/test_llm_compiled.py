@@ -82,7 +82,8 @@ def test_compiled_steady_decode_rebuilds_its_context_between_windows() -> None:
     lm.decoder.prepare(2)
     ids = steady.context_ids(lm, 2, 16, ["Some text about rivers and mountains."])
     markers = Recorder()
-    steady.run_decode(lm, ids, settings, markers, "m0.bs2")  # type: ignore[arg-type]
+    ticks = iter(range(1_000_000))  # a clock of 10 ms a reading: windows by count, not by the CPU's speed
+    steady.run_decode(lm, ids, settings, markers, "m0.bs2", clock=lambda: next(ticks) * 0.01)  # type: ignore[arg-type]
     ends = [attrs for kind, name, attrs in markers.events if kind == "end" and name == "steady_decode"]
     begins = [attrs["id"] for kind, name, attrs in markers.events if kind == "begin"]
     assert len(ends) > 1 and begins == [f"m0.bs2.s{n}" for n in range(len(ends))]

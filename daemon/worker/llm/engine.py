@@ -43,6 +43,10 @@ def _torch() -> Any:
         raise GpuprofError(f"LLM jobs need torch ({exc}): pip install 'gpuprof[inference]'") from None
 
 
+PACE_MARGIN = 2.0  # a simulated phase's paced time over the slowest of the CPU's calls that paced it
+PACE_CALLS = 2  # calls of one phase shape timed on the CPU before its pace is fixed
+
+
 class Device:
     """The torch device a job runs on, its synchronisation, and the simulated GPU's utilization if any."""
 
@@ -51,6 +55,8 @@ class Device:
         self.torch = _torch()
         self.simulated = target is not None and target.simulated
         self._sim: Any = None
+        self.paces: dict[tuple[str, int], float] = {}  # (phase, rows) -> s per unit of work, at the top clock
+        self._timed: dict[tuple[str, int], list[float]] = {}  # (phase, rows) -> s per unit, calls not paced
         if target is None:
             self.device = self.torch.device("cpu")
             self.name = "CPU"
@@ -87,12 +93,16 @@ class Device:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
 
-    def stretch(self, phase: str, elapsed_s: float) -> None:
-        """On the simulated GPU, lengthens a phase as its clock would: the model runs on the CPU at one
-        speed, so a phase that took ``elapsed_s`` is held busy for ``elapsed_s * (slowdown - 1)`` more.
+    def stretch(self, phase: str, elapsed_s: float, units: int = 1, rows: int = 1) -> None:
+        """On the simulated GPU, holds a phase busy for as long as the simulated GPU would take on it at its
+        clock: ``slowdown`` times its paced time at the top clock (docs/simulated-gpu.md).
 
-        The slowdown at SM clock f against the top clock F (docs/simulated-gpu.md): prefill is
-        compute-bound, F / f; decode is mostly memory-bound, 0.3 F / f + 0.7.
+        The model runs on the CPU at one speed, and the CPU's own time varies from call to call by more than
+        a clock step changes it. So a phase of ``rows`` sequences is paced: after PACE_CALLS calls of that
+        shape timed on the CPU (``pace`` fixes those the workload made before measuring), it takes
+        PACE_MARGIN x the slowest of them per unit of work (a prefill's tokens, a decode's steps), times
+        ``units``, whatever the CPU took below that. The slowdown at SM clock f against the top clock F:
+        prefill is compute-bound, F / f; decode is mostly memory-bound, 0.3 F / f + 0.7.
         """
         if self._sim is None or elapsed_s <= 0:
             return
@@ -100,8 +110,32 @@ class Device:
 
         clock = self._sim.status()[self._sim_index].sm_clock_mhz
         factor = slowdown(COMPUTE_BOUND if phase == "prefill" else MEMORY_BOUND, self._top_mhz, clock)
-        if factor > 1:
-            time.sleep(elapsed_s * (factor - 1))
+        key, units = (phase, rows), max(units, 1)
+        per_unit = self.paces.get(key)
+        if per_unit is None:
+            timed = self._timed.setdefault(key, [])
+            timed.append(elapsed_s / units)
+            if len(timed) >= PACE_CALLS:
+                self.paces[key] = PACE_MARGIN * max(self._timed.pop(key))
+        target = per_unit * units * factor if per_unit is not None else elapsed_s * factor
+        if target > elapsed_s:
+            time.sleep(target - elapsed_s)
+
+    def pace(self) -> dict[tuple[str, int], float]:
+        """Fixes the time per unit of work at the top clock of every phase shape timed so far (seconds):
+        PACE_MARGIN x the slowest of its timed calls, so that the CPU stays below it on nearly every later
+        call. Returns every pace fixed."""
+        for key, timed in self._timed.items():
+            if key not in self.paces and timed:
+                self.paces[key] = PACE_MARGIN * max(timed)
+        self._timed.clear()
+        return dict(self.paces)
+
+    def forget_timings(self) -> None:
+        """Drops every call timed and every pace fixed: a model's first calls are slower than the rest (call
+        it before anything is measured)."""
+        self._timed.clear()
+        self.paces.clear()
 
     def busy(self) -> None:
         if self._sim is not None:
@@ -112,8 +146,10 @@ class Device:
             self._sim.set_utilization(self._sim_index, 0)
 
     def release(self) -> None:
-        """Leaves the GPU idle with its cached memory freed (between models)."""
+        """Leaves the GPU idle with its cached memory freed, and its pacing forgotten (between models)."""
         self.idle()
+        self.paces.clear()
+        self._timed.clear()
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
 
@@ -136,8 +172,9 @@ class BatchOutput:
 class _PhaseStreamer:
     """Stamps the end of prefill at the first generated token and counts the decode steps after it."""
 
-    def __init__(self, device: Device, phases: Phases) -> None:
+    def __init__(self, device: Device, phases: Phases, prefill_tokens: int, rows: int) -> None:
         self.device, self.phases = device, phases
+        self.prefill_tokens, self.rows = prefill_tokens, rows
         self.puts = 0
         self.started = self.decode_started = time.monotonic()
 
@@ -145,7 +182,7 @@ class _PhaseStreamer:
         self.puts += 1
         if self.puts == 2:  # the first put is the prompt, the second the first new token
             self.device.sync()
-            self.device.stretch("prefill", time.monotonic() - self.started)
+            self.device.stretch("prefill", time.monotonic() - self.started, self.prefill_tokens, self.rows)
             self.phases.end("prefill")
             self.phases.begin("decode")
             self.decode_started = time.monotonic()
@@ -153,7 +190,7 @@ class _PhaseStreamer:
     def end(self) -> None:
         self.device.sync()
         if self.puts > 2:
-            self.device.stretch("decode", time.monotonic() - self.decode_started)
+            self.device.stretch("decode", time.monotonic() - self.decode_started, self.puts - 2, self.rows)
 
 
 @dataclass
@@ -196,7 +233,7 @@ class LoadedModel:
         ).to(self.device.device)
         phases.end("tokenize")
         lengths = [int(n) for n in batch["attention_mask"].sum(dim=1).tolist()]
-        streamer = _PhaseStreamer(self.device, phases)
+        streamer = _PhaseStreamer(self.device, phases, int(batch["input_ids"].numel()), len(prompts))
         sample = params.sampling == "sample"
         options: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -267,7 +304,7 @@ class LoadedModel:
                 logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
                 picked = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
             self.device.sync()
-            self.device.stretch("prefill", time.monotonic() - started)
+            self.device.stretch("prefill", time.monotonic() - started, int(ids.numel()), int(ids.shape[0]))
             phases.end("prefill")
         finally:
             self.device.idle()

@@ -58,7 +58,7 @@ def run_prefill(
                 started = clock()
                 lm.model(input_ids=ids, use_cache=False, **keep)
                 device.sync()
-                device.stretch("prefill", clock() - started)
+                device.stretch("prefill", clock() - started, batch * width, batch)
                 reps += 1
                 if clock() >= deadline:
                     break
@@ -131,7 +131,7 @@ def run_decode(
                         token = first  # back to the context: the next steps repeat the same lengths
                     if steps % SYNC_EVERY_STEPS == 0:
                         device.sync()
-                        device.stretch("decode", clock() - synced)
+                        device.stretch("decode", clock() - synced, SYNC_EVERY_STEPS, batch)
                         synced = clock()
                         if clock() >= deadline:
                             break
@@ -173,7 +173,7 @@ def _run_decode_compiled(
                     decoder.decode(state, count, stop_at_eos=False)
                 steps += count
                 device.sync()
-                device.stretch("decode", clock() - synced)
+                device.stretch("decode", clock() - synced, count, batch)
                 synced = clock()
                 if clock() >= deadline:
                     break

@@ -29,6 +29,9 @@ from .clock_search import search_clock
 from .target import GpuTarget, sigterm_deferred
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
+PACE_ROUNDS = (
+    1 + 2
+)  # unmeasured batches of each task and batch size: one to warm, two to pace the simulated GPU
 Model = LoadedModel | VllmModel  # a model under any engine (docs/llm.md, "Engines")
 
 
@@ -215,6 +218,28 @@ def _load(
     return lm
 
 
+def _pace(
+    lm: Model, params: LlmParams, items: dict[str, list[tasks.TaskItem]], device: Device
+) -> list[dict[str, Any]] | None:
+    """On the simulated GPU, runs a few unmeasured batches of every task and batch size, the first round
+    to warm the model and the next timed on the CPU, and fixes each phase's time per unit of work at the
+    top clock from them (``Device.pace``), so that a point's energy and latency follow its clock, not the
+    CPU's jitter (docs/simulated-gpu.md). Returns the pace, for the model's ``measure`` marker and so the
+    result; None on a real GPU."""
+    if not device.simulated or isinstance(lm, VllmModel):
+        return None
+    for round_ in range(PACE_ROUNDS):
+        for task in params.tasks:
+            for size in params.batch_sizes:
+                _run_batch(lm, _batches(items[task], size)[0], params, _Silent())
+        if round_ == 0:
+            device.forget_timings()
+    return [
+        {"phase": phase, "sequences": rows, "s_per_unit": round(per_unit, 9)}
+        for (phase, rows), per_unit in sorted(device.pace().items())
+    ]
+
+
 def _cache_positions(lm: Model, params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> int:
     """The static KV cache's length: the job's longest prompt (as kept) and its answer, or a steady-state
     context and its decode steps. Every decode step attends over it (masked), so no longer than needed."""
@@ -373,7 +398,9 @@ def run(
             markers.status(f"loaded {ref.label} in {lm.info['load_s']:.1f} s on {device.name}")
             if isinstance(lm, LoadedModel) and lm.decoder is not None:
                 _compile(lm, params, items, model_index, markers)
-            markers.begin("measure", id=f"m{model_index}")
+            pace = _pace(lm, params, items, device)  # after any compiling: what is timed is what runs
+            paced: dict[str, Any] = {"simulated_pace": pace} if pace else {}
+            markers.begin("measure", id=f"m{model_index}", **paced)
 
             run_point = _PointRunner(lm, extractor, items, params, dvfs, device, markers, counter).run
             if dvfs is not None and dvfs.search is not None:
