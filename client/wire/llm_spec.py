@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .presets import PRESETS, DatasetPreset
 from .spec_schema import REQUIRED, Document, KeyPath, Section, did_you_mean, excerpt, file_path
 
 __all__ = ["ARCHS", "ENGINES", "TASKS", "DatasetRef", "LlmParams", "ModelRef", "SteadyState", "read_llm"]
@@ -41,6 +42,8 @@ DEFAULT_COLUMNS = {
 MAX_MODELS = 16
 MAX_BATCH_SIZES = 16
 MAX_PROMPTS = 100_000
+MAX_DATASET_ROWS = 100_000_000
+DATASET_KEYS = ("preset", "hf", "file", "config", "split", "format", "columns", "limit")
 _HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*(\.[A-Za-z_][A-Za-z0-9_ -]*)*")
 LLM_KEYS = (
@@ -91,7 +94,11 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """Where prompts come from: the task's ``builtin`` set, a Hugging Face dataset (``hf``), or a ``file``."""
+    """Where prompts come from: the task's ``builtin`` set, a Hugging Face dataset (``hf``), or a ``file``.
+
+    ``preset`` names the preset (``presets.PRESETS``) the dataset was chosen by: it fixes the items' kind
+    and framing, and asks every row for each mapped column. ``limit`` keeps the dataset's first rows only.
+    """
 
     source: str = "builtin"
     name: str = ""
@@ -99,6 +106,8 @@ class DatasetRef:
     split: str = "validation"
     format: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
+    preset: str | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,8 +186,9 @@ def _model_dict(model: ModelRef) -> dict[str, str]:
 
 
 def _dataset_dict(data: dict[str, Any]) -> dict[str, Any]:
-    source = data.pop("source")
-    out: dict[str, Any] = {source: data.pop("name")}
+    source, preset = data.pop("source"), data.pop("preset")
+    out: dict[str, Any] = {} if preset is None else {"preset": preset}
+    out[source] = data.pop("name")
     out.update({k: v for k, v in data.items() if v not in (None, {})})
     if source == "file":
         out.pop("split", None)
@@ -217,7 +227,33 @@ def _read_model(doc: Document, path: KeyPath, value: object) -> ModelRef:
     return ModelRef("hf", name, revision)
 
 
-def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
+def _preset_names() -> str:
+    return ", ".join(map(repr, PRESETS))
+
+
+def _dataset_preset(section: Section) -> DatasetPreset | None:
+    """The preset that ``dataset`` names, as a plain string or as its mapping's ``preset``; None if none."""
+    value = section.data.get("dataset", "builtin")
+    path = (*section.path, "dataset")
+    if isinstance(value, str) and value != "builtin":
+        if value not in PRESETS:
+            hint = did_you_mean(value, [*PRESETS, "builtin"])
+            names = _preset_names()
+            problem = f"must be builtin, a preset ({names}) or a mapping, got {excerpt(value)}{hint}"
+            raise section.doc.error(path, problem)
+        return PRESETS[value]
+    if not isinstance(value, dict) or "preset" not in value:
+        return None
+    name = value["preset"]
+    if not isinstance(name, str) or name not in PRESETS:
+        hint = did_you_mean(name, PRESETS) if isinstance(name, str) else ""
+        raise section.doc.error(
+            (*path, "preset"), f"must be one of {_preset_names()}, got {excerpt(name)}{hint}"
+        )
+    return PRESETS[name]
+
+
+def _read_dataset(section: Section, tasks: tuple[str, ...], preset: DatasetPreset | None) -> DatasetRef:
     value = section.data.get("dataset", "builtin")
     path = (*section.path, "dataset")
     if value == "builtin":
@@ -225,11 +261,15 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
     if len(tasks) != 1:
         raise section.error("dataset", "a dataset other than builtin serves one task: list one task")
     task = tasks[0]
-    data = Section(section.doc, path, value, ("hf", "file", "config", "split", "format", "columns"))
+    if preset is not None and isinstance(value, str):
+        value = {"preset": preset.name}
+    data = Section(section.doc, path, value, DATASET_KEYS)
     kinds = [key for key in ("hf", "file") if data.has(key)]
-    if len(kinds) != 1:
-        raise section.doc.error(path, "give builtin, or a mapping with exactly one of hf or file")
-    columns = dict(DEFAULT_COLUMNS[task])
+    if len(kinds) > 1 or (preset is None and not kinds):
+        raise section.doc.error(
+            path, "give builtin, a preset's name, or a mapping with a preset and/or one of hf or file"
+        )
+    columns = dict(DEFAULT_COLUMNS[task] if preset is None else preset.columns)
     if data.has("columns"):
         mapping = Section(section.doc, (*path, "columns"), data.data["columns"], TASK_COLUMNS[task])
         for key in mapping.data:
@@ -238,7 +278,9 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
                 problem = f"must be a column name (a dot reaches into a nested one), got {excerpt(column)}"
                 raise mapping.error(key, problem)
             columns[key] = column
-    if kinds[0] == "file":
+    limit = data.integer("limit", REQUIRED, 1, MAX_DATASET_ROWS) if data.has("limit") else None
+    named = None if preset is None else preset.name
+    if kinds == ["file"]:
         file = file_path(section.doc, (*path, "file"), data.data["file"])
         suffix = Path(file).suffix.lstrip(".").lower()
         default_format = {"json": "jsonl", "parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}.get(suffix)
@@ -246,18 +288,24 @@ def _read_dataset(section: Section, tasks: tuple[str, ...]) -> DatasetRef:
         for key in ("config", "split"):
             if data.has(key):
                 raise data.error(key, "applies to hf datasets only")
-        return DatasetRef("file", file, format=fmt, columns=columns)
-    name = data.string("hf", REQUIRED, 4096)
-    if name.startswith(("/", ".", "~")):  # a dataset directory that datasets.load_dataset reads offline
-        name = file_path(section.doc, (*path, "hf"), name)
-    elif not _HF_ID.fullmatch(name) or len(name) > 200:
-        raise data.error(
-            "hf", f"must be a Hugging Face dataset id or a dataset directory, got {excerpt(name)}"
-        )
+        return DatasetRef("file", file, format=fmt, columns=columns, preset=named, limit=limit)
+    if data.has("hf") or preset is None:
+        name = data.string("hf", REQUIRED, 4096)
+        if name.startswith(("/", ".", "~")):  # a dataset directory: save_to_disk's, or data files
+            name = file_path(section.doc, (*path, "hf"), name)
+        elif not _HF_ID.fullmatch(name) or len(name) > 200:
+            raise data.error(
+                "hf", f"must be a Hugging Face dataset id or a dataset directory, got {excerpt(name)}"
+            )
+    else:  # a preset on its own: the hub dataset it names
+        name = preset.hub_id
     if data.has("format"):
         raise data.error("format", "applies to dataset files only")
-    config = data.string("config", "", 100) if data.has("config") else None
-    return DatasetRef("hf", name, config, data.string("split", "validation", 100), columns=columns)
+    config = None if preset is None else preset.config
+    if data.has("config"):
+        config = data.string("config", REQUIRED, 100)
+    split = data.string("split", "validation" if preset is None else preset.split, 100)
+    return DatasetRef("hf", name, config, split, columns=columns, preset=named, limit=limit)
 
 
 def _read_steady(section: Section) -> SteadyState | None:
@@ -291,14 +339,22 @@ def read_llm(section: Section) -> LlmParams:
     models = tuple(_read_model(doc, path, value) for path, value in listed)
     if len(set(models)) != len(models):
         raise section.error("models", "a model is listed twice")
+    preset = _dataset_preset(section)
     tasks: list[str] = []
-    for path, value in _one_or_many(section, "task", "tasks", ["qa"]):
+    listed_tasks = _one_or_many(section, "task", "tasks", ["qa" if preset is None else preset.task])
+    for path, value in listed_tasks:
         if not isinstance(value, str) or value not in TASKS:
             hint = did_you_mean(value, TASKS) if isinstance(value, str) else ""
             raise doc.error(path, f"must be one of {', '.join(map(repr, TASKS))}, got {excerpt(value)}{hint}")
         if value in tasks:
             raise doc.error(path, f"{excerpt(value)} is listed twice")
         tasks.append(value)
+    if preset is not None and len(tasks) == 1 and tasks[0] != preset.task:
+        raise doc.error(
+            listed_tasks[0][0],
+            f"dataset preset {preset.name!r} is a {preset.task} dataset: write task: {preset.task}, "
+            "or leave task out",
+        )
     max_new = section.integer("max_new_tokens", 32, 1, 16384)
     min_new = section.integer("min_new_tokens", 0, 0, 16384)
     if min_new > max_new:
@@ -328,7 +384,7 @@ def read_llm(section: Section) -> LlmParams:
         if section.has("kv_cache_gb")
         else None,
         tasks=tuple(tasks),
-        dataset=_read_dataset(section, tuple(tasks)),
+        dataset=_read_dataset(section, tuple(tasks), preset),
         dtype=section.choice("dtype", "bfloat16", LLM_DTYPES),
         prompts=section.integer("prompts", 32, 1, MAX_PROMPTS),
         shuffle=section.boolean("shuffle", False),
