@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,8 @@ from .common import (
 )
 from .export import export_job
 from .report import write_job_report
+
+REPORT_PACKAGES = ("matplotlib", "scipy")  # the report extra's
 
 PROBE_TIMEOUT_S = 1.0
 STARTUP_TIMEOUT_S = 30.0
@@ -211,6 +214,10 @@ def run(
         check_writable(output)
     if report_dir is not None and job_spec.workload not in ("llm", "command"):
         raise click.UsageError(f"--report needs an llm or a command job; {spec} is a {job_spec.workload} job")
+    if report_dir is not None:  # said now, not after the job has run
+        missing = [name for name in REPORT_PACKAGES if find_spec(name) is None]
+        if missing:
+            raise click.UsageError(f"--report needs {' and '.join(missing)}: pip install 'gpuprof[report]'")
     hello = probe(endpoint)
     if hello is not None and simulate and not hello.get("simulated"):
         click.echo(f"the gpuprofd at {endpoint} uses real GPUs: starting a simulated one", err=True)

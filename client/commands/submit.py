@@ -29,8 +29,8 @@ from .common import (
 def submit(
     spec: str | None, env: tuple[str, ...], wait: bool, follow_: bool, as_json: bool, endpoint: str
 ) -> None:
-    """Submit the job spec SPEC (YAML), or the program after --, to gpuprofd; print the job id, or with
-    --wait its result.
+    """Submit the job spec SPEC (YAML), or the program after --, to gpuprofd; print the job id (alone on
+    stdout, so JOB=$(gpuprof submit SPEC) works), or with --wait its result.
 
     The spec is checked here first; errors name the file, the line and the key. A program after -- is a
     command job run as you in this directory (see gpuprof run --help). Ctrl-C while waiting stops
@@ -40,6 +40,7 @@ def submit(
     \b
     Examples:
       gpuprof submit examples/burn.yaml
+      JOB=$(gpuprof submit examples/burn.yaml) && gpuprof show "$JOB"
       gpuprof submit examples/burn.yaml --follow
       gpuprof submit examples/burn.yaml --wait --json > result.json
       gpuprof submit --env HF_HOME --follow -- python3 bench.py
@@ -50,10 +51,10 @@ def submit(
         if not (wait or follow_):
             if as_json:
                 echo_json(job_json(handle.last))
-            else:
-                click.echo(
-                    f"job {handle.id} {handle.last.get('state', 'queued')} on GPU {handle.last.get('gpu')}"
-                )
+            else:  # the id alone on stdout, for JOB=$(gpuprof submit ...); the sentence on stderr
+                state, gpu = handle.last.get("state", "queued"), handle.last.get("gpu")
+                click.echo(f"job {handle.id} {state} on GPU {gpu}", err=True)
+                click.echo(handle.id)
             return
         if not as_json or follow_:
             click.echo(f"submitted job {handle.id}", err=True)

@@ -405,8 +405,8 @@ def test_cli_submit_wait_json_and_exit_status(
 ) -> None:
     path = short_dir / "job.yaml"
     path.write_text(SPEC)
-    code, out, _ = run_cli(capsys, "submit", str(path), "--endpoint", daemon.endpoint)
-    assert code == 0 and out.startswith("job job1 queued")
+    code, out, err = run_cli(capsys, "submit", str(path), "--endpoint", daemon.endpoint)
+    assert code == 0 and out == "job1\n" and err.startswith("job job1 queued")  # JOB=$(gpuprof submit ...)
     code, out, _ = run_cli(capsys, "submit", str(path), "--wait", "--json", "--endpoint", daemon.endpoint)
     summary = json.loads(out)
     assert code == 0 and summary["state"] == "succeeded" and summary["mean_power_w"] == 298.0

@@ -109,3 +109,19 @@ def test_run_writes_an_llm_jobs_report_before_its_private_daemon_goes(
     assert main(["run", str(burn), "--simulate", "--report", str(tmp_path / "no"), *endpoint]) == 2
     assert "--report needs an llm or a command job" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_run_says_before_the_job_that_report_needs_its_extra(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpuprof.client.commands import run as run_module
+
+    absent = {"scipy"}  # as after pip install '.[inference]' alone
+    real = run_module.find_spec
+    monkeypatch.setattr(run_module, "find_spec", lambda name: None if name in absent else real(name))
+    spec = tmp_path / "llm.yaml"
+    spec.write_text("workload: llm\ntimeout_s: 60\nllm:\n  model: {arch: llama-3.2-1b-tiny}\n")
+    code = main(["run", str(spec), "--simulate", "--report", str(tmp_path / "r"), "--endpoint", "ipc:///x/y"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--report needs scipy: pip install 'gpuprof[report]'" in err
+    assert "starting a private gpuprofd" not in err  # nothing ran
