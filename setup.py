@@ -111,18 +111,24 @@ setup(
         "gpuprof.daemon.worker",
         "gpuprof.daemon.worker.workloads",
         "gpuprof.daemon.worker.llm",
+        "gpuprof.daemon.worker.llm.prompts",  # data: the built-in task sets
         "gpuprof.daemon.analysis",
         "gpuprof.sampler",
+        "gpuprof.sampler.include",  # data: the C headers
+        "gpuprof.sampler.simnvml",  # data: the simulated GPU's C sources
         "gpuprof.client",
         "gpuprof.client.commands",
         "gpuprof.client.wire",
     ],
     package_data={
-        "gpuprof.sampler": ["py.typed", "*.pyi", "*.pxd", "include/*.h", "simnvml/*.c", "simnvml/*.h"],
+        "gpuprof.sampler": ["py.typed", "*.pyi", "*.pxd"],
+        "gpuprof.sampler.include": ["*.h"],
+        "gpuprof.sampler.simnvml": ["*.c", "*.h"],
         "gpuprof": ["py.typed"],
         "gpuprof.client": ["py.typed"],
         "gpuprof.daemon": ["py.typed"],
-        "gpuprof.daemon.worker.llm": ["tokenizer.json", "prompts/*.jsonl"],
+        "gpuprof.daemon.worker.llm": ["tokenizer.json"],
+        "gpuprof.daemon.worker.llm.prompts": ["*.jsonl"],
     },
     ext_modules=[*cythonized(), simnvml],
     cmdclass={"build_ext": BuildNative},
