@@ -395,7 +395,7 @@ def test_cli_lists_shows_and_cancels_jobs(capsys: pytest.CaptureFixture[str], da
     code, _, err = run_cli(capsys, "show", "nope", *ep)
     assert code == 10 and err.count("\n") == 1 and "no job 'nope'" in err
     code, out, _ = run_cli(capsys, "cancel", "done", *ep)
-    assert code == 0 and "cancelled" in out
+    assert code == 0 and "had already ended: succeeded; nothing to cancel" in out
     code, out, _ = run_cli(capsys, "gpus", "--json", *ep)
     assert code == 0 and json.loads(out)[0]["name"] == "Fake H100"
 
