@@ -35,6 +35,8 @@ from .wire.errors import (
 )
 from .wire.messages import GpuInfo
 from .wire.protocol import (
+    JOB_ID_ALPHABET,
+    JOB_ID_LENGTH,
     MAX_SPEC_TEXT_CHARS,
     MAX_TRACE_CHUNK,
     PROTOCOL_VERSION,
@@ -45,6 +47,9 @@ from .wire.protocol import (
 )
 from .wire.slurm_record import allocated_gpus
 from .wire.states import FINAL_STATES
+
+MIN_ID_PREFIX = 4  # characters of a job's id that name it, when no other job's id starts so
+MAX_LISTED_JOBS = 10_000  # the jobs a prefix is looked for among (the jobs request's most)
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -350,17 +355,36 @@ class Client:
         body.update({k: v for k, v in (("user", user), ("state", state), ("gpu", gpu)) if v is not None})
         return list(self.request("jobs", body)["jobs"])
 
+    def resolve(self, job_id: str) -> str:
+        """The full id of the job ``job_id`` names: itself, or the one job of those the caller may see
+        (the newest 10,000) whose id starts with it, as git takes a commit's prefix (at least 4
+        characters). Raises JobNotFound for no such job, UsageError when several start so."""
+        prefix = job_id.strip().lower()
+        if not MIN_ID_PREFIX <= len(prefix) < JOB_ID_LENGTH or set(prefix) - set(JOB_ID_ALPHABET):
+            return job_id  # a full id, or not an id at all: the daemon says which
+        matches = [str(j["id"]) for j in self.jobs(limit=MAX_LISTED_JOBS) if str(j["id"]).startswith(prefix)]
+        if not matches:
+            raise JobNotFound(
+                f"no job whose id starts with {prefix!r} (among the newest {MAX_LISTED_JOBS:,})"
+            )
+        if len(matches) > 1:
+            shown = ", ".join(matches[:4]) + (", ..." if len(matches) > 4 else "")
+            raise UsageError(f"{prefix!r} names {len(matches)} jobs ({shown}): give more of the id")
+        return matches[0]
+
     def job(self, job_id: str) -> dict[str, Any]:
-        """One job's map: state, reason, times, spec and, once finished, its result."""
-        return dict(self.request("job", {"id": job_id})["job"])
+        """One job's map: state, reason, times, spec and, once finished, its result. ``job_id`` may be a
+        unique prefix of the id (``resolve``)."""
+        return dict(self.request("job", {"id": self.resolve(job_id)})["job"])
 
     def handle(self, job_id: str) -> JobHandle:
         """A handle on an existing job (raises JobNotFound when there is none)."""
-        return JobHandle(self, job_id, self.job(job_id))
+        job = self.job(job_id)
+        return JobHandle(self, str(job["id"]), job)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job; returns its map."""
-        return dict(self.request("cancel", {"id": job_id})["job"])
+        return dict(self.request("cancel", {"id": self.resolve(job_id)})["job"])
 
     def requests(self, job_id: str) -> pd.DataFrame:
         """An llm job's requests table: one row per request (docs/llm.md)."""
@@ -370,6 +394,7 @@ class Client:
         """A job's whole table (``samples``, ``energy`` or, for an llm job, ``requests``), in chunks."""
         chunks: list[dict[str, Any]] = []
         offset: int | None = 0
+        job_id = self.resolve(job_id)
         while offset is not None:
             chunk = self.request(
                 "trace", {"id": job_id, "table": table, "offset": offset, "limit": chunk_rows}

@@ -29,6 +29,7 @@ def cancel(job_id: str, no_wait: bool, as_json: bool, endpoint: str) -> None:
     \b
     Examples:
       gpuprof cancel 01m96z4917hxqfqw
+      gpuprof cancel 01m96z49                        any unique start of the id
       gpuprof cancel 01m96z4917hxqfqw --no-wait     ask, and return at once
     """
     with Client(endpoint) as client:

@@ -20,6 +20,7 @@ def export_job(client: Client, job_id: str, output: str) -> dict[str, Any]:
     output_paths(output)
     check_writable(output)
     job = client.job(job_id)
+    job_id = str(job["id"])  # a prefix given, the whole id from here on
     samples, energy = client.trace(job_id, "samples"), client.trace(job_id, "energy")
     clocks = client.time()  # the daemon's clocks read together: relates t_ns to the wall clock
     meta = {
@@ -75,9 +76,9 @@ def export(job_id: str, output: str, requests_: bool, as_json: bool, endpoint: s
 
     \b
     Examples:
-      gpuprof export 3f2a9c -o run.parquet      writes run.parquet and run.energy.parquet
-      gpuprof export 3f2a9c -o run.csv          writes run.csv, run.energy.csv and run.meta.json
-      gpuprof export 3f2a9c --requests -o requests.parquet
+      gpuprof export 01m97091dk4s -o run.parquet      writes run.parquet and run.energy.parquet
+      gpuprof export 01m97091dk4s -o run.csv          writes run.csv, run.energy.csv and run.meta.json
+      gpuprof export 01m97091dk4s --requests -o requests.parquet
     """
     with Client(endpoint) as client:
         if requests_:

@@ -20,9 +20,9 @@ def show(job_id: str, as_json: bool, endpoint: str) -> None:
 
     \b
     Examples:
-      gpuprof show 3f2a9c
-      gpuprof show 3f2a9c --json | jq .energy_counter_j
-      gpuprof show 3f2a9c --json | jq '.requests[] | {prompt_id, energy_j, ttft_s}'   (llm jobs)
+      gpuprof show 01m97091dk4s                 any unique start of the job's id (4 or more)
+      gpuprof show 01m97091dk4s --json | jq .energy_counter_j
+      gpuprof show 01m97091dk4s --json | jq '.requests[] | {prompt_id, energy_j, ttft_s}'   (llm jobs)
     """
     with Client(endpoint) as client:
         job = client.job(job_id)

@@ -72,6 +72,7 @@ def prepare_window(client: Client, gpu: int | None, job_id: str | None) -> LiveW
     window = LiveWindow(gpu=gpu, watched_job=job_id)
     if job_id is not None:
         job = client.job(job_id)
+        job_id = window.watched_job = str(job["id"])  # a prefix given, the whole id from here on
         window.gpu = int(job["gpu"]) if gpu is None else gpu
         window.job_id, window.job_state, window.job_name = job_id, job.get("state"), job.get("name")
     if window.gpu is None:
@@ -100,13 +101,13 @@ def watch(gpu: int | None, job_id: str | None, seconds: float | None, endpoint: 
     \b
     Examples:
       gpuprof watch
-      gpuprof watch --job 3f2a9c
+      gpuprof watch --job 01m97091dk4s            any unique start of the job's id
       gpuprof watch --gpu 1 --seconds 60 > power.log     one status line per second when piped
     """
     with Client(endpoint) as client:
         window = prepare_window(client, gpu, job_id)
         with (
-            client.stream(gpu=window.gpu, job=job_id) as subscription,
+            client.stream(gpu=window.gpu, job=window.watched_job) as subscription,
             Screen() as screen,
             contextlib.suppress(KeyboardInterrupt),  # Ctrl-C is how watch ends
         ):

@@ -68,6 +68,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 MAX_HISTORY_POINTS = 20_000
 MAX_SLURM_GPUS = 1024
+# A job's id: 16 characters of Crockford's base32, lower case (the job store makes them, sortable by time).
+JOB_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+JOB_ID_LENGTH = 16
 SLURM_JOB_ID_RE = re.compile(r"[0-9]{1,12}")  # $SLURM_JOB_ID: a job's (or an array task's) number
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy", "requests")

@@ -24,6 +24,7 @@ import pandas as pd
 
 from gpuprof.client.wire.errors import GpuprofError, JobNotFound, PermissionDenied, UsageError
 from gpuprof.client.wire.messages import JobInfo
+from gpuprof.client.wire.protocol import JOB_ID_ALPHABET, JOB_ID_LENGTH
 from gpuprof.client.wire.states import FINAL_STATES, INTERRUPTED, QUEUED, RUNNING, STATES, TRANSITIONS
 from gpuprof.sampler.trace import Trace, write_trace
 
@@ -34,8 +35,8 @@ TRACES_DIR = "traces"
 
 # Job ids: 10 characters of milliseconds since the epoch then 6 random ones, in Crockford's base32
 # (lowercase): sortable by creation, unique, and safe as a file name.
-ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-ID_TIME_CHARS, ID_RANDOM_CHARS = 10, 6
+ID_ALPHABET = JOB_ID_ALPHABET
+ID_TIME_CHARS, ID_RANDOM_CHARS = 10, JOB_ID_LENGTH - 10
 JOB_ID_RE = re.compile(f"[{re.escape(ID_ALPHABET)}]{{{ID_TIME_CHARS + ID_RANDOM_CHARS}}}")
 
 SCHEMA = (

@@ -1,5 +1,6 @@
-"""``gpuprof cancel`` against a simulated gpuprofd: it waits until a running job has stopped and says how it
-ended; a job already ended is left alone, said so, with exit status 0."""
+"""The commands that take a job against a simulated gpuprofd: ``gpuprof cancel`` waits until a running job
+has stopped and says how it ended (a job already ended is left alone, said so, with exit status 0), and
+every command takes a unique start of a job's id, as git takes a commit's."""
 
 from __future__ import annotations
 
@@ -37,5 +38,33 @@ def test_cancel_waits_for_the_job_to_stop_and_a_second_cancel_is_a_no_op(
         assert f"job {other} cancelled" in capsys.readouterr().out  # a queued job stops at once
         main(["cancel", queued, "--no-wait", *ep])
         client.close()
+    finally:
+        daemon.kill()
+
+
+def test_every_command_takes_a_unique_start_of_a_jobs_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = DaemonProcess(tmp_path).start()
+    try:
+        client = RawClient(daemon.endpoint)
+        first, second = submit(client, burn(0.3)), submit(client, burn(0.3))
+        for job_id in (first, second):
+            wait_for(
+                lambda j=job_id: client.request("job", {"id": j}).body["job"]["state"] == "succeeded", "end"
+            )
+        client.close()
+        ep = ["--endpoint", daemon.endpoint]
+        shared = next(n for n in range(4, 16) if first[:n] != second[:n]) - 1  # they differ after this
+        unique = first[: max(shared + 1, 4)]
+        assert main(["show", unique, "--json", *ep]) == 0
+        assert json.loads(capsys.readouterr().out)["id"] == first
+        assert main(["export", unique, "-o", str(tmp_path / "t.parquet"), *ep]) == 0
+        assert (tmp_path / "t.parquet").is_file()
+        if shared >= 4:  # a start both ids share names neither
+            assert main(["show", first[:shared], *ep]) == 2
+            assert "names 2 jobs" in capsys.readouterr().err
+        assert main(["show", "zzzz", *ep]) == 10
+        assert "no job whose id starts with 'zzzz'" in capsys.readouterr().err
     finally:
         daemon.kill()
