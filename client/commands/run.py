@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from gpuprof.sampler.library import driver_available
 from gpuprof.sampler.trace import check_writable
@@ -164,6 +165,11 @@ def follow_or_cancel(handle: Any) -> dict[str, Any]:
 @click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @env_option
 @click.option("--simulate", is_flag=True, help="Use gpuprof's simulated GPU (automatic without a driver).")
+@click.option(
+    "--private",
+    is_flag=True,
+    help="Start a private gpuprofd for this run even where one answers at --endpoint.",
+)
 @click.option("-o", "--output", help="Also write the job's trace here (.parquet or .csv), like export.")
 @click.option(
     "--allow-dvfs",
@@ -183,6 +189,7 @@ def run(
     spec: str | None,
     env: tuple[str, ...],
     simulate: bool,
+    private: bool,
     output: str | None,
     allow_dvfs: bool,
     report_dir: str | None,
@@ -195,8 +202,9 @@ def run(
     gpuprof measures the GPU; it may mark its own windows, requests and clock-sweep points with
     gpuprof.markers. A SPEC given with it sets the rest (timeout_s, dvfs, ...).
 
-    Uses the gpuprofd at --endpoint when one answers; otherwise starts a private one for this run
-    (on the simulated GPU when asked or when there is no NVIDIA driver) and stops it afterwards.
+    Uses the gpuprofd at --endpoint (or $GPUPROF_ENDPOINT) when one answers, and says so; otherwise, or
+    with --private, starts a private one for this run (on the simulated GPU when asked or when there is
+    no NVIDIA driver) and stops it afterwards. --allow-dvfs applies to a private one only.
     Ctrl-C cancels the job. The exit status is 12 when the job did not succeed (a command's own exit
     status is in the reason).
 
@@ -206,6 +214,7 @@ def run(
       gpuprof run examples/burn.yaml --simulate --json
       gpuprof run examples/burn.yaml -o burn.parquet
       gpuprof run examples/sweep-sim.yaml --allow-dvfs --report sweep-report/
+      gpuprof run examples/sweep-sim.yaml --private --simulate --allow-dvfs      whatever $GPUPROF_ENDPOINT
       gpuprof run -- python3 bench.py --n 64
       gpuprof run examples/command-sweep.yaml --allow-dvfs -- python3 bench.py
     """
@@ -218,10 +227,24 @@ def run(
         missing = [name for name in REPORT_PACKAGES if find_spec(name) is None]
         if missing:
             raise click.UsageError(f"--report needs {' and '.join(missing)}: pip install 'gpuprof[report]'")
-    hello = probe(endpoint)
+    hello = None if private else probe(endpoint)
     if hello is not None and simulate and not hello.get("simulated"):
         click.echo(f"the gpuprofd at {endpoint} uses real GPUs: starting a simulated one", err=True)
         hello = None
+    if hello is not None:  # which daemon, and why: its configuration, not this command's flags, rules it
+        source = click.get_current_context().get_parameter_source("endpoint")
+        why = "the node's"
+        if source == ParameterSource.ENVIRONMENT:
+            why = "from $GPUPROF_ENDPOINT"
+        elif source == ParameterSource.COMMANDLINE:
+            why = "from --endpoint"
+        click.echo(f"using the gpuprofd at {endpoint} ({why}; --private starts one for this run)", err=True)
+        if allow_dvfs:
+            click.echo(
+                "--allow-dvfs applies to a private gpuprofd only: this one allows clock changes as its "
+                "gpuprofd.toml says (allow_dvfs)",
+                err=True,
+            )
     with contextlib.ExitStack() as stack:
         if hello is None:
             endpoint = private_daemon(stack, simulate, allow_dvfs)

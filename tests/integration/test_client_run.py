@@ -125,3 +125,25 @@ def test_run_says_before_the_job_that_report_needs_its_extra(
     _, err = capsys.readouterr()
     assert code == 2 and "--report needs scipy: pip install 'gpuprof[report]'" in err
     assert "starting a private gpuprofd" not in err  # nothing ran
+
+
+def test_run_says_which_daemon_it_uses_and_private_starts_its_own(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon_harness import DaemonProcess
+
+    spec = tmp_path / "quick.yaml"
+    spec.write_text(SPEC)
+    (tmp_path / "d").mkdir()
+    daemon = DaemonProcess(tmp_path / "d").start()
+    try:
+        monkeypatch.setenv("GPUPROF_ENDPOINT", daemon.endpoint)
+        assert main(["run", str(spec), "--allow-dvfs", "--json"]) == 0
+        err = capsys.readouterr().err
+        assert f"using the gpuprofd at {daemon.endpoint} (from $GPUPROF_ENDPOINT; --private starts" in err
+        assert "--allow-dvfs applies to a private gpuprofd only" in err
+        assert main(["run", str(spec), "--private", "--simulate", "--json"]) == 0
+        err = capsys.readouterr().err
+        assert "starting a private gpuprofd (simulated GPU)" in err and daemon.endpoint not in err
+    finally:
+        daemon.kill()
