@@ -31,8 +31,10 @@ from .commands.watch import watch
 def cli() -> None:
     """Measure GPU power, energy and clocks while LLM inference runs.
 
-    Every command that reads a GPU takes --simulate to use gpuprof's simulated H100 instead of the
-    NVIDIA driver; its output then says "simulated".
+    The commands that read a GPU themselves (run with a private daemon, sample, gpus without a daemon)
+    take --simulate to use gpuprof's simulated H100 instead of the NVIDIA driver, and use it on their own
+    where there is no driver, saying so; their output then says SIMULATED. The others show what gpuprofd
+    serves, SIMULATED when it is.
 
     \b
     Examples:

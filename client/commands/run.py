@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from gpuprof.sampler.library import driver_available
+from gpuprof.sampler.library import LIBRARY_ENV, driver_available
 from gpuprof.sampler.trace import check_writable
 
 from ..api import Client
@@ -140,12 +141,19 @@ class PrivateDaemon:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def simulate_without_driver(simulate: bool) -> bool:
+    """Whether to use the simulated GPU: when asked, or, saying so, when there is no NVIDIA driver (unless
+    $GPUPROF_NVML_LIBRARY names a library: then its error is the user's to see)."""
+    if not simulate and not os.environ.get(LIBRARY_ENV) and not driver_available():
+        click.echo(NO_DRIVER, err=True)
+        return True
+    return simulate
+
+
 def private_daemon(stack: contextlib.ExitStack, simulate: bool, allow_dvfs: bool) -> str:
     """Starts a private gpuprofd for this command (on the simulated GPU when asked or when there is no
     NVIDIA driver), stopped when ``stack`` closes; returns its endpoint."""
-    if not simulate and not driver_available():
-        click.echo(NO_DRIVER, err=True)
-        simulate = True
+    simulate = simulate_without_driver(simulate)
     click.echo(f"starting a private gpuprofd{' (simulated GPU)' if simulate else ''}...", err=True)
     return str(stack.enter_context(PrivateDaemon(simulate, allow_dvfs=allow_dvfs)).endpoint)
 

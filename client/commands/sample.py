@@ -16,6 +16,7 @@ from gpuprof.sampler.summary import summarize
 from gpuprof.sampler.trace import check_writable, output_paths, write_trace
 
 from ..render import render_summary
+from .run import simulate_without_driver
 
 
 def _progress(batch: np.ndarray, count: int, elapsed: float, seconds: float | None) -> None:
@@ -45,7 +46,7 @@ def _progress(batch: np.ndarray, count: int, elapsed: float, seconds: float | No
 @click.option(
     "-o", "--output", required=True, help="Trace file, .parquet or .csv (energy goes to NAME.energy.EXT)."
 )
-@click.option("--simulate", is_flag=True, help="Sample gpuprof's simulated GPU instead of the NVIDIA driver.")
+@click.option("--simulate", is_flag=True, help="Sample gpuprof's simulated GPU (automatic without a driver).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="cython", show_default=True, help="Sampler.")
 @click.option(
     "--spin-us",
@@ -82,7 +83,7 @@ def sample(
     output_paths(output)
     check_writable(output)
     config = SamplerConfig(gpus=gpus or (0,), rate_hz=rate, energy_rate_hz=energy_rate, spin_us=spin_us)
-    library = resolve(simulate=simulate)
+    library = resolve(simulate=simulate_without_driver(simulate))
     sampler = open_sampler(config, library, backend=backend)
     try:
         _run(sampler, library.label, seconds, output, as_json)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from gpuprof.client.cli import main
+from gpuprof.sampler.library import driver_available
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -134,3 +135,18 @@ def test_sim_configure_rejects_bad_json(capsys: pytest.CaptureFixture[str], tmp_
     bad.write_text('{"gpu_count": "eight"}')
     code, _, err = run(capsys, "sim", "configure", str(bad))
     assert code == 8 and "gpu_count" in err and str(bad) in err
+
+
+@pytest.mark.skipif(driver_available(), reason="an NVIDIA driver is here: nothing to fall back from")
+def test_without_a_driver_sample_and_gpus_use_the_simulated_gpu_and_say_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GPUPROF_NVML_LIBRARY", raising=False)
+    code, out, err = run(capsys, "sample", "--seconds", "0.2", "-o", str(tmp_path / "t.csv"))
+    assert code == 0 and "no NVIDIA driver found: using the simulated GPU" in err and "SIMULATED" in out
+    # No daemon answers: gpus reads the GPUs itself, once, like nvidia-smi.
+    code, out, err = run(capsys, "gpus", "--json", "--endpoint", f"ipc://{tmp_path}/none.sock")
+    assert code == 0 and "using the simulated GPU" in err
+    assert [gpu["simulated"] for gpu in json.loads(out)] == [True]
+    code, out, _ = run(capsys, "gpus", "--simulate", "--endpoint", f"ipc://{tmp_path}/none.sock")
+    assert code == 0 and "(SIMULATED)" in out and "345-1980 MHz" in out
