@@ -20,7 +20,9 @@ _CONFIG_OPTION = click.option(
 )
 _FLAGS = [
     _CONFIG_OPTION,
-    click.option("--simulate", is_flag=True, default=None, help="Serve gpuprof's simulated GPUs."),
+    click.option(
+        "--simulate", is_flag=True, default=None, help="Use gpuprof's simulated GPUs instead of the driver's."
+    ),
     click.option("--state-dir", help="Where jobs, results and traces are kept (default /var/lib/gpuprof)."),
     click.option(
         "--endpoint", help="Local request socket, ipc:// (default ipc:///run/gpuprof/gpuprofd.sock)."
@@ -34,16 +36,22 @@ _FLAGS = [
 ]
 
 
-def _with_config(function: Callable[[DaemonConfig], None]) -> Callable[..., None]:
-    """The command with the flags above, called with the configuration they and the file make."""
+def _with_config(function: Callable[[DaemonConfig], None], flags: int = len(_FLAGS)) -> Callable[..., None]:
+    """The command with the first ``flags`` flags above, called with the configuration they and the file
+    make."""
 
     @functools.wraps(function)
     def command(config_path: str | None, **overrides: Any) -> None:
         function(load_config(config_path, overrides))
 
-    for flag in reversed(_FLAGS):
+    for flag in reversed(_FLAGS[:flags]):
         command = flag(command)
     return command
+
+
+def _with_state(function: Callable[[DaemonConfig], None]) -> Callable[..., None]:
+    """The command with --config, --simulate and --state-dir only: it runs no socket and no job."""
+    return _with_config(function, flags=3)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +75,14 @@ def cli() -> None:
 @cli.command()
 @_with_config
 def serve(config: DaemonConfig) -> None:
-    """Serve requests and run jobs until SIGTERM or SIGINT."""
+    """Serve requests and run jobs until SIGTERM or SIGINT (the systemd unit runs it as root).
+
+    \b
+    Examples:
+      gpuprofd serve                                  /etc/gpuprof/gpuprofd.toml, the driver's GPUs
+      gpuprofd serve --simulate --endpoint ipc:///tmp/gpuprof/d.sock --state-dir /tmp/gpuprof/state
+      GPUPROF_ENDPOINT=ipc:///tmp/gpuprof/d.sock gpuprof submit examples/burn.yaml   (then, elsewhere)
+    """
     from .server.daemon import Daemon
 
     logging.basicConfig(level=logging.INFO, format="gpuprofd: %(levelname)s: %(message)s", stream=sys.stderr)
@@ -77,7 +92,13 @@ def serve(config: DaemonConfig) -> None:
 @cli.command("check-config")
 @_with_config
 def check_config(config: DaemonConfig) -> None:
-    """Validate the configuration and print what gpuprofd would use."""
+    """Validate the configuration and print what gpuprofd would use.
+
+    \b
+    Examples:
+      gpuprofd check-config
+      gpuprofd check-config --config systemd/gpuprofd.toml --allow-dvfs
+    """
     for key, value in vars(config).items():
         click.echo(f"{key} = {value!r}")
     click.echo(f"publish_endpoint = {config.publish_endpoint!r}")
@@ -87,12 +108,17 @@ def check_config(config: DaemonConfig) -> None:
 
 
 @cli.command("reset-clocks")
-@_with_config
+@_with_state
 def reset_clocks(config: DaemonConfig) -> None:
     """Put back every clock and power limit gpuprofd changed and has not reset (its journal).
 
     The systemd unit runs this after the daemon stops, however it stopped; gpuprofd also does it
     itself when it starts. GPUs it never changed are not touched.
+
+    \b
+    Examples:
+      gpuprofd reset-clocks                                  the system daemon's journal
+      gpuprofd reset-clocks --simulate --state-dir /tmp/gpuprof/state
     """
     from gpuprof.sampler.library import resolve
 

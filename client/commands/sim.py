@@ -31,7 +31,13 @@ def sim() -> None:
 @sim.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(as_json: bool) -> None:
-    """Show each simulated GPU's utilization, clocks, locks, power limit and energy."""
+    """Show each simulated GPU's utilization, clocks, locks, power limit and energy.
+
+    \b
+    Examples:
+      gpuprof sim status
+      gpuprof sim status --json | jq '.gpus[0].power_w'
+    """
     simulator = SimulatedNvml()
     gpus = simulator.status()
     if as_json:
@@ -64,6 +70,12 @@ def load(gpu: int, util: float, seconds: float | None) -> None:
 
     Without --seconds the load stays until changed; with it, the previous load is restored afterwards
     (also on Ctrl-C).
+
+    \b
+    Examples:
+      gpuprof sim load --util 80                      GPU 0 busy 80% of the time, until changed
+      gpuprof sim load --gpu 1 --util 100 --seconds 10   then back to what it was
+      gpuprof sim load --util 0                       idle again
     """
     simulator = SimulatedNvml()
     gpus = simulator.status()
@@ -83,7 +95,13 @@ def load(gpu: int, util: float, seconds: float | None) -> None:
 @click.option("--gpu", type=click.IntRange(min=0), default=0, show_default=True, help="Simulated GPU index.")
 @click.argument("code")
 def fail(gpu: int, code: str) -> None:
-    """Make every NVML call on a simulated GPU fail with CODE (e.g. GPU_IS_LOST); `clear` heals it."""
+    """Make every NVML call on a simulated GPU fail with CODE (e.g. GPU_IS_LOST); `clear` heals it.
+
+    \b
+    Examples:
+      gpuprof sim fail GPU_IS_LOST --gpu 1            what a fallen-off-the-bus GPU does to gpuprofd
+      gpuprof sim fail clear --gpu 1
+    """
     if code.lower() == "clear":
         SimulatedNvml().set_failure(gpu, None)
         click.echo(f"simulated GPU {gpu}: healthy")
@@ -99,7 +117,12 @@ def fail(gpu: int, code: str) -> None:
 @sim.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 def configure(config: str) -> None:
-    """Reset the simulated GPUs from a JSON CONFIG file (docs/simulated-gpu.md lists its keys)."""
+    """Reset the simulated GPUs from a JSON CONFIG file (docs/simulated-gpu.md lists its keys).
+
+    \b
+    Example:
+      echo '{"gpus": [{}, {}, {}, {}]}' > four.json && gpuprof sim configure four.json   four H100s
+    """
     simulator = SimulatedNvml()
     simulator.configure(load_config(config))
     click.echo(f"simulated GPUs configured from {config} ({len(simulator.status())} GPUs)")
@@ -107,7 +130,12 @@ def configure(config: str) -> None:
 
 @sim.command()
 def reset() -> None:
-    """Reset the simulated GPUs to the default (one H100), clearing loads, locks and failures."""
+    """Reset the simulated GPUs to the default (one H100), clearing loads, locks and failures.
+
+    \b
+    Example:
+      gpuprof sim reset && gpuprof sim status
+    """
     SimulatedNvml().reset()
     click.echo("simulated GPUs reset to defaults")
 
@@ -115,7 +143,13 @@ def reset() -> None:
 @sim.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def log(as_json: bool) -> None:
-    """List the control calls (clock locks, power limits) made on the simulated GPUs, oldest first."""
+    """List the control calls (clock locks, power limits) made on the simulated GPUs, oldest first.
+
+    \b
+    Examples:
+      gpuprof sim log                                 after a sweep: every lock, and every reset
+      gpuprof sim log --json | jq '.calls | length'
+    """
     calls = SimulatedNvml().control_log()
     if as_json:
         click.echo(
