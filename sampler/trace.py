@@ -169,22 +169,45 @@ def check_writable(path: str | os.PathLike[str]) -> None:
             raise OutputError(f"cannot write {str(candidate)!r}: permission denied")
 
 
-def write_trace(trace: Trace, path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write samples to ``path`` and energy readings beside it (``NAME.energy.EXT``); returns both paths."""
+def write_trace(trace: Trace, path: str | os.PathLike[str], wall_clock: bool = False) -> tuple[Path, Path]:
+    """Write samples to ``path`` and energy readings beside it (``NAME.energy.EXT``); returns both paths.
+    ``wall_clock``: with a ``time`` column (``write_frames``)."""
     meta = {
         "monotonic_anchor_ns": trace.monotonic_anchor_ns,
         "wall_anchor_ns": trace.wall_anchor_ns,
         "simulated": trace.simulated,
         **trace.metadata,
     }
-    return write_frames(trace.samples_frame(), trace.energy_frame(), path, meta)
+    return write_frames(trace.samples_frame(), trace.energy_frame(), path, meta, wall_clock)
+
+
+def with_wall_clock(frame: pd.DataFrame, meta: dict[str, object]) -> pd.DataFrame:
+    """``frame`` with a ``time`` column after its timestamp (``t_ns``, else ``t_start_ns``): the wall-clock
+    instant, UTC, through the anchor in ``meta`` (the monotonic and wall clocks read together)."""
+    anchor, wall = meta.get("monotonic_anchor_ns"), meta.get("wall_anchor_ns")
+    column = "t_ns" if "t_ns" in frame else "t_start_ns" if "t_start_ns" in frame else None
+    if column is None or not isinstance(anchor, int) or not isinstance(wall, int):
+        return frame
+    at = frame.columns.get_loc(column) + 1
+    times = pd.to_datetime(frame[column].astype("int64") - anchor + wall, unit="ns", utc=True)
+    out = frame.copy()
+    out.insert(at, "time", times)
+    return out
 
 
 def write_frames(
-    samples: pd.DataFrame, energy: pd.DataFrame, path: str | os.PathLike[str], meta: dict[str, object]
+    samples: pd.DataFrame,
+    energy: pd.DataFrame,
+    path: str | os.PathLike[str],
+    meta: dict[str, object],
+    wall_clock: bool = False,
 ) -> tuple[Path, Path]:
-    """Write sample and energy frames as ``path`` and ``NAME.energy.EXT``, atomically, with ``meta``."""
+    """Write sample and energy frames as ``path`` and ``NAME.energy.EXT``, atomically, with ``meta``;
+    ``wall_clock``: each with a ``time`` column (UTC) beside its monotonic timestamps, for a reader's
+    eyes (files a user asked for; the daemon's own keep only the monotonic ones)."""
     target, energy_path, fmt = output_paths(path)
+    if wall_clock:
+        samples, energy = with_wall_clock(samples, meta), with_wall_clock(energy, meta)
     try:
         for file, frame in ((target, samples), (energy_path, energy)):
             tmp = file.with_name(f".{file.name}.tmp")

@@ -31,7 +31,7 @@ def export_job(client: Client, job_id: str, output: str) -> dict[str, Any]:
         "job_state": job.get("state"),
         "source": f"gpuprofd at {client.endpoint}",
     }
-    samples_path, energy_path = write_frames(samples, energy, output, meta)
+    samples_path, energy_path = write_frames(samples, energy, output, meta, wall_clock=True)
     return {"job": job_id, "samples": str(samples_path), "energy": str(energy_path), "rows": len(samples)}
 
 

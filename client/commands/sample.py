@@ -107,7 +107,7 @@ def _run(sampler: Sampler, label: str, seconds: float | None, output: str, as_js
     if show:
         click.echo("", err=True)
     summary = summarize(recording)
-    samples_path, energy_path = write_trace(recording.trace, output)
+    samples_path, energy_path = write_trace(recording.trace, output, wall_clock=True)
     summary["output"] = {"samples": str(samples_path), "energy": str(energy_path)}
     if as_json:
         click.echo(json.dumps(summary, default=str))

@@ -150,3 +150,19 @@ def test_without_a_driver_sample_and_gpus_use_the_simulated_gpu_and_say_so(
     assert [gpu["simulated"] for gpu in json.loads(out)] == [True]
     code, out, _ = run(capsys, "gpus", "--simulate", "--endpoint", f"ipc://{tmp_path}/none.sock")
     assert code == 0 and "(SIMULATED)" in out and "345-1980 MHz" in out
+
+
+def test_a_recorded_trace_has_a_wall_clock_time_beside_its_monotonic_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    before = pd.Timestamp.now(tz="UTC")
+    code, _, _ = run(capsys, "sample", "--simulate", "--seconds", "0.3", "-o", str(tmp_path / "t.parquet"))
+    after = pd.Timestamp.now(tz="UTC")
+    assert code == 0
+    for name in ("t.parquet", "t.energy.parquet"):
+        frame = pd.read_parquet(tmp_path / name)
+        assert list(frame.columns)[1] == "time" and str(frame["time"].dt.tz) == "UTC"
+        assert before - pd.Timedelta(seconds=1) <= frame["time"].min() and frame["time"].max() <= after
+        stamps = frame["t_ns"].astype("int64")
+        steps = (frame["time"] - frame["time"].iloc[0]).dt.total_seconds() * 1e9
+        assert (abs(steps - (stamps - stamps.iloc[0])) < 1e3).all()  # the same instants, on the wall clock
