@@ -188,7 +188,7 @@ def with_wall_clock(frame: pd.DataFrame, meta: dict[str, object]) -> pd.DataFram
     column = "t_ns" if "t_ns" in frame else "t_start_ns" if "t_start_ns" in frame else None
     if column is None or not isinstance(anchor, int) or not isinstance(wall, int):
         return frame
-    at = frame.columns.get_loc(column) + 1
+    at = list(frame.columns).index(column) + 1
     times = pd.to_datetime(frame[column].astype("int64") - anchor + wall, unit="ns", utc=True)
     out = frame.copy()
     out.insert(at, "time", times)
