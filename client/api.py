@@ -25,6 +25,7 @@ from .handle import JobHandle, JobProgress, JobResult
 from .keys import CurveKeys, curve_keys
 from .stream import Subscription
 from .wire.errors import (
+    ConfigError,
     DaemonError,
     DaemonUnavailable,
     GpuprofError,
@@ -113,9 +114,40 @@ def _named_in(spec: SpecLike, error: GpuprofError) -> GpuprofError:
     return located
 
 
+def client_config_path() -> Path:
+    """The client's own configuration: ``$XDG_CONFIG_HOME/gpuprof/client.toml`` (``~/.config`` by
+    default)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "gpuprof" / "client.toml"
+
+
+def configured_endpoint() -> tuple[str, Path | None]:
+    """(the endpoint the client configuration names, its file), or (the system daemon's ipc path, None)
+    without one. ``endpoint = "ipc:///tmp/gpuprof/d.sock"`` is its one key."""
+    import tomllib
+
+    path = client_config_path()
+    try:
+        with open(path, "rb") as file:
+            settings = tomllib.load(file)
+    except FileNotFoundError:
+        return DEFAULT_ENDPOINT, None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = sorted(set(settings) - {"endpoint"})
+    endpoint = settings.get("endpoint", DEFAULT_ENDPOINT)
+    if unknown or not isinstance(endpoint, str) or not endpoint.startswith(("ipc://", "tcp://")):
+        raise ConfigError(
+            f"{path}: its one key is endpoint, an ipc:// or tcp:// address"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return endpoint, path if "endpoint" in settings else None
+
+
 def default_endpoint() -> str:
-    """$GPUPROF_ENDPOINT, else the system daemon's ipc path."""
-    return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+    """$GPUPROF_ENDPOINT, else the client configuration's (``configured_endpoint``), else the system
+    daemon's ipc path."""
+    return os.environ.get(ENDPOINT_ENV) or configured_endpoint()[0]
 
 
 def frame_from_chunks(chunks: Iterable[dict[str, Any]], table: str = "samples") -> pd.DataFrame:

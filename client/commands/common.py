@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, Client, JobHandle
+from ..api import DEFAULT_ENDPOINT, ENDPOINT_ENV, Client, JobHandle, configured_endpoint
 from ..handle import JobProgress
 from ..job_render import job_json, progress_line, render_job
 from ..llm_render import requests_json
@@ -27,12 +27,13 @@ LOG_EVERY_S = 5.0  # progress lines when stderr is not a terminal
 
 
 def endpoint_option(command: F) -> F:
-    """--endpoint, defaulting to $GPUPROF_ENDPOINT and then the system daemon's socket."""
+    """--endpoint, defaulting to $GPUPROF_ENDPOINT, then the client configuration's, then the system
+    daemon's socket."""
     return click.option(
         "--endpoint",
         envvar=ENDPOINT_ENV,
-        default=DEFAULT_ENDPOINT,
-        show_default=True,
+        default=lambda: configured_endpoint()[0],
+        show_default=f"{DEFAULT_ENDPOINT}, or endpoint in ~/.config/gpuprof/client.toml",
         show_envvar=True,
         help="gpuprofd's request socket (a ZeroMQ endpoint).",
     )(command)

@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from gpuprof.sampler.library import LIBRARY_ENV, driver_available
 from gpuprof.sampler.trace import check_writable
 
-from ..api import Client
+from ..api import Client, configured_endpoint
 from ..wire.errors import DaemonUnavailable, GpuprofError, PrivateDaemonFailed
 from .common import (
     ProgramCommand,
@@ -241,7 +241,8 @@ def run(
         hello = None
     if hello is not None:  # which daemon, and why: its configuration, not this command's flags, rules it
         source = click.get_current_context().get_parameter_source("endpoint")
-        why = "the node's"
+        configured = configured_endpoint()[1]
+        why = f"from {configured}" if configured is not None else "the node's"
         if source == ParameterSource.ENVIRONMENT:
             why = "from $GPUPROF_ENDPOINT"
         elif source == ParameterSource.COMMANDLINE:

@@ -166,3 +166,22 @@ def test_a_recorded_trace_has_a_wall_clock_time_beside_its_monotonic_one(
         stamps = frame["t_ns"].astype("int64")
         steps = (frame["time"] - frame["time"].iloc[0]).dt.total_seconds() * 1e9
         assert (abs(steps - (stamps - stamps.iloc[0])) < 1e3).all()  # the same instants, on the wall clock
+
+
+def test_the_client_configuration_names_the_endpoint_and_a_bad_one_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GPUPROF_ENDPOINT", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "gpuprof").mkdir()
+    config = tmp_path / "gpuprof" / "client.toml"
+    config.write_text(f'endpoint = "ipc://{tmp_path}/mine.sock"\n')
+    code, _, err = run(capsys, "jobs")
+    assert code != 0 and f"ipc://{tmp_path}/mine.sock" in err  # the configured daemon is the one asked
+    monkeypatch.setenv("GPUPROF_ENDPOINT", f"ipc://{tmp_path}/env.sock")  # the environment comes first
+    code, _, err = run(capsys, "jobs")
+    assert code != 0 and "env.sock" in err and "mine.sock" not in err
+    monkeypatch.delenv("GPUPROF_ENDPOINT")
+    config.write_text('endpoint = 3\ncolour = "red"\n')
+    code, _, err = run(capsys, "jobs")
+    assert code != 0 and err.count("\n") == 1 and str(config) in err and "unknown: colour" in err
