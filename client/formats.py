@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["energy", "number"]
+__all__ = ["bound_decimals", "energy", "number"]
 
 
 def _missing(value: Any) -> bool:
@@ -30,9 +30,23 @@ def number(
     return f"{text} {unit}" if unit else text
 
 
+def bound_decimals(bound: float | None, most: int = 4) -> int:
+    """The decimals that show a bound to two significant digits (0 for 10 and more, at most ``most``):
+    a figure is written to the same place, never finer than what is known of it."""
+    if bound is None or _missing(bound) or bound <= 0 or math.isinf(bound):
+        return 2
+    return min(max(1 - math.floor(math.log10(bound)), 0), most)
+
+
 def energy(value: float | None, bound: float | None, unbounded: str = "") -> str:
-    """An energy in joules with its bound (``± b J``); ``unbounded`` follows one that has none."""
+    """An energy in joules with its bound (``± b J``), both to the bound's second significant digit, the
+    bound rounded up (``3,051 J ± 13 J``, ``20.8 J ± 5.3 J``); ``unbounded`` follows one that has none
+    (two decimals)."""
     if _missing(value):
         return "n/a"
     assert value is not None
-    return f"{value:,.2f} J ± {bound:,.2f} J" if bound is not None else f"{value:,.2f} J{unbounded}"
+    if bound is None or _missing(bound):
+        return f"{value:,.2f} J{unbounded}"
+    places = bound_decimals(bound)
+    shown = math.ceil(bound * 10**places - 1e-9) / 10**places  # a bound is rounded up, never down
+    return f"{value:,.{places}f} J ± {shown:,.{places}f} J"

@@ -389,7 +389,7 @@ def test_cli_lists_shows_and_cancels_jobs(capsys: pytest.CaptureFixture[str], da
     code, out, _ = run_cli(capsys, "jobs", *ep)
     assert code == 0 and "done" in out and "ENERGY" in out
     code, out, _ = run_cli(capsys, "show", "done", *ep)
-    assert code == 0 and "SIMULATED" in out and "300.00 J ± 7.00 J" in out
+    assert code == 0 and "SIMULATED" in out and "300.0 J ± 7.0 J" in out
     code, out, _ = run_cli(capsys, "show", "done", "--json", *ep)
     assert code == 0 and json.loads(out)["windows"][0]["name"] == "step 0"
     code, _, err = run_cli(capsys, "show", "nope", *ep)
@@ -478,7 +478,7 @@ def test_cli_run_uses_a_daemon_that_answers(
     path.write_text(SPEC)
     code, out, err = run_cli(capsys, "run", str(path), "--endpoint", daemon.endpoint)
     assert code == 0 and "starting a private" not in err and f"gpuprofd at {daemon.endpoint}" in err
-    assert "SIMULATED" in out and "300.00 J ± 7.00 J" in out
+    assert "SIMULATED" in out and "300.0 J ± 7.0 J" in out
 
 
 def test_closing_the_client_closes_its_open_streams(daemon: FakeDaemon) -> None:
