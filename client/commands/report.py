@@ -12,11 +12,12 @@ import pandas as pd
 from gpuprof.sampler.files import read_regular_file
 
 from ..api import Client, frame_from_chunks
-from ..report import Report, group_label
-from ..report_page import write_report
+from ..report import CONFIDENCE, GROUP, Report, group_label, rows_of
+from ..report_page import headline, write_report
 from .common import echo_json, endpoint_option, json_option
 
 MAX_SAVED_JOB_BYTES = 1 << 30  # a saved --json of a long llm job: its requests' answers, a line each
+HEADLINE_BUDGET = 1.1  # the latency budget of the saving printed per group
 
 
 def saved_job(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -52,14 +53,23 @@ def write_job_report(
     if as_json:
         echo_json(written)
         return
+    within = analysis.savings[analysis.savings["latency_budget"] == HEADLINE_BUDGET]
     for row in analysis.optima.itertuples():
-        saving = getattr(row, "saving_at_1_1x_latency", None)
         line = (
             f"{group_label(row.model, row.engine, row.task, row.batch_size)}: "
             f"energy-optimal {_mhz(row.energy_optimal_mhz)}, EDP-optimal {_mhz(row.edp_optimal_mhz)}"
         )
-        if saving is not None and saving == saving:
-            line += f", {saving:.1%} less energy than {_mhz(row.default_clock_mhz)} within 1.1x its latency"
+        saved = rows_of(within, {c: getattr(row, c) for c in GROUP}).dropna(subset=["saving"])
+        if len(saved):
+            first = saved.iloc[0]
+            low, high = first["saving_ci_low"], first["saving_ci_high"]
+            interval = "" if pd.isna(low) else f" ({CONFIDENCE:.0%} CI {low:.1%} to {high:.1%})"
+            line += (
+                f", {first['saving']:.1%}{interval} less energy than {_mhz(row.default_clock_mhz)} "
+                f"within {HEADLINE_BUDGET:g}x its latency"
+            )
+        click.echo(line, err=err)
+    for line in headline(analysis.savings):
         click.echo(line, err=err)
     if analysis.simulated:
         click.echo("(SIMULATED: from gpuprof's simulated GPU, not a real one)", err=err)
@@ -113,12 +123,14 @@ MAX_REPORT_JOBS = 64
 @json_option
 @endpoint_option
 def report(job_ids: tuple[str, ...], directory: str | None, as_json: bool, endpoint: str) -> None:
-    """Analyse finished llm JOBs: energy, latency, power and EDP against SM clock per model x engine x task
-    x batch size, the energy- and EDP-optimal clocks, savings against the default clock within latency
-    budgets, the Pareto frontier of energy against latency, and Pearson and Spearman correlations (95%
+    """Analyse finished llm JOBs: energy, latency, the GPU's measured power and EDP against SM clock per
+    model x engine x task x batch size, each with its 95% interval; the energy- and EDP-optimal clocks; the
+    energy saved against the default clock within latency budgets and a quality tolerance, with its
+    interval; the Pareto frontier of energy against latency; and Pearson and Spearman correlations (95%
     intervals) of each input feature with energy and latency. Flagged points (the GPU ran below the clock
-    asked) are left out of optima. Writes clocks.csv, optima.csv, pareto.csv, correlations.csv, a PNG per
-    plot and report.html (self-contained). Method: docs/report.md.
+    asked) are left out of optima and savings. Writes clocks.csv, optima.csv, savings.csv, pareto.csv,
+    correlations.csv, a PNG per plot and report.html (self-contained: the GPU, dates, spec and gpuprof
+    version too). Method: docs/report.md.
 
     Each JOB is a job id on gpuprofd, a file holding the output of `gpuprof run --json` or
     `gpuprof show --json` for an llm job, or the .parquet or .csv table of `gpuprof study gather` (no

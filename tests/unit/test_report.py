@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuprof.client.report import Report, correlations, optima, pareto, per_clock
+from gpuprof.client.report import Report, correlations, optima, pareto, per_clock, savings
 
 pytest.importorskip("scipy")
 
@@ -34,16 +34,16 @@ def test_optima_skip_flagged_points_and_savings_respect_the_latency_budget() -> 
     table = per_clock(requests_at(CLOCKS), SWEEP)
     assert list(table["clock_mhz"]) == [600, 900, 1200, 1500, 1980]
     assert list(table["flagged"]) == [False, False, False, False, True]
-    assert table.loc[2, "energy_j"] == pytest.approx(6.0) and table.loc[2, "mean_power_w"] == pytest.approx(
-        6 / 0.55
-    )
+    assert table.loc[2, "energy_j"] == pytest.approx(6.0)
+    assert table["gpu_power_w"].isna().all()  # no point windows here: not made up from energy over latency
     (row,) = optima(table).to_dict("records")
     assert row["default_clock_mhz"] == 1980 and row["energy_optimal_mhz"] == 1200
     assert row["edp_optimal_mhz"] == 1500  # 6.5 x 0.50 = 3.25 < 6.0 x 0.55 = 3.3
-    assert row["clock_mhz_at_1x_latency"] is None  # nothing unflagged is as fast as 0.45 s
-    assert row["clock_mhz_at_1.25x_latency"] == 1200 and row["saving_at_1.25x_latency"] == pytest.approx(0.25)
-    assert row["clock_mhz_at_1.1x_latency"] is None  # 1500 MHz takes 0.50 s > 1.1 x 0.45 s
-    assert row["clock_mhz_at_1.5x_latency"] == 1200
+    by_budget = savings(table, requests_at(CLOCKS)).set_index("latency_budget")
+    assert pd.isna(by_budget.loc[1.0, "clock_mhz"])  # nothing unflagged is as fast as 0.45 s
+    assert by_budget.loc[1.25, "clock_mhz"] == 1200 and by_budget.loc[1.25, "saving"] == pytest.approx(0.25)
+    assert pd.isna(by_budget.loc[1.1, "clock_mhz"])  # 1500 MHz takes 0.50 s > 1.1 x 0.45 s
+    assert by_budget.loc[1.5, "clock_mhz"] == 1200
 
 
 def test_the_pareto_frontier_keeps_only_undominated_points() -> None:
@@ -63,8 +63,8 @@ def test_correlations_carry_intervals_and_find_a_tracking_feature() -> None:
     )  # energy follows entropy
     noisy = frame.assign(energy_j=frame["energy_j"] + np.random.default_rng(0).normal(0, 2, 30))
     row = correlations(noisy).query("model == 'all' and feature == 'token_entropy' and target == 'energy_j'")
-    low, high = row["pearson_ci95"].item()
-    assert low < row["pearson_r"].item() < high and low > 0
+    low, high = row["pearson_ci_low"].item(), row["pearson_ci_high"].item()
+    assert low < row["pearson_r"].item() < high and low > 0 and row["pearson_significant"].item()
 
 
 def test_a_job_without_requests_cannot_be_reported() -> None:
