@@ -82,6 +82,21 @@ def _energy_lines(figures: dict[str, Any], indent: str) -> list[str]:
     return lines
 
 
+def _window_name(window: dict[str, Any]) -> str:
+    """A window's name with what tells it from its namesakes: a point's task, batch size and clock, a
+    steady-state or warmup window's id (``m0.bs4``: model 0, batch size 4)."""
+    name, attrs = str(window.get("name", "?")), window.get("attrs") or {}
+    if not isinstance(attrs, dict):
+        return name
+    if name == "point":
+        parts = [str(attrs[k]) for k in ("task",) if attrs.get(k)]
+        parts += [f"batch {attrs['batch_size']}"] if attrs.get("batch_size") else []
+        parts += [f"{attrs['sm_clock_mhz']} MHz"] if attrs.get("sm_clock_mhz") else []
+        return f"point {attrs.get('id', '')} ({', '.join(parts)})" if parts else name
+    ident = attrs.get("id")
+    return f"{name} {ident}" if ident is not None and name != "batch" else name
+
+
 def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
     """Marked windows as a table; the methods are stated once above it."""
     if not windows:
@@ -92,7 +107,7 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
         span = _span(window.get("counter_t_start_ns"), window.get("counter_t_end_ns")).removeprefix("over ")
         rows.append(
             [
-                str(window.get("name", "?")),
+                _window_name(window),
                 _num(window.get("duration_s"), "s", 3),
                 _energy(window.get("energy_counter_j"), window.get("energy_counter_uncertainty_j")),
                 span or "-",

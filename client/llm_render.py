@@ -58,6 +58,20 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
         )
         header = ["MODEL", "TASK", "BATCH", "REQ", "OUT TOK/S", "TTFT ms", "TPOT ms", "J/REQ", "CV", "J/TOK",
                   "QUALITY", "SHORT", "SM MHz"]  # fmt: skip
+        synthetic = {
+            m.get("model")
+            for m in section.get("models") or []
+            if str(m.get("weights", "")).startswith("synthetic")
+        }
+        swept = any(p.get("sm_clock_mhz") is not None for p in points)
+        if swept:  # a sweep: in order of the clock asked for, beside the one observed
+            points = sorted(
+                points,
+                key=lambda p: (str(p.get("model")), str(p.get("task")), p.get("batch_size") or 0,
+                               p.get("sm_clock_mhz") or 0),
+            )  # fmt: skip
+            header[-1] = "OBSERVED MHz"
+            header.insert(-1, "LOCK MHz")
         rows = [
             [
                 str(p.get("model") or "-"), str(p.get("task") or "-"), str(p.get("batch_size") or "-"),
@@ -65,17 +79,28 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
                 _fmt(p.get("output_tokens_per_s"), 1), _fmt(p.get("ttft_s_median"), 1, 1e3),
                 _fmt(p.get("tpot_s_median"), 2, 1e3), _fmt(p.get("energy_per_request_j_mean"), 2),
                 _fmt(p.get("energy_per_request_cv"), 2), _fmt(p.get("j_per_token_mean"), 4),
-                f"{_fmt(p.get('quality_mean'), 3)} {p.get('quality_metric') or ''}".strip(),
-                _fmt(p.get("short_window_fraction"), 2), _fmt(p.get("observed_sm_clock_mhz_median"), 0),
+                "- synthetic" if p.get("model") in synthetic
+                else f"{_fmt(p.get('quality_mean'), 3)} {p.get('quality_metric') or ''}".strip(),
+                _fmt(p.get("short_window_fraction"), 2),
+                *([_fmt(p.get("sm_clock_mhz"), 0)] if swept else []),
+                _fmt(p.get("observed_sm_clock_mhz_median"), 0),
             ]
             for p in points
         ]  # fmt: skip
         lines += ["    " + line for line in _table(header, rows)]
+        lines.append(
+            "    J/REQ: a request's share of its batch's energy; J/TOK: that over the request's input and "
+            "output tokens"
+        )
+        if synthetic & {p.get("model") for p in points}:
+            lines.append(
+                "    QUALITY - synthetic: random weights answer nothing; their quality measures nothing"
+            )
         for p in points:
             if p.get("capped"):
                 lines.append(
                     f"    CAPPED: {p.get('model')} {p.get('task')} batch {p.get('batch_size')} ran at "
-                    f"{_fmt(p.get('observed_sm_clock_mhz_median'), 0)} MHz, below its clock, under "
+                    f"{_fmt(p.get('observed_sm_clock_mhz_median'), 0)} MHz, {_below(p)}, under "
                     f"{', '.join(r for r in p.get('clock_event_reasons') or [] if r != 'gpu_idle')}"
                 )
         if any((p.get("short_window_fraction") or 0) > 0 for p in points):
@@ -99,6 +124,10 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
             for s in steady
         ]  # fmt: skip
         lines += ["    " + line for line in _table(header, rows)]
+        lines.append(
+            "    J/TOKEN: the window's energy over the tokens it processed (prefill: context tokens; decode: "
+            "generated ones), ± its bound"
+        )
         if any(s.get("bandwidth_bound_share") is not None for s in steady):
             lines.append(
                 "    OF BOUND: decode tokens per second over the memory-bandwidth bound (docs/llm.md)"
@@ -108,9 +137,15 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
                 reasons = ", ".join(r for r in s.get("clock_event_reasons") or [] if r != "gpu_idle")
                 lines.append(
                     f"    CAPPED: {s.get('id')} {s.get('phase')} ran at "
-                    f"{_fmt(s.get('observed_sm_clock_mhz_median'), 0)} MHz, below its clock, under {reasons}"
+                    f"{_fmt(s.get('observed_sm_clock_mhz_median'), 0)} MHz, {_below(s)}, under {reasons}"
                 )
     return lines
+
+
+def _below(figures: dict[str, Any]) -> str:
+    """What a capped point or window ran below: the clock locked for it, else the GPU's top clock."""
+    locked = figures.get("sm_clock_mhz")
+    return f"below its {_fmt(locked, 0)} MHz lock" if locked is not None else "below the GPU's top clock"
 
 
 def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:

@@ -245,3 +245,16 @@ def test_a_swept_job_says_its_clocks_and_that_it_was_reset_after_every_point() -
         "clocks          SM clock locked per point, 3 clocks, 600-1410 MHz; "
         "reset after every point and at the job's end"
     ) in text
+
+
+def test_windows_of_one_name_say_which_point_or_batch_size_they_are() -> None:
+    from gpuprof.client.job_render import _window_lines
+
+    windows = [
+        {"name": "point", "attrs": {"id": "p3", "task": "qa", "batch_size": 4, "sm_clock_mhz": 1500}},
+        {"name": "warmup", "attrs": {"id": "p3"}},
+        {"name": "steady_decode", "attrs": {"id": "m0.bs4.s1"}},
+        {"name": "cooldown", "attrs": {"seconds": 0.5}},
+    ]
+    names = [line.strip().split("  ")[0] for line in _window_lines(windows)[3:]]
+    assert names == ["point p3 (qa, batch 4, 1500 MHz)", "warmup p3", "steady_decode m0.bs4.s1", "cooldown"]

@@ -111,3 +111,29 @@ def test_a_vllm_model_line_names_its_version_kv_cache_and_attention_backend() ->
     text = "\n".join(render_llm({"models": [model]}, False))
     assert "engine vllm (KV cache 2 GiB, up to 8 sequences at once, prefix caching off)" in text
     assert "attention FLASH_ATTN; vllm 0.32.0, torch 2.13.0" in text
+
+
+def test_swept_points_read_in_the_order_of_their_lock_beside_what_was_observed() -> None:
+    def point(mhz: int | None, observed: int, capped: bool = False) -> dict[str, object]:
+        return {"model": "tiny", "task": "qa", "batch_size": 1, "requests": 4, "sm_clock_mhz": mhz,
+                "observed_sm_clock_mhz_median": observed, "capped": capped,
+                "clock_event_reasons": ["sw_power_cap"] if capped else [], "quality_mean": 0.0,
+                "quality_metric": "f1"}  # fmt: skip
+
+    section = {
+        "models": [{"model": "tiny", "weights": "synthetic (random, made on the device)"}],
+        "points": [point(1980, 1725, capped=True), point(600, 600), point(1800, 1725, capped=True)],
+        "energy_method": "fused",
+    }
+    lines = render_llm(section, simulated=True)
+    header = next(line for line in lines if "MODEL" in line).split()
+    assert header[-2:] == ["MHz", "OBSERVED"] or header[-4:] == ["LOCK", "MHz", "OBSERVED", "MHz"]
+    rows = [line.split() for line in lines if line.strip().startswith("tiny ")]
+    assert [(row[-2], row[-1]) for row in rows] == [("600", "600"), ("1,800", "1,725"), ("1,980", "1,725")]
+    assert all("synthetic" in " ".join(row) for row in rows) and "0.000" not in " ".join(lines)
+    assert any("their quality measures nothing" in line for line in lines)
+    assert any("J/TOK: that over the request's input and output tokens" in line for line in lines)
+    assert any("below its 1,980 MHz lock, under sw_power_cap" in line for line in lines)
+    unlocked = render_llm({**section, "points": [point(None, 1725, capped=True)]}, simulated=True)
+    assert any("below the GPU's top clock" in line for line in unlocked)
+    assert not any("LOCK" in line for line in unlocked)
