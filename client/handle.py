@@ -30,16 +30,42 @@ class JobClient(Protocol):
     def trace(self, job_id: str, table: str = ..., chunk_rows: int = ...) -> pd.DataFrame: ...
 
 
+SUMMARY_KEYS = (
+    "id",
+    "state",
+    "user",
+    "energy_counter_j",
+    "energy_integrated_j",
+    "duration_s",
+    "mean_power_w",
+    "simulated",
+    "windows",
+)
+
+
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
+    """The --json form of a job map: its result's figures and windows lifted to the top level."""
+    out = {k: v for k, v in job.items() if k != "result"}
+    for key, value in (job.get("result") or {}).items():
+        out.setdefault(key, value)  # the job's own id, gpu and simulated come first and win
+    for key in SUMMARY_KEYS:
+        out.setdefault(key, [] if key == "windows" else None)
+    return out
+
+
 @dataclass
 class JobResult:
-    """A finished job: its map (``summary``), its trace and energy readings, its marked windows and, for an
-    llm job, its requests (one row each; empty otherwise)."""
+    """A finished job: ``summary``, the same map ``--json`` prints (``job_json``: the result's figures at
+    the top level, ``summary["energy_counter_j"]``), ``job`` as the daemon keeps it (the result under
+    ``job["result"]``), its trace and energy readings, its marked windows and, for an llm job, its
+    requests (one row each; empty otherwise)."""
 
     summary: dict[str, Any]
     trace: pd.DataFrame
     energy: pd.DataFrame
     windows: pd.DataFrame
     requests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    job: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,7 +189,8 @@ class JobHandle:
         result = summary.get("result") or {}
         windows = pd.DataFrame(result.get("windows") or [])
         requests = self._table(summary, "requests") if (result.get("llm") or {}).get("requests") else None
-        return JobResult(summary, trace, energy, windows, pd.DataFrame() if requests is None else requests)
+        found = pd.DataFrame() if requests is None else requests
+        return JobResult(job_json(summary), trace, energy, windows, found, job=summary)
 
     def _table(self, summary: dict[str, Any], table: str) -> pd.DataFrame:
 

@@ -7,33 +7,14 @@ from typing import Any
 
 from .formats import energy
 from .formats import number as _num
-from .handle import JobProgress
+from .handle import JobProgress, job_json
 from .llm_render import render_llm, render_sweep
 from .wire.messages import GpuInfo
 
-SUMMARY_KEYS = (
-    "id",
-    "state",
-    "user",
-    "energy_counter_j",
-    "energy_integrated_j",
-    "duration_s",
-    "mean_power_w",
-    "simulated",
-    "windows",
-)
+__all__ = ["job_json", "progress_line", "render_gpus", "render_job", "render_jobs"]
+
 SENSOR_NOTE = "shorter than one power-sensor update (~100 ms): energy unreliable"
 MAX_WINDOW_ROWS = 20
-
-
-def job_json(job: dict[str, Any]) -> dict[str, Any]:
-    """The --json form of a job map: its result's figures and windows lifted to the top level."""
-    out = {k: v for k, v in job.items() if k != "result"}
-    for key, value in (job.get("result") or {}).items():
-        out.setdefault(key, value)  # the job's own id, gpu and simulated come first and win
-    for key in SUMMARY_KEYS:
-        out.setdefault(key, [] if key == "windows" else None)
-    return out
 
 
 def _energy(value: float | None, bound: float | None) -> str:

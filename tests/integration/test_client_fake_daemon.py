@@ -22,6 +22,7 @@ import zmq
 
 from gpuprof.client import Client, DaemonError, DaemonUnavailable, JobNotFound
 from gpuprof.client.cli import main
+from gpuprof.client.job_render import job_json
 from gpuprof.client.wire.errors import JobSpecError, PermissionDenied, exit_code
 from gpuprof.client.wire.jobspec import parse_job_spec
 from gpuprof.client.wire.protocol import (
@@ -355,7 +356,8 @@ def test_wait_shows_progress_from_the_live_stream_then_result(client: Client, da
     assert job["state"] == "succeeded"
     assert ("running", 421.5, "warmup") in seen  # live samples and markers arrived while it ran
     result = handle.result()
-    assert result.summary["result"]["energy_counter_j"] == 300.0
+    assert result.summary["energy_counter_j"] == 300.0 == result.job["result"]["energy_counter_j"]
+    assert result.summary == job_json(result.job)  # what --json prints
     assert len(result.trace) == ROWS and result.energy["energy_mj"].tolist() == [1000, 2000]
     assert result.windows["name"].tolist() == ["step 0"]
 

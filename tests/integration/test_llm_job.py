@@ -69,7 +69,7 @@ def test_every_request_of_every_point_is_in_the_result(finished: tuple[DaemonPro
     assert (scored["output_tokens"] == 0).all() and scored["choice"].notna().all()
     assert set(requests["quality_metric"]) == {"accuracy", "f1", "rouge_l"}
     assert set(requests["model_source"]) == {"arch"} and set(requests["entity_method"]) == {"heuristic"}
-    llm = result.summary["result"]["llm"]
+    llm = result.summary["llm"]
     points = pd.DataFrame(llm["points"])
     assert len(points) == 12 and set(points["batch_size"]) == {1, 2}
     assert (points["requests"] == 4).all()
@@ -130,7 +130,7 @@ def test_a_point_repeats_until_its_energy_is_known_to_the_target(
         )
         with Client(daemon.endpoint) as client:
             result = client.submit(str(spec)).result(timeout_s=240)
-        (point,) = result.summary["result"]["llm"]["points"]
+        (point,) = result.summary["llm"]["points"]
         assert point["repetitions"] == repetitions and point["requests"] == 4 * repetitions
         assert point["ci95_target_reached"] is (repetitions == 1)  # 1e-9 is never reached: the cap stops it
     finally:
@@ -153,7 +153,7 @@ def test_a_compiled_engine_job_reports_its_compile_time_apart_from_its_requests(
             result = client.handle(str(job["id"])).result()
     finally:
         daemon.kill()
-    (model,) = result.summary["result"]["llm"]["models"]
+    (model,) = result.summary["llm"]["models"]
     assert model["engine"] == "compiled" and model["compile_mode"] == "default"  # a CPU: no CUDA graphs
     assert model["torch_version"] and model["transformers_version"] and model["weights_bytes"] > 0
     compiles = result.windows[result.windows["name"] == "compile"]
@@ -164,7 +164,7 @@ def test_a_compiled_engine_job_reports_its_compile_time_apart_from_its_requests(
     requests = result.requests
     assert len(requests) == 3 and set(requests["engine"]) == {"compiled"}
     assert (requests["output_tokens"] == 4).all() and (requests["energy_j"] > 0).all()
-    steady = result.summary["result"]["llm"]["steady_state"]
+    steady = result.summary["llm"]["steady_state"]
     assert {s["phase"] for s in steady} == {"prefill", "decode"} and all(
         s["engine"] == "compiled" for s in steady
     )

@@ -62,7 +62,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @needs_vllm
 def test_the_result_names_vllm_its_versions_and_attention_backend(result: Any) -> None:
-    (model,) = result.summary["result"]["llm"]["models"]
+    (model,) = result.summary["llm"]["models"]
     assert model["engine"] == "vllm" and model["vllm_version"] and model["torch_version"]
     assert model["attention"] and model["attention"] != "unknown"
     assert model["architecture"] == "LlamaForCausalLM" and model["weights_bytes"] > 0
@@ -94,7 +94,7 @@ def test_every_request_has_its_own_phases_inside_its_batch(result: Any) -> None:
 
 @needs_vllm
 def test_steady_state_windows_give_energy_per_token(result: Any) -> None:
-    steady = result.summary["result"]["llm"]["steady_state"]
+    steady = result.summary["llm"]["steady_state"]
     assert {(s["phase"], s["batch_size"]) for s in steady} == {
         (phase, size) for phase in ("prefill", "decode") for size in (1, 3)
     }
