@@ -77,7 +77,15 @@ class JobProgress:
     sm_clock_mhz: int | None = None
     phase: str | None = None
     updated: int = 0  # live messages seen so far
+    fraction: float | None = None  # of the job done, where its workload says (status markers' done/total)
     now_ns: Callable[[], int] = field(default=time.time_ns, repr=False)
+
+    @property
+    def seconds_left(self) -> float | None:
+        """The time left at the pace so far (elapsed x undone / done), once a tenth of the job is done."""
+        if self.fraction is None or self.fraction < 0.1 or self.state != "running":
+            return None
+        return self.elapsed_s * (1 - self.fraction) / self.fraction
 
     @property
     def id(self) -> str:
@@ -117,7 +125,17 @@ class JobProgress:
                 self.phase = str(name)
             elif marker == "end" and self.phase == name:
                 self.phase = None
-            elif marker in ("status", "fail", "event"):
+            elif marker == "status":
+                given = message.get("attrs")
+                attrs: dict[str, Any] = given if isinstance(given, dict) else {}
+                done, total = attrs.get("done"), attrs.get("total")
+                if (
+                    isinstance(done, int | float)
+                    and isinstance(total, int | float)
+                    and 0 <= done <= total > 0
+                ):
+                    self.fraction = done / total
+            elif marker in ("fail", "event"):
                 self.phase = f"{marker}: {name}"
 
 

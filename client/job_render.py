@@ -245,6 +245,11 @@ def progress_line(progress: JobProgress) -> str:
         parts.append(f"{progress.power_w:6.1f} W")
     if progress.sm_clock_mhz is not None:
         parts.append(f"{progress.sm_clock_mhz:4d} MHz")
+    if progress.fraction is not None:
+        left = progress.seconds_left
+        parts.append(
+            f"{progress.fraction:4.0%}" + (f" ~{left // 60:.0f}:{left % 60:02.0f} left" if left else "")
+        )
     if progress.phase:
         parts.append(f"phase {progress.phase}")
     if progress.simulated:

@@ -115,9 +115,13 @@ class MarkerWriter:
             raise MarkerChannelError(f"{what} refused: {reply.get('error', 'no reason given')}")
         return reply
 
-    def status(self, text: str) -> None:
-        """A line of progress for the user."""
-        self._send("status", "status", {"text": _one_line(text)})
+    def status(self, text: str, done: float | None = None, total: float | None = None) -> None:
+        """A line of progress for the user; with ``done`` of ``total`` (the job's own units, done <= total),
+        clients show a percentage and the time left."""
+        attrs: dict[str, Any] = {"text": _one_line(text)}
+        if done is not None and total is not None and 0 <= done <= total and total > 0:
+            attrs.update(done=float(done), total=float(total))
+        self._send("status", "status", attrs)
 
     def fail(self, reason: str) -> None:
         """The job failed; ``reason`` is sent as one line."""

@@ -6,6 +6,7 @@ work slows down with the clock")."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ def test_the_sweep_examples_energy_optimum_stands_apart_from_the_top_clock(
     code = main(["run", str(EXAMPLE), "--simulate", "--allow-dvfs", "--json", *endpoint])
     out, err = capsys.readouterr()
     assert code == 0, err
+    assert re.search(r"running .* \d+% ~\d+:\d\d left", err), err  # the progress line's share and time left
     summary = json.loads(out)
     points = summary["dvfs"]["points"]
     assert {p["batch_size"] for p in points} == {1, 4}

@@ -258,3 +258,25 @@ def test_windows_of_one_name_say_which_point_or_batch_size_they_are() -> None:
     ]
     names = [line.strip().split("  ")[0] for line in _window_lines(windows)[3:]]
     assert names == ["point p3 (qa, batch 4, 1500 MHz)", "warmup p3", "steady_decode m0.bs4.s1", "cooldown"]
+
+
+def test_progress_shows_the_share_done_and_the_time_left_where_the_workload_says() -> None:
+    started = 1_000 * 10**9
+    progress = JobProgress(
+        {"id": "j", "state": "running", "started_ns": started}, now_ns=lambda: started + 40 * 10**9
+    )
+    progress.apply({"kind": "marker", "marker": "status", "name": "status", "attrs": {"text": "loading"}})
+    assert progress.fraction is None and "%" not in progress_line(progress)
+    progress.apply(
+        {
+            "kind": "marker",
+            "marker": "status",
+            "name": "status",
+            "attrs": {"text": "x", "done": 2.5, "total": 10},
+        }
+    )
+    assert progress.fraction == 0.25 and progress.seconds_left == 120.0  # 40 s for a quarter
+    assert " 25% ~2:00 left" in progress_line(progress)
+    for bad in ({"done": 11, "total": 10}, {"done": -1, "total": 10}, {"done": "a", "total": 2}):
+        progress.apply({"kind": "marker", "marker": "status", "name": "status", "attrs": bad})
+        assert progress.fraction == 0.25  # what cannot be a share is not one

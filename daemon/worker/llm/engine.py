@@ -43,8 +43,8 @@ def _torch() -> Any:
         raise GpuprofError(f"LLM jobs need torch ({exc}): pip install 'gpuprof[inference]'") from None
 
 
-PACE_MARGIN = 2.0  # a simulated phase's paced time over the slowest of the CPU's calls that paced it
-PACE_CALLS = 2  # calls of one phase shape timed on the CPU before its pace is fixed
+PACE_MARGIN = 3.0  # a simulated phase's paced time over the slowest of the CPU's calls that paced it
+PACE_CALLS = 3  # calls of one phase shape timed on the CPU before its pace is fixed
 
 
 class Device:

@@ -29,9 +29,7 @@ from .clock_search import search_clock
 from .target import GpuTarget, sigterm_deferred
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
-PACE_ROUNDS = (
-    1 + 2
-)  # unmeasured batches of each task and batch size: one to warm, two to pace the simulated GPU
+PACE_ROUNDS = 4  # unmeasured batches of each task and batch size: one warms, three pace the simulated GPU
 Model = LoadedModel | VllmModel  # a model under any engine (docs/llm.md, "Engines")
 
 
@@ -58,14 +56,34 @@ def _run_batch(lm: Model, batch: list[tasks.TaskItem], params: LlmParams, phases
     return lm.generate([item.prompt for item in batch], params, phases)
 
 
+class _Progress:
+    """How far a job's points are, for the user's progress line: points done, and the share done of the one
+    running, of ``total`` points (None where a search decides how many)."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.done = total, 0
+
+    def status(self, markers: MarkerWriter, text: str, share: float) -> None:
+        done = min(self.done + share, self.total) if self.total else None
+        markers.status(text, done=done, total=self.total)
+
+
 class _Point:
     """One model x task x batch size (x SM clock in a sweep): warmup, then each repetition's batches."""
 
     def __init__(
-        self, point_id: str, lm: Model, task: str, batch_size: int, params: LlmParams, mhz: int | None
+        self,
+        point_id: str,
+        lm: Model,
+        task: str,
+        batch_size: int,
+        params: LlmParams,
+        mhz: int | None,
+        progress: _Progress | None = None,
     ) -> None:
         self.id, self.lm, self.task, self.batch_size, self.params = point_id, lm, task, batch_size, params
         self.sm_clock_mhz = mhz
+        self.progress = progress or _Progress(None)
 
     def run(self, items: list[tasks.TaskItem], extractor: _Features, markers: MarkerWriter) -> None:
         lm, params = self.lm, self.params
@@ -94,9 +112,10 @@ class _Point:
                 done += 1
                 if time.monotonic() - last_status > 2 or done == total:
                     last_status = time.monotonic()
-                    markers.status(
-                        f"{lm.ref.name} {self.task} batch {self.batch_size}: {done}/{total} batches"
-                    )
+                    self.progress.status(
+                        markers, f"{lm.ref.name} {self.task} batch {self.batch_size}: {done}/{total} batches",
+                        done / total,
+                    )  # fmt: skip
             repetitions = rep + 1
             if params.ci95_target is not None:
                 reached = self._precise_enough(markers, params.ci95_target)
@@ -307,9 +326,11 @@ class _PointRunner:
         device: Device,
         markers: MarkerWriter,
         counter: Iterator[int],
+        progress: _Progress | None = None,
     ) -> None:
         self.lm, self.extractor, self.items, self.params = lm, extractor, items, params
         self.dvfs, self.device, self.markers, self.counter = dvfs, device, markers, counter
+        self.progress = progress or _Progress(None)
 
     def run(self, task: str, batch_size: int, mhz: int | None) -> str:
         """Runs the point; returns its id."""
@@ -317,8 +338,9 @@ class _PointRunner:
         if mhz is not None and self.dvfs is not None:
             _at_clock(self.markers, self.device, self.dvfs, mhz)
         try:
-            point = _Point(point_id, self.lm, task, batch_size, self.params, mhz)
+            point = _Point(point_id, self.lm, task, batch_size, self.params, mhz, self.progress)
             point.run(self.items[task], self.extractor, self.markers)
+            self.progress.done += 1
         finally:
             if mhz is not None:
                 with sigterm_deferred():
@@ -390,6 +412,8 @@ def run(
     }
     device = Device(target)
     counter = iter(range(1 << 30))  # point ids run across models
+    searching = dvfs is not None and dvfs.search is not None
+    progress = _Progress(None if searching else len(params.models) * len(plan(params, dvfs)))
     try:
         for model_index, ref in enumerate(params.models):
             markers.begin("load", id=f"m{model_index}", model=ref.name, model_source=ref.kind)
@@ -402,7 +426,9 @@ def run(
             paced: dict[str, Any] = {"simulated_pace": pace} if pace else {}
             markers.begin("measure", id=f"m{model_index}", **paced)
 
-            run_point = _PointRunner(lm, extractor, items, params, dvfs, device, markers, counter).run
+            run_point = _PointRunner(
+                lm, extractor, items, params, dvfs, device, markers, counter, progress
+            ).run
             if dvfs is not None and dvfs.search is not None:
                 _search(params, dvfs, model_index, run_point, markers)
             else:
