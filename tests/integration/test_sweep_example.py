@@ -45,10 +45,4 @@ def test_the_sweep_examples_energy_optimum_stands_apart_from_the_top_clock(
         assert usable[0]["latency_s"] > 1.3 * top["latency_s"], report  # 600 MHz is slower by far
     # The simulated GPU's pace, fixed before anything was measured, is in the result.
     pace = summary["llm"]["models"][0]["simulated_pace"]
-    assert {(p["phase"], p["sequences"]) for p in pace} == {
-        ("prefill", 1),
-        ("prefill", 4),
-        ("decode", 1),
-        ("decode", 4),
-    }
-    assert all(p["s_per_unit"] > 0 for p in pace)
+    assert pace["scale"] > 0 and "H100" in pace["model"]

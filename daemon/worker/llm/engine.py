@@ -43,8 +43,10 @@ def _torch() -> Any:
         raise GpuprofError(f"LLM jobs need torch ({exc}): pip install 'gpuprof[inference]'") from None
 
 
-PACE_MARGIN = 3.0  # a simulated phase's paced time over the slowest of the CPU's calls that paced it
-PACE_CALLS = 3  # calls of one phase shape timed on the CPU before its pace is fixed
+PACE_MARGIN = 2.0  # a simulated phase's paced time over the CPU's, on the slowest call that paced it
+# The simulated GPU's phases are an H100 SXM's work: bf16 peak FLOP/s and HBM3 bytes/s (spec sheet).
+H100_PEAK_FLOPS, H100_PEAK_BYTES_S = 989.4e12, 3.35e12
+FORWARD_S = 1e-3  # a forward pass's fixed cost: an eager model's kernel launches, ~1 ms on an H100
 
 
 class Device:
@@ -55,8 +57,11 @@ class Device:
         self.torch = _torch()
         self.simulated = target is not None and target.simulated
         self._sim: Any = None
-        self.paces: dict[tuple[str, int], float] = {}  # (phase, rows) -> s per unit of work, at the top clock
-        self._timed: dict[tuple[str, int], list[float]] = {}  # (phase, rows) -> s per unit, calls not paced
+        self.work: tuple[float, float] | None = (
+            None  # the model's parameters and weight bytes (simulated GPU)
+        )
+        self.scale: float | None = None  # simulated seconds per second of the H100's modelled time
+        self._ratios: list[float] = []  # the CPU's time over the modelled time, of the calls timed
         if target is None:
             self.device = self.torch.device("cpu")
             self.name = "CPU"
@@ -95,14 +100,15 @@ class Device:
 
     def stretch(self, phase: str, elapsed_s: float, units: int = 1, rows: int = 1) -> None:
         """On the simulated GPU, holds a phase busy for as long as the simulated GPU would take on it at its
-        clock: ``slowdown`` times its paced time at the top clock (docs/simulated-gpu.md).
+        clock (docs/simulated-gpu.md): ``slowdown`` times its time at the top clock.
 
-        The model runs on the CPU at one speed, and the CPU's own time varies from call to call by more than
-        a clock step changes it. So a phase of ``rows`` sequences is paced: after PACE_CALLS calls of that
-        shape timed on the CPU (``pace`` fixes those the workload made before measuring), it takes
-        PACE_MARGIN x the slowest of them per unit of work (a prefill's tokens, a decode's steps), times
-        ``units``, whatever the CPU took below that. The slowdown at SM clock f against the top clock F:
-        prefill is compute-bound, F / f; decode is mostly memory-bound, 0.3 F / f + 0.7.
+        That time is the model's work on an H100 (``work``: a forward pass's fixed cost, then a prefill's
+        FLOPs at its peak; a decode step's weight reads at its bandwidth, and its FLOPs), times one ``scale``
+        fixed for the model from
+        the CPU's own times (``pace``), not the CPU's time of this call: the CPU's time varies from call to
+        call by more than a clock step changes it, and its shares of prefill and decode are not a GPU's.
+        Until a model is paced, the CPU's time. The slowdown at SM clock f against the top clock F: prefill
+        is compute-bound, F / f; decode is mostly memory-bound, 0.3 F / f + 0.7.
         """
         if self._sim is None or elapsed_s <= 0:
             return
@@ -110,32 +116,44 @@ class Device:
 
         clock = self._sim.status()[self._sim_index].sm_clock_mhz
         factor = slowdown(COMPUTE_BOUND if phase == "prefill" else MEMORY_BOUND, self._top_mhz, clock)
-        key, units = (phase, rows), max(units, 1)
-        per_unit = self.paces.get(key)
-        if per_unit is None:
-            timed = self._timed.setdefault(key, [])
-            timed.append(elapsed_s / units)
-            if len(timed) >= PACE_CALLS:
-                self.paces[key] = PACE_MARGIN * max(self._timed.pop(key))
-        target = per_unit * units * factor if per_unit is not None else elapsed_s * factor
+        modelled = self._modelled_s(phase, max(units, 1), max(rows, 1))
+        if modelled is not None and self.scale is None:
+            self._ratios.append(elapsed_s / modelled)
+        target = self.scale * modelled * factor if modelled and self.scale else elapsed_s * factor
         if target > elapsed_s:
             time.sleep(target - elapsed_s)
 
-    def pace(self) -> dict[tuple[str, int], float]:
-        """Fixes the time per unit of work at the top clock of every phase shape timed so far (seconds):
-        PACE_MARGIN x the slowest of its timed calls, so that the CPU stays below it on nearly every later
-        call. Returns every pace fixed."""
-        for key, timed in self._timed.items():
-            if key not in self.paces and timed:
-                self.paces[key] = PACE_MARGIN * max(timed)
-        self._timed.clear()
-        return dict(self.paces)
+    def _modelled_s(self, phase: str, units: int, rows: int) -> float | None:
+        """The H100's time for a phase's work at its top clock (s), from the model's size; None without it."""
+        if self.work is None:
+            return None
+        parameters, weights_bytes = self.work
+        forwards = 1 if phase == "prefill" else units  # a prefill is one forward pass, a decode step one each
+        flops = 2.0 * parameters * (units if phase == "prefill" else rows * units)
+        reads = 0.0 if phase == "prefill" else weights_bytes * units  # each decode step reads the weights
+        return forwards * FORWARD_S + flops / H100_PEAK_FLOPS + reads / H100_PEAK_BYTES_S
+
+    def model_work(self, parameters: int, weights_bytes: int) -> None:
+        """The model whose phases are modelled from now on (its pace forgotten)."""
+        self.work = (
+            (float(parameters), float(weights_bytes)) if parameters > 0 and weights_bytes > 0 else None
+        )
+        self.forget_timings()
+
+    def pace(self) -> float | None:
+        """Fixes the model's ``scale``: PACE_MARGIN x the most the CPU took over the modelled time on the
+        calls timed so far, so that the CPU stays below the paced time on nearly every later call; returns
+        it."""
+        if self.scale is None and self._ratios:
+            self.scale = PACE_MARGIN * max(self._ratios)
+        self._ratios.clear()
+        return self.scale
 
     def forget_timings(self) -> None:
-        """Drops every call timed and every pace fixed: a model's first calls are slower than the rest (call
-        it before anything is measured)."""
-        self._timed.clear()
-        self.paces.clear()
+        """Drops the calls timed and the scale fixed: a model's first calls are slower than the rest (call it
+        before anything is measured)."""
+        self._ratios.clear()
+        self.scale = None
 
     def busy(self) -> None:
         if self._sim is not None:
@@ -148,8 +166,8 @@ class Device:
     def release(self) -> None:
         """Leaves the GPU idle with its cached memory freed, and its pacing forgotten (between models)."""
         self.idle()
-        self.paces.clear()
-        self._timed.clear()
+        self.work = None
+        self.forget_timings()
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
 

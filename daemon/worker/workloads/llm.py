@@ -239,13 +239,16 @@ def _load(
 
 def _pace(
     lm: Model, params: LlmParams, items: dict[str, list[tasks.TaskItem]], device: Device
-) -> list[dict[str, Any]] | None:
+) -> dict[str, Any] | None:
     """On the simulated GPU, runs a few unmeasured batches of every task and batch size, the first round
-    to warm the model and the next timed on the CPU, and fixes each phase's time per unit of work at the
-    top clock from them (``Device.pace``), so that a point's energy and latency follow its clock, not the
-    CPU's jitter (docs/simulated-gpu.md). Returns the pace, for the model's ``measure`` marker and so the
-    result; None on a real GPU."""
+    to warm the model and the next timed on the CPU, and fixes the model's pace (``Device.pace``), so that a
+    point's energy and latency follow its clock and the model's work, not the CPU's jitter
+    (docs/simulated-gpu.md). Returns it, for the model's ``measure`` marker and so the result; None on a
+    real GPU."""
     if not device.simulated or isinstance(lm, VllmModel):
+        return None
+    device.model_work(int(lm.info.get("parameters") or 0), int(lm.info.get("weights_bytes") or 0))
+    if device.work is None:
         return None
     for round_ in range(PACE_ROUNDS):
         for task in params.tasks:
@@ -253,10 +256,11 @@ def _pace(
                 _run_batch(lm, _batches(items[task], size)[0], params, _Silent())
         if round_ == 0:
             device.forget_timings()
-    return [
-        {"phase": phase, "sequences": rows, "s_per_unit": round(per_unit, 9)}
-        for (phase, rows), per_unit in sorted(device.pace().items())
-    ]
+    scale = device.pace()
+    return {
+        "scale": round(scale, 3) if scale else None,
+        "model": "an H100 SXM's time for the work (989.4 TFLOP/s bf16, 3.35 TB/s), times scale",
+    }
 
 
 def _cache_positions(lm: Model, params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> int:
