@@ -22,6 +22,16 @@ def slurm() -> None:
     """
 
 
+_jobs_dir_option = click.option(
+    "--jobs-dir",
+    default="/run/gpuprof/slurm",
+    envvar="GPUPROF_SLURM_JOBS_DIR",
+    show_default=True,
+    show_envvar=True,
+    help=JOBS_DIR_HELP,
+)
+
+
 def _run(step: str, action: object) -> None:
     try:
         message = action()  # type: ignore[operator]
@@ -32,14 +42,7 @@ def _run(step: str, action: object) -> None:
 
 
 @slurm.command()
-@click.option(
-    "--jobs-dir",
-    default="/run/gpuprof/slurm",
-    envvar="GPUPROF_SLURM_JOBS_DIR",
-    show_default=True,
-    show_envvar=True,
-    help=JOBS_DIR_HELP,
-)
+@_jobs_dir_option
 @endpoint_option
 def prolog(jobs_dir: str, endpoint: str) -> None:
     """Record the starting Slurm job's user and GPUs ($SLURM_JOB_ID, $SLURM_JOB_UID, $SLURM_JOB_GPUS) for
@@ -55,14 +58,7 @@ def prolog(jobs_dir: str, endpoint: str) -> None:
 
 
 @slurm.command()
-@click.option(
-    "--jobs-dir",
-    default="/run/gpuprof/slurm",
-    envvar="GPUPROF_SLURM_JOBS_DIR",
-    show_default=True,
-    show_envvar=True,
-    help=JOBS_DIR_HELP,
-)
+@_jobs_dir_option
 @click.option(
     "--no-account",
     is_flag=True,

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProcess, RawClient
 from slurm_cluster import SlurmCluster, missing
+from test_daemon import wait_for
 
 from gpuprof.client.slurm import parse_comment
 from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml
@@ -22,6 +22,7 @@ from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
 ROOT = Path(__file__).resolve().parents[2]
+WAIT_S = 60.0  # for slurmd and the prolog or epilog it runs
 BURN = "workload: burn\ntimeout_s: 300\nburn:\n  seconds: 240\n  warmup_s: 0\n"
 
 
@@ -66,16 +67,6 @@ def setup(
         daemon.kill()
 
 
-def wait_until(check, what: str, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"no {what} after {timeout_s:g} s")
-
-
 def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
     tmp_path: Path, setup: tuple[SlurmCluster, DaemonProcess, Path]
 ) -> None:
@@ -89,7 +80,7 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
     )  # fmt: skip
     assert other.returncode == 0, other.stderr
     holder = other.stdout.strip().split(";")[0]
-    wait_until(lambda: _read(jobs_dir / f"{holder}.json"), "the other job's record")
+    wait_for(lambda: _read(jobs_dir / f"{holder}.json"), "the other job's record", WAIT_S)
     batch = f'#!/bin/sh\n"$GPUPROF" submit {spec} && sleep 300\n'
     submitted = cluster.run(
         "sbatch", "--parsable", "--gres=gpu:1", "--cpus-per-task=1", f"--chdir={tmp_path}",
@@ -97,7 +88,7 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     slurm_job = submitted.stdout.strip().split(";")[0]
-    record = json.loads(wait_until(lambda: _read(jobs_dir / f"{slurm_job}.json"), "prolog record"))
+    record = json.loads(wait_for(lambda: _read(jobs_dir / f"{slurm_job}.json"), "prolog record", WAIT_S))
     assert (record["uid"], [g["index"] for g in record["gpus"]]) == (0, [1])
     assert record["gpus"][0]["uuid"].startswith("GPU-") and record["gpus"][0]["energy_j"] > 0
 
@@ -107,20 +98,21 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
         jobs = client.request("jobs", {"state": "running"}).body["jobs"]
         return jobs[0] if jobs else None
 
-    job = wait_until(running, "gpuprof job running")
+    job = wait_for(running, "gpuprof job running", WAIT_S)
     assert (job["slurm_job_id"], job["gpu"]) == (slurm_job, 1)  # its gpu 0 is the node's GPU 1
     metrics = client.request("metrics").body["gpus"]
     assert (metrics[1]["running_job"], metrics[1]["slurm_job_id"]) == (job["id"], slurm_job)
     assert metrics[0]["running_job"] is None
 
     assert cluster.run("scancel", slurm_job).returncode == 0
-    ended = wait_until(
+    ended = wait_for(
         lambda: (r := client.request("job", {"id": job["id"]}).body["job"])["state"] == "cancelled" and r,
         "cancelled gpuprof job",
+        WAIT_S,
     )
     assert ended["reason"] == f"cancelled by the end of Slurm job {slurm_job} (its epilog)"
     # What it cost: in slurmd's log (here the epilog's), and with slurmdbd in the job's AdminComment.
-    said = wait_until(lambda: _read(tmp_path / "epilog.log"), "epilog output")
+    said = wait_for(lambda: _read(tmp_path / "epilog.log"), "epilog output", WAIT_S)
     match = re.search(r"(gpuprof gpu_energy_j=[^;\n]*)", said)
     assert match, said
     cost = parse_comment(match.group(1))
@@ -137,7 +129,7 @@ def test_scancel_cancels_the_slurm_jobs_gpuprof_job_and_charges_it(
         shown = cluster.run("sacct", "-n", "-P", "-X", "-j", slurm_job, "-o", "AdminComment").stdout.strip()
         stored = parse_comment(shown)  # as sacctmgr keeps it: lowercased
         assert stored == {key: value.lower() for key, value in cost.items()}, (shown, said)
-    wait_until(lambda: not (jobs_dir / f"{slurm_job}.json").exists(), "record removed")
+    wait_for(lambda: not (jobs_dir / f"{slurm_job}.json").exists(), "record removed", WAIT_S)
     assert cluster.run("scancel", holder).returncode == 0
     client.close()
 
