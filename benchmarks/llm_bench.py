@@ -115,13 +115,19 @@ def study(
 
 def engines(
     models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path,
-    tasks: tuple[str, ...] = ("qa", "factual"),
+    tasks: tuple[str, ...] = ("qa", "factual"), which: tuple[str, ...] = ("compiled", "eager"),
 ) -> dict[str, Any]:  # fmt: skip
     """The same job under each engine, one after the other; their steady decode side by side."""
-    runs = {
-        engine: study(models, prompts, seconds, simulate, out_dir, engine, tasks)
-        for engine in ("eager", "compiled")
-    }
+    runs: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for engine in which:  # compiled first by default: a failure there is known before eager's long run
+        try:
+            runs[engine] = study(models, prompts, seconds, simulate, out_dir, engine, tasks)
+        except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+            errors[engine] = str(exc)
+            print(f"engine {engine} failed: {exc}", file=sys.stderr, flush=True)
+    if len(runs) < 2:
+        return {"runs": runs, "errors": errors, "decode": []}
     decode = {
         engine: {(s["model"], s["batch_size"]): s for s in run["steady_state"] if s["phase"] == "decode"}
         for engine, run in runs.items()
@@ -140,7 +146,7 @@ def engines(
           ["model", "batch", "eager tok/s", "compiled tok/s", "speedup", "eager mJ/tok", "compiled mJ/tok",
            "eager of bound", "compiled of bound"], rows)  # fmt: skip
     kv_cache = {m["model"]: m.get("kv_cache") for m in runs["compiled"]["models"]}
-    return {"runs": runs, "decode": rows, "compiled_kv_cache": kv_cache}
+    return {"runs": runs, "errors": errors, "decode": rows, "compiled_kv_cache": kv_cache}
 
 
 class _Count:
@@ -241,6 +247,10 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--tasks", nargs="+", default=["qa", "factual"], help="study and engines: the tasks")
+    parser.add_argument(
+        "--engines", nargs="+", choices=["compiled", "eager"], default=["compiled", "eager"],
+        help="engines: which to run, in this order",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=5.0, help="each steady-state phase, and each block")
     parser.add_argument("--rounds", type=int, default=3, help="ON OFF OFF ON rounds of the overhead section")
     args = parser.parse_args()
@@ -254,8 +264,9 @@ def main() -> int:
             report["study"] = study(args.models, args.prompts, args.seconds, args.simulate, Path(tmp))
         if "engines" in args.only:
             report["engines"] = engines(
-                args.models, args.prompts, args.seconds, args.simulate, Path(tmp), tuple(args.tasks)
-            )
+                args.models, args.prompts, args.seconds, args.simulate, Path(tmp), tuple(args.tasks),
+                tuple(args.engines),
+            )  # fmt: skip
         if "overhead" in args.only:
             report["overhead"] = overhead(args.simulate, args.seconds, args.rounds, Path(tmp))
     if args.json:
