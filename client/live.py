@@ -156,12 +156,44 @@ def plot_rows(columns: np.ndarray, top: float, height: int) -> list[str]:
     return rows
 
 
-def _panel(title: str, rows: list[str], top: float) -> list[str]:
-    lines = [title]
+def _panel(title: str | None, rows: list[str], top: float) -> list[str]:
+    """The plot's rows behind a y axis whose ticks (``┤``) mark the top, the middle row's top edge and 0."""
+    lines = [title] if title is not None else []
+    height = len(rows)
+    ticks = {0: top, height - 1: 0.0}
+    if height >= 4:
+        ticks[height // 2] = top * (height - height // 2) / height  # that row's top edge
     for i, row in enumerate(rows):
-        label = f"{top:,.0f}" if i == 0 else ("0" if i == len(rows) - 1 else "")
-        lines.append(f"{label:>{GUTTER - 2}} │{row}")
+        value = ticks.get(i)
+        label = "" if value is None else f"{value:,.0f}"
+        lines.append(f"{label:>{GUTTER - 2}} {'│' if value is None else '┤'}{row}")
     return lines
+
+
+def _tick_step(window_s: float, width: int) -> float:
+    """The time between x-axis ticks: the shortest nice step that leaves room for a label between ticks."""
+    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600):
+        if step / window_s * width >= 8 and window_s / step <= 8:
+            return float(step)
+    return window_s
+
+
+def time_axis(window_s: float, width: int) -> list[str]:
+    """Two lines under a plot ``width`` columns wide that ends now: the axis with its ticks, their labels."""
+    if width < 10:
+        return []
+    step = _tick_step(window_s, width)
+    axis, labels = ["─"] * width, [" "] * width
+    ago = 0.0
+    while ago <= window_s + 1e-9:
+        column = round((1 - ago / window_s) * (width - 1))
+        axis[column] = "┬"
+        text = "now" if ago == 0 else f"-{ago:g} s"
+        start = min(max(0, column - len(text) // 2), width - len(text))
+        if all(c == " " for c in labels[max(0, start - 1) : start + len(text) + 1]):
+            labels[start : start + len(text)] = text
+        ago += step
+    return [" " * (GUTTER - 1) + "└" + "".join(axis), " " * GUTTER + "".join(labels).rstrip()]
 
 
 def _fmt(value: float | None, unit: str, digits: int = 0) -> str:
@@ -195,25 +227,103 @@ def stale_note(window: LiveWindow, now_s: float | None) -> str:
     return f"STALE: no samples for {now_s - window.received_s:.0f} s · "
 
 
+def _plot_data(window: LiveWindow, width: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Bucketed power and SM clock for ``width`` columns, and their axes' tops."""
+    window_ns = int(window.window_s * 1e9)
+    t_end = int(window.t_ns[-1]) if window.t_ns.size else 0
+    power = bucket_means(window.t_ns, window.power_w, t_end, window_ns, width)
+    clock = bucket_means(window.t_ns, window.sm_clock_mhz, t_end, window_ns, width)
+    power_top = _nice_ceiling(max(window.power_limit_w or 0, np.nanmax(power, initial=0)), 50)
+    clock_top = _nice_ceiling(max(window.max_sm_clock_mhz or 0, np.nanmax(clock, initial=0)), 100)
+    return power, clock, power_top, clock_top
+
+
+def _footer(window: LiveWindow, now_s: float | None) -> str:
+    return f"{stale_note(window, now_s)}{window.t_ns.size:,} samples · Ctrl-C quits"
+
+
 def render_live(window: LiveWindow, width: int, height: int, now_s: float | None = None) -> str:
     """The watch screen for a ``width`` x ``height`` terminal: at most that many lines and columns."""
     lines = header_lines(window, now_s)
-    plot_height = height - len(lines) - 4  # two panel titles, the time axis, the footer
+    plot_height = height - len(lines) - 5  # two panel titles, the time axis and its labels, the footer
     plot_width = width - GUTTER
     if plot_height >= 2 and plot_width >= 10:
-        window_ns = int(window.window_s * 1e9)
-        t_end = int(window.t_ns[-1]) if window.t_ns.size else 0
-        power = bucket_means(window.t_ns, window.power_w, t_end, window_ns, plot_width)
-        clock = bucket_means(window.t_ns, window.sm_clock_mhz, t_end, window_ns, plot_width)
-        power_top = _nice_ceiling(max(window.power_limit_w or 0, np.nanmax(power, initial=0)), 50)
-        clock_top = _nice_ceiling(max(window.max_sm_clock_mhz or 0, np.nanmax(clock, initial=0)), 100)
+        power, clock, power_top, clock_top = _plot_data(window, plot_width)
         power_rows, clock_rows = (plot_height + 1) // 2, plot_height // 2
         lines += _panel("power (W)", plot_rows(power, power_top, power_rows), power_top)
         lines += _panel("SM clock (MHz)", plot_rows(clock, clock_top, clock_rows), clock_top)
-        left, middle, right = f"-{window.window_s:g} s", f"{window.t_ns.size:,} samples", "now"
-        gap = plot_width - len(left) - len(right)
-        lines.append(" " * GUTTER + left + middle.center(gap) + right if gap > len(middle) + 1 else "")
-    lines.append(stale_note(window, now_s) + "Ctrl-C quits")
+        lines += time_axis(window.window_s, plot_width)
+    lines.append(_footer(window, now_s))
+    return "\n".join(line[:width] for line in lines[:height])
+
+
+def gpu_line(window: LiveWindow, now_s: float | None) -> str:
+    """One GPU in one line: index, name, readings, its job and phase (``watch --all``)."""
+    power = _last([None if math.isnan(v) else v for v in window.power_w[-256:].tolist()])
+    clock = _last([None if math.isnan(v) else v for v in window.sm_clock_mhz[-256:].tolist()])
+    name = f" {window.gpu_name}" if window.gpu_name else ""
+    job = "idle"
+    if window.job_id:
+        job = f"job {window.job_id}" + (f" ({window.job_name})" if window.job_name else "")
+        job += f" · {window.phase}" if window.phase else ""
+    return (
+        f"GPU {window.gpu}{name} · {_fmt(power, 'W')} · SM {_fmt(clock, 'MHz')} · "
+        f"util {_fmt(window.util_pct, '%')} · {_fmt(window.temp_c, 'C')} · {job}"
+        + (f" · {stale_note(window, now_s).rstrip(' ·')}" if stale_note(window, now_s) else "")
+    )
+
+
+@dataclass
+class NodeWindows:
+    """Every GPU of a node, one LiveWindow each (``watch --all``): messages go to their GPU's window."""
+
+    windows: dict[int, LiveWindow] = field(default_factory=dict)
+    window_s: float = WINDOW_S
+
+    def window(self, gpu: int) -> LiveWindow:
+        if gpu not in self.windows:
+            self.windows[gpu] = LiveWindow(gpu=gpu, window_s=self.window_s)
+        return self.windows[gpu]
+
+    def apply(self, message: dict[str, Any], now_s: float) -> None:
+        kind = message.get("kind")
+        if kind == "samples" and isinstance(message.get("gpu"), int):
+            self.window(message["gpu"]).apply(message, now_s)
+        elif kind == "job" and isinstance(message.get("job"), dict):
+            gpu = message["job"].get("gpu")
+            if (
+                isinstance(gpu, int)
+                and gpu in self.windows
+                and self.windows[gpu].job_id == message["job"].get("id")
+            ):
+                self.windows[gpu].apply(message, now_s)
+        elif kind == "marker":
+            job_id = str(message.get("topic", "")).removeprefix("job/")
+            for window in self.windows.values():
+                if window.job_id == job_id:
+                    window.apply(message, now_s)
+
+
+def render_node(node: NodeWindows, width: int, height: int, now_s: float | None = None) -> str:
+    """Every GPU's power over the last ``window_s``, stacked; each GPU's readings and job above its plot.
+
+    Where the terminal is too short for a plot per GPU, one line per GPU."""
+    windows = [node.windows[g] for g in sorted(node.windows)]
+    simulated = any(w.simulated for w in windows)
+    source = "SIMULATED" if simulated else ("NVIDIA driver" if windows else "waiting for samples")
+    lines = [
+        f"gpuprof watch --all · {len(windows)} GPU{'s' if len(windows) != 1 else ''} · {source} · power (W)"
+    ]
+    plot_width = width - GUTTER
+    rows = (height - 4) // max(1, len(windows)) - 1  # the title, the axis and its labels, the footer
+    for window in windows:
+        lines.append(gpu_line(window, now_s))
+        if rows >= 1 and plot_width >= 10:
+            power, _, power_top, _ = _plot_data(window, plot_width)
+            lines += _panel(None, plot_rows(power, power_top, rows), power_top)
+    if rows >= 1 and plot_width >= 10 and windows:
+        lines += time_axis(node.window_s, plot_width)
+    lines.append("Ctrl-C quits")
     return "\n".join(line[:width] for line in lines[:height])
 
 
@@ -225,8 +335,8 @@ class MessageReader(Protocol):
 
 def watch_loop(
     reader: MessageReader,
-    window: LiveWindow,
-    draw: Callable[[LiveWindow, float], None],
+    window: LiveWindow | NodeWindows,
+    draw: Callable[[Any, float], None],
     seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     max_redraw_hz: float = MAX_REDRAW_HZ,

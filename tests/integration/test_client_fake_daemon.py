@@ -461,6 +461,44 @@ def test_cli_watch_piped_prints_status_lines(capsys: pytest.CaptureFixture[str],
     assert "SIMULATED" in out and "job done running" in out and "321.0 W" in out
 
 
+def test_cli_watch_all_json_prints_a_line_per_gpu_each_second(
+    capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
+) -> None:
+    stop = threading.Event()
+
+    def publisher() -> None:
+        while not stop.is_set():
+            for gpu, watts in ((0, 321.0), (1, 123.0)):  # GPU 1 is not in the gpus reply: it still shows
+                body = {
+                    "gpu": gpu,
+                    "simulated": True,
+                    "job": "j1" if gpu else None,
+                    "t_ns": [time.monotonic_ns()],
+                    "power_w": [watts],
+                    "sm_clock_mhz": [1980],
+                }
+                daemon.publish(topic_for_gpu(gpu), "samples", body)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    try:
+        code, out, _ = run_cli(
+            capsys, "watch", "--all", "--json", "--seconds", "2.5", "--endpoint", daemon.endpoint
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    last = {line["gpu"]: line for line in lines}
+    assert last[0]["power_w"] == 321.0 and last[0]["gpu_name"] == "Fake H100" and last[0]["job"] is None
+    assert last[1]["power_w"] == 123.0 and last[1]["job"] == "j1" and last[1]["simulated"] is True
+    assert last[0]["time"].endswith("+00:00") and last[0]["samples_1s"] > 0 and last[0]["stale"] is False
+    code, _, err = run_cli(capsys, "watch", "--all", "--gpu", "1", "--endpoint", daemon.endpoint)
+    assert code != 0 and "--all watches every GPU" in err
+
+
 def test_cli_status_splits_deadline_misses_by_cause(
     capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
 ) -> None:

@@ -7,7 +7,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpuprof.client.live import MAX_REDRAW_HZ, LiveWindow, bucket_means, render_live, watch_loop
+from gpuprof.client.live import (
+    GUTTER,
+    MAX_REDRAW_HZ,
+    LiveWindow,
+    NodeWindows,
+    bucket_means,
+    render_live,
+    render_node,
+    time_axis,
+    watch_loop,
+)
 
 T0 = 1_000_000_000_000
 BATCH = 100  # samples per 100 ms batch: a 1 kHz sampler
@@ -42,35 +52,38 @@ def busy_window() -> LiveWindow:
     return window
 
 
-BUSY_48x14 = """\
+BUSY_48x16 = """\
 GPU 0 · SIMULATED · NVIDIA H100 80GB HBM3 · gpup
 job 3f2a9c running
 power 100.0 W · SM 345 MHz · util 90 % · temp 55
 power (W)
-   700 │                   ▃▃▃▃▃      ▃▃▃▃
+   700 ┤                   ▃▃▃▃▃      ▃▃▃▃
        │                   █████     ▄████▄
-       │                  ▄█████     ██████
-     0 │             ▅▅▅▅▅██████▅▅▅▅▅██████▅▅▅▅▅
+   350 ┤                  ▄█████     ██████
+     0 ┤             ▅▅▅▅▅██████▅▅▅▅▅██████▅▅▅▅▅
 SM clock (MHz)
- 2,000 │                   █████     ▁████▁
-       │                  ▃█████     ██████
-     0 │             ▄▄▄▄▄██████▄▄▄▄▄██████▄▄▄▄▄
-        -30 s         20,000 samples         now
-Ctrl-C quits"""
+ 2,000 ┤                   █████      ████
+       │                   █████     ▇████▇
+ 1,000 ┤                  ▆█████     ██████
+     0 ┤             ▆▆▆▆▆██████▆▆▆▆▆██████▆▆▆▆▆
+       └┬────────────┬────────────┬────────────┬
+        -30 s      -20 s        -10 s        now
+20,000 samples · Ctrl-C quits"""
 
-EMPTY_40x12 = """\
+EMPTY_40x13 = """\
 GPU ? · waiting for samples · gpuprof wa
 no job running
 power n/a · SM n/a · util n/a · temp n/a
 power (W)
-    50 │
+    50 ┤
        │
-     0 │
+     0 ┤
 SM clock (MHz)
-   100 │
-     0 │
-        -30 s       0 samples        now
-Ctrl-C quits"""
+   100 ┤
+     0 ┤
+       └┬─────────┬──────────┬─────────┬
+        -30 s   -20 s      -10 s     now
+0 samples · Ctrl-C quits"""
 
 
 def snapshot(frame: str) -> str:
@@ -79,11 +92,11 @@ def snapshot(frame: str) -> str:
 
 
 def test_snapshot_of_a_busy_simulated_gpu() -> None:
-    assert snapshot(render_live(busy_window(), 48, 14, now_s=10.0)) == BUSY_48x14
+    assert snapshot(render_live(busy_window(), 48, 16, now_s=10.0)) == BUSY_48x16
 
 
 def test_snapshot_before_any_sample() -> None:
-    assert snapshot(render_live(LiveWindow(), 40, 12)) == EMPTY_40x12
+    assert snapshot(render_live(LiveWindow(), 40, 13)) == EMPTY_40x13
 
 
 @pytest.mark.parametrize("width", [1, 10, 20, 30, 47, 80, 200])
@@ -196,3 +209,61 @@ def test_loop_redraws_at_most_ten_times_a_second_and_stops_after_seconds() -> No
     assert min(np.diff(frames)) >= 1 / MAX_REDRAW_HZ - 1e-9
     assert reader.batches >= 99  # every batch was read, between frames
     assert clock[0] == pytest.approx(5.0, abs=0.06)
+
+
+def test_time_axis_ticks_fall_on_their_times_and_end_now() -> None:
+    axis, labels = time_axis(30.0, 61)
+    ticks = [i for i, c in enumerate(axis[GUTTER:]) if c == "┬"]
+    assert ticks == [0, 10, 20, 30, 40, 50, 60]  # every 5 s across 30 s, the last one at now
+    assert labels.rstrip().endswith("now") and "-30 s" in labels and "-15 s" in labels
+    assert labels.index("-15 s") + 2 == GUTTER + 30  # a label is centred on its tick
+
+
+def test_the_power_axis_names_the_middle_rows_value() -> None:
+    frame = render_live(busy_window(), 48, 16, now_s=10.0).split("\n")
+    assert (
+        frame[4].startswith("   700 ┤")
+        and frame[6].startswith("   350 ┤")
+        and frame[7].startswith("     0 ┤")
+    )
+
+
+def node(gpus: int) -> NodeWindows:
+    view = NodeWindows()
+    for g in range(gpus):
+        view.window(g).power_limit_w = 700
+        for b in range(100):
+            view.apply(batch(b, 100.0 + 100 * g, 1980, f"job{g}" if g % 2 else None, gpu=g), 10.0)
+    return view
+
+
+def test_all_gpus_get_their_own_samples_jobs_and_phases() -> None:
+    view = node(4)
+    assert sorted(view.windows) == [0, 1, 2, 3]
+    assert [round(float(view.windows[g].power_w[-1])) for g in range(4)] == [100, 200, 300, 400]
+    view.apply({"kind": "marker", "marker": "begin", "name": "decode", "topic": "job/job3"}, 10.0)
+    view.apply({"kind": "job", "job": {"id": "job1", "gpu": 1, "state": "succeeded", "name": "burn"}}, 10.0)
+    view.apply({"kind": "job", "job": {"id": "other", "gpu": 2, "state": "queued"}}, 10.0)
+    assert view.windows[3].phase == "decode" and view.windows[1].phase is None
+    assert view.windows[1].job_state == "succeeded" and view.windows[2].job_id is None
+
+
+@pytest.mark.parametrize("width", [1, 20, 60, 120])
+@pytest.mark.parametrize("height", [1, 4, 9, 24, 60])
+def test_the_node_view_fits_any_terminal(width: int, height: int) -> None:
+    for gpus in (0, 1, 8):
+        lines = render_node(node(gpus), width, height, now_s=10.0).split("\n")
+        assert len(lines) <= height and all(len(line) <= width for line in lines)
+
+
+def test_the_node_view_plots_every_gpu_or_lists_them_when_short() -> None:
+    tall = render_node(node(4), 100, 30, now_s=10.0)
+    assert tall.startswith("gpuprof watch --all · 4 GPUs · SIMULATED")
+    assert [line.split(" · ")[0] for line in tall.split("\n") if line.startswith("GPU ")] == [
+        "GPU 0", "GPU 1", "GPU 2", "GPU 3"
+    ]  # fmt: skip
+    assert tall.count("   700 ┤") == 4 and "job job1" in tall and "now" in tall
+    short = render_node(node(4), 100, 7, now_s=10.0).split("\n")
+    assert [line[:5] for line in short[1:5]] == ["GPU 0", "GPU 1", "GPU 2", "GPU 3"] and "┤" not in "".join(
+        short
+    )
