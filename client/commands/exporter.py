@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 
 import click
 
-from .common import endpoint_option
+from .common import endpoint_option, json_option
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 
@@ -27,14 +28,16 @@ def _address(listen: str) -> tuple[str, int]:
     metavar="HOST:PORT",
     help="Where to serve /metrics (0.0.0.0:9464 for every interface).",
 )
+@json_option
 @endpoint_option
-def exporter(listen: str, endpoint: str) -> None:
+def exporter(listen: str, as_json: bool, endpoint: str) -> None:
     """Serve gpuprofd's GPUs and jobs as Prometheus metrics on http://HOST:PORT/metrics.
 
     Needs no privileges: it asks gpuprofd (a member of its users group may) at every scrape, so gpuprofd
     itself stays off the network. Series: each GPU's energy counter, power, clocks and clock-event
     reasons, its running job and queue; each running or lately ended job's energy; the sampler's misses
-    (docs/metrics.md). No user or job names. Runs until SIGTERM or Ctrl-C.
+    (docs/metrics.md). No user or job names. Runs until SIGTERM or Ctrl-C. With --json it prints one JSON
+    line once it listens ({"metrics_url": ..., "endpoint": ...}), for a script that starts it.
 
     \b
     Examples:
@@ -55,7 +58,10 @@ def exporter(listen: str, endpoint: str) -> None:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-    click.echo(f"serving gpuprofd's metrics ({endpoint}) on http://{host}:{port}/metrics", err=True)
+    url = f"http://{host}:{server.server_port}/metrics"
+    if as_json:
+        click.echo(json.dumps({"metrics_url": url, "endpoint": endpoint}))
+    click.echo(f"serving gpuprofd's metrics ({endpoint}) on {url}", err=True)
     try:
         stop.wait()
     except KeyboardInterrupt:

@@ -6,11 +6,13 @@ import click
 
 from ..keys import config_dir
 from ..keys import keygen as make_keys
+from .common import echo_json, json_option
 
 
 @click.command()
 @click.option("--force", is_flag=True, help="Replace an existing keypair (then register the new one).")
-def keygen(force: bool) -> None:
+@json_option
+def keygen(force: bool, as_json: bool) -> None:
     """Make your keypair for connecting to a gpuprofd over tcp.
 
     Writes client.key (public) and client.key_secret (private, mode 0600) in ~/.config/gpuprof.
@@ -22,5 +24,8 @@ def keygen(force: bool) -> None:
       gpuprof keygen && gpuprof status --endpoint tcp://node7:5555
     """
     public, secret = make_keys(config_dir(), force=force)
+    if as_json:
+        echo_json({"public_key_file": str(public), "secret_key_file": str(secret)})
+        return
     click.echo(f"public key {public}: send this file to the node's admin")
     click.echo(f"secret key {secret}: keep it; it names you to the daemon")

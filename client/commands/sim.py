@@ -11,6 +11,8 @@ from gpuprof.client.wire.errors import UsageError
 from gpuprof.sampler.errors import NVML_ERROR_CODES, nvml_error_name
 from gpuprof.sampler.sim import SimulatedNvml, load_config
 
+from .common import echo_json, json_option
+
 
 @click.group()
 def sim() -> None:
@@ -26,6 +28,14 @@ def sim() -> None:
       gpuprof sim load --gpu 0 --util 90 --seconds 30
       gpuprof sim configure eight-gpus.json
     """
+
+
+def _said(as_json: bool, text: str, **fields: object) -> None:
+    """What a sim command did: the sentence, or with --json one object (always "simulated": true)."""
+    if as_json:
+        echo_json({"simulated": True, **fields})
+    else:
+        click.echo(text)
 
 
 @sim.command()
@@ -65,7 +75,8 @@ def status(as_json: bool) -> None:
 @click.option(
     "--seconds", type=click.FloatRange(min=0, min_open=True), help="Hold for S seconds, then restore."
 )
-def load(gpu: int, util: float, seconds: float | None) -> None:
+@json_option
+def load(gpu: int, util: float, seconds: float | None, as_json: bool) -> None:
     """Set a simulated GPU's utilization (what a running kernel would do to it).
 
     Without --seconds the load stays until changed; with it, the previous load is restored afterwards
@@ -81,20 +92,21 @@ def load(gpu: int, util: float, seconds: float | None) -> None:
     gpus = simulator.status()
     before = gpus[gpu].util_pct if gpu < len(gpus) else 0.0
     simulator.set_utilization(gpu, util)
-    click.echo(f"simulated GPU {gpu}: utilization {util:g}%")
+    _said(as_json, f"simulated GPU {gpu}: utilization {util:g}%", gpu=gpu, util_pct=util, previous_pct=before)
     if seconds is None:
         return
     try:
         time.sleep(seconds)
     finally:
         simulator.set_utilization(gpu, before)
-        click.echo(f"simulated GPU {gpu}: utilization restored to {before:g}%")
+        _said(as_json, f"simulated GPU {gpu}: utilization restored to {before:g}%", gpu=gpu, util_pct=before)
 
 
 @sim.command()
 @click.option("--gpu", type=click.IntRange(min=0), default=0, show_default=True, help="Simulated GPU index.")
 @click.argument("code")
-def fail(gpu: int, code: str) -> None:
+@json_option
+def fail(gpu: int, code: str, as_json: bool) -> None:
     """Make every NVML call on a simulated GPU fail with CODE (e.g. GPU_IS_LOST); `clear` heals it.
 
     \b
@@ -104,19 +116,20 @@ def fail(gpu: int, code: str) -> None:
     """
     if code.lower() == "clear":
         SimulatedNvml().set_failure(gpu, None)
-        click.echo(f"simulated GPU {gpu}: healthy")
+        _said(as_json, f"simulated GPU {gpu}: healthy", gpu=gpu, failing=None)
         return
     name = code.upper() if code.upper().startswith("NVML_ERROR_") else f"NVML_ERROR_{code.upper()}"
     if name not in NVML_ERROR_CODES:
         choices = ", ".join(n.removeprefix("NVML_ERROR_") for n in NVML_ERROR_CODES if n != "NVML_SUCCESS")
         raise UsageError(f"unknown NVML error {code!r}; choose one of {choices}")
     SimulatedNvml().set_failure(gpu, NVML_ERROR_CODES[name])
-    click.echo(f"simulated GPU {gpu}: every NVML call now fails with {name}")
+    _said(as_json, f"simulated GPU {gpu}: every NVML call now fails with {name}", gpu=gpu, failing=name)
 
 
 @sim.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-def configure(config: str) -> None:
+@json_option
+def configure(config: str, as_json: bool) -> None:
     """Reset the simulated GPUs from a JSON CONFIG file (docs/simulated-gpu.md lists its keys).
 
     \b
@@ -125,11 +138,13 @@ def configure(config: str) -> None:
     """
     simulator = SimulatedNvml()
     simulator.configure(load_config(config))
-    click.echo(f"simulated GPUs configured from {config} ({len(simulator.status())} GPUs)")
+    count = len(simulator.status())
+    _said(as_json, f"simulated GPUs configured from {config} ({count} GPUs)", config=config, gpus=count)
 
 
 @sim.command()
-def reset() -> None:
+@json_option
+def reset(as_json: bool) -> None:
     """Reset the simulated GPUs to the default (one H100), clearing loads, locks and failures.
 
     \b
@@ -137,7 +152,7 @@ def reset() -> None:
       gpuprof sim reset && gpuprof sim status
     """
     SimulatedNvml().reset()
-    click.echo("simulated GPUs reset to defaults")
+    _said(as_json, "simulated GPUs reset to defaults", gpus=len(SimulatedNvml().status()))
 
 
 @sim.command()

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .common import endpoint_option
+from .common import echo_json, endpoint_option, json_option
 
 JOBS_DIR_HELP = "Where the records go: the directory gpuprofd's slurm_jobs_dir (gpuprofd.toml) names."
 
@@ -32,19 +32,22 @@ _jobs_dir_option = click.option(
 )
 
 
-def _run(step: str, action: object) -> None:
+def _run(step: str, action: object, as_json: bool = False) -> None:
+    """Runs the step; says what it did on stderr (slurmd's log), with --json also as one object on stdout."""
     try:
-        message = action()  # type: ignore[operator]
+        message, ok = action(), True  # type: ignore[operator]
     except Exception as exc:  # never fail: a failing prolog or epilog drains the node
-        click.echo(f"gpuprof slurm {step}: {exc}", err=True)
-    else:
-        click.echo(f"gpuprof slurm {step}: {message}", err=True)
+        message, ok = str(exc), False
+    click.echo(f"gpuprof slurm {step}: {message}", err=True)
+    if as_json:
+        echo_json({"step": step, "ok": ok, "message": message})
 
 
 @slurm.command()
 @_jobs_dir_option
+@json_option
 @endpoint_option
-def prolog(jobs_dir: str, endpoint: str) -> None:
+def prolog(jobs_dir: str, as_json: bool, endpoint: str) -> None:
     """Record the starting Slurm job's user and GPUs ($SLURM_JOB_ID, $SLURM_JOB_UID, $SLURM_JOB_GPUS) for
     gpuprofd, with each GPU's UUID and energy counter. Always exits 0.
 
@@ -54,7 +57,7 @@ def prolog(jobs_dir: str, endpoint: str) -> None:
     """
     from ..slurm import prolog as write_record
 
-    _run("prolog", lambda: write_record(os.environ, jobs_dir, endpoint))
+    _run("prolog", lambda: write_record(os.environ, jobs_dir, endpoint), as_json)
 
 
 @slurm.command()
@@ -64,8 +67,9 @@ def prolog(jobs_dir: str, endpoint: str) -> None:
     is_flag=True,
     help="Leave the Slurm job's AdminComment alone (only cancel its gpuprof jobs).",
 )
+@json_option
 @endpoint_option
-def epilog(jobs_dir: str, no_account: bool, endpoint: str) -> None:
+def epilog(jobs_dir: str, no_account: bool, as_json: bool, endpoint: str) -> None:
     """Cancel the ending Slurm job's gpuprof jobs, wait for them (20 s at most), and say what it cost as
     "gpuprof key=value ...": its GPUs' energy from prolog to epilog, and its gpuprof jobs' energy. That
     goes to stderr (slurmd's log) and, with accounting by slurmdbd, into the job's AdminComment. Always
@@ -78,4 +82,4 @@ def epilog(jobs_dir: str, no_account: bool, endpoint: str) -> None:
     """
     from ..slurm import epilog as end
 
-    _run("epilog", lambda: end(os.environ, jobs_dir, endpoint, account=not no_account))
+    _run("epilog", lambda: end(os.environ, jobs_dir, endpoint, account=not no_account), as_json)

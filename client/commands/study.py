@@ -17,7 +17,7 @@ from ..llm_render import requests_json
 from ..study import BY, gather, point_file, provenance, result_file, split
 from ..wire.errors import OutputError
 from ..wire.jobspec import load_job_spec
-from .common import endpoint_option
+from .common import echo_json, endpoint_option, json_option
 from .run import follow_or_cancel, private_daemon, probe
 
 
@@ -47,9 +47,14 @@ def study() -> None:
     help="One point per model x task x SM clock of the sweep, or per model x task (each sweeping its clocks "
     "on one GPU).",
 )
-def split_command(spec: str, directory: str, by: str) -> None:
+@json_option
+def split_command(spec: str, directory: str, by: str, as_json: bool) -> None:
     """Write one job spec per point of the llm job SPEC into DIR/points, and DIR/manifest.json."""
     points = split(spec, Path(directory), by)
+    if as_json:
+        specs = [str(point_file(Path(directory), i)) for i in range(len(points))]
+        echo_json({"directory": directory, "points": len(points), "specs": specs})
+        return
     click.echo(f"{len(points)} point specs in {Path(directory) / 'points'}; run them as a Slurm array:")
     click.echo(f"  sbatch --array=0-{len(points) - 1}%8 slurm/gpuprof-study.sbatch {directory}")
 
@@ -59,8 +64,11 @@ def split_command(spec: str, directory: str, by: str) -> None:
 @click.argument("index", type=click.IntRange(0))
 @click.option("--simulate", is_flag=True, help="Use gpuprof's simulated GPU (automatic without a driver).")
 @click.option("--allow-dvfs", is_flag=True, help="Let a private daemon apply the point's clock (needs root).")
+@json_option
 @endpoint_option
-def run_command(directory: str, index: int, simulate: bool, allow_dvfs: bool, endpoint: str) -> None:
+def run_command(
+    directory: str, index: int, simulate: bool, allow_dvfs: bool, as_json: bool, endpoint: str
+) -> None:
     """Run point INDEX of the study in DIRECTORY (what a Slurm array task runs) and write its result,
     requests and where it ran into DIR/results/INDEX.json. Uses the gpuprofd at --endpoint when one answers,
     otherwise a private one, as gpuprof run does. Inside a Slurm job the point runs on the GPU Slurm gave it
@@ -102,12 +110,15 @@ def run_command(directory: str, index: int, simulate: bool, allow_dvfs: bool, en
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     click.echo(f"point {index}: {job['state']}, wrote {out}", err=True)
+    if as_json:
+        echo_json({"index": index, "job": job.get("id"), "state": job["state"], "result": str(out)})
 
 
 @study.command("gather")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("-o", "--output", required=True, help="The table: .parquet or .csv.")
-def gather_command(directory: str, output: str) -> None:
+@json_option
+def gather_command(directory: str, output: str, as_json: bool) -> None:
     """Gather every point's requests in DIRECTORY into one table (with node, GPU UUID, driver and Slurm
     ids); points with no result or a failed job are listed, not fatal. gpuprof report takes the table."""
     gathered = gather(Path(directory))
@@ -125,3 +136,8 @@ def gather_command(directory: str, output: str) -> None:
             f" at {point['sm_clock_mhz']} MHz" if point["sm_clock_mhz"] else ""
         )
         click.echo(f"  missing point {point['index']} ({where}): {point['why']}", err=True)
+    if as_json:
+        echo_json(
+            {"output": output, "requests": len(frame), "points": points, "gathered": len(gathered.jobs),
+             "missing": gathered.missing}
+        )  # fmt: skip

@@ -3,6 +3,7 @@ one table that gpuprof report takes."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,15 @@ def test_gather_names_the_points_that_did_not_run(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "0 requests from 0 of 2 points" in err
     assert "missing point 0 (llama-3.2-1b-tiny / qa): no result" in err
+
+
+def test_split_and_gather_answer_in_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "study.yaml"
+    spec.write_text(STUDY)
+    study = tmp_path / "study"
+    assert main(["study", "split", str(spec), "-o", str(study), "--json"]) == 0
+    split = json.loads(capsys.readouterr().out)
+    assert split["points"] == 2 and all(Path(p).is_file() for p in split["specs"])
+    assert main(["study", "gather", str(study), "-o", str(tmp_path / "t.csv"), "--json"]) == 0
+    gathered = json.loads(capsys.readouterr().out)
+    assert gathered["requests"] == 0 and gathered["points"] == 2 and len(gathered["missing"]) == 2

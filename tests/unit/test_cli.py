@@ -185,3 +185,54 @@ def test_the_client_configuration_names_the_endpoint_and_a_bad_one_is_one_line(
     config.write_text('endpoint = 3\ncolour = "red"\n')
     code, _, err = run(capsys, "jobs")
     assert code != 0 and err.count("\n") == 1 and str(config) in err and "unknown: colour" in err
+
+
+def test_every_command_takes_json() -> None:
+    import click
+
+    from gpuprof.client.cli import cli
+
+    def leaves(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
+        found = []
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                found += leaves(command, f"{prefix}{name} ")
+            else:
+                found.append((prefix + name, command))
+        return found
+
+    commands = leaves(cli, "")
+    assert len(commands) > 20
+    missing = [name for name, command in commands if not any("--json" in p.opts for p in command.params)]
+    assert missing == []
+
+
+def test_the_sim_commands_answer_in_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "sim", "load", "--gpu", "0", "--util", "70", "--json")
+    assert code == 0 and json.loads(out) == {
+        "simulated": True,
+        "gpu": 0,
+        "util_pct": 70.0,
+        "previous_pct": 0.0,
+    }
+    code, out, _ = run(capsys, "sim", "fail", "GPU_IS_LOST", "--json")
+    assert code == 0 and json.loads(out)["failing"] == "NVML_ERROR_GPU_IS_LOST"
+    config = tmp_path / "two.json"
+    config.write_text('{"gpus": [{}, {}]}')
+    code, out, _ = run(capsys, "sim", "configure", str(config), "--json")
+    assert code == 0 and json.loads(out) == {"simulated": True, "config": str(config), "gpus": 2}
+    code, out, _ = run(capsys, "sim", "reset", "--json")
+    assert code == 0 and json.loads(out) == {"simulated": True, "gpus": 1}
+
+
+def test_keygen_and_the_slurm_steps_answer_in_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    code, out, _ = run(capsys, "keygen", "--json")
+    keys = json.loads(out)
+    assert code == 0 and Path(keys["public_key_file"]).is_file() and Path(keys["secret_key_file"]).is_file()
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    code, out, err = run(capsys, "slurm", "prolog", "--jobs-dir", str(tmp_path / "jobs"), "--json")
+    said = json.loads(out)
+    assert code == 0 and said["step"] == "prolog" and said["ok"] is False and said["message"] in err
