@@ -127,9 +127,13 @@ def event(name: str, **attrs: Any) -> None:
     _write("event", name, attrs)
 
 
-def status(text: str) -> None:
-    """A line of progress, shown by ``gpuprof run`` and ``gpuprof watch``."""
-    _write("status", "status", {"text": str(text)})
+def status(text: str, done: float | None = None, total: float | None = None) -> None:
+    """A line of progress, shown by ``gpuprof run`` and ``gpuprof watch``; with ``done`` of ``total`` (the
+    program's own units, ``0 <= done <= total``), clients also show the share done and the time left."""
+    attrs: dict[str, Any] = {"text": str(text)}
+    if done is not None and total is not None:
+        attrs.update(done=done, total=total)
+    _write("status", "status", attrs)
 
 
 def request(

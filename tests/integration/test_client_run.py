@@ -147,3 +147,16 @@ def test_run_says_which_daemon_it_uses_and_private_starts_its_own(
         assert "starting a private gpuprofd (simulated GPU)" in err and daemon.endpoint not in err
     finally:
         daemon.kill()
+
+
+def test_a_burn_jobs_progress_shows_its_share_done_and_the_time_left(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "burn.yaml"
+    spec.write_text("name: longer\nworkload: burn\ntimeout_s: 60\nburn:\n  seconds: 5\n  warmup_s: 1.5\n")
+    code = main(["run", str(spec), "--simulate", "--json", "--endpoint", f"ipc://{tmp_path}/none.sock"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    # Stderr is not a terminal here: a line per state, then one every 5 s, with the share of the 6.5 s done.
+    shares = [int(m) for m in re.findall(r"running .* (\d+)% ~\d+:\d\d left", err)]
+    assert shares and all(40 <= share <= 100 for share in shares), err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -249,3 +250,18 @@ def test_the_program_sees_its_environment_and_not_the_workers(tmp_path: Path) ->
     assert env["EXTRA"] == "yes" and Path(env["GPUPROF_MARKERS"]).name == "markers"
     assert "GPUPROF_MARKERS_REPLY" in env
     assert not {"GPUPROF_MARKER_FD", "GPUPROF_JOB_SPEC", "GPUPROF_WORKER_MAX_FILE_BYTES"} & set(env)
+
+
+def test_a_programs_status_with_done_and_total_shows_its_share_and_time_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = (
+        "for i in 1 2 3 4 5 6 7; do "
+        'echo "{\\"kind\\":\\"status\\",\\"name\\":\\"status\\",\\"attrs\\":{\\"text\\":\\"step $i\\",'
+        '\\"done\\":$i,\\"total\\":8}}" > "$GPUPROF_MARKERS"; sleep 1; done'
+    )
+    code = main(["run", "--simulate", "--endpoint", f"ipc://{tmp_path}/none.sock", "--", "sh", "-c", script])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    shares = [int(m) for m in re.findall(r"running .* (\d+)% ~\d+:\d\d left", err)]
+    assert shares and all(12 <= share <= 88 for share in shares), err

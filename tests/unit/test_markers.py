@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -207,3 +209,21 @@ def test_unbalanced_markers_are_kept_with_a_problem() -> None:
     assert [(w.t_start_ns, w.t_end_ns) for w in by_default] == [(10, 20), (10, 40), (30, 40)]
     backwards = windows([m("begin", "x", 10), m("end", "x", 5)])
     assert backwards == [PhaseWindow("x", 10, 5, {}, "ends before it begins")]
+
+
+def test_a_programs_status_line_carries_its_share_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpuprof.markers as program_markers
+
+    channel = tmp_path / "markers"
+    channel.touch()
+    monkeypatch.setenv("GPUPROF_MARKERS", str(channel))
+    monkeypatch.setattr(program_markers, "_fd", None)
+    program_markers.status("batch 3 of 8", done=3, total=8)
+    program_markers.status("warming up")
+    lines = [json.loads(line) for line in channel.read_text().splitlines()]
+    assert [line["attrs"] for line in lines] == [
+        {"text": "batch 3 of 8", "done": 3, "total": 8},
+        {"text": "warming up"},
+    ]

@@ -40,6 +40,7 @@ from .target import GpuTarget, sigterm_deferred
 CHUNK_S = 0.01  # GPU work queued between two clock checks: how late a busy part may end
 MAX_CHUNK_OPS = 10_000
 SWEEP_SEED = 0  # of an interleaved sweep's order
+PROGRESS_EVERY_S = 1.0  # between two status markers with the seconds done
 # The H100 SXM's spec-sheet peaks, which the simulated GPU reaches at its top clock: dense FLOP/s of a
 # matmul by dtype (float32 without TF32, as torch runs it by default) and HBM3 bytes/s (a copy reads and
 # writes each byte).
@@ -203,6 +204,7 @@ def _cycle(
     clock: Clock,
     sleep: Sleep,
     markers: MarkerWriter | None,
+    progress: _Progress | None = None,
 ) -> tuple[int, int | None]:
     """Runs the on/off pattern from ``start_ns`` for ``seconds``; returns (periods, operations or None)."""
     period_ns = round(params.period_s * 1e9)
@@ -222,6 +224,8 @@ def _cycle(
             markers.end("step", index=periods, **({} if ops is None else {"ops": ops}))
         if ops is not None:
             total = (total or 0) + ops
+        if progress is not None:
+            progress.tick()
         periods += 1
         sleep_until(next_start, clock, sleep)
         period_start += period_ns
@@ -240,30 +244,69 @@ def run(
     left idle however it ends."""
     markers.begin("load", workload="burn", kind=params.kind, size=params.size, dtype=params.dtype)
     engine = open_engine(params, target, clock, sleep)
+    progress = _Progress(markers, clock, _planned_s(params, dvfs))
     try:
         markers.end("load", device=engine.description, simulated=target.simulated, **engine.work_attrs)
         what = f"{params.kind} for {params.seconds:g} s at duty cycle {params.duty_cycle:g}"
         sweep = dvfs if dvfs is not None and dvfs.sweep else None
         if sweep is not None:
             what += f" at each of {len(sweep.sweep)} SM clocks" + (" (searched)" if sweep.search else "")
-        markers.status(f"burn: {what} on {engine.description}")
+        progress.start(f"burn: {what} on {engine.description}")
         markers.begin("warmup", seconds=params.warmup_s)
-        _cycle(engine, params, clock(), params.warmup_s, clock, sleep, None)
+        _cycle(engine, params, clock(), params.warmup_s, clock, sleep, None, progress)
         engine.idle()
         markers.end("warmup")
         markers.begin(
             "measure", seconds=params.seconds, duty_cycle=params.duty_cycle, period_s=params.period_s
         )
         if sweep is not None:
-            _Sweep(engine, params, sweep, markers, clock, sleep).run()
+            _Sweep(engine, params, sweep, markers, clock, sleep, progress).run()
             markers.end("measure")
         else:
-            steps, ops = _cycle(engine, params, clock(), params.seconds, clock, sleep, markers)
+            steps, ops = _cycle(engine, params, clock(), params.seconds, clock, sleep, markers, progress)
             engine.idle()
             markers.end("measure", steps=steps, **({} if ops is None else {"ops": ops}))
     finally:
         with sigterm_deferred():  # a SIGTERM now must not leave the GPU busy
             engine.close()
+
+
+def _planned_s(params: BurnParams, dvfs: DvfsParams | None) -> float | None:
+    """How long the job's work lasts, where that is known before it runs (a search's points are not)."""
+    if dvfs is None or not dvfs.sweep:
+        return params.warmup_s + params.seconds
+    if dvfs.search is not None:
+        return None
+    point = dvfs.cooldown_s + BURN_SETTLE_S + params.seconds + BURN_TAIL_S
+    return params.warmup_s + len(dvfs.sweep) * point
+
+
+class _Progress:
+    """Status markers with the seconds done of those planned, at most every PROGRESS_EVERY_S: clients show
+    the share done and the time left."""
+
+    def __init__(self, markers: MarkerWriter, clock: Clock, planned_s: float | None) -> None:
+        self.markers, self.clock, self.planned_s = markers, clock, planned_s
+        self.began_ns = clock()
+        self.text = ""
+        self.said_ns = 0
+
+    def start(self, text: str) -> None:
+        """A new step: its line, now."""
+        self.text = text
+        self.said_ns = 0
+        self.tick()
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.said_ns and now - self.said_ns < PROGRESS_EVERY_S * 1e9:
+            return
+        self.said_ns = now
+        if self.planned_s is None:
+            self.markers.status(self.text)
+            return
+        done = min((now - self.began_ns) / 1e9, self.planned_s)
+        self.markers.status(self.text, done=round(done, 3), total=self.planned_s)
 
 
 class _Sweep:
@@ -277,9 +320,10 @@ class _Sweep:
         markers: MarkerWriter,
         clock: Clock,
         sleep: Sleep,
+        progress: _Progress | None = None,
     ) -> None:
         self.engine, self.params, self.dvfs, self.markers = engine, params, dvfs, markers
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep, self.progress = clock, sleep, progress
         self.count = 0
         self.flagged: set[int] = set()  # clocks whose point ran off its clock (capped)
 
@@ -307,13 +351,17 @@ class _Sweep:
             markers.end("cooldown")
         markers.set_clocks(mhz)
         try:
-            markers.status(f"burn: {params.kind} at {mhz} MHz (point {self.count})")
-            _cycle(self.engine, params, self.clock(), BURN_SETTLE_S, self.clock, self.sleep, None)
+            text = f"burn: {params.kind} at {mhz} MHz (point {self.count})"
+            if self.progress is not None:
+                self.progress.start(text)
+            else:
+                markers.status(text)
+            clock, sleep, progress = self.clock, self.sleep, self.progress
+            _cycle(self.engine, params, clock(), BURN_SETTLE_S, clock, sleep, None, progress)
             markers.begin("point", id=point_id, sm_clock_mhz=mhz, kind=params.kind, size=params.size)
-            steps, ops = _cycle(self.engine, params, self.clock(), params.seconds, self.clock, self.sleep,
-                                markers)  # fmt: skip
+            steps, ops = _cycle(self.engine, params, clock(), params.seconds, clock, sleep, markers, progress)
             markers.end("point", id=point_id, steps=steps, ops=ops)
-            _cycle(self.engine, params, self.clock(), BURN_TAIL_S, self.clock, self.sleep, None)
+            _cycle(self.engine, params, clock(), BURN_TAIL_S, clock, sleep, None, progress)
         finally:
             with sigterm_deferred():
                 self.engine.idle()

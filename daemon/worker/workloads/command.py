@@ -344,7 +344,10 @@ class _Run:
         if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not self.started_ns <= t_ns <= now:
             raise ValueError("t_ns must be CLOCK_MONOTONIC ns, from the program's start, not in the future")
         if kind == "status":
-            self.markers.status(str(attrs.get("text", name or "")))
+            done, total = attrs.get("done"), attrs.get("total")
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (done, total)):
+                done = total = None  # a share only where both are numbers; the line stands without one
+            self.markers.status(str(attrs.get("text", name or "")), done, total)
             return
         if name == NEXT_POINT and kind == "event":
             self._next_point()
