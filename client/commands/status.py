@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
+
+from gpuprof.client.wire.errors import DaemonUnavailable
 
 from ..api import Client
 from ..render import nvml_errors_text
@@ -43,20 +46,37 @@ def render_status(stats: dict[str, Any], endpoint: str) -> str:
 
 
 @click.command()
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="S",
+    help="Wait up to S seconds for the daemon to answer (one just started in the background).",
+)
 @json_option
 @endpoint_option
-def status(as_json: bool, endpoint: str) -> None:
+def status(wait_s: float, as_json: bool, endpoint: str) -> None:
     """Show the daemon's health: sampler rate, deadline misses and NVML errors, history, queues.
 
     Deadline misses are split by their larger cause: slow NVML reads (the driver stalls now and then),
     or the sampler thread waking late (CPU contention on the node).
 
     \b
-    Example:
+    Examples:
       gpuprof status --json
+      gpuprof status --wait 30        after starting gpuprofd in the background: once it answers
     """
-    with Client(endpoint) as client:
-        stats = client.stats()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with Client(endpoint) as client:
+                stats = client.stats()
+            break
+        except DaemonUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
     if as_json:
         echo_json(stats)
     else:
