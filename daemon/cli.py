@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -14,6 +15,13 @@ from gpuprof.client.wire.command import run_command
 from gpuprof.client.wire.errors import GpuprofError
 
 from .config import DEFAULT_CONFIG, DaemonConfig, load_config
+
+_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str))
+
 
 _CONFIG_OPTION = click.option(
     "--config", "config_path", help=f"TOML configuration (default {DEFAULT_CONFIG} if present)."
@@ -36,13 +44,14 @@ _FLAGS = [
 ]
 
 
-def _with_config(function: Callable[[DaemonConfig], None], flags: int = len(_FLAGS)) -> Callable[..., None]:
+def _with_config(function: Callable[..., None], flags: int = len(_FLAGS)) -> Callable[..., None]:
     """The command with the first ``flags`` flags above, called with the configuration they and the file
-    make."""
+    make (and with ``as_json`` where the command has --json)."""
 
     @functools.wraps(function)
     def command(config_path: str | None, **overrides: Any) -> None:
-        function(load_config(config_path, overrides))
+        own = {key: overrides.pop(key) for key in ("as_json",) if key in overrides}
+        function(load_config(config_path, overrides), **own)
 
     for flag in reversed(_FLAGS[:flags]):
         command = flag(command)
@@ -91,7 +100,8 @@ def serve(config: DaemonConfig) -> None:
 
 @cli.command("check-config")
 @_with_config
-def check_config(config: DaemonConfig) -> None:
+@_JSON_OPTION
+def check_config(config: DaemonConfig, as_json: bool) -> None:
     """Validate the configuration and print what gpuprofd would use.
 
     \b
@@ -99,6 +109,12 @@ def check_config(config: DaemonConfig) -> None:
       gpuprofd check-config
       gpuprofd check-config --config systemd/gpuprofd.toml --allow-dvfs
     """
+    if as_json:
+        extra = {"publish_endpoint": config.publish_endpoint}
+        if config.tcp_endpoint:
+            extra["tcp_publish_endpoint"] = config.tcp_publish_endpoint
+        _echo_json({**vars(config), **extra, "ok": True})
+        return
     for key, value in vars(config).items():
         click.echo(f"{key} = {value!r}")
     click.echo(f"publish_endpoint = {config.publish_endpoint!r}")
@@ -109,7 +125,8 @@ def check_config(config: DaemonConfig) -> None:
 
 @cli.command("reset-clocks")
 @_with_state
-def reset_clocks(config: DaemonConfig) -> None:
+@_JSON_OPTION
+def reset_clocks(config: DaemonConfig, as_json: bool) -> None:
     """Put back every clock and power limit gpuprofd changed and has not reset (its journal).
 
     The systemd unit runs this after the daemon stops, however it stopped; gpuprofd also does it
@@ -126,11 +143,19 @@ def reset_clocks(config: DaemonConfig) -> None:
 
     journal = ClockJournal(config.state_dir)
     if not journal.load():
-        click.echo(f"nothing to reset ({journal.path} lists no changed GPU)")
+        if as_json:
+            _echo_json({"journal": str(journal.path), "reset": [], "left": []})
+        else:
+            click.echo(f"nothing to reset ({journal.path} lists no changed GPU)")
         return
-    for line in ClockControl(resolve(simulate=config.simulate), journal).reset_all():
-        click.echo(line)
-    if journal.load():  # an entry leaves the journal only once its GPU is reset
+    lines = ClockControl(resolve(simulate=config.simulate), journal).reset_all()
+    left = sorted(journal.load())
+    if as_json:
+        _echo_json({"journal": str(journal.path), "reset": lines, "left": left})
+    else:
+        for line in lines:
+            click.echo(line)
+    if left:  # an entry leaves the journal only once its GPU is reset
         raise GpuprofError(f"some GPUs could not be reset; they stay listed in {journal.path}")
 
 
@@ -161,27 +186,42 @@ def _key_store(config_path: str | None) -> Any:
 @click.argument("user")
 @click.argument("key_file", type=click.Path(dir_okay=False))
 @_CONFIG_OPTION
-def keys_add(user: str, key_file: str, config_path: str | None) -> None:
+@_JSON_OPTION
+def keys_add(user: str, key_file: str, config_path: str | None, as_json: bool) -> None:
     """Let USER connect over tcp with the public key in KEY_FILE (replaces USER's previous key)."""
     written = _key_store(config_path).add(user, key_file)
+    if as_json:
+        _echo_json({"user": user, "key_file": str(written)})
+        return
     click.echo(f"registered {user}'s key: {written} (a running gpuprofd uses it for new connections)")
 
 
 @keys.command("remove")
 @click.argument("user")
 @_CONFIG_OPTION
-def keys_remove(user: str, config_path: str | None) -> None:
+@_JSON_OPTION
+def keys_remove(user: str, config_path: str | None, as_json: bool) -> None:
     """Stop USER connecting over tcp (connections already open stay until they close)."""
     removed = _key_store(config_path).remove(user)
+    if as_json:
+        _echo_json({"user": user, "removed": str(removed)})
+        return
     click.echo(f"removed {removed}")
 
 
 @keys.command("list")
 @_CONFIG_OPTION
-def keys_list(config_path: str | None) -> None:
+@_JSON_OPTION
+def keys_list(config_path: str | None, as_json: bool) -> None:
     """Every registered user and their public key."""
     store = _key_store(config_path)
     entries = store.entries()
+    if as_json:
+        _echo_json(
+            {"directory": str(store.directory),
+             "keys": [{"user": e.user, "public_key": e.public_key, "path": str(e.path)} for e in entries]}
+        )  # fmt: skip
+        return
     for entry in entries:
         click.echo(f"{entry.user:<24} {entry.public_key}  {entry.path}")
     if not entries:
@@ -190,12 +230,16 @@ def keys_list(config_path: str | None) -> None:
 
 @keys.command("server")
 @_CONFIG_OPTION
-def keys_server(config_path: str | None) -> None:
+@_JSON_OPTION
+def keys_server(config_path: str | None, as_json: bool) -> None:
     """Make the daemon's keypair if there is none, and print its public file for clients."""
     from .server.keys import public_file, server_keypair
 
     config = load_config(config_path, {})
     public, _secret = server_keypair(config.server_key, create=True)
+    if as_json:
+        _echo_json({"public_key_file": str(public_file(config.server_key)), "public_key": public.decode()})
+        return
     click.echo(f"{public_file(config.server_key)}  (public key {public.decode()})")
     click.echo("clients put it at ~/.config/gpuprof/servers/HOST.key or point GPUPROF_SERVER_KEY at it")
 

@@ -236,3 +236,29 @@ def test_keygen_and_the_slurm_steps_answer_in_json(
     code, out, err = run(capsys, "slurm", "prolog", "--jobs-dir", str(tmp_path / "jobs"), "--json")
     said = json.loads(out)
     assert code == 0 and said["step"] == "prolog" and said["ok"] is False and said["message"] in err
+
+
+def test_gpuprofds_admin_commands_take_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import click
+
+    from gpuprof.daemon.cli import cli as daemon_cli
+    from gpuprof.daemon.cli import main as daemon_main
+
+    commands = {"serve": daemon_cli.commands["serve"]}
+    keys = daemon_cli.commands["keys"]
+    assert isinstance(keys, click.Group)
+    commands |= {n: c for n, c in daemon_cli.commands.items() if not isinstance(c, click.Group)}
+    commands |= {f"keys {n}": c for n, c in keys.commands.items()}
+    missing = [
+        n for n, c in commands.items() if n != "serve" and not any("--json" in p.opts for p in c.params)
+    ]
+    assert missing == []  # serve runs until stopped and logs to journald
+    assert daemon_main(["check-config", "--simulate", "--state-dir", str(tmp_path), "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["ok"] is True and config["simulate"] is True and config["state_dir"] == str(tmp_path)
+    assert daemon_main(["reset-clocks", "--simulate", "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "journal": str(tmp_path / "clocks.json"),
+        "reset": [],
+        "left": [],
+    }
