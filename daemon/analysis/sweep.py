@@ -48,6 +48,17 @@ CAP_REASONS = (
 )
 
 
+def t_half_width(values: np.ndarray, confidence: float = 0.95) -> float | None:
+    """Half the width of the mean's ``confidence`` interval (Student's t, n - 1 degrees of freedom); None
+    below two values."""
+    from scipy import stats
+
+    if values.size < 2:
+        return None
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1))
+    return quantile * float(values.std(ddof=1)) / math.sqrt(values.size)
+
+
 def _tolerance(mhz: float) -> float:
     return max(CLOCK_TOLERANCE_MHZ, CLOCK_TOLERANCE_FRACTION * mhz)
 
@@ -84,7 +95,7 @@ def _point_row(
     energies = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], dtype=float)
     latencies = [r["latency_s"] for r in rows if r["latency_s"] is not None]
     energy = float(energies.mean()) if energies.size else None
-    half_width = 1.96 * float(energies.std(ddof=1)) / math.sqrt(energies.size) if energies.size > 1 else None
+    half_width = t_half_width(energies)
     latency = float(np.median(latencies)) if latencies else None
     return {
         "point": summary["point"],
@@ -132,7 +143,7 @@ def burn_point(window: PhaseWindow, power: HeldPower, unit: str = "operation") -
     seconds = (t1 - t0) / 1e9
     half_width = None
     if updates.size > 1:  # of the window's energy: its mean power's interval over its length
-        half_width = 1.96 * float(np.std(updates, ddof=1)) / math.sqrt(updates.size) * seconds
+        half_width = float(t_half_width(updates) or 0.0) * seconds
 
     def per_op(value: float | None) -> float | None:
         return value / ops if ops and value is not None else None
@@ -262,7 +273,7 @@ def point_energy(
     energies = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], dtype=float)
     if energies.size < 2:
         return {"ok": True, "requests": int(energies.size), "mean_j": None, "ci95_j": None}
-    half_width = 1.96 * float(energies.std(ddof=1)) / float(np.sqrt(energies.size))
+    half_width = t_half_width(energies)
     begins = (m for m in markers if m.name == "point" and m.attrs.get("id") == point)
     requested = next((m.attrs.get("sm_clock_mhz") for m in begins), None)
     observed = [r["observed_sm_clock_mhz"] for r in rows if r["observed_sm_clock_mhz"] is not None]

@@ -216,3 +216,11 @@ def test_a_job_says_which_models_have_synthetic_weights() -> None:
         "m": True,
         "org/real": False,
     }
+
+
+def test_gpuprofds_intervals_use_students_t() -> None:
+    from gpuprof.daemon.analysis.sweep import t_half_width
+
+    values = np.array([10.0, 12.0, 11.0, 13.0])  # n = 4: t(0.975, 3) = 3.182, not 1.96
+    assert t_half_width(values) == pytest.approx(3.1824 * values.std(ddof=1) / 2, rel=1e-4)
+    assert t_half_width(np.array([5.0])) is None
