@@ -58,7 +58,7 @@ def _with_config(function: Callable[..., None], flags: int = len(_FLAGS)) -> Cal
     return command
 
 
-def _with_state(function: Callable[[DaemonConfig], None]) -> Callable[..., None]:
+def _with_state(function: Callable[..., None]) -> Callable[..., None]:
     """The command with --config, --simulate and --state-dir only: it runs no socket and no job."""
     return _with_config(function, flags=3)
 
