@@ -169,6 +169,10 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
     per_op = ["mJ/OP", "± CI95", "ms/OP", "EDP mJ*ms"]
     per_point = ["J/POINT", "± CI95", "SECONDS", "EDP J*s"]
     figures = per_op if burn else per_point if whole else ["J/REQ", "± CI95", "LATENCY s", "EDP J*s"]
+    # Steady-state figures at each point's clock, where the job asked for them: energy per token of
+    # prefill and decode, each ± its windows' 95% interval (docs/llm.md, "Clock sweeps").
+    steady = any(p.get("decode_j_per_token") is not None for p in points)
+    figures += ["PREFILL mJ/TOK", "DECODE mJ/TOK"] if steady else []
     header += ["SM MHz", "OBSERVED", "P5-P95", *figures, "FLAG"]
     scale = 1e3 if burn else 1.0
     ordered = sorted(points, key=lambda p: (*(str(p.get(k)) for k in keys), p["sm_clock_mhz"]))
@@ -181,6 +185,7 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
             _fmt(p.get("observed_sm_clock_mhz"), 0), f"{_fmt(spread[0], 0)}-{_fmt(spread[1], 0)}",
             _fmt(p.get("energy_j"), 2, scale), _fmt(p.get("energy_j_ci95"), 2, scale),
             _fmt(p.get("latency_s"), 4, scale), _fmt(p.get("edp_js"), 3, scale * scale),
+            *([_per_token(p, "prefill"), _per_token(p, "decode")] if steady else []),
             f"FLAGGED {reasons}".strip() if p.get("flagged") else "",
         ])  # fmt: skip
     lines += ["    " + line for line in _table(header, rows)]
@@ -198,6 +203,15 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
             + f", {len(measured)} of {search.get('grid')} clocks measured"
         )
     return lines
+
+
+def _per_token(point: dict[str, Any], phase: str) -> str:
+    """A phase's steady energy per token in mJ, ± the 95% interval of its windows (else their bound)."""
+    value = point.get(f"{phase}_j_per_token")
+    spread = point.get(f"{phase}_j_per_token_ci95") or point.get(f"{phase}_j_per_token_uncertainty")
+    if value is None:
+        return "-"
+    return f"{_fmt(value, 2, 1e3)} ± {_fmt(spread, 2, 1e3)}" if spread is not None else _fmt(value, 2, 1e3)
 
 
 def requests_json(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -413,6 +413,24 @@ def _per_token(figures: Sequence[dict[str, Any]], tokens: int) -> tuple[float | 
     return joules / tokens, error / tokens, key
 
 
+def _per_window_ci95(
+    figures: Sequence[dict[str, Any]], group: Sequence[PhaseWindow], key: str
+) -> float | None:
+    """Half width of the 95% interval (Student's t) of the windows' energies per token: how much a
+    repeated window differs from the next, beside each window's own bound."""
+    from scipy import stats
+
+    values = []
+    for figure, window in zip(figures, group, strict=True):
+        joules, tokens = figure.get(f"{key}_j"), int(window.attrs.get("tokens", 0))
+        if joules is not None and tokens:
+            values.append(joules / tokens)
+    if len(values) < 2:
+        return None
+    spread = float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return float(stats.t.ppf(0.975, len(values) - 1)) * spread
+
+
 def _bandwidth_bound(model: dict[str, Any], batch_size: Any) -> float | None:
     """Decode tokens a second if each step only read the weights at the GPU's peak memory bandwidth."""
     bandwidth, weights = model.get("memory_bandwidth_gbs"), model.get("weights_bytes")
@@ -450,6 +468,7 @@ def steady_summaries(
         tokens = sum(int(w.attrs.get("tokens", 0)) for w in group)
         seconds = sum(w.duration_ns for w in group) / 1e9
         per_token, error, key = _per_token(figures, tokens)
+        spread = _per_window_ci95(figures, group, key) if len(group) > 1 else None
         clocks = [f.get("sm_clock_median_mhz") for f in figures]
         model = loads.get(base.split(".bs")[0], {})
         batch_size = group[0].attrs.get("batch_size")
@@ -458,6 +477,7 @@ def steady_summaries(
         out.append(
             {
                 "id": base,
+                "point": base.split(".")[2] if base.count(".") >= 2 else None,  # m<i>.bs<n>.<point>
                 "model": model.get("model"),
                 "engine": model.get("engine", "eager"),
                 "phase": name.removeprefix("steady_"),
@@ -471,6 +491,7 @@ def steady_summaries(
                 "bandwidth_bound_share": tokens_per_s / bound if bound and tokens_per_s is not None else None,
                 "j_per_token": per_token,
                 "j_per_token_uncertainty": error,
+                "j_per_token_ci95": spread,
                 "energy_source": key.replace("energy_", ""),
                 "mean_power_w": _mean(f.get("mean_power_w") for f in figures),
                 "observed_sm_clock_mhz_median": _median(clocks),

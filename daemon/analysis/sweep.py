@@ -185,19 +185,36 @@ def _optimum(points: Sequence[dict[str, Any]], key: str) -> int | None:
     return min(usable, key=lambda p: p[key])["sm_clock_mhz"] if usable else None
 
 
+STEADY_KEYS = ("j_per_token", "j_per_token_uncertainty", "j_per_token_ci95", "tokens_per_s", "mean_power_w")
+
+
+def _steady_figures(steady: Sequence[dict[str, Any]], point: str) -> dict[str, Any]:
+    """A point's steady-state figures at its clock, per phase (``prefill_j_per_token``, ...), where the
+    job asked for steady state; empty otherwise."""
+    out: dict[str, Any] = {}
+    for summary in steady:
+        if summary.get("point") == point:
+            out |= {f"{summary['phase']}_{key}": summary.get(key) for key in STEADY_KEYS}
+            out[f"{summary['phase']}_windows"] = summary.get("windows")
+    return out
+
+
 def sweep_section(
     summaries: Sequence[dict[str, Any]],
     rows: Sequence[dict[str, Any]],
     windows: Sequence[PhaseWindow],
     power: HeldPower,
+    steady: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any] | None:
-    """The ``dvfs`` section of a swept llm job's result, None when no point had a clock of its own."""
+    """The ``dvfs`` section of a swept llm job's result, None when no point had a clock of its own; with
+    ``steady`` (the result's steady-state summaries), each point's steady figures at its clock."""
     point_windows = {str(w.attrs.get("id")): w for w in windows if w.name == "point"}
     by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_point[str(row["point"])].append(row)
     points = [
         _point_row(s, by_point.get(str(s["point"]), []), point_windows[str(s["point"])], power)
+        | _steady_figures(steady, str(s["point"]))
         for s in summaries
         if s.get("sm_clock_mhz") is not None and str(s["point"]) in point_windows
     ]

@@ -491,7 +491,7 @@ class JobRunner:
             top = self.clocks.top_sm_clock_mhz(gpu)
             mark_capped(section["points"], phase_windows, power, top)
             mark_capped(section["steady_state"], phase_windows, power, top)
-            swept = sweep_section(section["points"], rows, phase_windows, power)
+            swept = sweep_section(section["points"], rows, phase_windows, power, section["steady_state"])
             if swept is not None:
                 result.setdefault("dvfs", {}).update(plain(swept, "dvfs"))
         except Exception as exc:  # a worker's odd markers must not cost the job its other results

@@ -153,3 +153,24 @@ def test_a_compiled_engine_sweep_loads_and_compiles_once_and_slows_down_at_a_low
     assert len(point_starts) == 2 and min(point_starts) > compile_end  # compiled before the first point
     # The simulated GPU stretches each phase by its slowdown at the clock: decode is slower at 600 MHz.
     assert points[600]["latency_s"] > points[1410]["latency_s"]
+
+
+def test_with_steady_state_each_point_has_its_phases_energy_per_token_at_its_clock(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    client = RawClient(start(daemons, tmp_path, "allow_dvfs = true\n").endpoint)
+    spec = sweep_spec([600, 1410], order="sequential")
+    spec["llm"]["steady_state"] = {"seconds": 1.5, "context_tokens": 32, "decode_tokens": 4}
+    done = wait_state(client, submit(client, spec), FINAL, timeout_s=240)
+    assert done["state"] == "succeeded", done.get("reason")
+    points = {p["sm_clock_mhz"]: p for p in done["result"]["dvfs"]["points"]}
+    steady = {s["point"]: s for s in done["result"]["llm"]["steady_state"] if s["point"] is not None}
+    for mhz, point in points.items():
+        for phase in ("prefill", "decode"):
+            assert point[f"{phase}_j_per_token"] > 0 and point[f"{phase}_tokens_per_s"] > 0, point
+            assert point[f"{phase}_j_per_token_uncertainty"] is not None
+        assert point["decode_windows"] >= 2 and point["decode_j_per_token_ci95"] > 0, point  # repeated windows
+        assert steady[point["point"]]["observed_sm_clock_mhz_median"] == mhz  # measured at the point's clock
+    # The simulated GPU's decode is memory-bound: at 600 MHz a token takes longer but costs less.
+    assert points[600]["decode_tokens_per_s"] < points[1410]["decode_tokens_per_s"]
+    assert points[600]["decode_j_per_token"] < points[1410]["decode_j_per_token"]

@@ -88,13 +88,23 @@ def test_steady_state_windows_count_their_tokens() -> None:
     steady.run_prefill(lm, ids, settings, markers, "m0.bs2")  # type: ignore[arg-type]
     steady.run_decode(lm, ids, settings, markers, "m0.bs2")  # type: ignore[arg-type]
     ends = [(name, attrs) for kind, name, attrs in markers.events if kind == "end"]
-    assert [name for name, _ in ends] == [
-        "steady_prefill",
-        "steady_decode",
-    ]  # one window: the cache is cut back
-    prefill, decode = ends[0][1], ends[1][1]
-    assert prefill["tokens"] == prefill["repetitions"] * 2 * 32 > 0
-    assert decode["tokens"] == decode["steps"] * 2 and decode["steps"] > 4  # past one decode_tokens cycle
+    begins = [attrs["id"] for kind, _, attrs in markers.events if kind == "begin"]
+    # Each phase in back-to-back windows (steady.WINDOWS at most), so that their spread gives an interval;
+    # decode's cache is cut back, never rebuilt, so its windows follow each other with no prefill between.
+    prefills = [attrs for name, attrs in ends if name == "steady_prefill"]
+    decodes = [attrs for name, attrs in ends if name == "steady_decode"]
+    assert 2 <= len(prefills) <= steady.WINDOWS + 1 and 2 <= len(decodes) <= steady.WINDOWS + 1
+    assert [name for name, _ in ends] == ["steady_prefill"] * len(prefills) + ["steady_decode"] * len(decodes)
+    assert (
+        [a["id"] for a in prefills]
+        == [f"m0.bs2.s{i}" for i in range(len(prefills))]
+        == begins[: len(prefills)]
+    )
+    for prefill in prefills:
+        assert prefill["tokens"] == prefill["repetitions"] * 2 * 32 > 0
+    for decode in decodes:
+        assert decode["tokens"] == decode["steps"] * 2 and decode["steps"] >= 8  # a sync's worth at least
+    assert sum(d["steps"] for d in decodes) > 4  # past one decode_tokens cycle
 
 
 def test_a_full_size_model_is_refused_on_the_simulated_gpu() -> None:

@@ -19,6 +19,7 @@ from ..markers import MarkerWriter
 from .engine import LoadedModel, forward_accepts
 
 SYNC_EVERY_STEPS = 8  # decode steps queued between two clock checks
+WINDOWS = 4  # a phase's seconds are cut into this many back-to-back windows: their spread gives an interval
 
 
 def context_ids(lm: Any, batch_size: int, tokens: int, corpus: list[str]) -> Any:
@@ -44,15 +45,17 @@ def run_prefill(
     window_id: str,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Prefill of ``ids`` again and again for ``steady.seconds``, in one ``steady_prefill`` window."""
+    """Prefill of ``ids`` again and again for ``steady.seconds``, in ``WINDOWS`` back-to-back
+    ``steady_prefill`` windows (ids ``<window_id>.s<n>``)."""
     torch, device = lm.device.torch, lm.device
     keep = {"logits_to_keep": 1} if forward_accepts(lm.model, "logits_to_keep") else {}
     batch, width = (int(n) for n in ids.shape)
-    reps = 0
     device.busy()
     try:
-        markers.begin("steady_prefill", id=window_id, batch_size=batch, context_tokens=width)
-        deadline = clock() + steady.seconds
+        began = clock()
+        deadline, share = began + steady.seconds, steady.seconds / WINDOWS
+        window, reps = 0, 0
+        markers.begin("steady_prefill", id=f"{window_id}.s0", batch_size=batch, context_tokens=width)
         with torch.inference_mode():
             while True:
                 started = clock()
@@ -60,9 +63,16 @@ def run_prefill(
                 device.sync()
                 device.stretch("prefill", clock() - started, batch * width, batch)
                 reps += 1
-                if clock() >= deadline:
-                    break
-        markers.end("steady_prefill", id=window_id, repetitions=reps, tokens=reps * batch * width)
+                now = clock()
+                if now >= deadline or now - began >= share:
+                    name = f"{window_id}.s{window}"
+                    markers.end("steady_prefill", id=name, repetitions=reps, tokens=reps * batch * width)
+                    if now >= deadline:
+                        break
+                    window, reps, began = window + 1, 0, now
+                    markers.begin(
+                        "steady_prefill", id=f"{window_id}.s{window}", batch_size=batch, context_tokens=width
+                    )
     finally:
         device.idle()
 
@@ -119,7 +129,7 @@ def run_decode(
             try:
                 markers.begin("steady_decode", id=name, batch_size=batch, context_tokens=width)
                 token = first
-                synced = clock()
+                synced = began = clock()
                 while True:
                     out = lm.model(input_ids=token, use_cache=True, **{cache_kw: past})
                     past, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
@@ -133,8 +143,13 @@ def run_decode(
                         device.sync()
                         device.stretch("decode", clock() - synced, SYNC_EVERY_STEPS, batch)
                         synced = clock()
-                        if clock() >= deadline:
+                        if synced >= deadline:
                             break
+                        if synced - began >= steady.seconds / WINDOWS:  # the next window, back to back
+                            markers.end("steady_decode", id=name, steps=steps, tokens=steps * batch)
+                            segment, steps, began = segment + 1, 0, synced
+                            name = f"{window_id}.s{segment}"
+                            markers.begin("steady_decode", id=name, batch_size=batch, context_tokens=width)
                 device.sync()
                 markers.end("steady_decode", id=name, steps=steps, tokens=steps * batch)
             finally:

@@ -192,21 +192,27 @@ class _Silent:
 
 def _steady(lm: Model, params: LlmParams, model_index: int, corpus: list[str], markers: MarkerWriter) -> None:
     """Steady-state prefill and decode at each batch size, on contexts cut from the job's prompts."""
+    for batch_size in params.batch_sizes:
+        markers.status(f"{lm.ref.name}: steady-state prefill and decode at batch {batch_size}")
+        _steady_windows(lm, params, corpus, markers, batch_size, f"m{model_index}.bs{batch_size}")
+
+
+def _steady_windows(
+    lm: Model, params: LlmParams, corpus: list[str], markers: MarkerWriter, batch_size: int, base: str
+) -> None:
+    """One batch size's steady-state prefill and decode windows, ids ``base.s<n>``."""
     from ..llm import steady
 
     assert params.steady_state is not None
     width = min(params.steady_state.context_tokens, lm.input_limit(params))
-    for batch_size in params.batch_sizes:
-        ids = steady.context_ids(lm, batch_size, width, corpus)
-        base = f"m{model_index}.bs{batch_size}"
-        markers.status(f"{lm.ref.name}: steady-state prefill and decode at batch {batch_size}")
-        if isinstance(lm, VllmModel):
-            rows = ids.tolist()
-            lm.steady_prefill(rows, params.steady_state, markers, base)
-            lm.steady_decode(rows, params.steady_state, markers, base)
-            continue
-        steady.run_prefill(lm, ids, params.steady_state, markers, base)
-        steady.run_decode(lm, ids, params.steady_state, markers, base)
+    ids = steady.context_ids(lm, batch_size, width, corpus)
+    if isinstance(lm, VllmModel):
+        rows = ids.tolist()
+        lm.steady_prefill(rows, params.steady_state, markers, base)
+        lm.steady_decode(rows, params.steady_state, markers, base)
+        return
+    steady.run_prefill(lm, ids, params.steady_state, markers, base)
+    steady.run_decode(lm, ids, params.steady_state, markers, base)
 
 
 def _vllm_limits(params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> tuple[int, int]:
@@ -331,10 +337,13 @@ class _PointRunner:
         markers: MarkerWriter,
         counter: Iterator[int],
         progress: _Progress | None = None,
+        model_index: int = 0,
     ) -> None:
         self.lm, self.extractor, self.items, self.params = lm, extractor, items, params
         self.dvfs, self.device, self.markers, self.counter = dvfs, device, markers, counter
         self.progress = progress or _Progress(None)
+        self.model_index = model_index
+        self.corpus = [item.prompt for task_items in items.values() for item in task_items]
 
     def run(self, task: str, batch_size: int, mhz: int | None) -> str:
         """Runs the point; returns its id."""
@@ -344,6 +353,12 @@ class _PointRunner:
         try:
             point = _Point(point_id, self.lm, task, batch_size, self.params, mhz, self.progress)
             point.run(self.items[task], self.extractor, self.markers)
+            if mhz is not None and self.params.steady_state is not None:
+                # At the point's clock: its energy per prefill and per decode token from steady windows
+                # (ids m<i>.bs<n>.<point>.s<k>), which a 100 ms sensor resolves where short requests do not.
+                self.markers.status(f"{self.lm.ref.name}: steady state at {mhz} MHz, batch {batch_size}")
+                base = f"m{self.model_index}.bs{batch_size}.{point_id}"
+                _steady_windows(self.lm, self.params, self.corpus, self.markers, batch_size, base)
             self.progress.done += 1
         finally:
             if mhz is not None:
@@ -431,7 +446,7 @@ def run(
             markers.begin("measure", id=f"m{model_index}", **paced)
 
             run_point = _PointRunner(
-                lm, extractor, items, params, dvfs, device, markers, counter, progress
+                lm, extractor, items, params, dvfs, device, markers, counter, progress, model_index
             ).run
             if dvfs is not None and dvfs.search is not None:
                 _search(params, dvfs, model_index, run_point, markers)
