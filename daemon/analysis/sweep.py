@@ -302,3 +302,29 @@ def point_energy(
         "latency_s": float(np.median([r["latency_s"] for r in rows])),
         "flagged": strays(requested, float(np.median(observed)) if observed else None),
     }
+
+
+STEADY_PHASES = ("steady_prefill", "steady_decode")
+
+
+def steady_energy(markers: Sequence[Marker], power: HeldPower, base: str, phase: str) -> dict[str, Any]:
+    """What a worker asks between rounds of a steady phase: the energy per token of each finished window
+    ``base.s<n>`` of ``phase``, their mean and the half width of its 95% interval (Student's t)."""
+    if phase not in STEADY_PHASES:
+        return {"ok": False, "error": f"phase must be one of {', '.join(STEADY_PHASES)}"}
+    found = [
+        w for w in windows(markers) if w.name == phase and str(w.attrs.get("id", "")).startswith(f"{base}.s")
+    ]
+    values = []
+    for window in found:
+        tokens = int(window.attrs.get("tokens") or 0)
+        joules, _bound = power.energy(window.t_start_ns, window.t_end_ns)
+        if tokens > 0 and joules is not None:
+            values.append(joules / tokens)
+    per_token = np.array(values, dtype=float)
+    return {
+        "ok": True,
+        "windows": int(per_token.size),
+        "mean_j_per_token": float(per_token.mean()) if per_token.size else None,
+        "ci95_j_per_token": t_half_width(per_token),
+    }

@@ -33,6 +33,7 @@ from ..analysis.sweep import (
     command_sweep_section,
     mark_capped,
     point_energy,
+    steady_energy,
     sweep_section,
 )
 from ..analysis.windows import PhaseWindow, windows
@@ -299,9 +300,13 @@ class JobRunner:
             power = HeldPower(
                 concat(job.samples, SAMPLE_DTYPE), job.record.gpu, concat(job.energy, ENERGY_DTYPE)
             )
-            point = str(marker.attrs.get("point"))
-            workload = record_workload(job.record)
-            self._answer(job, point_energy(workload, job.markers, power, point, self.simulated))
+            if isinstance(marker.attrs.get("steady"), str):  # a steady phase's windows so far
+                phase = str(marker.attrs.get("phase"))
+                self._answer(job, steady_energy(job.markers, power, marker.attrs["steady"], phase))
+            else:
+                point = str(marker.attrs.get("point"))
+                workload = record_workload(job.record)
+                self._answer(job, point_energy(workload, job.markers, power, point, self.simulated))
         self.publish(
             job.record.id,
             "marker",

@@ -95,6 +95,12 @@ class MarkerWriter:
         mean_j, ci95_j}`` (an ``event`` named ``energy_query``), to decide whether to repeat it."""
         return self._ask("energy_query", {"point": point}, "energy query", timeout_s)
 
+    def steady_so_far(self, base: str, phase: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Asks gpuprofd for the energy per token of a steady phase's (``steady_prefill`` or
+        ``steady_decode``) finished windows ``base.s<n>``: ``{ok, windows, mean_j_per_token,
+        ci95_j_per_token}``, to decide whether to run another round."""
+        return self._ask("energy_query", {"steady": base, "phase": phase}, "energy query", timeout_s)
+
     def _ask(self, name: str, attrs: dict[str, Any], what: str, timeout_s: float) -> dict[str, Any]:
         """Sends an event the daemon answers on the same socket (a msgpack map), and waits for the answer."""
         self._send("event", name, attrs)

@@ -117,7 +117,7 @@ def test_a_job_with_an_unreadable_dataset_fails_saying_so(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("target", "repetitions"), [("1.0", 1), ("1.0e-9", 3)])
-def test_a_point_repeats_until_its_energy_is_known_to_the_target(
+def test_a_point_and_a_steady_phase_repeat_until_their_energy_is_known_to_the_target(
     tmp_path: Path, target: str, repetitions: int
 ) -> None:
     daemon = DaemonProcess(tmp_path).start()
@@ -127,12 +127,17 @@ def test_a_point_repeats_until_its_energy_is_known_to_the_target(
             "workload: llm\ntimeout_s: 300\nllm:\n  model: {arch: llama-3.2-1b-tiny}\n  dtype: float32\n"
             "  prompts: 4\n  batch_sizes: [2]\n  max_new_tokens: 2\n  ignore_eos: true\n  ner: heuristic\n"
             f"  warmup_requests: 0\n  ci95_target: {target}\n  repetitions: 3\n"
+            "  steady_state: {seconds: 0.5, context_tokens: 16, decode_tokens: 8}\n"
         )
         with Client(daemon.endpoint) as client:
             result = client.submit(str(spec)).result(timeout_s=240)
         (point,) = result.summary["llm"]["points"]
         assert point["repetitions"] == repetitions and point["requests"] == 4 * repetitions
         assert point["ci95_target_reached"] is (repetitions == 1)  # 1e-9 is never reached: the cap stops it
+        # A steady phase runs rounds of windows the same way: one round is 4 windows (5 at most).
+        for phase in result.summary["llm"]["steady_state"]:
+            assert (phase["windows"] <= 5) is (repetitions == 1), phase
+            assert phase["j_per_token_ci95"] is not None
     finally:
         daemon.kill()
 

@@ -237,3 +237,23 @@ def test_engine_timed_requests_of_one_point_share_each_instant_whatever_their_id
     energies = [r["energy_j"] for r in rows]
     assert energies == pytest.approx([20.0, 20.0, 20.0])  # 200 ms at 200 W shared by two; 100 ms alone
     assert sum(energies) == pytest.approx(60.0)  # not 2 x 40 J + 20 J, and not the 300 ms idle gap
+
+
+def test_a_steady_phases_windows_so_far_give_energy_per_token_and_a_t_interval() -> None:
+    from gpuprof.daemon.analysis.sweep import steady_energy
+
+    samples = trace([(0, 200.0), (1000, 400.0)], 2100)
+    held = HeldPower(samples, 0, counter(samples))
+    markers: list[Marker] = []
+    for n, (t0, tokens) in enumerate([(0, 100), (500, 100), (1000, 400), (1500, 400)]):  # 100, 100, 200, 200
+        markers += [mk("begin", "steady_decode", t0, id=f"m0.bs1.p2.s{n}"),
+                    mk("end", "steady_decode", t0 + 500, id=f"m0.bs1.p2.s{n}", tokens=tokens)]  # fmt: skip
+    markers += [mk("begin", "steady_prefill", 0, id="m0.bs1.p2.s0"),
+                mk("end", "steady_prefill", 900, id="m0.bs1.p2.s0", tokens=1)]  # another phase  # fmt: skip
+    figures = steady_energy(markers, held, "m0.bs1.p2", "steady_decode")
+    per_token = np.array([1.0, 1.0, 0.5, 0.5])  # J per token of each window
+    assert figures["ok"] and figures["windows"] == 4
+    assert figures["mean_j_per_token"] == pytest.approx(0.75, rel=0.02)
+    assert figures["ci95_j_per_token"] == pytest.approx(3.1824 * per_token.std(ddof=1) / 2, rel=0.05)
+    assert steady_energy(markers, held, "m0.bs1.p9", "steady_decode")["windows"] == 0
+    assert steady_energy(markers, held, "m0.bs1.p2", "decode")["ok"] is False

@@ -44,9 +44,10 @@ def run_prefill(
     markers: MarkerWriter,
     window_id: str,
     clock: Callable[[], float] = time.monotonic,
-) -> None:
+    start: int = 0,
+) -> int:
     """Prefill of ``ids`` again and again for ``steady.seconds``, in ``WINDOWS`` back-to-back
-    ``steady_prefill`` windows (ids ``<window_id>.s<n>``)."""
+    ``steady_prefill`` windows (ids ``<window_id>.s<n>``, n from ``start``); returns the next n."""
     torch, device = lm.device.torch, lm.device
     keep = {"logits_to_keep": 1} if forward_accepts(lm.model, "logits_to_keep") else {}
     batch, width = (int(n) for n in ids.shape)
@@ -54,8 +55,8 @@ def run_prefill(
     try:
         began = clock()
         deadline, share = began + steady.seconds, steady.seconds / WINDOWS
-        window, reps = 0, 0
-        markers.begin("steady_prefill", id=f"{window_id}.s0", batch_size=batch, context_tokens=width)
+        window, reps = start, 0
+        markers.begin("steady_prefill", id=f"{window_id}.s{start}", batch_size=batch, context_tokens=width)
         with torch.inference_mode():
             while True:
                 started = clock()
@@ -68,13 +69,14 @@ def run_prefill(
                     name = f"{window_id}.s{window}"
                     markers.end("steady_prefill", id=name, repetitions=reps, tokens=reps * batch * width)
                     if now >= deadline:
-                        break
+                        return window + 1
                     window, reps, began = window + 1, 0, now
                     markers.begin(
                         "steady_prefill", id=f"{window_id}.s{window}", batch_size=batch, context_tokens=width
                     )
     finally:
         device.idle()
+    return window + 1  # not reached: the loop returns
 
 
 def _cache_of(out: Any) -> Any:
@@ -99,16 +101,17 @@ def run_decode(
     markers: MarkerWriter,
     window_id: str,
     clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Decode steps back to back for ``steady.seconds``, in one ``steady_decode`` window.
+    start: int = 0,
+) -> int:
+    """Decode steps back to back for ``steady.seconds``, in ``steady_decode`` windows (ids
+    ``<window_id>.s<n>``, n from ``start``; returns the next n).
 
     The KV cache starts at the context; after ``steady.decode_tokens`` steps it is cut back to the context
     (no prefill inside the window). A cache that cannot be cut is rebuilt by a prefill between two
     windows instead (ids ``<window_id>.s<n>``), as is the compiled engine's static cache.
     """
     if lm.decoder is not None:
-        _run_decode_compiled(lm, ids, steady, markers, window_id, clock)
-        return
+        return _run_decode_compiled(lm, ids, steady, markers, window_id, clock, start)
     torch, device = lm.device.torch, lm.device
     keep = {"logits_to_keep": 1} if forward_accepts(lm.model, "logits_to_keep") else {}
     cache_kw = (
@@ -116,9 +119,9 @@ def run_decode(
     )  # renamed in transformers 5
     batch, width = (int(n) for n in ids.shape)
     deadline = clock() + steady.seconds
-    segment = 0
+    segment = start
     with torch.inference_mode():
-        while segment == 0 or clock() < deadline:
+        while segment == start or clock() < deadline:
             out = lm.model(input_ids=ids, use_cache=True, **keep)
             past, first = _cache_of(out), out.logits[:, -1:].argmax(-1)
             croppable = hasattr(past, "crop")
@@ -156,6 +159,7 @@ def run_decode(
                 device.idle()
             segment += 1
             del past, out
+    return segment
 
 
 def _run_decode_compiled(
@@ -165,14 +169,15 @@ def _run_decode_compiled(
     markers: MarkerWriter,
     window_id: str,
     clock: Callable[[], float],
-) -> None:
+    start: int = 0,
+) -> int:
     """The compiled engine's steady decode: per window, a prefill of the context (outside it), then up to
     ``steady.decode_tokens`` compiled steps, until ``steady.seconds`` have passed."""
     torch, device, decoder = lm.device.torch, lm.device, lm.decoder
     batch, width = (int(n) for n in ids.shape)
     deadline = clock() + steady.seconds
-    segment = 0
-    while segment == 0 or clock() < deadline:
+    segment = start
+    while segment == start or clock() < deadline:
         with torch.inference_mode():
             state = decoder.prefill(ids, torch.ones_like(ids))
         device.sync()
@@ -196,3 +201,4 @@ def _run_decode_compiled(
         finally:
             device.idle()
         segment += 1
+    return segment

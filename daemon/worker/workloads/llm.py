@@ -211,8 +211,18 @@ def _steady_windows(
         lm.steady_prefill(rows, params.steady_state, markers, base)
         lm.steady_decode(rows, params.steady_state, markers, base)
         return
-    steady.run_prefill(lm, ids, params.steady_state, markers, base)
-    steady.run_decode(lm, ids, params.steady_state, markers, base)
+    for phase, run in (("steady_prefill", steady.run_prefill), ("steady_decode", steady.run_decode)):
+        # With ci95_target, another round of windows until their energy per token is that precise (at
+        # most `repetitions` rounds): gpuprofd answers from its trace between rounds.
+        start = 0
+        for round_ in range(params.repetitions if params.ci95_target is not None else 1):
+            start = run(lm, ids, params.steady_state, markers, base, start=start)
+            if params.ci95_target is None or round_ + 1 == params.repetitions:
+                break
+            figures = markers.steady_so_far(base, phase)
+            mean, spread = figures.get("mean_j_per_token"), figures.get("ci95_j_per_token")
+            if mean and spread is not None and spread / mean <= params.ci95_target:
+                break
 
 
 def _vllm_limits(params: LlmParams, items: dict[str, list[tasks.TaskItem]]) -> tuple[int, int]:
