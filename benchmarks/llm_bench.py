@@ -2,15 +2,18 @@
 
     python3 benchmarks/llm_bench.py [--simulate] [--json OUT] [--only study overhead engines]
         [--models llama-3.2-1b llama-3.2-3b mistral-7b-v0.1] [--prompts 16] [--seconds 5]
+        [--engines compiled eager]
 
 ``study`` runs one llm job through a private gpuprofd (``gpuprof run``, DVFS off: no clock or power
 setting is changed): the models with synthetic weights in bf16, the built-in qa and factual sets, batch 1
 and 8, then steady-state prefill and decode. It prints tokens/s, energy per prefill and decode token
 (steady state, energy counter) and the spread of per-request energy.
 
-``engines`` runs the same job once per engine (``llm.engine: eager`` and ``compiled``, docs/llm.md) and
-compares their steady-state decode: tokens/s, energy per token and the share of the memory-bandwidth bound
-(batch x bandwidth / weight bytes), side by side from one run of this script.
+``engines`` runs the same job once per engine (``llm.engine: eager`` and ``compiled``, docs/llm.md; by
+default compiled first, ``--engines`` picks and orders them) and compares their steady-state decode:
+tokens/s, energy per token and the share of the memory-bandwidth bound (batch x bandwidth / weight bytes),
+side by side from one run of this script. An engine whose job fails is reported (``errors`` in the JSON)
+and the others still run.
 
 ``overhead`` runs steady-state decode (batch 1) and prefill (batch 8, 512 tokens) of llama-3.2-1b in this
 process, in blocks alternating between a gpuprofd sampling every GPU at 1 kHz and the same gpuprofd
