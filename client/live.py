@@ -262,7 +262,7 @@ def gpu_line(window: LiveWindow, now_s: float | None) -> str:
     power = _last([None if math.isnan(v) else v for v in window.power_w[-256:].tolist()])
     clock = _last([None if math.isnan(v) else v for v in window.sm_clock_mhz[-256:].tolist()])
     name = f" {window.gpu_name}" if window.gpu_name else ""
-    job = "idle"
+    job = "no job"
     if window.job_id:
         job = f"job {window.job_id}" + (f" ({window.job_name})" if window.job_name else "")
         job += f" · {window.phase}" if window.phase else ""
