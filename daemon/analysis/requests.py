@@ -413,6 +413,20 @@ def _per_token(figures: Sequence[dict[str, Any]], tokens: int) -> tuple[float | 
     return joules / tokens, error / tokens, key
 
 
+SPAN_GAP_NS = 1_000_000  # windows closer than this are one span (one ends as the next begins)
+
+
+def _spans(group: Sequence[PhaseWindow]) -> list[tuple[int, int]]:
+    """The windows' time covered, as spans of back-to-back windows, in order."""
+    spans: list[list[int]] = []
+    for window in sorted(group, key=lambda w: w.t_start_ns):
+        if spans and window.t_start_ns - spans[-1][1] <= SPAN_GAP_NS:
+            spans[-1][1] = max(spans[-1][1], window.t_end_ns)
+        else:
+            spans.append([window.t_start_ns, window.t_end_ns])
+    return [(t0, t1) for t0, t1 in spans]
+
+
 def _per_window_ci95(
     figures: Sequence[dict[str, Any]], group: Sequence[PhaseWindow], key: str
 ) -> float | None:
@@ -467,7 +481,9 @@ def steady_summaries(
         figures = [window_figures(samples, energy, gpu, w.t_start_ns, w.t_end_ns, fused) for w in group]
         tokens = sum(int(w.attrs.get("tokens", 0)) for w in group)
         seconds = sum(w.duration_ns for w in group) / 1e9
-        per_token, error, key = _per_token(figures, tokens)
+        # The phase's energy over its spans of back-to-back windows: two edges per span, not per window.
+        spans = [window_figures(samples, energy, gpu, t0, t1, fused) for t0, t1 in _spans(group)]
+        per_token, error, key = _per_token(spans, tokens)
         spread = _per_window_ci95(figures, group, key) if len(group) > 1 else None
         clocks = [f.get("sm_clock_median_mhz") for f in figures]
         model = loads.get(base.split(".bs")[0], {})

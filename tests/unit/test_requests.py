@@ -257,3 +257,26 @@ def test_a_steady_phases_windows_so_far_give_energy_per_token_and_a_t_interval()
     assert figures["ci95_j_per_token"] == pytest.approx(3.1824 * per_token.std(ddof=1) / 2, rel=0.05)
     assert steady_energy(markers, held, "m0.bs1.p9", "steady_decode")["windows"] == 0
     assert steady_energy(markers, held, "m0.bs1.p2", "decode")["ok"] is False
+
+
+def test_back_to_back_steady_windows_are_bounded_as_one_span() -> None:
+    from gpuprof.daemon.analysis.requests import steady_summaries
+
+    samples = trace([(0, 150.0), (300, 450.0), (700, 250.0)], 2200)
+    energy = counter(samples)
+
+    def phase(bounds: list[tuple[int, int]]) -> dict[str, Any]:
+        markers: list[Marker] = [mk("begin", "load", 0, id="m0", model="tiny"), mk("end", "load", 1, id="m0")]
+        for n, (t0, t1) in enumerate(bounds):
+            markers += [mk("begin", "steady_decode", t0, id=f"m0.bs1.s{n}"),
+                        mk("end", "steady_decode", t1, id=f"m0.bs1.s{n}", tokens=(t1 - t0))]  # fmt: skip
+        (summary,) = steady_summaries(windows(markers), samples, energy, 0)
+        return summary
+
+    whole = phase([(250, 1850)])
+    quarters = phase([(250, 650), (650, 1050), (1050, 1450), (1450, 1850)])
+    assert quarters["windows"] == 4 and quarters["j_per_token_ci95"] > 0  # the load changes between them
+    assert quarters["j_per_token"] == pytest.approx(whole["j_per_token"], rel=1e-3)
+    assert quarters["j_per_token_uncertainty"] == pytest.approx(whole["j_per_token_uncertainty"], rel=1e-3)
+    apart = phase([(250, 650), (1450, 1850)])  # two spans: each has its own edges
+    assert apart["j_per_token_uncertainty"] > 0
