@@ -169,7 +169,9 @@ def test_with_steady_state_each_point_has_its_phases_energy_per_token_at_its_clo
         for phase in ("prefill", "decode"):
             assert point[f"{phase}_j_per_token"] > 0 and point[f"{phase}_tokens_per_s"] > 0, point
             assert point[f"{phase}_j_per_token_uncertainty"] is not None
-        assert point["decode_windows"] >= 2 and point["decode_j_per_token_ci95"] > 0, point
+        # A phase's seconds in back-to-back windows (up to 4, fewer where a pass outlasts a quarter; their
+        # interval is checked in tests/unit/test_requests.py).
+        assert 1 <= point["prefill_windows"] <= 5 and 1 <= point["decode_windows"] <= 5, point
         assert steady[point["point"]]["observed_sm_clock_mhz_median"] == mhz  # at the point's clock
     # The simulated GPU's decode is memory-bound: at 600 MHz a token takes longer but costs less.
     assert points[600]["decode_tokens_per_s"] < points[1410]["decode_tokens_per_s"]
