@@ -45,9 +45,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(figure: Any) -> bytes:
+def _png(figure: Any, plt: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -91,9 +93,7 @@ def _metric_plot(report: Report, plt: Any, column: str, title: str, tag: str) ->
     axes.set_title(f"{_capital(title)} against SM clock{tag}\n({_ci_name()})", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=FONT_PT)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _png(figure, plt)
 
 
 def _pareto_plot(report: Report, plt: Any, tag: str) -> bytes:
@@ -115,9 +115,7 @@ def _pareto_plot(report: Report, plt: Any, tag: str) -> bytes:
     axes.set_title(f"Energy against latency, Pareto frontier joined{tag}\n({_ci_name()})", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=FONT_PT)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _png(figure, plt)
 
 
 def _overall_correlations(report: Report) -> pd.DataFrame:
@@ -175,9 +173,7 @@ def _correlation_plot(report: Report, plt: Any, tag: str) -> bytes | None:
         color="#a00" if none else "black",
     )
     axes.legend(handles=handles, fontsize=FONT_PT)
-    data = _png(figure)
-    plt.close(figure)
-    return data
+    return _png(figure, plt)
 
 
 def _plots(report: Report, plt: Any) -> dict[str, bytes]:
