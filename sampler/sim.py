@@ -28,7 +28,7 @@ __all__ = [
     "slowdown",
 ]
 
-API_VERSION = 1  # GPUPROF_SIM_API_VERSION in sampler/simnvml/gpuprof_sim.h
+API_VERSION = 2  # GPUPROF_SIM_API_VERSION in sampler/simnvml/gpuprof_sim.h
 LOG_ENTRIES = 256
 _SUCCESS, _INVALID_ARGUMENT, _NO_PERMISSION = 0, 2, 4
 _BAD_GPU = 0xFFFFFFFF
@@ -75,6 +75,7 @@ class _GpuConfigStruct(ctypes.Structure):
                 "energy_call_latency_us",
                 "read_stall_us",
                 "read_stall_period_ms",
+                "clock_lock_latency_us",
                 "sensor_phase_ms",
                 "initial_energy_j",
                 "utilization_pct",

@@ -53,6 +53,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "energy_call_latency_us": (0, 1_000_000),
     "read_stall_us": (0, 1_000_000),
     "read_stall_period_ms": (1, 100_000),
+    "clock_lock_latency_us": (0, 1_000_000),
     "sensor_phase_ms": (0, 10000),
     "initial_energy_j": (0, 1e12),
     "utilization_pct": (0, 100),
@@ -103,6 +104,7 @@ class GpuSpec:
     energy_call_latency_us: float = 2800.0
     read_stall_us: float = 0.0  # the H100 stalls ~3300 us once every ~100 ms; off unless asked for
     read_stall_period_ms: float = 100.0
+    clock_lock_latency_us: float = 20_000.0  # an assumption, not measured: docs/simulated-gpu.md
     sensor_phase_ms: float | None = None
     initial_energy_j: float | None = None
     utilization_pct: float = 0.0

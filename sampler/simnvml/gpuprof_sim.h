@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define GPUPROF_SIM_API_VERSION 1
+#define GPUPROF_SIM_API_VERSION 2
 #define GPUPROF_SIM_MAX_GPUS 16
 #define GPUPROF_SIM_MAX_MEMORY_CLOCKS 8
 #define GPUPROF_SIM_MAX_GRAPHICS_CLOCKS 512
@@ -48,6 +48,7 @@ typedef struct gpuprofSimGpuConfig_st {
     double energy_call_latency_us;
     double read_stall_us;        /* a power read blocks this long once per read_stall_period_ms; 0: never */
     double read_stall_period_ms;
+    double clock_lock_latency_us; /* a graphics clock lock (or its reset) takes effect this long after the call */
     double sensor_phase_ms;  /* < 0: derived from the index */
     double initial_energy_j; /* < 0: derived from the index */
     double utilization_pct;  /* at configure */

@@ -1,7 +1,8 @@
 /* NVML control calls on the simulated GPU: clock locks, applications clocks and the power limit.
  *
  * Like the driver's, they need root (or the config's allow_unprivileged_control). Every call, allowed or
- * not, is appended to the state's control log; a change takes effect at once as a new change point.
+ * not, is appended to the state's control log; a change takes effect at once as a new change point, but a
+ * graphics clock lock or its reset, which takes effect clock_lock_latency_us later (sim_model.c).
  */
 #include <string.h>
 #include <unistd.h>
@@ -11,7 +12,7 @@
 #include "sim_state.h"
 
 /* Validates a call's arguments and applies them to the GPU's control state. */
-typedef nvmlReturn_t (*control_fn)(struct sim_gpu *gpu, unsigned a, unsigned b);
+typedef nvmlReturn_t (*control_fn)(struct sim_gpu *gpu, unsigned a, unsigned b, int64_t now_ns);
 
 static void log_call(struct sim_shared *shared, const char *call, unsigned gpu, unsigned arg_count, unsigned a,
                      unsigned b, nvmlReturn_t result) {
@@ -38,6 +39,7 @@ static nvmlReturn_t control(nvmlDevice_t device, const char *call, unsigned arg_
     sim_write_begin(map);
     struct sim_shared *shared = map->shared;
     unsigned index = SIM_BAD_GPU;
+    int64_t now = sim_now_ns(shared);
     nvmlReturn_t ret = sim_device_index(device, shared, &index);
     if (ret == NVML_SUCCESS) {
         struct sim_gpu *gpu = &shared->gpus[index];
@@ -45,31 +47,44 @@ static nvmlReturn_t control(nvmlDevice_t device, const char *call, unsigned arg_
             ret = gpu->failing_code;
         else if (geteuid() != 0 && !shared->allow_unprivileged_control)
             ret = NVML_ERROR_NO_PERMISSION;
-        else if ((ret = apply(gpu, a, b)) == NVML_SUCCESS)
-            sim_change_point(gpu, sim_now_ns(shared));
+        else if ((ret = apply(gpu, a, b, now)) == NVML_SUCCESS)
+            sim_change_point(gpu, now);
     }
     log_call(shared, call, index, arg_count, a, b, ret);
     sim_write_end(map);
     return ret;
 }
 
+/* A graphics clock lock (0, 0: none) asked for now, in effect clock_lock_latency_us later; until then the lock
+ * in effect now holds (one asked for earlier and not yet in effect never takes effect). */
+static void request_sm_lock(struct sim_gpu *gpu, unsigned min_mhz, unsigned max_mhz, int64_t now_ns) {
+    if (now_ns >= gpu->sm_lock_effective_ns) {
+        gpu->previous_sm_min_mhz = gpu->locked_sm_min_mhz;
+        gpu->previous_sm_max_mhz = gpu->locked_sm_max_mhz;
+    }
+    gpu->locked_sm_min_mhz = min_mhz;
+    gpu->locked_sm_max_mhz = max_mhz;
+    gpu->sm_lock_effective_ns = now_ns + gpu->timing.clock_lock_latency_ns;
+}
+
 /* Any clock in the supported range is accepted and rounded to the nearest supported one, as NVML does. */
-static nvmlReturn_t lock_gpu_clocks(struct sim_gpu *gpu, unsigned min_mhz, unsigned max_mhz) {
+static nvmlReturn_t lock_gpu_clocks(struct sim_gpu *gpu, unsigned min_mhz, unsigned max_mhz, int64_t now_ns) {
     const gpuprofSimGpuConfig_t *config = &gpu->config;
     if (min_mhz > max_mhz || min_mhz < config->min_graphics_clock_mhz || max_mhz > config->max_graphics_clock_mhz)
         return NVML_ERROR_INVALID_ARGUMENT;
-    gpu->locked_sm_min_mhz = sim_nearest_graphics_clock(config, min_mhz);
-    gpu->locked_sm_max_mhz = sim_nearest_graphics_clock(config, max_mhz);
+    request_sm_lock(gpu, sim_nearest_graphics_clock(config, min_mhz), sim_nearest_graphics_clock(config, max_mhz),
+                    now_ns);
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t unlock_gpu_clocks(struct sim_gpu *gpu, unsigned a, unsigned b) {
+static nvmlReturn_t unlock_gpu_clocks(struct sim_gpu *gpu, unsigned a, unsigned b, int64_t now_ns) {
     (void)a, (void)b;
-    gpu->locked_sm_min_mhz = gpu->locked_sm_max_mhz = 0;
+    request_sm_lock(gpu, 0, 0, now_ns);
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t lock_memory_clocks(struct sim_gpu *gpu, unsigned min_mhz, unsigned max_mhz) {
+static nvmlReturn_t lock_memory_clocks(struct sim_gpu *gpu, unsigned min_mhz, unsigned max_mhz, int64_t now_ns) {
+    (void)now_ns;
     if (min_mhz > max_mhz || !sim_is_memory_clock(&gpu->config, min_mhz) ||
         !sim_is_memory_clock(&gpu->config, max_mhz))
         return NVML_ERROR_INVALID_ARGUMENT;
@@ -78,13 +93,15 @@ static nvmlReturn_t lock_memory_clocks(struct sim_gpu *gpu, unsigned min_mhz, un
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t unlock_memory_clocks(struct sim_gpu *gpu, unsigned a, unsigned b) {
-    (void)a, (void)b;
+static nvmlReturn_t unlock_memory_clocks(struct sim_gpu *gpu, unsigned a, unsigned b, int64_t now_ns) {
+    (void)a, (void)b, (void)now_ns;
     gpu->locked_mem_min_mhz = gpu->locked_mem_max_mhz = 0;
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t set_applications_clocks(struct sim_gpu *gpu, unsigned mem_mhz, unsigned graphics_mhz) {
+static nvmlReturn_t set_applications_clocks(struct sim_gpu *gpu, unsigned mem_mhz, unsigned graphics_mhz,
+                                            int64_t now_ns) {
+    (void)now_ns;
     if (!sim_is_memory_clock(&gpu->config, mem_mhz) || !sim_is_graphics_clock(&gpu->config, graphics_mhz))
         return NVML_ERROR_INVALID_ARGUMENT;
     gpu->app_mem_mhz = mem_mhz;
@@ -92,15 +109,15 @@ static nvmlReturn_t set_applications_clocks(struct sim_gpu *gpu, unsigned mem_mh
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t reset_applications_clocks(struct sim_gpu *gpu, unsigned a, unsigned b) {
-    (void)a, (void)b;
+static nvmlReturn_t reset_applications_clocks(struct sim_gpu *gpu, unsigned a, unsigned b, int64_t now_ns) {
+    (void)a, (void)b, (void)now_ns;
     gpu->app_mem_mhz = gpu->config.memory_clocks_mhz[0];
     gpu->app_graphics_mhz = gpu->config.max_graphics_clock_mhz;
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t set_power_limit(struct sim_gpu *gpu, unsigned limit_mw, unsigned unused) {
-    (void)unused;
+static nvmlReturn_t set_power_limit(struct sim_gpu *gpu, unsigned limit_mw, unsigned unused, int64_t now_ns) {
+    (void)unused, (void)now_ns;
     double watts = limit_mw / 1000.0;
     if (watts < gpu->config.min_power_limit_w || watts > gpu->config.max_power_limit_w)
         return NVML_ERROR_INVALID_ARGUMENT;

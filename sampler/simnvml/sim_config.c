@@ -32,6 +32,7 @@ static void default_gpu_config(gpuprofSimGpuConfig_t *config) {
     config->energy_call_latency_us = 2800.0;
     config->read_stall_us = 0.0;
     config->read_stall_period_ms = 100.0;
+    config->clock_lock_latency_us = 20000.0; /* an assumption: docs/simulated-gpu.md, "Control calls" */
     config->sensor_phase_ms = -1.0;
     config->initial_energy_j = -1.0;
     config->utilization_pct = 0.0;
@@ -88,6 +89,7 @@ static const char *gpu_config_problem(const gpuprofSimGpuConfig_t *c) {
     CHECK(in_range(c->energy_call_latency_us, 0, 1000000), "energy_call_latency_us");
     CHECK(in_range(c->read_stall_us, 0, 1000000), "read_stall_us");
     CHECK(in_range(c->read_stall_period_ms, 1, 100000), "read_stall_period_ms");
+    CHECK(in_range(c->clock_lock_latency_us, 0, 1000000), "clock_lock_latency_us");
     CHECK(derived_or_in_range(c->sensor_phase_ms, 0, 10000), "sensor_phase_ms");
     CHECK(derived_or_in_range(c->initial_energy_j, 0, 1e12), "initial_energy_j");
     CHECK(in_range(c->utilization_pct, 0, 100), "utilization_pct");
@@ -154,6 +156,7 @@ static void derive_timing(struct sim_gpu *gpu, unsigned index) {
     t->energy_call_latency_ns = llround(c->energy_call_latency_us * 1e3);
     t->read_stall_ns = llround(c->read_stall_us * 1e3);
     t->read_stall_period_ns = ms_to_ns(c->read_stall_period_ms);
+    t->clock_lock_latency_ns = llround(c->clock_lock_latency_us * 1e3);
 }
 
 void sim_reset(struct sim_shared *shared, const gpuprofSimConfig_t *config, int64_t now_ns) {
@@ -183,11 +186,15 @@ void sim_reset(struct sim_shared *shared, const gpuprofSimConfig_t *config, int6
     }
 }
 
+static int sm_lock_valid(const gpuprofSimGpuConfig_t *c, unsigned min_mhz, unsigned max_mhz) {
+    return (min_mhz == 0 && max_mhz == 0) ||
+           (sim_is_graphics_clock(c, min_mhz) && sim_is_graphics_clock(c, max_mhz) && min_mhz <= max_mhz);
+}
+
 static int locks_valid(const struct sim_gpu *gpu) {
     const gpuprofSimGpuConfig_t *c = &gpu->config;
-    int sm_ok = (gpu->locked_sm_min_mhz == 0 && gpu->locked_sm_max_mhz == 0) ||
-                (sim_is_graphics_clock(c, gpu->locked_sm_min_mhz) && sim_is_graphics_clock(c, gpu->locked_sm_max_mhz) &&
-                 gpu->locked_sm_min_mhz <= gpu->locked_sm_max_mhz);
+    int sm_ok = sm_lock_valid(c, gpu->locked_sm_min_mhz, gpu->locked_sm_max_mhz) &&
+                sm_lock_valid(c, gpu->previous_sm_min_mhz, gpu->previous_sm_max_mhz);
     int mem_ok = (gpu->locked_mem_min_mhz == 0 && gpu->locked_mem_max_mhz == 0) ||
                  (sim_is_memory_clock(c, gpu->locked_mem_min_mhz) && sim_is_memory_clock(c, gpu->locked_mem_max_mhz) &&
                   gpu->locked_mem_min_mhz <= gpu->locked_mem_max_mhz);
@@ -208,7 +215,8 @@ static int gpu_state_valid(const struct sim_gpu *gpu) {
     if (t->instant_period_ns <= 0 || t->instant_window_ns <= 0 || t->average_period_ns <= 0 ||
         t->average_window_ns <= 0 || t->energy_period_ns <= 0 || t->ripple_period_ns <= 0 || t->phase_ns < 0 ||
         t->energy_call_latency_ns < 0 || t->energy_call_latency_ns > 1000000000LL || t->read_stall_ns < 0 ||
-        t->read_stall_ns > 1000000000LL || t->read_stall_period_ns <= 0)
+        t->read_stall_ns > 1000000000LL || t->read_stall_period_ns <= 0 || t->clock_lock_latency_ns < 0 ||
+        t->clock_lock_latency_ns > 1000000000LL || gpu->sm_lock_effective_ns < 0)
         return 0;
     if (!in_range(gpu->utilization_pct, 0, 100) || !in_range(gpu->memory_utilization_pct, 0, 100) ||
         !in_range(gpu->power_limit_w, c->min_power_limit_w, c->max_power_limit_w) || !locks_valid(gpu) ||

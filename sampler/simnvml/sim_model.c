@@ -60,18 +60,21 @@ struct operating_point {
     double base_w;
 };
 
-/* What the GPU's own DVFS picks: the highest allowed clock whose power, ripple peaks included, fits the
- * limit. The cap may go below a lock's minimum, as on real GPUs. */
-static struct operating_point choose_operating_point(const struct sim_gpu *gpu) {
+/* What the GPU's own DVFS picks at t: the highest allowed clock whose power, ripple peaks included, fits the
+ * limit, under the graphics clock lock in effect at t. The cap may go below a lock's minimum, as on real GPUs. */
+static struct operating_point choose_operating_point(const struct sim_gpu *gpu, int64_t t_ns) {
     const gpuprofSimGpuConfig_t *config = &gpu->config;
     struct operating_point op = {0};
     op.mem_mhz = gpu->locked_mem_max_mhz ? gpu->locked_mem_max_mhz : gpu->app_mem_mhz;
-    int locked = gpu->locked_sm_max_mhz != 0;
+    int in_effect = t_ns >= gpu->sm_lock_effective_ns; /* else the lock before it still holds */
+    unsigned lock_min = in_effect ? gpu->locked_sm_min_mhz : gpu->previous_sm_min_mhz;
+    unsigned lock_max = in_effect ? gpu->locked_sm_max_mhz : gpu->previous_sm_max_mhz;
+    int locked = lock_max != 0;
     if (!(gpu->utilization_pct > 0)) {
-        op.sm_mhz = locked ? gpu->locked_sm_min_mhz : config->min_graphics_clock_mhz;
+        op.sm_mhz = locked ? lock_min : config->min_graphics_clock_mhz;
         op.reasons = NVML_CLOCKS_EVENT_REASON_GPU_IDLE;
     } else {
-        unsigned ceiling = locked ? gpu->locked_sm_max_mhz : gpu->app_graphics_mhz;
+        unsigned ceiling = locked ? lock_max : gpu->app_graphics_mhz;
         unsigned step = config->graphics_clock_step_mhz ? config->graphics_clock_step_mhz : 1;
         double allowed_w = gpu->power_limit_w / (1.0 + config->ripple_fraction);
         op.sm_mhz = ceiling;
@@ -177,12 +180,12 @@ static void merge_oldest_segments(struct sim_gpu *gpu) {
     second->temp_c = first->temp_c;
 }
 
-void sim_change_point(struct sim_gpu *gpu, int64_t now_ns) {
+static void add_change_point(struct sim_gpu *gpu, int64_t now_ns) {
     uint64_t count = gpu->segment_count ? gpu->segment_count : 1;
     struct sim_segment *last = &gpu->segments[(count - 1) % SIM_SEGMENTS];
     /* Never before the last change: the energy counter must not run backwards. */
     int64_t t = now_ns > last->start_ns ? now_ns : last->start_ns;
-    struct operating_point op = choose_operating_point(gpu);
+    struct operating_point op = choose_operating_point(gpu, t);
     struct sim_segment next = {
         .start_ns = t,
         .energy_j = sim_energy_j(gpu, t),
@@ -204,8 +207,29 @@ void sim_change_point(struct sim_gpu *gpu, int64_t now_ns) {
     __atomic_store_n(&gpu->segment_count, gpu->segment_count + 1, __ATOMIC_RELAXED);
 }
 
+/* Forgets the latest change point. Its slot held the oldest one, already merged into the next (a full ring):
+ * that slot, the oldest again, gets a copy of the next, which stands for the same time. */
+static void drop_last_change_point(struct sim_gpu *gpu) {
+    uint64_t count = gpu->segment_count;
+    if (count > SIM_SEGMENTS)
+        gpu->segments[(count - 1) % SIM_SEGMENTS] = gpu->segments[count % SIM_SEGMENTS];
+    __atomic_store_n(&gpu->segment_count, count - 1, __ATOMIC_RELAXED);
+}
+
+void sim_change_point(struct sim_gpu *gpu, int64_t now_ns) {
+    /* A graphics clock lock not yet in effect holds a change point of its own ahead of now: it is made again
+     * after now's, with the state as it is now (a later lock supersedes it, a utilization change alters it).
+     * Readers take the segment that holds their time, so none sees it early. */
+    uint64_t count = gpu->segment_count;
+    if (count > 1 && gpu->segments[(count - 1) % SIM_SEGMENTS].start_ns > now_ns)
+        drop_last_change_point(gpu);
+    add_change_point(gpu, now_ns);
+    if (gpu->sm_lock_effective_ns > now_ns)
+        add_change_point(gpu, gpu->sm_lock_effective_ns);
+}
+
 void sim_first_segment(struct sim_gpu *gpu, int64_t start_ns) {
-    struct operating_point op = choose_operating_point(gpu);
+    struct operating_point op = choose_operating_point(gpu, start_ns);
     gpu->segments[0] = (struct sim_segment){
         .start_ns = start_ns,
         .energy_j = gpu->config.initial_energy_j,

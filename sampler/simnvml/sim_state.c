@@ -103,7 +103,8 @@ static int from_before_boot(const struct sim_shared *shared) {
     int64_t now = sim_monotonic_ns();
     for (unsigned i = 0; i < shared->gpu_count; i++) {
         const struct sim_gpu *gpu = &shared->gpus[i];
-        if (gpu->segments[(gpu->segment_count - 1) % SIM_SEGMENTS].start_ns > now)
+        /* A lock not yet in effect has its change point ahead by at most the lock latency. */
+        if (gpu->segments[(gpu->segment_count - 1) % SIM_SEGMENTS].start_ns > now + gpu->timing.clock_lock_latency_ns)
             return 1;
     }
     return 0;

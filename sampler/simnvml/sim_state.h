@@ -17,7 +17,7 @@
 #define SIM_EXPORT __attribute__((visibility("default")))
 
 #define SIM_MAGIC 0x324D495346505047ULL /* "GPPFSIM2" */
-#define SIM_LAYOUT_VERSION 1
+#define SIM_LAYOUT_VERSION 2
 /* Change points kept per GPU. The 1 s power average looks back 1.08 s, so the sensors are exact unless a GPU's
  * operating point changes more often than this in that time; then the oldest are merged (sim_model.c). */
 #define SIM_SEGMENTS 1024
@@ -47,6 +47,7 @@ struct sim_timing {
     int64_t energy_call_latency_ns;
     int64_t read_stall_ns;
     int64_t read_stall_period_ns;
+    int64_t clock_lock_latency_ns;
 };
 
 struct sim_gpu {
@@ -55,8 +56,11 @@ struct sim_gpu {
     double utilization_pct;
     double memory_utilization_pct;
     double power_limit_w;
-    uint32_t locked_sm_min_mhz; /* 0: unlocked */
+    uint32_t locked_sm_min_mhz; /* 0: unlocked; the lock last asked for (what the driver reports) */
     uint32_t locked_sm_max_mhz;
+    uint32_t previous_sm_min_mhz; /* the lock in effect until sm_lock_effective_ns (0: unlocked) */
+    uint32_t previous_sm_max_mhz;
+    int64_t sm_lock_effective_ns; /* when the lock last asked for takes effect (clock_lock_latency_us) */
     uint32_t locked_mem_min_mhz; /* 0: unlocked */
     uint32_t locked_mem_max_mhz;
     uint32_t app_mem_mhz;

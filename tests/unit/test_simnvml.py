@@ -348,7 +348,7 @@ def test_locking_clocks_needs_root_unless_the_config_allows_it(sim: SimulatedNvm
 
 
 def test_control_calls_validate_their_arguments_and_steer_the_model(sim: SimulatedNvml, nvml: Nvml) -> None:
-    sim.configure(config(allow=True, utilization_pct=100), manual_clock_ns=T0)
+    sim.configure(config(allow=True, utilization_pct=100, clock_lock_latency_us=0), manual_clock_ns=T0)
     handle = nvml.handle(0)
     assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 300, 1500) == INVALID_ARGUMENT
     assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1500, 1000) == INVALID_ARGUMENT
@@ -376,6 +376,49 @@ def test_control_calls_validate_their_arguments_and_steer_the_model(sim: Simulat
     assert nvml.nvmlDeviceSetPowerManagementLimit(handle, 150_000) == INVALID_ARGUMENT
     assert nvml.nvmlDeviceSetPowerManagementLimit(handle, 700_001) == INVALID_ARGUMENT
     assert sim.status()[0].power_limit_w == 700
+
+
+def test_a_clock_lock_takes_effect_after_its_latency(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(allow=True, utilization_pct=100, clock_lock_latency_us=20_000), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1200, 1200) == SUCCESS
+    status = sim.status()[0]  # the driver reports the lock at once; the clock follows 20 ms later
+    assert (status.locked_sm_clock_mhz, status.sm_clock_mhz) == (1200, 1725)
+    sim.set_clock(T0 + 19 * MS)
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 1) == 1725
+    sim.set_utilization(0, 80)  # a change before the lock holds moves neither the lock's time nor its clock
+    sim.set_clock(T0 + 20 * MS)
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 1) == 1200
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 990, 990) == SUCCESS  # at T0 + 20 ms
+    sim.set_clock(T0 + 30 * MS)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1410, 1410) == SUCCESS  # 990 never takes effect
+    sim.set_clock(T0 + 49 * MS)
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 1) == 1200
+    sim.set_clock(T0 + 50 * MS)
+    assert nvml.uint("nvmlDeviceGetClockInfo", handle, 1) == 1410
+    assert nvml.nvmlDeviceResetGpuLockedClocks(handle) == SUCCESS  # a reset takes as long
+    sim.set_clock(T0 + 69 * MS)
+    assert (sim.status()[0].locked_sm_clock_mhz, sim.status()[0].sm_clock_mhz) == (None, 1410)
+    sim.set_clock(T0 + 70 * MS)
+    assert sim.status()[0].sm_clock_mhz == 1980  # 80 % busy: the top clock fits the power limit
+
+    # The energy counter integrates the old clock's power until the lock holds, the new one's after it.
+    power = {mhz: _busy_power_w(sim, nvml, mhz) for mhz in (1200, 1410)}
+    sim.configure(config(allow=True, utilization_pct=100, ripple_fraction=0), manual_clock_ns=T0)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1200, 1200) == SUCCESS
+    sim.set_clock(T0 + 100 * MS)
+    assert nvml.nvmlDeviceSetGpuLockedClocks(handle, 1410, 1410) == SUCCESS
+    start = sim.status()[0].energy_j
+    sim.set_clock(T0 + 200 * MS)
+    joules = sim.status()[0].energy_j - start
+    assert joules == pytest.approx(0.02 * power[1200] + 0.08 * power[1410], rel=1e-9)
+
+
+def _busy_power_w(sim: SimulatedNvml, nvml: Nvml, mhz: int) -> float:
+    """The mean power of the default GPU fully busy at ``mhz``, without ripple."""
+    sim.configure(config(allow=True, utilization_pct=100, ripple_fraction=0, clock_lock_latency_us=0))
+    assert nvml.nvmlDeviceSetGpuLockedClocks(nvml.handle(0), mhz, mhz) == SUCCESS
+    return sim.status()[0].power_w
 
 
 def test_control_log_records_every_call(sim: SimulatedNvml, nvml: Nvml) -> None:
