@@ -27,6 +27,7 @@ from .report_stats import (
     spearman_interval,
     t_interval,
 )
+from .report_steady import steady_optima, steady_table
 from .wire.llm_spec import ModelRef
 
 __all__ = [
@@ -428,6 +429,8 @@ class Report:
     correlations: pd.DataFrame
     savings: pd.DataFrame
     synthetic: frozenset[str] = field(default_factory=frozenset)
+    steady: pd.DataFrame = field(default_factory=pd.DataFrame)  # report_steady: empty without steady state
+    steady_optima: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def simulated(self) -> bool:
@@ -437,9 +440,10 @@ class Report:
     def _build(cls, job: dict[str, Any], requests: pd.DataFrame, points: list[dict[str, Any]]) -> Report:
         synthetic = synthetic_models(job, requests)
         table = per_clock(requests, points, synthetic)
+        steady = steady_table(job, requests)
         return cls(
             job, requests, table, optima(table), pareto(table), correlations(requests),
-            savings(table, requests), synthetic,
+            savings(table, requests), synthetic, steady, steady_optima(steady),
         )  # fmt: skip
 
     @classmethod
@@ -477,10 +481,13 @@ class Report:
         return cls._build(combined, requests, points)
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables by file name; the steady-state ones only where the sweep's points have them."""
+        steady = {"steady": self.steady, "steady_optima": self.steady_optima} if len(self.steady) else {}
         return {
             "clocks": self.clocks,
             "optima": self.optima,
             "savings": self.savings,
             "pareto": self.pareto,
             "correlations": self.correlations,
+            **steady,
         }

@@ -20,6 +20,7 @@ import pandas as pd
 from gpuprof.client.wire.errors import GpuprofError
 
 from .report import CONFIDENCE, GROUP, QUALITY_TOLERANCE, Report, group_label, rows_of
+from .report_steady_page import steady_figures, steady_lines, steady_notes
 
 __all__ = ["group_sentence", "headline", "write_report"]
 
@@ -187,6 +188,8 @@ def _plots(report: Report, plt: Any) -> dict[str, bytes]:
     correlations = _correlation_plot(report, plt, tag)
     if correlations is not None:
         out["correlations"] = correlations
+    for name, figure in steady_figures(report, plt, tag).items():
+        out[name] = _png(figure, plt)
     return out
 
 
@@ -434,7 +437,12 @@ def _page(report: Report, images: dict[str, bytes], generated: dt.datetime) -> s
         f"<li>{esc(group_sentence(rows))}</li>" for _, rows in report.savings.groupby(GROUP, dropna=False)
     ]
     parts.append("</ul>")
-    parts += [f"<p class=warn>{esc(note)}</p>" for note in _notes(report)]
+    if len(report.steady_optima):
+        tag = " (SIMULATED)" if report.simulated else ""
+        parts.append(f"<h2>Energy-optimal clock per phase at steady state{tag}</h2><ul>")
+        parts += [f"<li>{esc(line)}</li>" for line in steady_lines(report)]
+        parts.append("</ul>")
+    parts += [f"<p class=warn>{esc(note)}</p>" for note in [*_notes(report), *steady_notes(report)]]
     for name, data in images.items():
         encoded = base64.b64encode(data).decode()
         parts.append(

@@ -14,6 +14,7 @@ from gpuprof.sampler.files import read_regular_file
 from ..api import Client, frame_from_chunks
 from ..report import CONFIDENCE, GROUP, Report, group_label, rows_of
 from ..report_page import headline, write_report
+from ..report_steady_page import steady_lines
 from .common import echo_json, endpoint_option, json_option
 
 MAX_SAVED_JOB_BYTES = 1 << 30  # a saved --json of a long llm job: its requests' answers, a line each
@@ -51,7 +52,9 @@ def write_job_report(
     analysis = Report.from_jobs(jobs)
     written = write_report(analysis, directory)
     if as_json:
-        echo_json(written)
+        steady = analysis.steady_optima
+        optima = steady.astype(object).where(steady.notna(), None).to_dict("records")
+        echo_json({**written, "steady_optima": optima} if optima else written)
         return
     within = analysis.savings[analysis.savings["latency_budget"] == HEADLINE_BUDGET]
     for row in analysis.optima.itertuples():
@@ -70,6 +73,8 @@ def write_job_report(
             )
         click.echo(line, err=err)
     for line in headline(analysis.savings):
+        click.echo(line, err=err)
+    for line in steady_lines(analysis):
         click.echo(line, err=err)
     if analysis.simulated:
         click.echo("(SIMULATED: from gpuprof's simulated GPU, not a real one)", err=err)
