@@ -105,6 +105,10 @@ def study(
     table(f"Steady state, engine {engine} (512-token contexts)",
           ["model", "batch", "phase", "tok/s", "mJ/token", "± mJ", "source", "mean W", "SM MHz"],
           steady)  # fmt: skip
+    for model in llm["models"]:
+        if model.get("engine") == "compiled":
+            graphs = model.get("cuda_graphs")
+            print(f"  {model['model']}: {model.get('compile_mode')} mode, CUDA graphs: {graphs}")
     return {
         "wall_s": time.monotonic() - started,
         "simulated": job["simulated"],

@@ -40,7 +40,8 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
         engine = model.get("engine") or "eager"
         detail = f"engine {engine}"
         if engine == "compiled":
-            detail += f" ({model.get('compile_mode')} mode, {model.get('kv_cache')} KV cache)"
+            detail += f" ({model.get('compile_mode')} mode, {model.get('kv_cache')} KV cache"
+            detail += f"; CUDA graphs: {model['cuda_graphs']})" if model.get("cuda_graphs") else ")"
         elif engine == "vllm":
             kv = model.get("kv_cache_bytes")
             detail += (

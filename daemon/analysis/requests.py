@@ -460,6 +460,11 @@ def _model_entry(load: PhaseWindow, windows: Sequence[PhaseWindow]) -> dict[str,
         same = window.name == "measure" and window.attrs.get("id") == load.attrs.get("id")
         if same and "simulated_pace" in window.attrs:
             entry["simulated_pace"] = window.attrs["simulated_pace"]
+        # the compiled engine's mode as its last compile window left it (it may fall back while compiling)
+        mine = window.name == "compile" and str(window.attrs.get("id")).startswith(f"{load.attrs.get('id')}.")
+        for key in ("compile_mode", "cuda_graphs"):
+            if mine and key in window.attrs:
+                entry[key] = window.attrs[key]
     return {key: plain(value) for key, value in entry.items()}
 
 

@@ -9,6 +9,15 @@ GPU so that a step is replayed as one CUDA graph. Shapes never change between st
 recompiles while a window is measured: ``prepare`` compiles and captures each batch size before the
 model's points, and its time is reported (``compile`` windows), not measured.
 
+On a GPU the step is compiled without ``torch.compile``'s own graphs and captured by hand into one
+``torch.cuda.CUDAGraph`` per batch size, whose inputs and outputs are fixed buffers: the step writes the
+next token into its own input, advances the positions and appends the token to an output buffer, so a
+decode step costs the host one ``replay()``. ``reduce-overhead`` mode would check its guards, its static
+inputs' addresses and copy the outputs on every step, which on a slow host costs more than the step itself
+on the GPU. Before it is used, a captured graph's tokens are checked against the uncaptured step's over
+``CHECK_STEPS`` steps from the same prefill; where capture fails or they differ (a cache that keeps state
+on the host, say), the engine falls back to ``reduce-overhead`` and its description says why.
+
 Prefill runs the model's own forward (eager, as in ``generate``): it is one large launch-bound-free pass.
 The end of sequence is checked on the host every ``EOS_CHECK_STEPS`` steps only (one synchronisation),
 so a batch whose sequences all ended may run up to that many steps of padding; they are counted in
@@ -27,10 +36,11 @@ from gpuprof.client.wire.llm_spec import LlmParams
 
 from .engine import BatchOutput, LoadedModel, Phases, forward_accepts
 
-__all__ = ["EOS_CHECK_STEPS", "CompiledDecoder"]
+__all__ = ["CHECK_STEPS", "EOS_CHECK_STEPS", "CompiledDecoder"]
 
 
 EOS_CHECK_STEPS = 16
+CHECK_STEPS = 4  # steps of a captured graph checked against the uncaptured step
 MODES = {"cuda": "reduce-overhead", "cpu": "default"}
 
 
@@ -54,9 +64,13 @@ class CompiledDecoder:
         self.lm, self.params, self.max_len = lm, params, max_len
         torch = lm.device.torch
         self.torch = torch
-        self.mode = MODES.get(lm.device.device.type, "default")
+        self._capture = lm.device.device.type == "cuda"
+        self.mode = "default" if self._capture else MODES.get(lm.device.device.type, "default")
         self._cache_kw = "cache" if forward_accepts(lm.model, "cache") else "past_key_values"
         self._caches: dict[int, Any] = {}
+        self._graphs: dict[int, _Graph] = {}
+        self._pool: Any = None
+        self.graph_fallback: str | None = None  # why graphs are not captured by hand, where they are not
         self.compile_s: dict[int, float] = {}
         tokenizer = lm.tokenizer
         self._eos = tokenizer.eos_token_id
@@ -71,9 +85,16 @@ class CompiledDecoder:
     @property
     def description(self) -> dict[str, Any]:
         """What a result says of the engine."""
+        if self._capture:
+            graphs = "captured by hand, one CUDA graph per batch size"
+        elif self.graph_fallback is not None:
+            graphs = f"torch.compile's own (reduce-overhead): {self.graph_fallback}"
+        else:
+            graphs = "none (no GPU)"
         return {
             "engine": "compiled",
             "compile_mode": self.mode,
+            "cuda_graphs": graphs,
             "kv_cache": f"static, {self.max_len} positions per sequence",
             "eos_check_steps": EOS_CHECK_STEPS,
         }
@@ -144,11 +165,19 @@ class CompiledDecoder:
         allow = torch.tensor(self.params.min_new_tokens <= 0, device=ids.device)
         first = self._choose(out.logits[:, -1], allow)
         finished = first == self._eos if self._eos is not None else torch.zeros_like(first, dtype=torch.bool)
-        return _Batch(first, positions[:, -1:] + 1, mask, finished, cache)
+        state = _Batch(first, positions[:, -1:] + 1, mask, finished, cache)
+        graph = self._graphs.get(batch)
+        if graph is not None:
+            if graph.addresses != _addresses(cache):  # the cache was reallocated: capture again
+                self._graphs[batch] = graph = self._capture_graph(state)
+            graph.load(state)
+        return state
 
     def decode(self, state: _Batch, steps: int, stop_at_eos: bool = True) -> list[Any]:
         """Up to ``steps`` decode steps from ``state`` (advanced in place); with ``stop_at_eos`` stops once
         every sequence ended (checked every EOS_CHECK_STEPS). Returns the tokens, a [batch, 1] per step."""
+        if state.graph is not None:
+            return self._replay(state, state.graph, steps, stop_at_eos)
         torch = self.torch
         allow_after = torch.tensor(True, device=state.token.device)
         block = torch.tensor(False, device=state.token.device)
@@ -172,6 +201,82 @@ class CompiledDecoder:
                 break
         return tokens
 
+    def _replay(self, state: _Batch, graph: _Graph, steps: int, stop_at_eos: bool) -> list[Any]:
+        """``decode`` by replaying the batch size's graph: the tokens are views of its output buffer."""
+        start = state.steps
+        if start + steps > graph.out.shape[1]:
+            raise GpuprofError(f"{start + steps} decode steps do not fit the static cache ({self.max_len})")
+        done = 0
+        for step in range(steps):
+            graph.set_allow(not stop_at_eos or step + 1 >= self.params.min_new_tokens)
+            if not stop_at_eos:
+                graph.finished.zero_()
+            graph.graph.replay()
+            done = step + 1
+            checked = stop_at_eos and self._eos is not None and done % EOS_CHECK_STEPS == 0
+            if checked and bool(graph.finished.all()):
+                break
+        state.steps = start + done
+        return [graph.out[:, i : i + 1] for i in range(start, start + done)]
+
+    # --- capture ------------------------------------------------------------------------------------
+
+    def _graph_step(self, graph: _Graph) -> None:
+        """What a captured graph does: one step from its buffers, its token fed back and appended."""
+        token, finished = self._step(
+            graph.token, graph.position, graph.mask, graph.finished, graph.allow, graph.cache
+        )
+        graph.token.copy_(token)
+        graph.finished.copy_(finished)
+        graph.out.index_copy_(1, graph.step, token)
+        graph.step.add_(1)
+        graph.position.add_(1)
+
+    def _capture_graph(self, state: _Batch) -> _Graph:
+        """Compiles the step for ``state``'s batch size, warms it up and captures it into a CUDA graph."""
+        torch = self.torch
+        graph = _Graph.buffers(state, self.max_len)
+        graph.load(state)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compiles and autotunes (synchronising), which capture forbids
+            for _ in range(2):
+                self._graph_step(graph)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph.graph, pool=self._pool):
+            self._graph_step(graph)
+        return graph
+
+    def _check_graph(self, ids: Any, graph: _Graph) -> str | None:
+        """Why the captured ``graph`` must not be used, or None: the cache must keep no state on the host
+        that a step changes (a replay would not change it), and greedy tokens must match the step's own."""
+        torch = self.torch
+        state = self.prefill(ids, torch.ones_like(ids))  # not yet registered: the uncaptured step runs
+        before = _host_state(state.cache)
+        reference = [self.decode(state, 1, stop_at_eos=False)[0]]
+        after = _host_state(state.cache)
+        if before != after:
+            changed = sorted(k for k in after if before.get(k) != after[k])
+            return f"the KV cache keeps state on the host that a step changes ({', '.join(changed[:3])})"
+        reference += self.decode(state, CHECK_STEPS - 1, stop_at_eos=False)
+        state = self.prefill(ids, torch.ones_like(ids))
+        graph.load(state)
+        replayed = self._replay(state, graph, CHECK_STEPS, stop_at_eos=False)
+        if not self._sample and not torch.equal(torch.cat(reference, 1), torch.cat(replayed, 1)):
+            return f"the captured step's tokens differ from the uncaptured step's over {CHECK_STEPS} steps"
+        return None
+
+    def _fall_back(self, reason: str) -> None:
+        """From now on, torch.compile's reduce-overhead mode instead of graphs captured by hand."""
+        torch = self.torch
+        self.graph_fallback, self._capture, self.mode = reason, False, "reduce-overhead"
+        self._graphs.clear()
+        torch._dynamo.reset()
+        self._step = torch.compile(self._decode_step, mode=self.mode, dynamic=False)
+
     def prepare(self, batch: int, width: int = 8) -> float:
         """Compiles (and on a GPU captures) the decode step for ``batch`` sequences; returns its seconds,
         0 where that was done before."""
@@ -181,12 +286,30 @@ class CompiledDecoder:
         started = time.monotonic()
         ids = torch.full((batch, width), self._pad or 0, device=self.lm.device.device)
         with torch.inference_mode():
-            state = self.prefill(ids, torch.ones_like(ids))
-            # reduce-overhead warms up on the first call, records on the second, replays from the third
-            self.decode(state, 3, stop_at_eos=False)
+            if self._capture:
+                try:
+                    graph = self._capture_graph(self.prefill(ids, torch.ones_like(ids)))
+                    why = self._check_graph(ids, graph)
+                except Exception as exc:  # any capture failure falls back, and says why
+                    why = f"capture failed: {type(exc).__name__}: {str(exc)[:200]}"
+                if why is None:
+                    self._graphs[batch] = graph
+                else:
+                    self._fall_back(why)
+                    for done in list(self.compile_s):  # their graphs are gone: warm the new mode for them
+                        self._warm(done, width)
+            if not self._capture:
+                self._warm(batch, width)
         self.lm.device.sync()
         self.compile_s[batch] = time.monotonic() - started
         return self.compile_s[batch]
+
+    def _warm(self, batch: int, width: int) -> None:
+        """Compiles the uncaptured step; reduce-overhead warms up on the first call, records on the
+        second, replays from the third."""
+        torch = self.torch
+        ids = torch.full((batch, width), self._pad or 0, device=self.lm.device.device)
+        self.decode(self.prefill(ids, torch.ones_like(ids)), 3, stop_at_eos=False)
 
     def generate(self, prompts: Sequence[str], params: LlmParams, phases: Phases) -> BatchOutput:
         """One batch, its phases stamped as the eager engine stamps them (after synchronisation)."""
@@ -228,13 +351,94 @@ class CompiledDecoder:
 
 @dataclass
 class _Batch:
-    """A batch being decoded: its last tokens, next positions, mask, ended sequences and cache."""
+    """A batch being decoded: its last tokens, next positions, mask, ended sequences and cache; with a
+    captured graph, these are the graph's buffers, and ``steps`` the steps replayed since the prefill."""
 
     token: Any
     position: Any
     mask: Any
     finished: Any
     cache: Any
+    graph: _Graph | None = None
+    steps: int = 0
+
+
+@dataclass
+class _Graph:
+    """One batch size's captured decode step and the fixed buffers it reads and writes."""
+
+    token: Any
+    position: Any
+    mask: Any
+    finished: Any
+    allow: Any
+    step: Any  # [1], the next column of ``out``
+    out: Any  # [batch, max_len], the tokens of every step since the prefill
+    cache: Any
+    addresses: list[int]
+    graph: Any = None
+    allowed: bool = True
+
+    @classmethod
+    def buffers(cls, state: _Batch, max_len: int) -> _Graph:
+        torch_like = state.token
+        return cls(
+            token=state.token.clone(),
+            position=state.position.clone(),
+            mask=state.mask.clone(),
+            finished=state.finished.clone(),
+            allow=torch_like.new_ones((), dtype=state.finished.dtype),
+            step=torch_like.new_zeros(1),
+            out=torch_like.new_zeros(int(state.token.shape[0]), max_len),
+            cache=state.cache,
+            addresses=_addresses(state.cache),
+        )
+
+    def load(self, state: _Batch) -> None:
+        """Copies a prefill's outputs into the buffers; ``state`` then reads and advances them."""
+        self.token.copy_(state.token)
+        self.position.copy_(state.position)
+        self.mask.copy_(state.mask)
+        self.finished.copy_(state.finished)
+        self.step.zero_()
+        state.token, state.position, state.mask, state.finished = (
+            self.token, self.position, self.mask, self.finished
+        )  # fmt: skip
+        state.graph, state.steps = self, 0
+
+    def set_allow(self, allowed: bool) -> None:
+        """Whether the next steps may choose the end of sequence (written only when it changes)."""
+        if allowed != self.allowed:
+            self.allow.fill_(allowed)
+            self.allowed = allowed
+
+
+def _layers(cache: Any) -> list[Any]:
+    return list(getattr(cache, "layers", None) or [])
+
+
+def _addresses(cache: Any) -> list[int]:
+    """The addresses of a static cache's tensors, which a captured graph reads and writes."""
+    found = []
+    for layer in _layers(cache):
+        for name in ("keys", "values", "cumulative_length"):
+            value = getattr(layer, name, None)
+            if hasattr(value, "data_ptr"):
+                found.append(int(value.data_ptr()))
+    return found
+
+
+def _host_state(cache: Any) -> dict[str, Any]:
+    """The numbers a cache keeps on the host (per layer), which a captured graph cannot advance."""
+    state = {}
+    for i, layer in enumerate(_layers(cache)):
+        for name, value in vars(layer).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                state[f"layers[{i}].{name}"] = value
+    for name, value in vars(cache).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            state[name] = value
+    return state
 
 
 def _generated(row: list[int], eos: int | None) -> int:

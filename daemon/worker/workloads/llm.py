@@ -317,7 +317,11 @@ def _compile(
         markers.status(f"{lm.ref.name}: compiling the decode step for batch {size}")
         markers.begin("compile", id=window, batch_size=size)
         seconds = lm.decoder.prepare(size)
-        markers.end("compile", id=window, seconds=round(seconds, 3))
+        described = lm.decoder.description
+        markers.end(
+            "compile", id=window, seconds=round(seconds, 3),
+            compile_mode=described["compile_mode"], cuda_graphs=described["cuda_graphs"],
+        )  # fmt: skip
 
 
 def plan(params: LlmParams, dvfs: DvfsParams | None) -> list[tuple[str, int, int | None]]:
