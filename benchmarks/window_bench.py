@@ -10,6 +10,8 @@ window: on a real GPU bursts of bf16 8192x8192 matmuls on cuda:0 every 10 ms; on
 40% utilization) and ``square`` (busy/idle cycles of at least 25 ms, at most 4 per window). Each (shape,
 length) cell is a few warm-up windows, the measured windows and a short tail of the same shape. Edges are
 stamped on the host with time.monotonic_ns() (and time.time() for Zeus), after torch.cuda.synchronize().
+Each window is idle a little past its nominal length, by 100 ms / (the cell's windows), so that over a cell
+its edges meet every phase of the energy counter's ~100 ms updates (``--no-phase-walk``: exact lengths).
 
 Every window is measured at once by: gpuprof's sampler running for the whole run (1 kHz power, the energy
 counter read as the sampler reads it: back to back around each update): ``energy_window``'s counter
@@ -58,6 +60,13 @@ DUTY = 0.4  # busy share of every window, whatever the shape
 SQUARE_MAX_CYCLES, SQUARE_MIN_CYCLE_S = 4, 0.025
 UNIFORM_BURST_PERIOD_S = 0.010  # real GPU: one burst of matmuls every 10 ms
 WARMUP_S, TAIL_S = 0.5, 0.3  # at least one window each; the tail keeps the load going past the last edge
+# The energy counter updates about every 100 ms (docs/measurement.md). A window whose length is a multiple of
+# that meets the updates at the same phase every time, so a figure read at its edges errs by the same amount
+# in every window, which cancels across windows that tile the cell and hides from bias and CV alike. Each
+# window is therefore longer than its nominal length by COUNTER_PERIOD_S / windows (idle, after its work):
+# over a cell the edges meet every phase of the counter once. The work, and so the energy, of every window
+# stays the same.
+COUNTER_PERIOD_S = 0.1
 MATRIX_SIZE = 8192
 PRIME_MATMULS = 4  # queued at a busy edge, so the GPU works while Zeus reads its counter on this thread
 PREVIOUS_RATE_HZ = 10.0
@@ -272,6 +281,7 @@ class Cell:
     windows: int
     warmup: int
     tail: int
+    step_s: float = 0.0  # idle added to every window past its nominal length (the phase walk)
     edges_ns: list[int] = field(default_factory=list)
     edges_wall: list[float] = field(default_factory=list)
     truth_j: list[float] = field(default_factory=list)
@@ -293,15 +303,20 @@ def plan(args: argparse.Namespace) -> list[Cell]:
         for length in args.lengths:
             base = WINDOWS.get(length, max(10, min(200, round(15 / length))))
             n = max(MIN_WINDOWS, round(base * args.windows_scale))
-            cells.append(Cell(shape, length, n, math.ceil(WARMUP_S / length), math.ceil(TAIL_S / length)))
+            step = COUNTER_PERIOD_S / n if args.phase_walk else 0.0
+            cells.append(
+                Cell(shape, length, n, math.ceil(WARMUP_S / length), math.ceil(TAIL_S / length), step)
+            )
     return cells
 
 
 def run_cell(cell: Cell, load: SimLoad | TorchLoad, zeus: ZeusMethods | None, simulated: bool) -> None:
     """Run the cell's windows back to back on a grid of nominal edges, stamping the real ones."""
     shape = phases(cell.shape, cell.length_s, simulated)
+    begin_s, _, util = shape[-1]
+    shape[-1] = (begin_s, cell.length_s + cell.step_s, util)  # the phase walk: the last phase runs longer
     total = cell.warmup + cell.windows + cell.tail
-    length_ns = round(cell.length_s * 1e9)
+    length_ns = round((cell.length_s + cell.step_s) * 1e9)
     start_ns = time.monotonic_ns() + 1_000_000
     sleep_until(start_ns)
     for k in range(total + 1):  # edge k starts window k (the last one ends the tail)
@@ -598,7 +613,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--zeus-power-period", type=float, default=0.05, help="Zeus PowerMonitor update_period, s (0.05)"
     )
+    parser.add_argument(
+        "--no-phase-walk", dest="phase_walk", action="store_false",
+        help="windows of exactly their nominal length (their edges then meet the counter at a fixed phase)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="results file (default out/window_bench_<date>.json)")
+    parser.add_argument(
+        "--records", type=Path, help="also save the sampler's records (samples, energy reads) to this .npz"
+    )
     args = parser.parse_args(argv)
     if any(length <= 0 for length in args.lengths) or args.windows_scale <= 0:
         parser.error("lengths and --windows-scale must be > 0")
@@ -682,6 +704,7 @@ def estimate_all(
             length_s=cell.length_s,
             windows_n=cell.windows,
             warmup_windows=cell.warmup,
+            window_step_s=cell.step_s,
             tail_windows=cell.tail,
             simulated=simulated,
             edges_ns=cell.edges_ns,
@@ -747,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     label = "SIMULATED GPU" if simulated else "REAL GPU"
     device = device_info(library, (gpu,))
     cells = plan(args)
-    spans = [c.length_s * (c.warmup + c.windows + c.tail) for c in cells]
+    spans = [(c.length_s + c.step_s) * (c.warmup + c.windows + c.tail) for c in cells]
     print(
         f"gpuprof window-energy benchmark -- {label}: {device['name']} "
         f"(driver {device.get('driver_version', '?')}), GPU {gpu}, {len(cells)} cells, "
@@ -771,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if run.error:
             errors["run"] = run.error
+        if args.records:  # the raw records, so the estimators can be studied again without the GPU
+            args.records.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.records, samples=run.samples, energy=run.energy)
         results, labels = estimate_all(run, gpu, zeus, simulated, errors)
     finally:
         if zeus is not None:
