@@ -135,7 +135,10 @@ def report(job_ids: tuple[str, ...], directory: str | None, as_json: bool, endpo
     intervals) of each input feature with energy and latency. Flagged points (the GPU ran below the clock
     asked) are left out of optima and savings. Writes clocks.csv, optima.csv, savings.csv, pareto.csv,
     correlations.csv, a PNG per plot and report.html (self-contained: the GPU, dates, spec and gpuprof
-    version too). Method: docs/report.md.
+    version too). A sweep with steady state adds steady.csv (each point's energy per token, tokens/s and
+    power per phase, with intervals, beside its per-request energy per token) and steady_optima.csv (the
+    energy-optimal clock per phase, and whether it stands apart from the top clock by more than their
+    intervals). Method: docs/report.md.
 
     Each JOB is a job id on gpuprofd, a file holding the output of `gpuprof run --json` or
     `gpuprof show --json` for an llm job, or the .parquet or .csv table of `gpuprof study gather` (no
