@@ -128,6 +128,8 @@ def steady_figures(report: Report, plt: Any, tag: str) -> dict[str, Any]:
 def steady_lines(report: Report) -> list[str]:
     """Per group, the energy-optimal clock of each phase at steady state and whether it stands apart from
     the top clock by more than their intervals."""
+    if report.steady_optima.empty:
+        return []
     lines = []
     for key, rows in report.steady_optima.groupby(STEADY_KEY, dropna=False, sort=False):
         verdicts = [steady_verdict({str(k): v for k, v in row.items()}) for row in rows.to_dict("records")]

@@ -213,7 +213,9 @@ def test_every_steady_plot_has_intervals_and_readable_text(report: Report) -> No
         recorder.plt.close(figure)
 
 
-def test_a_sweep_without_steady_figures_reports_as_before(tmp_path: Path) -> None:
+def test_a_sweep_without_steady_figures_reports_as_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plain = Report.from_job(job(steady=False), requests())
     assert plain.steady.empty and plain.steady_optima.empty
     assert list(plain.tables()) == ["clocks", "optima", "savings", "pareto", "correlations"]
@@ -221,6 +223,10 @@ def test_a_sweep_without_steady_figures_reports_as_before(tmp_path: Path) -> Non
     assert not any("steady" in Path(path).name for path in written["plots"] + written["tables"])
     page = (tmp_path / "report.html").read_text()
     assert "steady" not in page.lower()
+    write_job_report([(job(steady=False), requests())], str(tmp_path / "cli"), as_json=False)
+    assert "steady" not in capsys.readouterr().out.replace(str(tmp_path), "")
+    write_job_report([(job(steady=False), requests())], str(tmp_path / "cli"), as_json=True)
+    assert set(json.loads(capsys.readouterr().out)) == {"tables", "plots", "page"}
 
 
 def test_points_without_steady_keys_give_no_steady_rows() -> None:
