@@ -422,9 +422,9 @@ def _addresses(cache: Any) -> list[int]:
     found = []
     for layer in _layers(cache):
         for name in ("keys", "values", "cumulative_length"):
-            value = getattr(layer, name, None)
-            if hasattr(value, "data_ptr"):
-                found.append(int(value.data_ptr()))
+            pointer = getattr(getattr(layer, name, None), "data_ptr", None)
+            if pointer is not None:
+                found.append(int(pointer()))
     return found
 
 
