@@ -4,6 +4,11 @@
 sweep: each point of an llm job runs at each clock, the GPU reset after every point). gpuprofd checks the
 values against the GPU's supported clocks (``snap`` takes the nearest instead of refusing) and expands
 ``all``; it changes clocks only where its configuration allows this user DVFS.
+
+``phase_clocks`` asks an llm job for (prefill clock, decode clock) pairs: each pair is a point of every
+model x task x batch size, whose requests run prefill at the one and decode at the other, the lock switched
+at each phase edge (docs/llm.md, "Phase-aware clocks"). It may join a sweep of ``sm_clocks``, whose points
+are then the single clocks the pairs are compared against.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from .spec_schema import Section, excerpt, is_number
 __all__ = ["DVFS_KEYS", "DvfsParams", "read_dvfs"]
 
 DVFS_KEYS = (
-    "sm_clocks", "memory_clock", "power_limit_w", "sm_clock_range", "snap", "order", "cooldown_s", "search",
+    "sm_clocks", "memory_clock", "power_limit_w", "sm_clock_range", "phase_clocks", "snap", "order",
+    "cooldown_s", "search",
 )  # fmt: skip
+CHANGES = DVFS_KEYS[:5]  # a dvfs section gives at least one of these
+PHASE_KEYS = ("pairs", "prefill", "decode", "latency_budget")
+MAX_PHASE_PAIRS = 256
 ORDERS = ("interleaved", "sequential")
 MAX_SWEEP_CLOCKS = 256
 MAX_MHZ = 10_000
@@ -46,10 +55,12 @@ class DvfsParams:
     latency_budget: float | None = None
     order: str = "interleaved"
     cooldown_s: float = 0.0
+    phase_pairs: tuple[tuple[int, int], ...] = ()  # (prefill, decode) SM clocks, switched at phase edges
+    phase_latency_budget: float = 1.1  # the pairs' optimum within this factor of the top clock's latency
 
     @property
     def is_sweep(self) -> bool:
-        return bool(self.sweep) or self.sweep_all
+        return bool(self.sweep) or self.sweep_all or bool(self.phase_pairs)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -58,6 +69,9 @@ class DvfsParams:
             data["sm_clocks"] = "all"
         elif sweep:
             data["sm_clocks"] = list(sweep)
+        pairs, budget_factor = data.pop("phase_pairs"), data.pop("phase_latency_budget")
+        if pairs:
+            data["phase_clocks"] = {"pairs": [list(pair) for pair in pairs], "latency_budget": budget_factor}
         if not self.is_sweep:
             data.pop("order")
             data.pop("cooldown_s")
@@ -76,7 +90,9 @@ def _sweep(section: Section, value: object) -> tuple[int, ...]:
         if not (
             isinstance(bounds, list)
             and len(bounds) == 3
-            and all(is_number(b) and math.isfinite(b) and b == int(b) for b in bounds)
+            and all(
+                is_number(b) and (isinstance(b, int) or (math.isfinite(b) and b == int(b))) for b in bounds
+            )
         ):
             raise ranged.error("range", f"must be [lowest, highest, step] in MHz, got {excerpt(bounds)}")
         low, high, step = (int(b) for b in bounds)
@@ -117,11 +133,52 @@ def _search(section: Section, sweep: bool) -> tuple[str | None, float | None]:
     return section.choice("search", None, ("energy", "edp")), None
 
 
+def _phase_pairs(section: Section) -> tuple[tuple[tuple[int, int], ...], float]:
+    """The (prefill, decode) clock pairs of ``phase_clocks``: listed as ``pairs``, or every ``prefill`` clock
+    with every ``decode`` clock; and the latency budget their optimum is chosen within."""
+    value = section.data["phase_clocks"]
+    if not isinstance(value, dict):
+        problem = f"must be a mapping with pairs, or prefill and decode, got {excerpt(value)}"
+        raise section.error("phase_clocks", problem)
+    phases = section.section("phase_clocks", PHASE_KEYS)
+    crossed = phases.has("prefill") or phases.has("decode")
+    if phases.has("pairs") == crossed:
+        raise section.error(
+            "phase_clocks", "give pairs: [[prefill, decode], ...], or prefill and decode lists"
+        )
+    pairs: list[tuple[int, int]] = []
+    if crossed:
+        for key in ("prefill", "decode"):
+            if not phases.has(key):
+                raise phases.error(
+                    key, "required with the other phase's clocks (every pair of the two lists)"
+                )
+        prefill, decode = (
+            phases.integers(key, None, 1, MAX_MHZ, MAX_PHASE_PAIRS) for key in ("prefill", "decode")
+        )
+        if len(prefill) * len(decode) > MAX_PHASE_PAIRS:
+            count = len(prefill) * len(decode)
+            raise phases.error("decode", f"{count} pairs; phase_clocks takes at most {MAX_PHASE_PAIRS}")
+        pairs = [(p, d) for p in prefill for d in decode]
+    else:
+        for path, item in phases.items("pairs", None, MAX_PHASE_PAIRS):
+            ok = isinstance(item, list) and len(item) == 2
+            if not (ok and all(is_number(v) and isinstance(v, int) and 1 <= v <= MAX_MHZ for v in item)):
+                problem = (
+                    f"must be [prefill MHz, decode MHz], integers in [1, {MAX_MHZ}], got {excerpt(item)}"
+                )
+                raise section.doc.error(path, problem)
+            if (item[0], item[1]) in pairs:
+                raise section.doc.error(path, f"{item} is listed twice")
+            pairs.append((int(item[0]), int(item[1])))
+    return tuple(pairs), phases.number("latency_budget", 1.1, 1.0, 10.0)
+
+
 def read_dvfs(section: Section) -> DvfsParams:
     """Validates the ``dvfs:`` section."""
-    given = [key for key in DVFS_KEYS[:4] if section.has(key)]
+    given = [key for key in CHANGES if section.has(key)]
     if not given:
-        wanted = "give sm_clocks, sm_clock_range, memory_clock or power_limit_w"
+        wanted = "give sm_clocks, sm_clock_range, phase_clocks, memory_clock or power_limit_w"
         raise section.doc.error(section.path, f"changes nothing: {wanted}")
     if section.has("sm_clocks") and section.has("sm_clock_range"):
         raise section.error("sm_clock_range", "give sm_clocks or sm_clock_range, not both")
@@ -137,7 +194,16 @@ def read_dvfs(section: Section) -> DvfsParams:
         raise section.error("sm_clocks", problem)
     sweep = () if single or sweep_all else _sweep(section, value)
     search, budget = _search(section, bool(sweep) or sweep_all)
-    if single:
+    pairs, pair_budget = _phase_pairs(section) if section.has("phase_clocks") else ((), 1.1)
+    if pairs:
+        for key, what in (("search", "a search"), ("sm_clock_range", "a range lock")):
+            if section.has(key):
+                raise section.error(key, f"phase_clocks switch the SM clock lock: leave out {what}")
+        if section.has("sm_clocks") and single:
+            raise section.error(
+                "sm_clocks", "phase_clocks switch the SM clock lock: give a sweep or leave it out"
+            )
+    if single and not pairs:
         for key in ("order", "cooldown_s"):
             if section.has(key):
                 raise section.error(key, "applies to a sweep (sm_clocks: a list, a range or all)")
@@ -153,4 +219,6 @@ def read_dvfs(section: Section) -> DvfsParams:
         latency_budget=budget,
         order=section.choice("order", "interleaved", ORDERS),
         cooldown_s=section.number("cooldown_s", 0.0, 0, 600),
+        phase_pairs=pairs,
+        phase_latency_budget=pair_budget,
     )

@@ -254,6 +254,8 @@ def _build(
         raise top.error(
             "dvfs", "search is for llm and burn jobs: a command job runs every clock of its sweep"
         )
+    if dvfs is not None and dvfs.phase_pairs:
+        _check_phase_clocks(top, params)
     if dvfs is not None and dvfs.sweep and isinstance(params, BurnParams):
         per_point = BURN_SETTLE_S + params.seconds + BURN_TAIL_S + dvfs.cooldown_s
         planned = params.warmup_s + len(dvfs.sweep) * per_point
@@ -280,6 +282,19 @@ def _build(
 
 
 # --- YAML with line numbers --------------------------------------------------------------------------
+
+
+def _check_phase_clocks(top: Section, params: WorkloadParams) -> None:
+    """Phase-aware clocks switch the lock at an llm job's phase edges, as they happen: only an engine that
+    reports them live has them (vLLM's engine stamps its phases after the fact)."""
+    if not isinstance(params, LlmParams):
+        raise top.error("dvfs", "phase_clocks are for llm jobs: their requests' prefill and decode")
+    if params.engine == "vllm":
+        raise top.error(
+            "dvfs",
+            "phase_clocks need the eager or compiled engine: vLLM's engine times its requests' phases after "
+            "they ran, so the clock cannot be switched at their edges",
+        )
 
 
 def _check_nesting(text: str, source: str) -> None:
