@@ -82,13 +82,20 @@ class MarkerWriter:
         """A point in time worth recording."""
         self._send("event", name, attrs)
 
-    def set_clocks(self, sm_clock_mhz: int | None, timeout_s: float = 60.0) -> dict[str, Any]:
+    def set_clocks(
+        self, sm_clock_mhz: int | None, timeout_s: float = 60.0, phase: str | None = None
+    ) -> dict[str, Any]:
         """Asks gpuprofd to lock the SM clock (one of the job's sweep), or with None to reset it; waits.
 
-        The request is an ``event`` named ``dvfs``; the daemon answers on the same socket with a msgpack
-        map ``{ok, sm_clock_mhz, error}``. A refusal raises MarkerChannelError with the daemon's reason.
+        The request is an ``event`` named ``dvfs`` (with ``phase``, a switch at a phase edge); the daemon
+        answers on the same socket with a msgpack map ``{ok, sm_clock_mhz, applied_ns, error}``
+        (``applied_ns``: CLOCK_MONOTONIC when its call returned). A refusal raises MarkerChannelError with
+        the daemon's reason.
         """
-        return self._ask("dvfs", {"sm_clock_mhz": sm_clock_mhz}, "clock change", timeout_s)
+        attrs: dict[str, Any] = {"sm_clock_mhz": sm_clock_mhz}
+        if phase is not None:
+            attrs["phase"] = phase
+        return self._ask("dvfs", attrs, "clock change", timeout_s)
 
     def energy_so_far(self, point: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Asks gpuprofd for the energy per request of ``point``'s finished batches: ``{ok, requests,

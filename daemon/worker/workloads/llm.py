@@ -26,11 +26,13 @@ from ..llm.features import FeatureExtractor
 from ..llm.vllm_engine import VllmModel
 from ..markers import MarkerWriter
 from .clock_search import search_clock
+from .phase_clocks import PhaseClocks
 from .target import GpuTarget, sigterm_deferred
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
 PACE_ROUNDS = 4  # unmeasured batches of each task and batch size: one warms, three pace the simulated GPU
 Model = LoadedModel | VllmModel  # a model under any engine (docs/llm.md, "Engines")
+Clocks = int | tuple[int, int] | None  # a point's SM clock, its (prefill, decode) clocks, or none locked
 
 
 class _BatchPhases:
@@ -69,7 +71,8 @@ class _Progress:
 
 
 class _Point:
-    """One model x task x batch size (x SM clock in a sweep): warmup, then each repetition's batches."""
+    """One model x task x batch size (x SM clock, or prefill and decode clocks, in a sweep): warmup, then
+    each repetition's batches."""
 
     def __init__(
         self,
@@ -80,17 +83,25 @@ class _Point:
         params: LlmParams,
         mhz: int | None,
         progress: _Progress | None = None,
+        phase_clocks: PhaseClocks | None = None,
     ) -> None:
         self.id, self.lm, self.task, self.batch_size, self.params = point_id, lm, task, batch_size, params
         self.sm_clock_mhz = mhz
         self.progress = progress or _Progress(None)
+        self.phase_clocks = phase_clocks
 
     def run(self, items: list[tasks.TaskItem], extractor: _Features, markers: MarkerWriter) -> None:
         lm, params = self.lm, self.params
         batches = _batches(items, self.batch_size)
+        pair = self.phase_clocks
+        clocks = (
+            {}
+            if pair is None
+            else {"prefill_clock_mhz": pair.prefill_mhz, "decode_clock_mhz": pair.decode_mhz}
+        )
         markers.begin(
             "point", id=self.id, model=lm.ref.name, task=self.task, batch_size=self.batch_size,
-            requests=len(items) * params.repetitions, sm_clock_mhz=self.sm_clock_mhz,
+            requests=len(items) * params.repetitions, sm_clock_mhz=self.sm_clock_mhz, **clocks,
         )  # fmt: skip
         lm.device.torch.manual_seed(params.seed)  # each point samples the same way, whatever ran before
         markers.begin("warmup", id=self.id, requests=params.warmup_requests)
@@ -106,7 +117,10 @@ class _Point:
             for number, batch in enumerate(batches):
                 batch_id = f"{self.id}.r{rep}.b{number}"
                 markers.begin("batch", id=batch_id, size=len(batch))
-                out = _run_batch(lm, batch, params, _BatchPhases(markers, batch_id))
+                phases: Any = _BatchPhases(markers, batch_id)
+                if pair is not None:  # the lock switched at each phase edge
+                    phases = pair.phases(phases, batch_id, decodes=batch[0].kind != "choice")
+                out = _run_batch(lm, batch, params, phases)
                 markers.end("batch", id=batch_id)
                 self._report(batch, out, batch_id, rep, extractor, markers, limit)
                 done += 1
@@ -198,9 +212,11 @@ def _steady(lm: Model, params: LlmParams, model_index: int, corpus: list[str], m
 
 
 def _steady_windows(
-    lm: Model, params: LlmParams, corpus: list[str], markers: MarkerWriter, batch_size: int, base: str
-) -> None:
-    """One batch size's steady-state prefill and decode windows, ids ``base.s<n>``."""
+    lm: Model, params: LlmParams, corpus: list[str], markers: MarkerWriter, batch_size: int, base: str,
+    phase_clocks: PhaseClocks | None = None,
+) -> None:  # fmt: skip
+    """One batch size's steady-state prefill and decode windows, ids ``base.s<n>``; with ``phase_clocks``,
+    each phase at its own clock."""
     from ..llm import steady
 
     assert params.steady_state is not None
@@ -212,6 +228,8 @@ def _steady_windows(
         lm.steady_decode(rows, params.steady_state, markers, base)
         return
     for phase, run in (("steady_prefill", steady.run_prefill), ("steady_decode", steady.run_decode)):
+        if phase_clocks is not None:
+            phase_clocks.before_steady(phase)
         # With ci95_target, another round of windows until their energy per token is that precise (at
         # most `repetitions` rounds): gpuprofd answers from its trace between rounds.
         start = 0
@@ -324,15 +342,18 @@ def _compile(
         )  # fmt: skip
 
 
-def plan(params: LlmParams, dvfs: DvfsParams | None) -> list[tuple[str, int, int | None]]:
-    """A model's points as (task, batch size, SM clock or None), in the order they run.
+def plan(params: LlmParams, dvfs: DvfsParams | None) -> list[tuple[str, int, Clocks]]:
+    """A model's points as (task, batch size, SM clock, (prefill, decode) clocks or None), in the order
+    they run.
 
-    Without a sweep: tasks, then batch sizes. A sweep adds its clocks: ``sequential`` runs every point at
-    one clock before the next clock; ``interleaved`` shuffles all points with the job's seed.
+    Without a sweep: tasks, then batch sizes. A sweep adds its clocks, then its phase clock pairs:
+    ``sequential`` runs every point at one clock (or pair) before the next; ``interleaved`` shuffles all
+    points with the job's seed.
     """
-    clocks: list[int | None] = list(dvfs.sweep) if dvfs is not None and dvfs.sweep else [None]
+    swept = dvfs is not None and (bool(dvfs.sweep) or bool(dvfs.phase_pairs))
+    clocks: list[Clocks] = [*dvfs.sweep, *dvfs.phase_pairs] if dvfs is not None and swept else [None]
     points = [(task, size, mhz) for mhz in clocks for task in params.tasks for size in params.batch_sizes]
-    if dvfs is not None and dvfs.sweep and dvfs.order == "interleaved":
+    if dvfs is not None and swept and dvfs.order == "interleaved":
         random.Random(params.seed).shuffle(points)
     return points
 
@@ -359,23 +380,27 @@ class _PointRunner:
         self.model_index = model_index
         self.corpus = [item.prompt for task_items in items.values() for item in task_items]
 
-    def run(self, task: str, batch_size: int, mhz: int | None) -> str:
-        """Runs the point; returns its id."""
+    def run(self, task: str, batch_size: int, clocks: Clocks) -> str:
+        """Runs the point at its SM clock, or at its (prefill, decode) clocks; returns its id."""
         point_id = f"p{next(self.counter)}"
-        if mhz is not None and self.dvfs is not None:
-            _at_clock(self.markers, self.device, self.dvfs, mhz)
+        mhz = clocks if isinstance(clocks, int) else None
+        lock = clocks[0] if isinstance(clocks, tuple) else mhz  # a pair's point starts at its prefill clock
+        if lock is not None and self.dvfs is not None:
+            _at_clock(self.markers, self.device, self.dvfs, lock)
+        pair = PhaseClocks(self.markers, *clocks, current=lock) if isinstance(clocks, tuple) else None
         try:
-            point = _Point(point_id, self.lm, task, batch_size, self.params, mhz, self.progress)
+            point = _Point(point_id, self.lm, task, batch_size, self.params, mhz, self.progress, pair)
             point.run(self.items[task], self.extractor, self.markers)
-            if mhz is not None and self.params.steady_state is not None:
+            if lock is not None and self.params.steady_state is not None:
                 # At the point's clock: its energy per prefill and per decode token from steady windows
                 # (ids m<i>.bs<n>.<point>.s<k>), which a 100 ms sensor resolves where short requests do not.
-                self.markers.status(f"{self.lm.ref.name}: steady state at {mhz} MHz, batch {batch_size}")
+                at = f"{mhz} MHz" if pair is None else f"{pair.prefill_mhz}/{pair.decode_mhz} MHz"
+                self.markers.status(f"{self.lm.ref.name}: steady state at {at}, batch {batch_size}")
                 base = f"m{self.model_index}.bs{batch_size}.{point_id}"
-                _steady_windows(self.lm, self.params, self.corpus, self.markers, batch_size, base)
+                _steady_windows(self.lm, self.params, self.corpus, self.markers, batch_size, base, pair)
             self.progress.done += 1
         finally:
-            if mhz is not None:
+            if lock is not None:
                 with sigterm_deferred():
                     self.markers.set_clocks(None)  # after every point, however it ended
         return point_id
