@@ -33,6 +33,7 @@ __all__ = [
     "command_sweep_section",
     "mark_capped",
     "point_energy",
+    "point_steady_figures",
     "strays",
     "sweep_section",
 ]
@@ -79,6 +80,9 @@ def mark_capped(
         window = point_windows.get(str(summary.get("point")))
         if window is not None:
             summary["clock_event_reasons"] = power.clock_event_reasons(window.t_start_ns, window.t_end_ns)
+            if "prefill_clock_mhz" in window.attrs:  # two clocks: judged per phase (phase_clocks.py)
+                summary["capped"] = False
+                continue
         wanted = summary.get("sm_clock_mhz") or top_mhz
         observed = summary.get("observed_sm_clock_mhz_median")
         summary["capped"] = bool(
@@ -188,7 +192,7 @@ def _optimum(points: Sequence[dict[str, Any]], key: str) -> int | None:
 STEADY_KEYS = ("j_per_token", "j_per_token_uncertainty", "j_per_token_ci95", "tokens_per_s", "mean_power_w")
 
 
-def _steady_figures(steady: Sequence[dict[str, Any]], point: str) -> dict[str, Any]:
+def point_steady_figures(steady: Sequence[dict[str, Any]], point: str) -> dict[str, Any]:
     """A point's steady-state figures at its clock, per phase (``prefill_j_per_token``, ...), where the
     job asked for steady state; empty otherwise."""
     out: dict[str, Any] = {}
@@ -214,7 +218,7 @@ def sweep_section(
         by_point[str(row["point"])].append(row)
     points = [
         _point_row(s, by_point.get(str(s["point"]), []), point_windows[str(s["point"])], power)
-        | _steady_figures(steady, str(s["point"]))
+        | point_steady_figures(steady, str(s["point"]))
         for s in summaries
         if s.get("sm_clock_mhz") is not None and str(s["point"]) in point_windows
     ]

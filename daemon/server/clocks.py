@@ -51,6 +51,8 @@ class ClockJournal:
 
     def mark(self, uuid: str, index: int, **changes: Any) -> None:
         entries = self.load()
+        if uuid in entries and all(key in entries[uuid] for key in changes):
+            return  # journaled already (a sweep's next clock, a phase switch): nothing to write
         entry = entries.setdefault(uuid, {"index": index})
         for key, value in changes.items():
             entry.setdefault(key, value)  # the first original value is the one to restore
@@ -183,6 +185,27 @@ def resolve_sweep(sweep: list[int] | str, snap: bool, gpu: GpuInfo) -> list[int]
         value = _supported(int(mhz), gpu, "graphics_clocks_mhz", "an SM clock", snap, ("sm_clocks", index))
         if value is not None and value not in out:
             out.append(value)
+    return out
+
+
+def phase_pairs_of(dvfs: dict[str, Any] | None) -> list[list[int]] | None:
+    """A spec's (prefill, decode) SM clock pairs (``phase_clocks``), None when it has none."""
+    phases = (dvfs or {}).get("phase_clocks")
+    pairs = phases.get("pairs") if isinstance(phases, dict) else None
+    return pairs if isinstance(pairs, list) and pairs else None
+
+
+def resolve_phase_pairs(pairs: list[list[int]], snap: bool, gpu: GpuInfo) -> list[list[int]]:
+    """Phase clock pairs checked against the GPU's SM clocks (snapped if asked, duplicates dropped)."""
+    out: list[list[int]] = []
+    for index, pair in enumerate(pairs):
+        path = ("phase_clocks", "pairs", index)
+        resolved = [
+            int(_supported(int(mhz), gpu, "graphics_clocks_mhz", f"a {phase} SM clock", snap, path) or mhz)
+            for mhz, phase in zip(pair, ("prefill", "decode"), strict=True)
+        ]
+        if resolved not in out:
+            out.append(resolved)
     return out
 
 

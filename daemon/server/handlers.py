@@ -29,7 +29,15 @@ from gpuprof.sampler.energy import reason_names
 from gpuprof.sampler.records import MISSING_MEM_CLOCK, MISSING_POWER, MISSING_SM_CLOCK
 
 from ..config import DaemonConfig, tcp_port
-from .clocks import ClockRequest, ClockSpecError, resolve_request, resolve_sweep, sweep_of
+from .clocks import (
+    ClockRequest,
+    ClockSpecError,
+    phase_pairs_of,
+    resolve_phase_pairs,
+    resolve_request,
+    resolve_sweep,
+    sweep_of,
+)
 from .history import SampleHistory
 from .identity import Caller
 from .limits import RequestLimits, ServiceTimes
@@ -338,6 +346,9 @@ class Handlers:
                 sweep = sweep_of(stored["dvfs"])
                 if sweep is not None:  # the worker may then ask for exactly these clocks
                     stored["dvfs"]["sm_clocks"] = resolve_sweep(sweep, request.snap, gpu)
+                pairs = phase_pairs_of(stored["dvfs"])
+                if pairs is not None:  # and for these, switched at phase edges
+                    stored["dvfs"]["phase_clocks"]["pairs"] = resolve_phase_pairs(pairs, request.snap, gpu)
             except ClockSpecError as exc:
                 raise _spec_error(("dvfs", *exc.path), exc.problem) from None
         self.check_quota(caller)

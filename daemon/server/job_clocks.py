@@ -8,12 +8,13 @@ goes through ``ClockControl`` (clocks.py), which journals it before it is made.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from gpuprof.client.wire.errors import GpuprofError
 from gpuprof.client.wire.messages import GpuInfo
 
-from .clocks import ClockControl, ClockRequest, resolve_request, sweep_of
+from .clocks import ClockControl, ClockRequest, phase_pairs_of, resolve_request, sweep_of
 from .store import JobRecord
 
 log = logging.getLogger("gpuprofd")
@@ -47,6 +48,9 @@ class JobClocks:
         }
         if isinstance(sweep, list):
             applied["sweep_sm_clocks_mhz"] = sweep
+        pairs = phase_pairs_of(record.spec.get("dvfs"))
+        if pairs is not None:
+            applied["phase_clocks_mhz"] = pairs
         log.info("job %s: GPU %d clocks set: %s", record.id, record.gpu, applied)
         return applied
 
@@ -73,9 +77,12 @@ class JobClocks:
         except GpuprofError as exc:
             log.error("GPU %d: clocks not reset: %s", gpu, exc)
 
-    def answer(self, job_id: str, gpu: int, sweep: frozenset[int], wanted: Any) -> dict[str, Any]:
+    def answer(
+        self, job_id: str, gpu: int, sweep: frozenset[int], wanted: Any, switch: bool = False
+    ) -> dict[str, Any]:
         """Lock the SM clock a sweep's point asks for (one of the clocks approved at submit), or unlock it
-        (``wanted`` None); the reply for the worker."""
+        (``wanted`` None); the reply for the worker, with when the call returned (``applied_ns``). A
+        ``switch`` at a phase edge (two a batch) is logged at debug level only."""
         try:
             if self.control is None or not sweep:
                 raise GpuprofError("this job has no clock sweep (or DVFS is off on this daemon)")
@@ -87,8 +94,15 @@ class JobClocks:
                 raise GpuprofError(f"{wanted!r} MHz is not among the job's sweep clocks")
         except GpuprofError as exc:
             return {"ok": False, "error": str(exc)}
-        log.info("job %s: GPU %d SM clock %s", job_id, gpu, wanted or "reset")
-        return {"ok": True, "sm_clock_mhz": wanted}
+        applied_ns = time.monotonic_ns()  # the call returned: the GPU may still take a while to switch
+        log.log(
+            logging.DEBUG if switch else logging.INFO,
+            "job %s: GPU %d SM clock %s",
+            job_id,
+            gpu,
+            wanted or "reset",
+        )
+        return {"ok": True, "sm_clock_mhz": wanted, "applied_ns": applied_ns}
 
     def top_sm_clock_mhz(self, gpu: int) -> int | None:
         """The GPU's highest supported SM clock: what an unlocked point is judged against."""

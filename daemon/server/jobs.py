@@ -26,6 +26,7 @@ from gpuprof.sampler.library import NvmlLibrary
 from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
+from ..analysis.phase_clocks import phase_clocks_section
 from ..analysis.requests import HeldPower, llm_result
 from ..analysis.results import job_result, plain, unmeasured
 from ..analysis.sweep import (
@@ -59,6 +60,7 @@ KILL_GRACE_S = 5.0
 MARKER_BATCH = 256  # markers taken from a worker before the daemon's loop turns to its other work
 QUESTIONS = ("dvfs", "energy_query")  # events the daemon answers, each at some cost
 QUESTIONS_PER_S = 20
+SWITCHES_PER_S = 100  # a phase-clock job's clock switches (two a batch): each an NVML call of the daemon's
 RESOURCE_CHECK_S = 0.5  # how often a running job's memory and output are measured
 WORKER_PID_FILE = "worker.pid"  # in the job's directory: the worker's pid, also its process group
 log = logging.getLogger("gpuprofd")
@@ -141,6 +143,7 @@ class RunningJob:
             QUESTIONS_PER_S, QUESTIONS_PER_S, QUESTIONS_PER_S, time.monotonic()
         )
     )  # the clock changes and energy queries it may still ask for now
+    switches: TokenBucket | None = None  # a phase-clock job's switches at phase edges, counted apart
 
 
 class JobRunner:
@@ -259,7 +262,13 @@ class JobRunner:
             started_mono_ns=now,
             deadline_mono_ns=now + int(timeout_s * 1e9),
             clocks=clocks,
-            sweep=frozenset((clocks or {}).get("sweep_sm_clocks_mhz") or ()),
+            sweep=frozenset(
+                [*((clocks or {}).get("sweep_sm_clocks_mhz") or ())]
+                + [mhz for pair in (clocks or {}).get("phase_clocks_mhz") or () for mhz in pair]
+            ),
+            switches=TokenBucket(SWITCHES_PER_S, SWITCHES_PER_S, SWITCHES_PER_S, time.monotonic())
+            if (clocks or {}).get("phase_clocks_mhz")
+            else None,
         )
         worker_uid = account.pw_uid if account is not None else os.geteuid()
         self.store.set_state(record.id, "running", worker_uid=worker_uid)
@@ -287,15 +296,21 @@ class JobRunner:
     def _take_marker(self, job: RunningJob, marker: Marker) -> None:
         job.markers.append(marker)
         if marker.kind == "event" and marker.name in QUESTIONS:
-            now = time.monotonic()
-            job.questions.refill(now)
-            if job.questions.tokens < 1:  # the worker runs the user's code: its questions cost the daemon
-                self._answer(job, {"ok": False, "error": f"more than {QUESTIONS_PER_S} questions a second"})
+            switches = job.switches if marker.name == "dvfs" and "phase" in marker.attrs else None
+            bucket, rate, what = (
+                (switches, SWITCHES_PER_S, "clock switches")
+                if switches is not None
+                else (job.questions, QUESTIONS_PER_S, "questions")
+            )
+            bucket.refill(time.monotonic())
+            if bucket.tokens < 1:  # the worker runs the user's code: its questions cost the daemon
+                self._answer(job, {"ok": False, "error": f"more than {rate} {what} a second"})
                 return
-            job.questions.tokens -= 1
+            bucket.tokens -= 1
         if marker.kind == "event" and marker.name == "dvfs":
             wanted = marker.attrs.get("sm_clock_mhz")
-            self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted))
+            switch = job.switches is not None and "phase" in marker.attrs
+            self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted, switch))
         elif marker.kind == "event" and marker.name == "energy_query":
             power = HeldPower(
                 concat(job.samples, SAMPLE_DTYPE), job.record.gpu, concat(job.energy, ENERGY_DTYPE)
@@ -499,6 +514,13 @@ class JobRunner:
             swept = sweep_section(section["points"], rows, phase_windows, power, section["steady_state"])
             if swept is not None:
                 result.setdefault("dvfs", {}).update(plain(swept, "dvfs"))
+            phases = (job.record.spec.get("dvfs") or {}).get("phase_clocks") or {}
+            budget = float(phases.get("latency_budget", 1.1))
+            phased = phase_clocks_section(
+                rows, phase_windows, power, budget, self.simulated, section["steady_state"]
+            )
+            if phased is not None:
+                result.setdefault("dvfs", {})["phase_clocks"] = plain(phased, "dvfs.phase_clocks")
         except Exception as exc:  # a worker's odd markers must not cost the job its other results
             log.exception("job %s: cannot build its requests table", job.record.id)
             result["llm"] = {"error": f"requests table not built: {type(exc).__name__}: {exc}"}

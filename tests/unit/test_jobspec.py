@@ -333,7 +333,8 @@ def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
     cases = [
         (
             "dvfs: {}\n",
-            "dvfs: changes nothing: give sm_clocks, sm_clock_range, phase_clocks, memory_clock or power_limit_w",
+            "dvfs: changes nothing: give sm_clocks, sm_clock_range, phase_clocks, memory_clock or "
+            "power_limit_w",
         ),
         (
             "dvfs: {sm_clocks: {range: [345, 1980, 15]}, cooldown_s: 30}\n",
