@@ -9,6 +9,7 @@ from .formats import energy
 from .formats import number as _num
 from .handle import JobProgress, job_json
 from .llm_render import render_llm, render_sweep
+from .phase_render import render_phase_clocks
 from .wire.messages import GpuInfo
 
 __all__ = ["job_json", "progress_line", "render_gpus", "render_job", "render_jobs"]
@@ -161,6 +162,9 @@ def render_job(job: dict[str, Any]) -> str:
         parts = [f"SM clock locked within {span[0]}-{span[1]} MHz"] if span else []
         if sweep:
             parts.append(f"SM clock locked per point, {len(sweep)} clocks, {min(sweep)}-{max(sweep)} MHz")
+        if clocks.get("phase_clocks_mhz"):
+            pairs = len(clocks["phase_clocks_mhz"])
+            parts.append(f"SM clock switched at phase edges, {pairs} (prefill, decode) pairs")
         parts += [
             f"{label} {clocks[key]:g} {unit}"
             for key, label, unit in (
@@ -179,6 +183,7 @@ def render_job(job: dict[str, Any]) -> str:
     if result.get("llm"):
         lines += render_llm(result["llm"], bool(job.get("simulated")))
     lines += render_sweep(dvfs, bool(job.get("simulated")))
+    lines += render_phase_clocks(dvfs.get("phase_clocks"), bool(job.get("simulated")))
     if job.get("simulated"):
         lines.append("  (SIMULATED: these figures come from gpuprof's simulated GPU, not a real one)")
     return "\n".join(lines)
