@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -101,3 +102,86 @@ def test_every_batch_size_a_model_decodes_at_is_compiled_before_it_runs() -> Non
     assert decode_batch_sizes(params, {"commonsense": items(10, "choice")}) == []  # scored, not decoded
     steady_params = LlmParams(models=(ModelRef("arch", "x"),), batch_sizes=(4,), steady_state=SteadyState())
     assert decode_batch_sizes(steady_params, {"qa": items(3, "free")}) == [3, 4]
+
+
+class _FakeCudaGraphs:
+    """torch.cuda's graph calls on the CPU: a capture records the decoder's step without running it (as a
+    real capture runs nothing), and a replay runs the recorded step on the graph's buffers."""
+
+    def __init__(self, decoder: CompiledDecoder, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+        self.capturing: Any = None
+        self.fail = fail
+        self.replays = 0
+        real_step = decoder._graph_step
+
+        def step(graph: Any) -> None:
+            if self.capturing is None:
+                real_step(graph)
+            else:
+                self.capturing.body = lambda: real_step(graph)
+
+        class Graph:
+            body: Any = None
+
+            def replay(inner) -> None:
+                self.replays += 1
+                inner.body()
+
+        stream = type("Stream", (), {"wait_stream": lambda s, other: None})
+        monkeypatch.setattr(decoder, "_graph_step", step)
+        monkeypatch.setattr(torch.cuda, "Stream", stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "graph_pool_handle", object)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", self.capture)
+        decoder._capture = True  # as on a GPU
+
+    @contextlib.contextmanager
+    def capture(self, graph: Any, pool: Any = None) -> Any:
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.capturing = graph
+        try:
+            yield
+        finally:
+            self.capturing = None
+
+
+def test_a_step_captured_by_hand_feeds_its_tokens_back_and_answers_as_eager_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=20)
+    eager = lm.generate(PROMPTS, params, Recorder())
+    lm.decoder = decoder = CompiledDecoder(lm, params, 96)
+    graphs = _FakeCudaGraphs(decoder, monkeypatch)
+    decoder.prepare(2)
+    assert 2 in decoder._graphs and decoder.graph_fallback is None  # the check passed: no fallback
+    assert decoder.description["cuda_graphs"].startswith("captured by hand")
+    checked = graphs.replays
+    compiled = lm.generate(PROMPTS, params, Recorder())
+    assert graphs.replays - checked == 19  # every decode step a replay
+    assert compiled.outputs == eager.outputs and compiled.output_tokens == [20, 20]
+    # steady decode: the buffers advance across calls, and a prefill starts them again
+    with torch.inference_mode():
+        ids = torch.randint(10, 200, (2, 8))
+        state = decoder.prefill(ids, torch.ones_like(ids))
+        first = torch.cat(
+            decoder.decode(state, 3, stop_at_eos=False) + decoder.decode(state, 2, stop_at_eos=False), 1
+        )
+        state = decoder.prefill(ids, torch.ones_like(ids))
+        again = torch.cat(decoder.decode(state, 5, stop_at_eos=False), 1)
+    assert torch.equal(first, again) and state.steps == 5
+
+
+def test_a_capture_that_fails_falls_back_to_reduce_overhead_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=8)
+    eager = lm.generate(PROMPTS, params, Recorder())
+    lm.decoder = decoder = CompiledDecoder(lm, params, 64)
+    _FakeCudaGraphs(decoder, monkeypatch, fail=True)
+    decoder.prepare(2)
+    assert not decoder._graphs and decoder.mode == "reduce-overhead"
+    assert "capture failed: RuntimeError" in decoder.description["cuda_graphs"]
+    assert lm.generate(PROMPTS, params, Recorder()).outputs == eager.outputs

@@ -71,6 +71,7 @@ class CompiledDecoder:
         self._graphs: dict[int, _Graph] = {}
         self._pool: Any = None
         self.graph_fallback: str | None = None  # why graphs are not captured by hand, where they are not
+        self.dropped: list[int] = []  # batch sizes whose graph was dropped (their cache was reallocated)
         self.compile_s: dict[int, float] = {}
         tokenizer = lm.tokenizer
         self._eos = tokenizer.eos_token_id
@@ -87,6 +88,9 @@ class CompiledDecoder:
         """What a result says of the engine."""
         if self._capture:
             graphs = "captured by hand, one CUDA graph per batch size"
+            if self.dropped:
+                sizes = ", ".join(map(str, sorted(set(self.dropped))))
+                graphs += f" (dropped for batch {sizes}: its cache moved)"
         elif self.graph_fallback is not None:
             graphs = f"torch.compile's own (reduce-overhead): {self.graph_fallback}"
         else:
@@ -167,9 +171,12 @@ class CompiledDecoder:
         finished = first == self._eos if self._eos is not None else torch.zeros_like(first, dtype=torch.bool)
         state = _Batch(first, positions[:, -1:] + 1, mask, finished, cache)
         graph = self._graphs.get(batch)
-        if graph is not None:
-            if graph.addresses != _addresses(cache):  # the cache was reallocated: capture again
-                self._graphs[batch] = graph = self._capture_graph(state)
+        if graph is not None and graph.addresses != _addresses(cache):
+            # The cache was reallocated under the graph: its steps run uncaptured from now on (correct, and
+            # slower), and the result says so. Capturing again here would run steps on this batch's cache.
+            del self._graphs[batch]
+            self.dropped.append(batch)
+        elif graph is not None:
             graph.load(state)
         return state
 
