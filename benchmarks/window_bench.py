@@ -21,8 +21,10 @@ and, on a real GPU with zeus importable, Zeus 0.16's ZeusMonitor windows and its
 Reference: on the simulated GPU the exact energy of each window; on a real GPU the counter over the whole
 cell (energy_window from the first measured edge to the last) divided by the number of windows.
 Changes no GPU setting: it only runs work.
-Prints one table per shape and the goals; writes one JSON with every window's figures. With the defaults,
-~180 s of windows (~3.5 minutes in all on a real GPU); ``--simulate --windows-scale 0.25`` takes ~1 minute.
+Prints one table per shape and the goals; writes one JSON with every window's figures (``--records``: and
+an .npz of the sampler's records, which ``window_records.py`` studies again without the GPU). With the
+defaults, ~180 s of windows (~3.5 minutes in all on a real GPU); ``--simulate --windows-scale 0.25`` takes
+~1 minute.
 """
 
 from __future__ import annotations
