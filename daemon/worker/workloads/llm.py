@@ -31,6 +31,7 @@ from .target import GpuTarget, sigterm_deferred
 
 MAX_OUTPUT_CHARS = 2000  # of each answer, kept with its request
 PACE_ROUNDS = 4  # unmeasured batches of each task and batch size: one warms, three pace the simulated GPU
+SETTLE_S = 0.1  # idle after a sweep point's clock is locked, before the point: the lock takes effect
 Model = LoadedModel | VllmModel  # a model under any engine (docs/llm.md, "Engines")
 Clocks = int | tuple[int, int] | None  # a point's SM clock, its (prefill, decode) clocks, or none locked
 
@@ -441,13 +442,16 @@ def _search(
 
 
 def _at_clock(markers: MarkerWriter, device: Device, dvfs: DvfsParams, mhz: int) -> None:
-    """Idles through the cooldown, then has gpuprofd lock the point's SM clock."""
+    """Idles through the cooldown, has gpuprofd lock the point's SM clock, then idles SETTLE_S more: a GPU
+    runs at a locked clock only a while after the call returns (docs/llm.md, "Clock sweeps")."""
     if dvfs.cooldown_s > 0:
         device.idle()
         markers.begin("cooldown", seconds=dvfs.cooldown_s)
         time.sleep(dvfs.cooldown_s)
         markers.end("cooldown")
     markers.set_clocks(mhz)
+    device.idle()
+    time.sleep(SETTLE_S)
 
 
 def run(
