@@ -25,6 +25,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _lock(point: dict[str, Any]) -> str:
+    """The clock a point asked for: its SM clock, or a phase-clock pair's as prefill/decode."""
+    if point.get("prefill_clock_mhz") is not None:
+        return f"{_fmt(point['prefill_clock_mhz'], 0)}/{_fmt(point.get('decode_clock_mhz'), 0)}"
+    return _fmt(point.get("sm_clock_mhz"), 0)
+
+
 def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
     """Lines for the ``llm`` section of a result."""
     if "error" in section:
@@ -64,12 +71,13 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
             for m in section.get("models") or []
             if str(m.get("weights", "")).startswith("synthetic")
         }
-        swept = any(p.get("sm_clock_mhz") is not None for p in points)
+        swept = any(p.get("sm_clock_mhz") is not None or p.get("prefill_clock_mhz") for p in points)
         if swept:  # a sweep: in order of the clock asked for, beside the one observed
             points = sorted(
                 points,
                 key=lambda p: (str(p.get("model")), str(p.get("task")), p.get("batch_size") or 0,
-                               p.get("sm_clock_mhz") or 0),
+                               p.get("sm_clock_mhz") or p.get("prefill_clock_mhz") or 0,
+                               p.get("decode_clock_mhz") or 0),
             )  # fmt: skip
             header[-1] = "OBSERVED MHz"
             header.insert(-1, "LOCK MHz")
@@ -83,7 +91,7 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
                 "- synthetic" if p.get("model") in synthetic
                 else f"{_fmt(p.get('quality_mean'), 3)} {p.get('quality_metric') or ''}".strip(),
                 _fmt(p.get("short_window_fraction"), 2),
-                *([_fmt(p.get("sm_clock_mhz"), 0)] if swept else []),
+                *([_lock(p)] if swept else []),
                 _fmt(p.get("observed_sm_clock_mhz_median"), 0),
             ]
             for p in points

@@ -372,6 +372,11 @@ def point_summaries(rows: Sequence[dict[str, Any]], windows: Sequence[PhaseWindo
                 "task": window.attrs.get("task"),
                 "batch_size": window.attrs.get("batch_size"),
                 "sm_clock_mhz": window.attrs.get("sm_clock_mhz"),
+                **{  # a phase-clock pair's point: its two clocks
+                    key: window.attrs[key]
+                    for key in ("prefill_clock_mhz", "decode_clock_mhz")
+                    if window.attrs.get(key) is not None
+                },
                 "repetitions": window.attrs.get("repetitions"),
                 "ci95_target_reached": window.attrs.get("ci95_target_reached"),
                 "requests": len(point_rows),

@@ -137,3 +137,14 @@ def test_swept_points_read_in_the_order_of_their_lock_beside_what_was_observed()
     unlocked = render_llm({**section, "points": [point(None, 1725, capped=True)]}, simulated=True)
     assert any("below the GPU's top clock" in line for line in unlocked)
     assert not any("LOCK" in line for line in unlocked)
+
+
+def test_a_phase_clock_pairs_point_shows_both_clocks_it_asked_for() -> None:
+    single = {"model": "tiny", "task": "qa", "batch_size": 4, "requests": 8, "sm_clock_mhz": 900,
+              "observed_sm_clock_mhz_median": 900}  # fmt: skip
+    pair = {**single, "sm_clock_mhz": None, "prefill_clock_mhz": 1710, "decode_clock_mhz": 600,
+            "observed_sm_clock_mhz_median": 600}  # fmt: skip
+    lines = render_llm({"models": [], "points": [pair, single], "energy_method": "fused"}, simulated=True)
+    rows = [line.split() for line in lines if line.strip().startswith("tiny ")]
+    assert [(row[-2], row[-1]) for row in rows] == [("900", "900"), ("1,710/600", "600")]
+    assert any("LOCK" in line for line in lines)
