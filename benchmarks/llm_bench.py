@@ -81,9 +81,10 @@ def study(
     command = [sys.executable, "-m", "gpuprof.client.cli", "run", str(spec), "--json"]
     command += ["--simulate"] if simulate else []
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3000)
+    # the job's progress (gpuprof run's stderr) passes through, so a long compile or load shows as it runs
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=3000)
     if done.returncode != 0:
-        raise RuntimeError(f"gpuprof run failed ({done.returncode}): {done.stderr[-3000:]}")
+        raise RuntimeError(f"gpuprof run failed ({done.returncode}): see its messages above")
     job = json.loads(done.stdout)
     llm = job["llm"]
     points = [
@@ -109,6 +110,8 @@ def study(
         if model.get("engine") == "compiled":
             graphs = model.get("cuda_graphs")
             print(f"  {model['model']}: {model.get('compile_mode')} mode, CUDA graphs: {graphs}")
+            for batch, tried in (model.get("compile_trials") or {}).items():
+                print(f"    batch {batch}, each mode's captured step: {tried}")
     return {
         "wall_s": time.monotonic() - started,
         "simulated": job["simulated"],

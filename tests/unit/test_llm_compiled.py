@@ -14,7 +14,12 @@ from test_llm_engine import Recorder  # noqa: E402
 
 from gpuprof.client.wire.llm_spec import LlmParams, ModelRef, SteadyState  # noqa: E402
 from gpuprof.daemon.worker.llm import steady  # noqa: E402
-from gpuprof.daemon.worker.llm.compiled import EOS_CHECK_STEPS, CompiledDecoder  # noqa: E402
+from gpuprof.daemon.worker.llm.compiled import (  # noqa: E402
+    AUTOTUNE_MAX_BATCH,
+    AUTOTUNE_MODE,
+    EOS_CHECK_STEPS,
+    CompiledDecoder,
+)
 from gpuprof.daemon.worker.llm.engine import Device, LoadedModel, load_model  # noqa: E402
 from gpuprof.daemon.worker.workloads.llm import decode_batch_sizes  # noqa: E402
 
@@ -184,4 +189,52 @@ def test_a_capture_that_fails_falls_back_to_reduce_overhead_and_says_why(
     decoder.prepare(2)
     assert not decoder._graphs and decoder.mode == "reduce-overhead"
     assert "capture failed: RuntimeError" in decoder.description["cuda_graphs"]
+    assert lm.generate(PROMPTS, params, Recorder()).outputs == eager.outputs
+
+
+def test_at_a_small_batch_the_faster_of_two_compiled_graphs_is_kept_and_both_times_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=12, batch_sizes=(2, AUTOTUNE_MAX_BATCH + 1))
+    eager = lm.generate(PROMPTS, params, Recorder())
+    lm.decoder = decoder = CompiledDecoder(lm, params, 64)
+    _FakeCudaGraphs(decoder, monkeypatch)
+    timed: list[tuple[int, str]] = []
+
+    def time_graph(ids: Any, graph: Any) -> float:  # the autotuned graph replays faster
+        timed.append((int(ids.shape[0]), graph.mode))
+        return 0.0015 if graph.mode == AUTOTUNE_MODE else 0.00175
+
+    monkeypatch.setattr(decoder, "_time_graph", time_graph)
+    decoder.prepare(2)
+    decoder.prepare(AUTOTUNE_MAX_BATCH + 1)
+    assert timed == [(2, "default"), (2, AUTOTUNE_MODE)]  # a larger batch: default mode only, not timed
+    larger = AUTOTUNE_MAX_BATCH + 1
+    assert decoder._graphs[2].mode == AUTOTUNE_MODE and decoder._graphs[larger].mode == "default"
+    described = decoder.description
+    assert described["compile_mode"] == f"{AUTOTUNE_MODE} (batch 2); default (batch {larger})"
+    assert described["compile_trials"] == {"2": {"default": 1.75, AUTOTUNE_MODE: 1.5}}
+    assert decoder.trials_text(2) == f"default 1.750 ms a step; {AUTOTUNE_MODE} 1.500 ms a step"
+    assert decoder.trials_text(larger) is None
+    assert lm.generate(PROMPTS, params, Recorder()).outputs == eager.outputs  # the kept graph answers
+
+
+def test_a_mode_whose_capture_fails_is_ruled_out_and_the_other_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=8)
+    eager = lm.generate(PROMPTS, params, Recorder())
+    lm.decoder = decoder = CompiledDecoder(lm, params, 64)
+    _FakeCudaGraphs(decoder, monkeypatch)
+    capture = decoder._capture_graph
+
+    def failing(state: Any, mode: str) -> Any:
+        if mode == AUTOTUNE_MODE:
+            raise RuntimeError("no valid triton configs")
+        return capture(state, mode)
+
+    monkeypatch.setattr(decoder, "_capture_graph", failing)
+    decoder.prepare(2)
+    assert decoder._graphs[2].mode == "default" and decoder.graph_fallback is None
+    tried = decoder.description["compile_trials"]["2"]
+    assert tried[AUTOTUNE_MODE] == "capture failed: RuntimeError: no valid triton configs"
+    assert isinstance(tried["default"], float) and tried["default"] > 0  # timed for real on the CPU
     assert lm.generate(PROMPTS, params, Recorder()).outputs == eager.outputs

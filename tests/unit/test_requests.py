@@ -154,6 +154,38 @@ def test_the_llm_section_summarises_points_and_steady_state() -> None:
     assert 0 < steady["decode"]["j_per_token_uncertainty"] < 0.1 * steady["decode"]["j_per_token"]
 
 
+def test_a_compiled_model_names_each_batch_sizes_mode_and_the_modes_it_tried() -> None:
+    trials = "default 1.746 ms a step; max-autotune-no-cudagraphs 1.495 ms a step"
+    markers = [
+        *job_markers()[:2],
+        mk("begin", "compile", 100, id="m0.bs1", batch_size=1),
+        mk(
+            "end",
+            "compile",
+            150,
+            id="m0.bs1",
+            compile_mode="max-autotune-no-cudagraphs (batch 1)",
+            cuda_graphs="captured by hand",
+            trials=trials,
+        ),
+        mk("begin", "compile", 150, id="m0.bs8", batch_size=8),
+        mk(
+            "end",
+            "compile",
+            160,
+            id="m0.bs8",
+            cuda_graphs="captured by hand",
+            compile_mode="max-autotune-no-cudagraphs (batch 1); default (batch 8)",
+        ),
+        *job_markers()[2:],
+    ]
+    samples = trace([(0, 100.0)], 2000)
+    _, section = llm_result(markers, windows(markers), samples, counter(samples), 0, simulated=False)
+    (model,) = section["models"]
+    assert model["compile_mode"] == "max-autotune-no-cudagraphs (batch 1); default (batch 8)"  # the last
+    assert model["compile_trials"] == {"1": trials}  # batch 8 tried one mode only
+
+
 def test_a_point_below_the_top_clock_under_a_power_cap_is_marked_capped() -> None:
     from gpuprof.daemon.analysis.sweep import mark_capped
 

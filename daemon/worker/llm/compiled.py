@@ -18,6 +18,14 @@ on the GPU. Before it is used, a captured graph's tokens are checked against the
 ``CHECK_STEPS`` steps from the same prefill; where capture fails or they differ (a cache that keeps state
 on the host, say), the engine falls back to ``reduce-overhead`` and its description says why.
 
+At batch sizes up to ``AUTOTUNE_MAX_BATCH`` the step's matrix products are matrix-vector products, where
+the library's default kernels leave memory bandwidth unused: there the step is also compiled with
+``max-autotune-no-cudagraphs`` (Triton kernels tuned for each shape), both graphs are captured, checked and
+timed over ``TIME_STEPS`` replays, and the faster one is kept; the description gives both times. Inside the
+step, cuDNN's attention is allowed: the worker turns it off for eager decode, where it rebuilds a graph on
+the CPU at every call, but in a captured graph that work is done once, at capture, and its decode kernel is
+the fastest one for a single query over a masked static cache.
+
 Prefill runs the model's own forward (eager, as in ``generate``): it is one large launch-bound-free pass.
 The end of sequence is checked on the host every ``EOS_CHECK_STEPS`` steps only (one synchronisation),
 so a batch whose sequences all ended may run up to that many steps of padding; they are counted in
@@ -26,6 +34,7 @@ so a batch whose sequences all ended may run up to that many steps of padding; t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,11 +45,15 @@ from gpuprof.client.wire.llm_spec import LlmParams
 
 from .engine import BatchOutput, LoadedModel, Phases, forward_accepts
 
-__all__ = ["CHECK_STEPS", "EOS_CHECK_STEPS", "CompiledDecoder"]
+__all__ = ["AUTOTUNE_MAX_BATCH", "AUTOTUNE_MODE", "CHECK_STEPS", "EOS_CHECK_STEPS", "CompiledDecoder"]
 
 
 EOS_CHECK_STEPS = 16
 CHECK_STEPS = 4  # steps of a captured graph checked against the uncaptured step
+TIME_STEPS = 16  # replays that time a captured graph, after CHECK_STEPS
+AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
+AUTOTUNE_MAX_BATCH = 4  # on the H100, llama-3.2-1b: 1.75 -> 1.50 ms a step at batch 1, 2.37 -> 2.61 at 8
+RECOMPILE_LIMIT = 64  # one compilation per (batch size, mode): more than torch's default of 8
 MODES = {"cuda": "reduce-overhead", "cpu": "default"}
 
 
@@ -73,6 +86,7 @@ class CompiledDecoder:
         self.graph_fallback: str | None = None  # why graphs are not captured by hand, where they are not
         self.dropped: list[int] = []  # batch sizes whose graph was dropped (their cache was reallocated)
         self.compile_s: dict[int, float] = {}
+        self.trials: dict[int, dict[str, float | str]] = {}  # batch -> mode -> ms a step, or why not kept
         tokenizer = lm.tokenizer
         self._eos = tokenizer.eos_token_id
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos
@@ -80,28 +94,71 @@ class CompiledDecoder:
         # A worker that ran another model's compiled step drops it: its graphs, guards and captured memory
         # belong to that model (transformers 5.17 was seen to let them affect the next model's forward).
         torch._dynamo.reset()
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name, 8), RECOMPILE_LIMIT))
         self._keep = {"logits_to_keep": 1} if forward_accepts(lm.model, "logits_to_keep") else {}
-        self._step = torch.compile(self._decode_step, mode=self.mode, dynamic=False)
+        self._steps: dict[str, Any] = {}
+        self._step = self._compiled(self.mode)
 
     @property
     def description(self) -> dict[str, Any]:
         """What a result says of the engine."""
+        mode = self.mode
         if self._capture:
             graphs = "captured by hand, one CUDA graph per batch size"
             if self.dropped:
                 sizes = ", ".join(map(str, sorted(set(self.dropped))))
                 graphs += f" (dropped for batch {sizes}: its cache moved)"
+            if self._graphs:
+                by_mode: dict[str, list[int]] = {}
+                for batch, graph in sorted(self._graphs.items()):
+                    by_mode.setdefault(graph.mode, []).append(batch)
+                mode = "; ".join(f"{m} (batch {', '.join(map(str, b))})" for m, b in by_mode.items())
         elif self.graph_fallback is not None:
             graphs = f"torch.compile's own (reduce-overhead): {self.graph_fallback}"
         else:
             graphs = "none (no GPU)"
-        return {
+        described: dict[str, Any] = {
             "engine": "compiled",
-            "compile_mode": self.mode,
+            "compile_mode": mode,
             "cuda_graphs": graphs,
             "kv_cache": f"static, {self.max_len} positions per sequence",
             "eos_check_steps": EOS_CHECK_STEPS,
         }
+        if self.trials:
+            described["compile_trials"] = {
+                str(batch): {m: round(v, 4) if isinstance(v, float) else v for m, v in tried.items()}
+                for batch, tried in sorted(self.trials.items())
+            }
+        return described
+
+    def trials_text(self, batch: int) -> str | None:
+        """The modes tried for ``batch``, each with its replay time or why it was ruled out; None where
+        one mode only was tried."""
+        tried = self.trials.get(batch)
+        if not tried:
+            return None
+        return "; ".join(
+            f"{mode} {value:.3f} ms a step" if isinstance(value, float) else f"{mode}: {value}"
+            for mode, value in tried.items()
+        )
+
+    def _compiled(self, mode: str) -> Any:
+        """The decode step compiled in ``mode`` (once per mode; each batch size compiles on first use)."""
+        if mode not in self._steps:
+            self._steps[mode] = self.torch.compile(self._decode_step, mode=mode, dynamic=False)
+        return self._steps[mode]
+
+    def _attention(self) -> Any:
+        """Inside the step: every attention backend, cuDNN's included (see the module's docstring)."""
+        attention = getattr(getattr(self.torch.nn, "attention", None), "sdpa_kernel", None)
+        if attention is None or not self._capture:
+            return contextlib.nullcontext()
+        backends = self.torch.nn.attention.SDPBackend
+        return attention(
+            [backends.CUDNN_ATTENTION, backends.FLASH_ATTENTION, backends.EFFICIENT_ATTENTION, backends.MATH]
+        )
 
     # --- the compiled part -------------------------------------------------------------------------
 
@@ -180,12 +237,14 @@ class CompiledDecoder:
             graph.load(state)
         return state
 
-    def decode(self, state: _Batch, steps: int, stop_at_eos: bool = True) -> list[Any]:
+    def decode(self, state: _Batch, steps: int, stop_at_eos: bool = True, run: Any = None) -> list[Any]:
         """Up to ``steps`` decode steps from ``state`` (advanced in place); with ``stop_at_eos`` stops once
-        every sequence ended (checked every EOS_CHECK_STEPS). Returns the tokens, a [batch, 1] per step."""
+        every sequence ended (checked every EOS_CHECK_STEPS). Returns the tokens, a [batch, 1] per step.
+        ``run``: the compiled step to run uncaptured (the engine's own by default)."""
         if state.graph is not None:
             return self._replay(state, state.graph, steps, stop_at_eos)
         torch = self.torch
+        run = run or self._step
         allow_after = torch.tensor(True, device=state.token.device)
         block = torch.tensor(False, device=state.token.device)
         tokens = []
@@ -195,9 +254,10 @@ class CompiledDecoder:
                 state.finished = torch.zeros_like(state.finished)
             if self.mode == "reduce-overhead":  # a new step: the last replay's outputs may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
-            token, finished = self._step(
-                state.token, state.position, state.mask, state.finished, allow, state.cache
-            )
+            with self._attention():
+                token, finished = run(
+                    state.token, state.position, state.mask, state.finished, allow, state.cache
+                )
             # A captured graph's outputs live in its memory pool, overwritten by its next replay: what is
             # kept, or fed to the next step, is copied out.
             state.token, state.finished = token.clone(), finished.clone()
@@ -230,19 +290,21 @@ class CompiledDecoder:
 
     def _graph_step(self, graph: _Graph) -> None:
         """What a captured graph does: one step from its buffers, its token fed back and appended."""
-        token, finished = self._step(
-            graph.token, graph.position, graph.mask, graph.finished, graph.allow, graph.cache
-        )
+        with self._attention():
+            token, finished = self._compiled(graph.mode)(
+                graph.token, graph.position, graph.mask, graph.finished, graph.allow, graph.cache
+            )
         graph.token.copy_(token)
         graph.finished.copy_(finished)
         graph.out.index_copy_(1, graph.step, token)
         graph.step.add_(1)
         graph.position.add_(1)
 
-    def _capture_graph(self, state: _Batch) -> _Graph:
-        """Compiles the step for ``state``'s batch size, warms it up and captures it into a CUDA graph."""
+    def _capture_graph(self, state: _Batch, mode: str) -> _Graph:
+        """Compiles the step in ``mode`` for ``state``'s batch size, warms it up and captures it into a
+        CUDA graph."""
         torch = self.torch
-        graph = _Graph.buffers(state, self.max_len)
+        graph = _Graph.buffers(state, self.max_len, mode)
         graph.load(state)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -262,13 +324,14 @@ class CompiledDecoder:
         that a step changes (a replay would not change it), and greedy tokens must match the step's own."""
         torch = self.torch
         state = self.prefill(ids, torch.ones_like(ids))  # not yet registered: the uncaptured step runs
+        run = self._compiled(graph.mode)  # the captured step's own code: the same numbers, token for token
         before = _host_state(state.cache)
-        reference = [self.decode(state, 1, stop_at_eos=False)[0]]
+        reference = [self.decode(state, 1, stop_at_eos=False, run=run)[0]]
         after = _host_state(state.cache)
         if before != after:
             changed = sorted(k for k in after if before.get(k) != after[k])
             return f"the KV cache keeps state on the host that a step changes ({', '.join(changed[:3])})"
-        reference += self.decode(state, CHECK_STEPS - 1, stop_at_eos=False)
+        reference += self.decode(state, CHECK_STEPS - 1, stop_at_eos=False, run=run)
         state = self.prefill(ids, torch.ones_like(ids))
         graph.load(state)
         replayed = self._replay(state, graph, CHECK_STEPS, stop_at_eos=False)
@@ -282,7 +345,8 @@ class CompiledDecoder:
         self.graph_fallback, self._capture, self.mode = reason, False, "reduce-overhead"
         self._graphs.clear()
         torch._dynamo.reset()
-        self._step = torch.compile(self._decode_step, mode=self.mode, dynamic=False)
+        self._steps.clear()
+        self._step = self._compiled(self.mode)
 
     def prepare(self, batch: int, width: int = 8) -> float:
         """Compiles (and on a GPU captures) the decode step for ``batch`` sequences; returns its seconds,
@@ -294,12 +358,8 @@ class CompiledDecoder:
         ids = torch.full((batch, width), self._pad or 0, device=self.lm.device.device)
         with torch.inference_mode():
             if self._capture:
-                try:
-                    graph = self._capture_graph(self.prefill(ids, torch.ones_like(ids)))
-                    why = self._check_graph(ids, graph)
-                except Exception as exc:  # any capture failure falls back, and says why
-                    why = f"capture failed: {type(exc).__name__}: {str(exc)[:200]}"
-                if why is None:
+                graph, why = self._choose_graph(batch, ids)
+                if graph is not None:
                     self._graphs[batch] = graph
                 else:
                     self._fall_back(why)
@@ -310,6 +370,45 @@ class CompiledDecoder:
         self.lm.device.sync()
         self.compile_s[batch] = time.monotonic() - started
         return self.compile_s[batch]
+
+    def _choose_graph(self, batch: int, ids: Any) -> tuple[_Graph | None, str]:
+        """The batch size's graph: captured and checked in each candidate mode, the fastest kept (its
+        trials recorded); else None and why the default mode's graph failed."""
+        modes = ["default"] + ([AUTOTUNE_MODE] if batch <= AUTOTUNE_MAX_BATCH else [])
+        kept: tuple[float, _Graph] | None = None
+        why = ""
+        tried: dict[str, float | str] = {}
+        for mode in modes:
+            try:
+                graph = self._capture_graph(self.prefill(ids, self.torch.ones_like(ids)), mode)
+                failed = self._check_graph(ids, graph)
+                seconds = self._time_graph(ids, graph) if failed is None and len(modes) > 1 else 0.0
+            except Exception as exc:  # any capture failure rules the mode out, and says why
+                failed = f"capture failed: {type(exc).__name__}: {str(exc)[:200]}"
+            if failed is not None:
+                tried[mode] = failed
+                why = why or failed
+                continue
+            tried[mode] = seconds * 1e3
+            if kept is None or seconds < kept[0]:
+                kept = (seconds, graph)
+        if len(modes) > 1:
+            self.trials[batch] = tried
+        return (kept[1], "") if kept is not None else (None, why)
+
+    def _time_graph(self, ids: Any, graph: _Graph) -> float:
+        """Seconds a replay of ``graph`` takes (the median of TIME_STEPS, after a prefill)."""
+        state = self.prefill(ids, self.torch.ones_like(ids))
+        graph.load(state)
+        steps = min(TIME_STEPS, graph.out.shape[1] - int(ids.shape[1]) - 1)
+        times = []
+        for _ in range(max(1, steps)):
+            self.lm.device.sync()
+            started = time.perf_counter()
+            graph.graph.replay()
+            self.lm.device.sync()
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
 
     def _warm(self, batch: int, width: int) -> None:
         """Compiles the uncaptured step; reduce-overhead warms up on the first call, records on the
@@ -383,11 +482,12 @@ class _Graph:
     out: Any  # [batch, max_len], the tokens of every step since the prefill
     cache: Any
     addresses: list[int]
+    mode: str = "default"  # torch.compile's mode for the captured step
     graph: Any = None
     allowed: bool = True
 
     @classmethod
-    def buffers(cls, state: _Batch, max_len: int) -> _Graph:
+    def buffers(cls, state: _Batch, max_len: int, mode: str = "default") -> _Graph:
         torch_like = state.token
         return cls(
             token=state.token.clone(),
@@ -399,6 +499,7 @@ class _Graph:
             out=torch_like.new_zeros(int(state.token.shape[0]), max_len),
             cache=state.cache,
             addresses=_addresses(state.cache),
+            mode=mode,
         )
 
     def load(self, state: _Batch) -> None:

@@ -337,9 +337,11 @@ def _compile(
         markers.begin("compile", id=window, batch_size=size)
         seconds = lm.decoder.prepare(size)
         described = lm.decoder.description
+        tried = lm.decoder.trials_text(size)
+        trials = {"trials": tried} if tried else {}
         markers.end(
             "compile", id=window, seconds=round(seconds, 3),
-            compile_mode=described["compile_mode"], cuda_graphs=described["cuda_graphs"],
+            compile_mode=described["compile_mode"], cuda_graphs=described["cuda_graphs"], **trials,
         )  # fmt: skip
 
 
