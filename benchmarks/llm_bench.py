@@ -2,12 +2,13 @@
 
     python3 benchmarks/llm_bench.py [--simulate] [--json OUT] [--only study overhead engines]
         [--models llama-3.2-1b llama-3.2-3b mistral-7b-v0.1] [--prompts 16] [--seconds 5]
-        [--engines compiled eager]
+        [--engines compiled eager] [--batch-sizes 1 8]
 
 ``study`` runs one llm job through a private gpuprofd (``gpuprof run``, DVFS off: no clock or power
 setting is changed): the models with synthetic weights in bf16, the built-in qa and factual sets, batch 1
-and 8, then steady-state prefill and decode. It prints tokens/s, energy per prefill and decode token
-(steady state, energy counter) and the spread of per-request energy.
+and 8 (``--batch-sizes``), then steady-state prefill and decode. The job's progress lines show as it
+runs. It prints tokens/s, energy per prefill and decode token (steady state, energy counter) and the spread
+of per-request energy.
 
 ``engines`` runs the same job once per engine (``llm.engine: eager`` and ``compiled``, docs/llm.md; by
 default compiled first, ``--engines`` picks and orders them) and compares their steady-state decode:
@@ -66,7 +67,7 @@ def device_info(simulate: bool) -> dict[str, Any]:
 
 def study(
     models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path, engine: str = "eager",
-    tasks: tuple[str, ...] = ("qa", "factual"),
+    tasks: tuple[str, ...] = ("qa", "factual"), batch_sizes: tuple[int, ...] = (1, 8),
 ) -> dict[str, Any]:  # fmt: skip
     names = [f"{m}-tiny" if simulate else m for m in models]
     spec = out_dir / f"study-{engine}.yaml"
@@ -74,7 +75,8 @@ def study(
         f"name: llm-bench-{engine}\nworkload: llm\ntimeout_s: 3000\nllm:\n"
         f"  models: [{', '.join('{arch: ' + n + '}' for n in names)}]\n  engine: {engine}\n"
         f"  dtype: {'float32' if simulate else 'bfloat16'}\n"
-        f"  tasks: [{', '.join(tasks)}]\n  prompts: {prompts}\n  batch_sizes: [1, 8]\n"
+        f"  tasks: [{', '.join(tasks)}]\n  prompts: {prompts}\n"
+        f"  batch_sizes: [{', '.join(map(str, batch_sizes))}]\n"
         "  max_new_tokens: 32\n  ignore_eos: true\n  warmup_requests: 8\n"
         f"  steady_state: {{seconds: {seconds}, context_tokens: 512, decode_tokens: 256}}\n"
     )
@@ -126,13 +128,14 @@ def study(
 def engines(
     models: list[str], prompts: int, seconds: float, simulate: bool, out_dir: Path,
     tasks: tuple[str, ...] = ("qa", "factual"), which: tuple[str, ...] = ("compiled", "eager"),
+    batch_sizes: tuple[int, ...] = (1, 8),
 ) -> dict[str, Any]:  # fmt: skip
     """The same job under each engine, one after the other; their steady decode side by side."""
     runs: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for engine in which:  # compiled first by default: a failure there is known before eager's long run
         try:
-            runs[engine] = study(models, prompts, seconds, simulate, out_dir, engine, tasks)
+            runs[engine] = study(models, prompts, seconds, simulate, out_dir, engine, tasks, batch_sizes)
         except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
             errors[engine] = str(exc)
             print(f"engine {engine} failed: {exc}", file=sys.stderr, flush=True)
@@ -261,6 +264,10 @@ def main() -> int:
         "--engines", nargs="+", choices=["compiled", "eager"], default=["compiled", "eager"],
         help="engines: which to run, in this order",
     )  # fmt: skip
+    parser.add_argument(
+        "--batch-sizes", nargs="+", type=int, default=[1, 8],
+        help="study and engines: the batch sizes (fewer compile faster: the compiled engine compiles each)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=5.0, help="each steady-state phase, and each block")
     parser.add_argument("--rounds", type=int, default=3, help="ON OFF OFF ON rounds of the overhead section")
     args = parser.parse_args()
@@ -271,11 +278,14 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="gpuprof-llm-bench-") as tmp:
         if "study" in args.only:
-            report["study"] = study(args.models, args.prompts, args.seconds, args.simulate, Path(tmp))
+            report["study"] = study(
+                args.models, args.prompts, args.seconds, args.simulate, Path(tmp),
+                batch_sizes=tuple(args.batch_sizes),
+            )  # fmt: skip
         if "engines" in args.only:
             report["engines"] = engines(
                 args.models, args.prompts, args.seconds, args.simulate, Path(tmp), tuple(args.tasks),
-                tuple(args.engines),
+                tuple(args.engines), tuple(args.batch_sizes),
             )  # fmt: skip
         if "overhead" in args.only:
             report["overhead"] = overhead(args.simulate, args.seconds, args.rounds, Path(tmp))

@@ -161,7 +161,9 @@ class SimLoad:
 
 
 class TorchLoad:
-    """bf16 matmuls on cuda:0: busy = launch and synchronize until the phase's end, idle = sleep."""
+    """bf16 matmuls on cuda:0: busy = a fixed number of them (the phase's length over one matmul's time at
+    the start, rounded), then synchronize; idle = sleep until the phase's end. Every window does the same
+    work whatever the clocks do (a capped GPU runs it longer, into the idle that follows)."""
 
     def __init__(self) -> None:
         import torch
@@ -177,28 +179,29 @@ class TorchLoad:
             torch.mm(self.a, self.b)
         torch.cuda.synchronize()
         self.matmul_s = (time.monotonic_ns() - start) / 20 / 1e9
+        self.pending = 0  # matmuls of the current busy phase not yet launched
         self.description = (
             f"{torch.cuda.get_device_name(0)} (cuda:0), torch {torch.__version__}: bf16 {MATRIX_SIZE}^2 "
-            f"torch.mm, {self.matmul_s * 1e3:.2f} ms each, synchronized until the busy phase's end"
+            f"torch.mm, {self.matmul_s * 1e3:.2f} ms each at the start, a fixed number per busy phase"
         )
 
     def sync(self) -> None:
         self.torch.cuda.synchronize()
 
     def enter(self, util: float, phase_s: float) -> None:
-        """Queue some work now: a busy phase starts at its edge, not after the edge's bookkeeping."""
-        if util > 0:
-            for _ in range(min(PRIME_MATMULS, int(phase_s / self.matmul_s) - 1)):
-                self.torch.mm(self.a, self.b)
+        """Queue some of a busy phase's work now: it starts at its edge, not after the edge's bookkeeping."""
+        self.pending = max(1, round(phase_s / self.matmul_s)) if util > 0 else 0
+        for _ in range(min(PRIME_MATMULS, self.pending)):
+            self.torch.mm(self.a, self.b)
+            self.pending -= 1
 
     def hold(self, util: float, until_ns: int) -> None:
         if util <= 0:
             sleep_until(until_ns)
             return
-        half_ns = self.matmul_s * 0.5e9  # stop when the next matmul would overshoot more than it undershoots
-        while until_ns - time.monotonic_ns() > half_ns:
+        for _ in range(self.pending):
             self.torch.mm(self.a, self.b)
-            self.torch.cuda.synchronize()
+        self.pending = 0
         self.torch.cuda.synchronize()
 
     def close(self) -> None:
