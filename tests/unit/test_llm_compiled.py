@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from test_llm_engine import Recorder  # noqa: E402
 
 from gpuprof.client.wire.llm_spec import LlmParams, ModelRef, SteadyState  # noqa: E402
-from gpuprof.daemon.worker.llm import steady  # noqa: E402
+from gpuprof.daemon.worker.llm import compiled, steady  # noqa: E402
 from gpuprof.daemon.worker.llm.compiled import (  # noqa: E402
     AUTOTUNE_MAX_BATCH,
     AUTOTUNE_MODE,
@@ -113,7 +113,13 @@ class _FakeCudaGraphs:
     """torch.cuda's graph calls on the CPU: a capture records the decoder's step without running it (as a
     real capture runs nothing), and a replay runs the recorded step on the graph's buffers."""
 
-    def __init__(self, decoder: CompiledDecoder, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+    def __init__(
+        self,
+        decoder: CompiledDecoder,
+        monkeypatch: pytest.MonkeyPatch,
+        fail: bool = False,
+        autotune: bool = False,
+    ) -> None:
         self.capturing: Any = None
         self.fail = fail
         self.replays = 0
@@ -141,6 +147,8 @@ class _FakeCudaGraphs:
         monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
         monkeypatch.setattr(torch.cuda, "graph", self.capture)
         decoder._capture = True  # as on a GPU
+        if not autotune:  # one mode only: which of two is faster on this CPU is no test's business
+            monkeypatch.setattr(compiled, "AUTOTUNE_MAX_BATCH", 0)
 
     @contextlib.contextmanager
     def capture(self, graph: Any, pool: Any = None) -> Any:
@@ -198,7 +206,7 @@ def test_at_a_small_batch_the_faster_of_two_compiled_graphs_is_kept_and_both_tim
     lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=12, batch_sizes=(2, AUTOTUNE_MAX_BATCH + 1))
     eager = lm.generate(PROMPTS, params, Recorder())
     lm.decoder = decoder = CompiledDecoder(lm, params, 64)
-    _FakeCudaGraphs(decoder, monkeypatch)
+    _FakeCudaGraphs(decoder, monkeypatch, autotune=True)
     timed: list[tuple[int, str]] = []
 
     def time_graph(ids: Any, graph: Any) -> float:  # the autotuned graph replays faster
@@ -223,7 +231,7 @@ def test_a_mode_whose_capture_fails_is_ruled_out_and_the_other_kept(monkeypatch:
     lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=8)
     eager = lm.generate(PROMPTS, params, Recorder())
     lm.decoder = decoder = CompiledDecoder(lm, params, 64)
-    _FakeCudaGraphs(decoder, monkeypatch)
+    _FakeCudaGraphs(decoder, monkeypatch, autotune=True)
     capture = decoder._capture_graph
 
     def failing(state: Any, mode: str) -> Any:
