@@ -340,11 +340,12 @@ def watch_loop(
     seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     max_redraw_hz: float = MAX_REDRAW_HZ,
+    done: Callable[[], bool] | None = None,
 ) -> int:
     """Read messages into ``window``, redrawing at most ``max_redraw_hz`` times a second; returns the frames.
 
-    Runs for ``seconds`` (None: until interrupted). Messages are read between frames, so a burst of
-    samples costs one redraw, not one per batch.
+    Runs for ``seconds`` (None: until interrupted), or until ``done()`` (a watched job has ended).
+    Messages are read between frames, so a burst of samples costs one redraw, not one per batch.
     """
     start = clock()
     next_draw = start
@@ -352,6 +353,8 @@ def watch_loop(
     while True:
         now = clock()
         if seconds is not None and now - start >= seconds:
+            return frames
+        if done is not None and done():
             return frames
         if now >= next_draw:
             draw(window, now)

@@ -8,12 +8,14 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import click
 
 from gpuprof.client.wire.errors import UsageError
+from gpuprof.client.wire.states import FINAL_STATES
 
 from ..api import Client
 from ..live import (
@@ -61,6 +63,12 @@ class Screen:
         elif self.interactive:
             click.echo("")
 
+    def last(self, view: LiveWindow | NodeWindows, now_s: float) -> None:
+        """The last frame (a watched job has ended): drawn, or printed when piped, however soon after
+        the one before."""
+        self._last_line_s = -1.0
+        self(view, now_s)
+
     def __call__(self, view: LiveWindow | NodeWindows, now_s: float) -> None:
         if not self.interactive:
             if now_s - self._last_line_s >= 1.0:  # a log, not an animation
@@ -101,6 +109,11 @@ class JsonLines:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+    def last(self, view: LiveWindow | NodeWindows, now_s: float) -> None:
+        """The last lines (a watched job has ended), however soon after the ones before."""
+        self._last_s = -1.0
+        self(view, now_s)
 
     def __call__(self, view: LiveWindow | NodeWindows, now_s: float) -> None:
         if now_s - self._last_s < 1.0:
@@ -180,9 +193,17 @@ def prepare_node(client: Client) -> NodeWindows:
     return node
 
 
+def _job_ended(window: LiveWindow) -> Callable[[], bool]:
+    """Whether the job ``window`` watches has reached a final state (its state comes with the stream)."""
+    return lambda: window.job_state in FINAL_STATES
+
+
 @click.command()
 @click.option("--gpu", type=int, help="GPU index to watch. Default: the job's GPU with --job, else 0.")
-@click.option("--job", "job_id", help="Watch the GPU this job runs on, and follow its state and phases.")
+@click.option(
+    "--job", "job_id",
+    help="Watch the GPU this job runs on, follow its state and phases, and stop when it ends.",
+)  # fmt: skip
 @click.option("--all", "all_gpus", is_flag=True, help="Every GPU of the node at once, a power plot each.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds.")
 @json_option
@@ -195,7 +216,8 @@ def watch(
     The plot starts with the daemon's recent history and redraws up to 10 times a second from its live
     stream (the sensor updates about every 100 ms). With --all, every GPU of the node is drawn at once,
     each with its readings, its job and phase above its power plot (a line per GPU where the terminal is
-    short). Samples from gpuprof's simulated GPU are labelled SIMULATED. Ctrl-C quits.
+    short). Samples from gpuprof's simulated GPU are labelled SIMULATED. Ctrl-C quits; with --job, watch
+    also stops once the job has ended, on a last frame (or line) that shows its final state.
 
     When piped, watch prints a status line each second (one per GPU with --all); with --json, one JSON
     object per GPU each second, on its own line: time (UTC), gpu, gpu_name, simulated, power_w (the last
@@ -228,4 +250,7 @@ def watch(
                 for window in windows:
                     recent = client.history(int(window.gpu or 0), seconds=window.window_s, max_points=4000)
                     window.apply({**recent, "kind": "samples"}, time.monotonic())
-            watch_loop(subscription, view, draw, seconds=seconds)
+            ended = _job_ended(view) if isinstance(view, LiveWindow) and view.watched_job else None
+            watch_loop(subscription, view, draw, seconds=seconds, done=ended)
+            if ended is not None and ended():
+                draw.last(view, time.monotonic())  # the job's final state, whatever the frame rate

@@ -461,6 +461,41 @@ def test_cli_watch_piped_prints_status_lines(capsys: pytest.CaptureFixture[str],
     assert "SIMULATED" in out and "job done running" in out and "321.0 W" in out
 
 
+def test_cli_watch_job_stops_when_the_job_ends_on_a_line_with_its_final_state(
+    capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
+) -> None:
+    daemon.jobs["w1"] = job_map("w1", "running")
+    daemon.jobs["old"] = job_map("old", "failed")
+    stop = threading.Event()
+
+    def publisher() -> None:  # samples for 1 s, then the job succeeds
+        for _ in range(20):
+            daemon.publish(topic_for_gpu(0), "samples",
+                           {"gpu": 0, "simulated": True, "job": "w1", "t_ns": [time.monotonic_ns()],
+                            "power_w": [321.0], "sm_clock_mhz": [1980]})  # fmt: skip
+            time.sleep(0.05)
+        daemon.jobs["w1"].update(state="succeeded", finished_ns=time.time_ns())
+        daemon.publish(topic_for_job("w1"), "job", {"job": daemon.jobs["w1"]})
+        stop.wait(60)
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    started = time.monotonic()
+    try:
+        code, out, _ = run_cli(
+            capsys, "watch", "--job", "w1", "--seconds", "60", "--endpoint", daemon.endpoint
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert code == 0 and time.monotonic() - started < 30  # it stopped with the job, not after 60 s
+    lines = out.splitlines()
+    assert "job w1 (burn-test) running" in out and "job w1 (burn-test) succeeded" in lines[-1]
+    # a job that has already ended: one line with its state, and watch returns
+    code, out, _ = run_cli(capsys, "watch", "--job", "old", "--seconds", "60", "--endpoint", daemon.endpoint)
+    assert code == 0 and out.count("\n") == 1 and "job old (burn-test) failed" in out
+
+
 def test_cli_watch_all_json_prints_a_line_per_gpu_each_second(
     capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
 ) -> None:

@@ -211,6 +211,15 @@ def test_loop_redraws_at_most_ten_times_a_second_and_stops_after_seconds() -> No
     assert clock[0] == pytest.approx(5.0, abs=0.06)
 
 
+def test_loop_stops_once_done_says_so() -> None:
+    clock = [0.0]
+    reader = FakeReader(clock)
+    window = LiveWindow(gpu=0)
+    drawn = watch_loop(reader, window, lambda w, now: None, seconds=5.0, clock=lambda: clock[0],
+                       done=lambda: clock[0] >= 1.0)  # fmt: skip
+    assert clock[0] == pytest.approx(1.0, abs=0.11) and 5 <= drawn <= 12  # ~1 s of frames, not 5
+
+
 def test_time_axis_ticks_fall_on_their_times_and_end_now() -> None:
     axis, labels = time_axis(30.0, 61)
     ticks = [i for i, c in enumerate(axis[GUTTER:]) if c == "┬"]
