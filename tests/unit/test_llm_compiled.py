@@ -161,13 +161,20 @@ class _FakeCudaGraphs:
             self.capturing = None
 
 
+def on_fake_gpu(
+    monkeypatch: pytest.MonkeyPatch, max_len: int, fail: bool = False, autotune: bool = False, **settings: Any
+) -> tuple[LoadedModel, LlmParams, Any, CompiledDecoder, _FakeCudaGraphs]:
+    """A varied tiny llama, its eager answers to PROMPTS, and a compiled decoder capturing as on a GPU."""
+    lm, params = varied("llama-3.2-1b-tiny", **settings)
+    eager = lm.generate(PROMPTS, params, Recorder())
+    lm.decoder = decoder = CompiledDecoder(lm, params, max_len)
+    return lm, params, eager, decoder, _FakeCudaGraphs(decoder, monkeypatch, fail=fail, autotune=autotune)
+
+
 def test_a_step_captured_by_hand_feeds_its_tokens_back_and_answers_as_eager_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=20)
-    eager = lm.generate(PROMPTS, params, Recorder())
-    lm.decoder = decoder = CompiledDecoder(lm, params, 96)
-    graphs = _FakeCudaGraphs(decoder, monkeypatch)
+    lm, params, eager, decoder, graphs = on_fake_gpu(monkeypatch, 96, max_new_tokens=20)
     decoder.prepare(2)
     assert 2 in decoder._graphs and decoder.graph_fallback is None  # the check passed: no fallback
     assert decoder.description["cuda_graphs"].startswith("captured by hand")
@@ -190,10 +197,7 @@ def test_a_step_captured_by_hand_feeds_its_tokens_back_and_answers_as_eager_does
 def test_a_capture_that_fails_falls_back_to_reduce_overhead_and_says_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=8)
-    eager = lm.generate(PROMPTS, params, Recorder())
-    lm.decoder = decoder = CompiledDecoder(lm, params, 64)
-    _FakeCudaGraphs(decoder, monkeypatch, fail=True)
+    lm, params, eager, decoder, _ = on_fake_gpu(monkeypatch, 64, fail=True, max_new_tokens=8)
     decoder.prepare(2)
     assert not decoder._graphs and decoder.mode == "reduce-overhead"
     assert "capture failed: RuntimeError" in decoder.description["cuda_graphs"]
@@ -203,10 +207,7 @@ def test_a_capture_that_fails_falls_back_to_reduce_overhead_and_says_why(
 def test_at_a_small_batch_the_faster_of_two_compiled_graphs_is_kept_and_both_times_are_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=12, batch_sizes=(2, AUTOTUNE_MAX_BATCH + 1))
-    eager = lm.generate(PROMPTS, params, Recorder())
-    lm.decoder = decoder = CompiledDecoder(lm, params, 64)
-    _FakeCudaGraphs(decoder, monkeypatch, autotune=True)
+    lm, params, eager, decoder, _ = on_fake_gpu(monkeypatch, 64, autotune=True, max_new_tokens=12)
     timed: list[tuple[int, str]] = []
 
     def time_graph(ids: Any, graph: Any) -> float:  # the autotuned graph replays faster
@@ -221,17 +222,14 @@ def test_at_a_small_batch_the_faster_of_two_compiled_graphs_is_kept_and_both_tim
     assert decoder._graphs[2].mode == AUTOTUNE_MODE and decoder._graphs[larger].mode == "default"
     described = decoder.description
     assert described["compile_mode"] == f"{AUTOTUNE_MODE} (batch 2); default (batch {larger})"
-    assert described["compile_trials"] == {"2": {"default": 1.75, AUTOTUNE_MODE: 1.5}}
+    assert decoder.trials == {2: {"default": pytest.approx(1.75), AUTOTUNE_MODE: pytest.approx(1.5)}}
     assert decoder.trials_text(2) == f"default 1.750 ms a step; {AUTOTUNE_MODE} 1.500 ms a step"
     assert decoder.trials_text(larger) is None
     assert lm.generate(PROMPTS, params, Recorder()).outputs == eager.outputs  # the kept graph answers
 
 
 def test_a_mode_whose_capture_fails_is_ruled_out_and_the_other_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    lm, params = varied("llama-3.2-1b-tiny", max_new_tokens=8)
-    eager = lm.generate(PROMPTS, params, Recorder())
-    lm.decoder = decoder = CompiledDecoder(lm, params, 64)
-    _FakeCudaGraphs(decoder, monkeypatch, autotune=True)
+    lm, params, eager, decoder, _ = on_fake_gpu(monkeypatch, 64, autotune=True, max_new_tokens=8)
     capture = decoder._capture_graph
 
     def failing(state: Any, mode: str) -> Any:
@@ -242,7 +240,7 @@ def test_a_mode_whose_capture_fails_is_ruled_out_and_the_other_kept(monkeypatch:
     monkeypatch.setattr(decoder, "_capture_graph", failing)
     decoder.prepare(2)
     assert decoder._graphs[2].mode == "default" and decoder.graph_fallback is None
-    tried = decoder.description["compile_trials"]["2"]
+    tried = decoder.trials[2]
     assert tried[AUTOTUNE_MODE] == "capture failed: RuntimeError: no valid triton configs"
     assert isinstance(tried["default"], float) and tried["default"] > 0  # timed for real on the CPU
     assert lm.generate(PROMPTS, params, Recorder()).outputs == eager.outputs

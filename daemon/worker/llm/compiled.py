@@ -21,7 +21,7 @@ on the host, say), the engine falls back to ``reduce-overhead`` and its descript
 At batch sizes up to ``AUTOTUNE_MAX_BATCH`` the step's matrix products are matrix-vector products, where
 the library's default kernels leave memory bandwidth unused: there the step is also compiled with
 ``max-autotune-no-cudagraphs`` (Triton kernels tuned for each shape), both graphs are captured, checked and
-timed over ``TIME_STEPS`` replays, and the faster one is kept; the description gives both times. Inside the
+timed over ``TIME_STEPS`` replays, and the faster one is kept; ``trials_text`` gives both times. Inside the
 step, cuDNN's attention is allowed: the worker turns it off for eager decode, where it rebuilds a graph on
 the CPU at every call, but in a captured graph that work is done once, at capture, and its decode kernel is
 the fastest one for a single query over a masked static cache.
@@ -119,19 +119,13 @@ class CompiledDecoder:
             graphs = f"torch.compile's own (reduce-overhead): {self.graph_fallback}"
         else:
             graphs = "none (no GPU)"
-        described: dict[str, Any] = {
+        return {
             "engine": "compiled",
             "compile_mode": mode,
             "cuda_graphs": graphs,
             "kv_cache": f"static, {self.max_len} positions per sequence",
             "eos_check_steps": EOS_CHECK_STEPS,
         }
-        if self.trials:
-            described["compile_trials"] = {
-                str(batch): {m: round(v, 4) if isinstance(v, float) else v for m, v in tried.items()}
-                for batch, tried in sorted(self.trials.items())
-            }
-        return described
 
     def trials_text(self, batch: int) -> str | None:
         """The modes tried for ``batch``, each with its replay time or why it was ruled out; None where
