@@ -470,7 +470,7 @@ def _model_entry(load: PhaseWindow, windows: Sequence[PhaseWindow]) -> dict[str,
         for key in ("compile_mode", "cuda_graphs"):
             if mine and key in window.attrs:
                 entry[key] = window.attrs[key]
-        if mine and "trials" in window.attrs:  # each candidate mode's replay time, per batch size
+        if mine and isinstance(window.attrs.get("trials"), str):  # each mode's time a step, per batch size
             batch = str(window.attrs.get("batch_size"))
             entry.setdefault("compile_trials", {})[batch] = window.attrs["trials"]
     return {key: plain(value) for key, value in entry.items()}
