@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 
 from test_llm_engine import Recorder  # noqa: E402
 
+from gpuprof.client.wire.errors import GpuprofError  # noqa: E402
 from gpuprof.client.wire.llm_spec import LlmParams, ModelRef, SteadyState  # noqa: E402
 from gpuprof.daemon.worker.llm import compiled, steady  # noqa: E402
 from gpuprof.daemon.worker.llm.compiled import (  # noqa: E402
@@ -162,10 +163,15 @@ class _FakeCudaGraphs:
 
 
 def on_fake_gpu(
-    monkeypatch: pytest.MonkeyPatch, max_len: int, fail: bool = False, autotune: bool = False, **settings: Any
+    monkeypatch: pytest.MonkeyPatch,
+    max_len: int,
+    fail: bool = False,
+    autotune: bool = False,
+    arch: str = "llama-3.2-1b-tiny",
+    **settings: Any,
 ) -> tuple[LoadedModel, LlmParams, Any, CompiledDecoder, _FakeCudaGraphs]:
-    """A varied tiny llama, its eager answers to PROMPTS, and a compiled decoder capturing as on a GPU."""
-    lm, params = varied("llama-3.2-1b-tiny", **settings)
+    """A varied tiny model, its eager answers to PROMPTS, and a compiled decoder capturing as on a GPU."""
+    lm, params = varied(arch, **settings)
     eager = lm.generate(PROMPTS, params, Recorder())
     lm.decoder = decoder = CompiledDecoder(lm, params, max_len)
     return lm, params, eager, decoder, _FakeCudaGraphs(decoder, monkeypatch, fail=fail, autotune=autotune)
@@ -192,6 +198,34 @@ def test_a_step_captured_by_hand_feeds_its_tokens_back_and_answers_as_eager_does
         state = decoder.prefill(ids, torch.ones_like(ids))
         again = torch.cat(decoder.decode(state, 5, stop_at_eos=False), 1)
     assert torch.equal(first, again) and state.steps == 5
+
+
+def test_a_sliding_window_model_whose_window_holds_the_cache_is_captured_and_answers_as_eager_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mistral's sliding-window cache layers keep their length on the host, which a replay cannot advance
+    (and on which torch.compile would recompile at every uncaptured step): within the window they are plain
+    static layers, so the step is captured, not sent to the fallback."""
+    lm, params, eager, decoder, graphs = on_fake_gpu(
+        monkeypatch, 96, arch="mistral-7b-v0.1-tiny", max_new_tokens=20
+    )
+    assert lm.model.config.sliding_window >= 96
+    decoder.prepare(2)
+    assert decoder.graph_fallback is None and 2 in decoder._graphs
+    checked = graphs.replays
+    compiled = lm.generate(PROMPTS, params, Recorder())
+    assert graphs.replays - checked == 19
+    assert compiled.outputs == eager.outputs and compiled.output_tokens == [20, 20]
+
+
+def test_a_cache_longer_than_the_sliding_window_is_refused_before_anything_compiles() -> None:
+    lm, params = varied("mistral-7b-v0.1-tiny", max_new_tokens=8)
+    window = lm.model.config.sliding_window
+    decoder = CompiledDecoder(lm, params, window + 1)
+    refused = rf"KV cache \({window + 1} positions.*sliding window \({window}\)"
+    with pytest.raises(GpuprofError, match=refused):
+        decoder.prepare(1)
+    assert decoder.compile_s == {}
 
 
 def test_a_capture_that_fails_falls_back_to_reduce_overhead_and_says_why(

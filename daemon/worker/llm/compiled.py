@@ -59,15 +59,37 @@ MODES = {"cuda": "reduce-overhead", "cpu": "default"}
 
 def _static_cache(model: Any, max_len: int, batch: int, device: Any, dtype: Any) -> Any:
     """A transformers StaticCache of ``max_len`` positions: the keyword form of 4.56 and later (layers
-    sized at their first update), else the older one that takes the batch, device and dtype."""
+    sized at their first update), else the older one that takes the batch, device and dtype.
+
+    A sliding-window layer (Mistral's) keeps its length on the host, as an int that a step changes: a
+    captured graph cannot advance it, and torch.compile specialises on it, so an uncaptured step would be
+    compiled again at every step. Where the window holds the whole cache the layer never slides and
+    computes what a plain static layer does, so it is made one; a cache longer than the window is refused.
+    """
     from transformers import StaticCache
 
     try:
-        return StaticCache(config=model.config, max_cache_len=max_len)
+        cache = StaticCache(config=model.config, max_cache_len=max_len)
     except TypeError:
         return StaticCache(
             config=model.config, max_batch_size=batch, max_cache_len=max_len, device=device, dtype=dtype
         )
+    layers = _layers(cache)
+    if any(getattr(layer, "is_sliding", False) for layer in layers):
+        from transformers.cache_utils import StaticLayer
+
+        for i, layer in enumerate(layers):
+            if not getattr(layer, "is_sliding", False):
+                continue
+            window = int(getattr(layer, "max_cache_len", 0))
+            if window < max_len:
+                raise GpuprofError(
+                    f"the compiled engine needs the KV cache ({max_len} positions: the longest prompt plus "
+                    f"max_new_tokens, or context_tokens plus decode_tokens) within the model's sliding "
+                    f"window ({window}); shorten them, or use engine: eager"
+                )
+            cache.layers[i] = StaticLayer(max_cache_len=max_len)
+    return cache
 
 
 class CompiledDecoder:
@@ -351,6 +373,7 @@ class CompiledDecoder:
         started = time.monotonic()
         ids = torch.full((batch, width), self._pad or 0, device=self.lm.device.device)
         with torch.inference_mode():
+            self._cache(batch)  # a cache the engine cannot hold is refused here, before any compilation
             if self._capture:
                 graph, why = self._choose_graph(batch, ids)
                 if graph is not None:
