@@ -6,6 +6,7 @@ to docs/protocol.md; the real daemon's tests live beside this file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shutil
@@ -440,23 +441,29 @@ def test_cli_without_daemon_is_one_line_and_exit_9(
     assert code == 9 and err.startswith("gpuprof: error: no gpuprofd answered") and err.count("\n") == 1
 
 
-def test_cli_watch_piped_prints_status_lines(capsys: pytest.CaptureFixture[str], daemon: FakeDaemon) -> None:
+@contextlib.contextmanager
+def publishing(publish: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Runs ``publish(stop)`` on a thread for the block; ``stop`` is set when the block ends."""
     stop = threading.Event()
+    thread = threading.Thread(target=publish, args=(stop,))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
-    def publisher() -> None:
+
+def test_cli_watch_piped_prints_status_lines(capsys: pytest.CaptureFixture[str], daemon: FakeDaemon) -> None:
+    def publisher(stop: threading.Event) -> None:
         while not stop.is_set():
             daemon.publish(topic_for_gpu(0), "samples",
                            {"gpu": 0, "simulated": True, "job": "done", "t_ns": [time.monotonic_ns()],
                             "power_w": [321.0], "sm_clock_mhz": [1980]})  # fmt: skip
             time.sleep(0.05)
 
-    thread = threading.Thread(target=publisher)
-    thread.start()
-    try:
+    with publishing(publisher):
         code, out, _ = run_cli(capsys, "watch", "--seconds", "1.5", "--endpoint", daemon.endpoint)
-    finally:
-        stop.set()
-        thread.join()
     assert code == 0
     assert "SIMULATED" in out and "job done running" in out and "321.0 W" in out
 
@@ -466,9 +473,8 @@ def test_cli_watch_job_stops_when_the_job_ends_on_a_line_with_its_final_state(
 ) -> None:
     daemon.jobs["w1"] = job_map("w1", "running")
     daemon.jobs["old"] = job_map("old", "failed")
-    stop = threading.Event()
 
-    def publisher() -> None:  # samples for 1 s, then the job succeeds
+    def publisher(stop: threading.Event) -> None:  # samples for 1 s, then the job succeeds
         for _ in range(20):
             daemon.publish(topic_for_gpu(0), "samples",
                            {"gpu": 0, "simulated": True, "job": "w1", "t_ns": [time.monotonic_ns()],
@@ -478,16 +484,11 @@ def test_cli_watch_job_stops_when_the_job_ends_on_a_line_with_its_final_state(
         daemon.publish(topic_for_job("w1"), "job", {"job": daemon.jobs["w1"]})
         stop.wait(60)
 
-    thread = threading.Thread(target=publisher)
-    thread.start()
     started = time.monotonic()
-    try:
+    with publishing(publisher):
         code, out, _ = run_cli(
             capsys, "watch", "--job", "w1", "--seconds", "60", "--endpoint", daemon.endpoint
         )
-    finally:
-        stop.set()
-        thread.join()
     assert code == 0 and time.monotonic() - started < 30  # it stopped with the job, not after 60 s
     lines = out.splitlines()
     assert "job w1 (burn-test) running" in out and "job w1 (burn-test) succeeded" in lines[-1]
@@ -499,9 +500,7 @@ def test_cli_watch_job_stops_when_the_job_ends_on_a_line_with_its_final_state(
 def test_cli_watch_all_json_prints_a_line_per_gpu_each_second(
     capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
 ) -> None:
-    stop = threading.Event()
-
-    def publisher() -> None:
+    def publisher(stop: threading.Event) -> None:
         while not stop.is_set():
             for gpu, watts in ((0, 321.0), (1, 123.0)):  # GPU 1 is not in the gpus reply: it still shows
                 body = {
@@ -515,15 +514,10 @@ def test_cli_watch_all_json_prints_a_line_per_gpu_each_second(
                 daemon.publish(topic_for_gpu(gpu), "samples", body)
             time.sleep(0.05)
 
-    thread = threading.Thread(target=publisher)
-    thread.start()
-    try:
+    with publishing(publisher):
         code, out, _ = run_cli(
             capsys, "watch", "--all", "--json", "--seconds", "2.5", "--endpoint", daemon.endpoint
         )
-    finally:
-        stop.set()
-        thread.join()
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
     last = {line["gpu"]: line for line in lines}
