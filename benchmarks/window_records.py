@@ -10,7 +10,7 @@ energy-counter reading kept) beside the windows' edges and every method's figure
   the host timed each busy span, each distinct reading is modelled as the mean of a busy/idle step over a span
   of ``window`` ms ending ``delay`` ms before the reading was first seen; it prints the (delay, window) of
   least squared error per cell. ``sampler/energy.py`` assumes a 25 ms span ending when the reading appears.
-- ``reeval`` recomputes gpuprof's fused figure for every window and prints, per cell, its CV, Zeus's
+- ``reeval`` recomputes gpuprof's fused figure for every window and prints, per cell, its bias, CV, Zeus's
   window CV from the same run, the share of windows whose bound covers the reference (the exact energy on
   the simulated GPU, else the cell's mean) and the median bound, first as shipped and then with each
   ``NAME=VALUE`` of ``sampler/energy.py`` set in turn (cumulatively), e.g. ``INSTANT_WINDOW_NS=40e6``.
@@ -81,7 +81,8 @@ def reeval(records: Any, result: dict[str, Any], gpu: int, label: str) -> None:
         zeus_cv = np.nanstd(zeus, ddof=1) / np.nanmean(zeus) if np.isfinite(zeus).sum() > 1 else np.nan
         zeus_text = "-" if np.isnan(zeus_cv) else f"{zeus_cv:.2%}"
         print(
-            f"  {cell['shape']:8} {cell['length_s']:<5g} CV {np.std(est, ddof=1) / np.mean(est):7.2%}  "
+            f"  {cell['shape']:8} {cell['length_s']:<5g} bias {np.mean(est) / np.mean(ref) - 1:+6.2%}  "
+            f"CV {np.std(est, ddof=1) / np.mean(est):7.2%}  "
             f"Zeus CV {zeus_text:>7}  covered {np.mean(np.abs(est - ref) <= bound):5.0%}  "
             f"median bound {np.median(bound) / np.mean(est):6.2%}"
         )
