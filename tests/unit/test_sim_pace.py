@@ -15,6 +15,7 @@ from gpuprof.daemon.worker.llm.engine import (
     H100_PEAK_BYTES_S,
     H100_PEAK_FLOPS,
     PACE_MARGIN,
+    PACE_OUTLIER,
     Device,
 )
 from gpuprof.daemon.worker.workloads.target import GpuTarget
@@ -55,3 +56,18 @@ def test_a_paced_phase_lasts_its_work_at_the_clock_not_the_cpus_time() -> None:
     assert held(device, "prefill", 0.001, 4096, 4) == pytest.approx(prefill, abs=0.004)
     device.release()
     assert device.scale is None and device.work is None
+
+
+def test_a_call_the_cpu_was_taken_from_does_not_pace_the_model() -> None:
+    """One timed call far slower than the rest of its phase (the CPU busy elsewhere for a moment) would slow
+    every later phase of the job by as much: it is left out, and the phase's slowest ordinary call paces."""
+    SimulatedNvml().configure(SimConfig(allow_unprivileged_control=True))
+    device = Device(GpuTarget(simulated=True))
+    device.model_work(PARAMETERS, WEIGHTS)
+    step = FORWARD_S + WEIGHTS / H100_PEAK_BYTES_S + 2 * PARAMETERS / H100_PEAK_FLOPS
+    calls = (0.004, 0.005, 0.006, 0.005, 0.004, 0.080)  # 8 decode steps each; the last one held up
+    assert calls[-1] > PACE_OUTLIER * 0.005  # far slower than the median call
+    for elapsed in calls:
+        held(device, "decode", elapsed, 8, 1)
+    assert device.pace() == pytest.approx(PACE_MARGIN * 0.006 / (8 * step))
+    device.release()

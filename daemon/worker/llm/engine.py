@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ def _torch() -> Any:
 
 
 PACE_MARGIN = 2.0  # a simulated phase's paced time over the CPU's, on the slowest call that paced it
+PACE_OUTLIER = 3.0  # a timed call slower than this times its phase's median does not pace the model
 # The simulated GPU's phases are an H100 SXM's work: bf16 peak FLOP/s and HBM3 bytes/s (spec sheet).
 H100_PEAK_FLOPS, H100_PEAK_BYTES_S = 989.4e12, 3.35e12
 FORWARD_S = 1e-3  # a forward pass's fixed cost: an eager model's kernel launches, ~1 ms on an H100
@@ -61,7 +63,7 @@ class Device:
             None  # the model's parameters and weight bytes (simulated GPU)
         )
         self.scale: float | None = None  # simulated seconds per second of the H100's modelled time
-        self._ratios: list[float] = []  # the CPU's time over the modelled time, of the calls timed
+        self._ratios: list[tuple[str, float]] = []  # (phase, the CPU's time over the modelled time), timed
         if target is None:
             self.device = self.torch.device("cpu")
             self.name = "CPU"
@@ -118,7 +120,7 @@ class Device:
         factor = slowdown(COMPUTE_BOUND if phase == "prefill" else MEMORY_BOUND, self._top_mhz, clock)
         modelled = self._modelled_s(phase, max(units, 1), max(rows, 1))
         if modelled is not None and self.scale is None:
-            self._ratios.append(elapsed_s / modelled)
+            self._ratios.append((phase, elapsed_s / modelled))
         target = self.scale * modelled * factor if modelled and self.scale else elapsed_s * factor
         if target > elapsed_s:
             time.sleep(target - elapsed_s)
@@ -143,9 +145,15 @@ class Device:
     def pace(self) -> float | None:
         """Fixes the model's ``scale``: PACE_MARGIN x the most the CPU took over the modelled time on the
         calls timed so far, so that the CPU stays below the paced time on nearly every later call; returns
-        it."""
+        it. A call that took over PACE_OUTLIER times its phase's median (the CPU taken away for a moment) is
+        left out: it would slow every later phase of the job by as much."""
         if self.scale is None and self._ratios:
-            self.scale = PACE_MARGIN * max(self._ratios)
+            kept = []
+            for phase in {phase for phase, _ in self._ratios}:
+                ratios = [ratio for each, ratio in self._ratios if each == phase]
+                median = statistics.median(ratios)
+                kept += [ratio for ratio in ratios if ratio <= PACE_OUTLIER * median]
+            self.scale = PACE_MARGIN * max(kept)
         self._ratios.clear()
         return self.scale
 
