@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pynvml
+from counter_probe import busy_overlap  # benchmarks/, beside this file
 
 SPANS_S = (0.02, 0.15)
 COUNTER_DELAY_S = 0.009  # an update's value is current ~9 ms before the read shows it (counter_probe.py)
@@ -64,11 +65,8 @@ def square_wave(seconds: float, gpu: int, edges: list[tuple[float, float]], read
 
 
 def busy_fraction(edges: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
-    """The share of each span [t0, t1] that the load was busy."""
-    out = np.zeros(t0.shape)
-    for b0, b1 in edges:
-        out += np.clip(np.minimum(t1, b1) - np.maximum(t0, b0), 0, None)
-    return out / np.maximum(t1 - t0, 1e-9)
+    """The share of each span [t0, t1] (s) that the load was busy."""
+    return busy_overlap(edges * 1e9, t0 * 1e9, t1 * 1e9) / np.maximum(t1 - t0, 1e-9)
 
 
 def periods(counter: np.ndarray, sources: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
