@@ -28,7 +28,7 @@ __all__ = [
     "slowdown",
 ]
 
-API_VERSION = 2  # GPUPROF_SIM_API_VERSION in sampler/simnvml/gpuprof_sim.h
+API_VERSION = 3  # GPUPROF_SIM_API_VERSION in sampler/simnvml/gpuprof_sim.h
 LOG_ENTRIES = 256
 _SUCCESS, _INVALID_ARGUMENT, _NO_PERMISSION = 0, 2, 4
 _BAD_GPU = 0xFFFFFFFF
@@ -71,6 +71,9 @@ class _GpuConfigStruct(ctypes.Structure):
                 "instant_power_window_ms",
                 "average_power_period_ms",
                 "average_power_window_ms",
+                "power_samples_period_ms",
+                "power_samples_window_ms",
+                "power_samples_lag_ms",
                 "energy_period_ms",
                 "energy_call_latency_us",
                 "read_stall_us",

@@ -49,6 +49,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "instant_power_window_ms": (0.001, 10000),
     "average_power_period_ms": (1, 10000),
     "average_power_window_ms": (0.001, 10000),
+    "power_samples_period_ms": (1, 10000),
+    "power_samples_window_ms": (0.001, 10000),
+    "power_samples_lag_ms": (0, 10000),
     "energy_period_ms": (1, 10000),
     "energy_call_latency_us": (0, 1_000_000),
     "read_stall_us": (0, 1_000_000),
@@ -100,6 +103,11 @@ class GpuSpec:
     instant_power_window_ms: float = 25.0
     average_power_period_ms: float = 80.0
     average_power_window_ms: float = 1000.0
+    # nvmlDeviceGetSamples' total-power buffer: one sample every 20 ms, the mean of the 25 ms ending 2 ms
+    # before its timestamp, as measured on the H100 (docs/measurement.md)
+    power_samples_period_ms: float = 20.0
+    power_samples_window_ms: float = 25.0
+    power_samples_lag_ms: float = 2.0
     energy_period_ms: float = 100.0
     energy_call_latency_us: float = 2800.0
     read_stall_us: float = 0.0  # the H100 stalls ~3300 us once every ~100 ms; off unless asked for

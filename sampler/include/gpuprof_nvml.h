@@ -97,6 +97,15 @@ typedef struct nvmlFieldValue_st {
     nvmlValue_t value;
 } nvmlFieldValue_t;
 
+/* nvmlSamplingType_t: which of the driver's sample buffers nvmlDeviceGetSamples reads. */
+#define NVML_TOTAL_POWER_SAMPLES 0
+
+/* One entry of a driver sample buffer. */
+typedef struct nvmlSample_st {
+    unsigned long long timeStamp; /* microseconds since 1970 (CLOCK_REALTIME) when the driver took it */
+    nvmlValue_t sampleValue;
+} nvmlSample_t;
+
 typedef struct nvmlUtilization_st {
     unsigned int gpu;    /* percent of time a kernel ran over the last sample period */
     unsigned int memory; /* percent of time device memory was read or written */
@@ -115,6 +124,10 @@ typedef nvmlReturn_t (*nvmlDeviceGetUtilizationRates_fn)(nvmlDevice_t, nvmlUtili
 typedef nvmlReturn_t (*nvmlDeviceGetTemperature_fn)(nvmlDevice_t, int, unsigned int *);
 typedef nvmlReturn_t (*nvmlDeviceGetCurrentClocksEventReasons_fn)(nvmlDevice_t, unsigned long long *);
 typedef nvmlReturn_t (*nvmlDeviceGetTotalEnergyConsumption_fn)(nvmlDevice_t, unsigned long long *);
+/* (device, nvmlSamplingType_t, last seen timeStamp, nvmlValueType_t out, in: capacity / out: count, samples);
+ * samples NULL: the buffer's size in count. NVML_ERROR_NOT_FOUND when no sample is newer than last seen. */
+typedef nvmlReturn_t (*nvmlDeviceGetSamples_fn)(nvmlDevice_t, int, unsigned long long, int *, unsigned int *,
+                                                nvmlSample_t *);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define GPUPROF_SIM_API_VERSION 2
+#define GPUPROF_SIM_API_VERSION 3
 #define GPUPROF_SIM_MAX_GPUS 16
 #define GPUPROF_SIM_MAX_MEMORY_CLOCKS 8
 #define GPUPROF_SIM_MAX_GRAPHICS_CLOCKS 512
@@ -44,6 +44,9 @@ typedef struct gpuprofSimGpuConfig_st {
     double instant_power_window_ms; /* field 186 averages this much before each refresh */
     double average_power_period_ms; /* nvmlDeviceGetPowerUsage refresh */
     double average_power_window_ms;
+    double power_samples_period_ms; /* nvmlDeviceGetSamples' total-power buffer: one sample this often */
+    double power_samples_window_ms; /* a sample is the mean power of this long, */
+    double power_samples_lag_ms;    /* ending this long before its timestamp */
     double energy_period_ms; /* energy counter refresh */
     double energy_call_latency_us;
     double read_stall_us;        /* a power read blocks this long once per read_stall_period_ms; 0: never */

@@ -28,6 +28,11 @@ static void default_gpu_config(gpuprofSimGpuConfig_t *config) {
     config->instant_power_window_ms = 25.0;
     config->average_power_period_ms = 80.0;
     config->average_power_window_ms = 1000.0;
+    /* The H100's buffer of total-power samples: one every 20 ms, each the mean of the 25 ms ending 2 ms before
+     * its timestamp (docs/measurement.md, "The driver's power samples"). */
+    config->power_samples_period_ms = 20.0;
+    config->power_samples_window_ms = 25.0;
+    config->power_samples_lag_ms = 2.0;
     config->energy_period_ms = 100.0;
     config->energy_call_latency_us = 2800.0;
     config->read_stall_us = 0.0;
@@ -85,6 +90,9 @@ static const char *gpu_config_problem(const gpuprofSimGpuConfig_t *c) {
     CHECK(in_range(c->instant_power_window_ms, 0.001, 10000), "instant_power_window_ms");
     CHECK(in_range(c->average_power_period_ms, 1, 10000), "average_power_period_ms");
     CHECK(in_range(c->average_power_window_ms, 0.001, 10000), "average_power_window_ms");
+    CHECK(in_range(c->power_samples_period_ms, 1, 10000), "power_samples_period_ms");
+    CHECK(in_range(c->power_samples_window_ms, 0.001, 10000), "power_samples_window_ms");
+    CHECK(in_range(c->power_samples_lag_ms, 0, 10000), "power_samples_lag_ms");
     CHECK(in_range(c->energy_period_ms, 1, 10000), "energy_period_ms");
     CHECK(in_range(c->energy_call_latency_us, 0, 1000000), "energy_call_latency_us");
     CHECK(in_range(c->read_stall_us, 0, 1000000), "read_stall_us");
@@ -149,6 +157,9 @@ static void derive_timing(struct sim_gpu *gpu, unsigned index) {
     t->instant_window_ns = ms_to_ns(c->instant_power_window_ms);
     t->average_period_ns = ms_to_ns(c->average_power_period_ms);
     t->average_window_ns = ms_to_ns(c->average_power_window_ms);
+    t->samples_period_ns = ms_to_ns(c->power_samples_period_ms);
+    t->samples_window_ns = ms_to_ns(c->power_samples_window_ms);
+    t->samples_lag_ns = ms_to_ns(c->power_samples_lag_ms);
     t->energy_period_ns = ms_to_ns(c->energy_period_ms);
     t->phase_ns = ms_to_ns(c->sensor_phase_ms);
     t->ripple_period_ns = ms_to_ns(c->ripple_period_ms);
@@ -213,7 +224,8 @@ static int gpu_state_valid(const struct sim_gpu *gpu) {
         if (c->memory_clocks_mhz[i] > c->memory_clocks_mhz[i - 1])
             return 0;
     if (t->instant_period_ns <= 0 || t->instant_window_ns <= 0 || t->average_period_ns <= 0 ||
-        t->average_window_ns <= 0 || t->energy_period_ns <= 0 || t->ripple_period_ns <= 0 || t->phase_ns < 0 ||
+        t->average_window_ns <= 0 || t->samples_period_ns <= 0 || t->samples_window_ns <= 0 ||
+        t->samples_lag_ns < 0 || t->energy_period_ns <= 0 || t->ripple_period_ns <= 0 || t->phase_ns < 0 ||
         t->energy_call_latency_ns < 0 || t->energy_call_latency_ns > 1000000000LL || t->read_stall_ns < 0 ||
         t->read_stall_ns > 1000000000LL || t->read_stall_period_ns <= 0 || t->clock_lock_latency_ns < 0 ||
         t->clock_lock_latency_ns > 1000000000LL || gpu->sm_lock_effective_ns < 0)

@@ -376,6 +376,92 @@ SIM_EXPORT nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
     return ret;
 }
 
+/* How many total-power samples the driver's buffer holds: the latest 120, ~2.4 s at one per 20 ms, as measured
+ * on the H100 (docs/measurement.md, "The driver's power samples"). */
+#define POWER_SAMPLES_KEPT 120
+
+/* CLOCK_REALTIME - CLOCK_MONOTONIC in ns, taken once per process so that a sample's timestamp never changes
+ * between calls (a caller passes back the last one it saw; one shifted by a microsecond would repeat or drop
+ * a sample). Applied to the manual clock too. */
+static int64_t realtime_offset_ns(void) {
+    static int64_t offset; /* 0: not taken yet (it never is 0 in practice) */
+    int64_t taken = __atomic_load_n(&offset, __ATOMIC_ACQUIRE);
+    if (taken)
+        return taken;
+    struct timespec wall;
+    int64_t before = sim_monotonic_ns();
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int64_t after = sim_monotonic_ns();
+    int64_t value = (int64_t)wall.tv_sec * 1000000000LL + wall.tv_nsec - (before + (after - before) / 2);
+    if (!value)
+        value = 1;
+    int64_t expected = 0; /* the first thread to take it wins, so every caller sees the same offset */
+    if (!__atomic_compare_exchange_n(&offset, &expected, value, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return expected;
+    return value;
+}
+
+/* A sample's timestamp: its model time on CLOCK_REALTIME, in us. */
+static unsigned long long sample_timestamp_us(int64_t tick_ns, int64_t offset_ns) {
+    int64_t wall = tick_ns + offset_ns;
+    return wall > 0 ? (unsigned long long)(wall / 1000) : 0;
+}
+
+/* The buffered samples newer than `last_seen`: fills `out` with the oldest `capacity` of them and returns how
+ * many there are. The buffer's ticks are every samples_period_ns on the sensor phase, the latest at or before
+ * now. */
+static unsigned power_samples(const struct sim_gpu *gpu, int64_t now_ns, unsigned long long last_seen,
+                              unsigned capacity, nvmlSample_t *out) {
+    const struct sim_timing *t = &gpu->timing;
+    int64_t offset = realtime_offset_ns();
+    int64_t oldest = sim_sensor_tick(now_ns, t->samples_period_ns, t->phase_ns) -
+                     (int64_t)(POWER_SAMPLES_KEPT - 1) * t->samples_period_ns;
+    unsigned first = 0;
+    while (first < POWER_SAMPLES_KEPT &&
+           sample_timestamp_us(oldest + (int64_t)first * t->samples_period_ns, offset) <= last_seen)
+        first++;
+    for (unsigned i = first, n = 0; i < POWER_SAMPLES_KEPT && n < capacity; i++, n++) {
+        int64_t tick = oldest + (int64_t)i * t->samples_period_ns;
+        out[n].timeStamp = sample_timestamp_us(tick, offset);
+        out[n].sampleValue.ullVal = 0;
+        out[n].sampleValue.uiVal = watts_to_mw(sim_mean_power_w(gpu, tick - t->samples_lag_ns, t->samples_window_ns));
+    }
+    return POWER_SAMPLES_KEPT - first;
+}
+
+/* The driver's buffer of total-power samples (NVML_TOTAL_POWER_SAMPLES only), as on an H100: one every
+ * power_samples_period_ms (20), each the mean power in mW of the power_samples_window_ms (25) ending
+ * power_samples_lag_ms (2) before its timestamp (us, CLOCK_REALTIME); the latest 120 are kept. samples NULL:
+ * *count = 120. Else up to *count of those newer than last_seen, oldest first; NOT_FOUND when none is. */
+SIM_EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, int type, unsigned long long last_seen,
+                                             int *value_type, unsigned int *count, nvmlSample_t *samples) {
+    if (!value_type || !count)
+        return bad_pointer();
+    nvmlSample_t values[POWER_SAMPLES_KEPT];
+    unsigned capacity = *count < POWER_SAMPLES_KEPT ? *count : POWER_SAMPLES_KEPT;
+    unsigned newer = 0;
+    struct gpu_read read;
+    nvmlReturn_t ret;
+    do {
+        ret = read_begin(device, &read);
+        if (ret == NVML_SUCCESS && type != NVML_TOTAL_POWER_SAMPLES)
+            ret = NVML_ERROR_NOT_SUPPORTED;
+        if (ret == NVML_SUCCESS && samples)
+            newer = power_samples(read.gpu, read.now_ns, last_seen, capacity, values);
+    } while (read_retry(&read));
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *value_type = NVML_VALUE_TYPE_UNSIGNED_INT;
+    if (!samples) {
+        *count = POWER_SAMPLES_KEPT;
+        return NVML_SUCCESS;
+    }
+    unsigned n = newer < capacity ? newer : capacity;
+    memcpy(samples, values, n * sizeof(nvmlSample_t));
+    *count = n;
+    return newer ? NVML_SUCCESS : NVML_ERROR_NOT_FOUND;
+}
+
 /* Which of the GPU's values a one-number getter returns. */
 enum gpu_value {
     SM_CLOCK,

@@ -517,3 +517,125 @@ def test_temperature_follows_power_with_a_time_constant(sim: SimulatedNvml, nvml
     steady_c = 30 + 0.06 * (loaded.energy_j - idle.energy_j) / 30
     assert loaded.temp_c == pytest.approx(steady_c + (idle.temp_c - steady_c) / math.e, abs=0.01)
     assert nvml.uint("nvmlDeviceGetTemperature", nvml.handle(0), 0) == round(loaded.temp_c)
+
+
+TOTAL_POWER_SAMPLES, KEPT, PERIOD_US = 0, 120, 20_000
+
+
+def samples(
+    nvml: Nvml, handle: ctypes.c_void_p, last_seen: int = 0, capacity: int = KEPT, kind: int = 0
+) -> tuple[int, int, list[tuple[int, int]]]:
+    """nvmlDeviceGetSamples: (return code, value type, [(timeStamp us, mW), ...])."""
+    value_type, count = ctypes.c_int(-1), ctypes.c_uint(capacity)
+    out = (pynvml.c_nvmlSample_t * max(capacity, 1))()
+    code = nvml.nvmlDeviceGetSamples(
+        handle, kind, ctypes.c_ulonglong(last_seen), ctypes.byref(value_type), ctypes.byref(count), out
+    )
+    return code, value_type.value, [(s.timeStamp, s.sampleValue.uiVal) for s in out[: count.value]]
+
+
+def test_power_samples_are_20ms_apart_each_the_mean_of_the_25ms_ending_2ms_before_it(
+    sim: SimulatedNvml, nvml: Nvml
+) -> None:
+    sim.configure(config(), manual_clock_ns=T0)  # the default ripple: no two windows hold the same energy
+    handle = nvml.handle(0)
+    sim.set_clock(T0 + 2035 * MS)
+    sim.set_utilization(0, 100)  # a load change where two windows overlap: the samples at 2040 and 2060 ms
+    sim.set_clock(T0 + 3007 * MS)
+    code, value_type, got = samples(nvml, handle)
+    assert (code, value_type, len(got)) == (SUCCESS, 1, KEPT)  # NVML_VALUE_TYPE_UNSIGNED_INT
+    stamps = [t for t, _ in got]
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {PERIOD_US}
+    ticks = [T0 + 3000 * MS - (KEPT - 1 - i) * 20 * MS for i in range(KEPT)]  # GPU 0's phase is 0
+    # The timestamps are those ticks on CLOCK_REALTIME, in us.
+    offset_us = (time.time_ns() - time.monotonic_ns()) // 1000
+    assert abs(stamps[-1] - ticks[-1] // 1000 - offset_us) < 100_000
+
+    ends = sim.exact_energy_j(0, [t - 2 * MS for t in ticks])
+    starts = sim.exact_energy_j(0, [t - 27 * MS for t in ticks])
+    for (_, mw), start_j, end_j in zip(got, starts, ends, strict=True):
+        assert mw == pytest.approx((end_j - start_j) / 0.025 * 1000, abs=1)
+    values = [mw for _, mw in got]
+    assert max(values[:71]) < 80_000 and min(values[73:]) > 600_000  # idle until 2035 ms, busy after
+    assert 80_000 < values[71] < 300_000 < values[72] < min(values[73:])  # 2040, 2060 ms: 3 and 23 ms busy
+
+
+def test_power_samples_newer_than_the_last_seen_only_and_not_found_when_none_is(
+    sim: SimulatedNvml, nvml: Nvml, pynvml_sim: ModuleType
+) -> None:
+    sim.configure(config(utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    sim.set_clock(T0 + 3000 * MS)
+    _, _, full = samples(nvml, handle)
+    assert samples(nvml, handle, last_seen=full[99][0]) == (SUCCESS, 1, full[100:])
+    assert samples(nvml, handle, last_seen=full[99][0] + 1) == (SUCCESS, 1, full[100:])
+    assert samples(nvml, handle, last_seen=full[-1][0]) == (NOT_FOUND, 1, [])
+
+    sim.set_clock(T0 + 3050 * MS)
+    code, _, newer = samples(nvml, handle, last_seen=full[-1][0])
+    assert code == SUCCESS and [t for t, _ in newer] == [full[-1][0] + PERIOD_US, full[-1][0] + 2 * PERIOD_US]
+    _, _, again = samples(nvml, handle)  # a sample read twice is the same sample: same timestamp, same value
+    assert again == full[2:] + newer
+    assert samples(nvml, handle, last_seen=newer[-1][0]) == (NOT_FOUND, 1, [])
+
+    value_type, through_pynvml = pynvml_sim.nvmlDeviceGetSamples(handle, TOTAL_POWER_SAMPLES, full[-1][0])
+    assert value_type == 1 and [(s.timeStamp, s.sampleValue.uiVal) for s in through_pynvml] == newer
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        pynvml_sim.nvmlDeviceGetSamples(handle, TOTAL_POWER_SAMPLES, newer[-1][0])
+
+
+def test_the_power_sample_buffer_holds_the_latest_120(sim: SimulatedNvml, nvml: Nvml) -> None:
+    sim.configure(config(utilization_pct=100), manual_clock_ns=T0)
+    handle = nvml.handle(0)
+    sim.set_clock(T0 + 3000 * MS)
+    count, value_type = ctypes.c_uint(0), ctypes.c_int(-1)
+    for last_seen in (0, 2**64 - 1):  # the size query answers the buffer's size, whatever is newer
+        code = nvml.nvmlDeviceGetSamples(
+            handle, 0, ctypes.c_ulonglong(last_seen), ctypes.byref(value_type), ctypes.byref(count), None
+        )
+        assert (code, count.value, value_type.value) == (SUCCESS, KEPT, 1)
+
+    _, _, full = samples(nvml, handle, capacity=500)
+    assert len(full) == KEPT and full[-1][0] - full[0][0] == (KEPT - 1) * PERIOD_US  # ~2.4 s
+    assert samples(nvml, handle, capacity=5) == (SUCCESS, 1, full[:5])  # the oldest first
+    assert samples(nvml, handle, last_seen=full[9][0], capacity=3) == (SUCCESS, 1, full[10:13])
+    sim.set_clock(T0 + 8000 * MS)  # read too late: what was older than 2.4 s is gone
+    _, _, later = samples(nvml, handle, last_seen=full[-1][0], capacity=500)
+    assert len(later) == KEPT and later[0][0] == full[-1][0] + (5000 * MS // 1000) - (KEPT - 1) * PERIOD_US
+
+
+def test_power_samples_follow_the_sensor_config_and_phase(sim: SimulatedNvml, nvml: Nvml) -> None:
+    spec = {"power_samples_period_ms": 10, "power_samples_window_ms": 5, "power_samples_lag_ms": 0}
+    sim.configure(config(gpus=2, **spec), manual_clock_ns=T0)
+    sim.set_utilization(0, 60)
+    sim.set_clock(T0 + 2000 * MS)
+    (_, _, first), (_, _, second) = (samples(nvml, nvml.handle(i)) for i in (0, 1))
+    assert {b[0] - a[0] for a, b in itertools.pairwise(first)} == {10_000}
+    assert first[-1][0] - second[-1][0] == 3_000  # GPU 1's sensors tick 37 ms later: 7 ms, mod 10 ms
+    ticks = [T0 + 2000 * MS - (KEPT - 1 - i) * 10 * MS for i in range(KEPT)]
+    ends, starts = sim.exact_energy_j(0, ticks), sim.exact_energy_j(0, [t - 5 * MS for t in ticks])
+    for (_, mw), start_j, end_j in zip(first, starts, ends, strict=True):
+        assert mw == pytest.approx((end_j - start_j) / 0.005 * 1000, abs=1)
+
+
+def test_power_samples_refuse_other_types_bad_pointers_and_failing_gpus(sim: SimulatedNvml) -> None:
+    sim.configure(config(gpus=2))
+    nvml, count, value_type = Nvml(), ctypes.c_uint(KEPT), ctypes.c_int()
+    out = (pynvml.c_nvmlSample_t * KEPT)()
+    get = nvml.nvmlDeviceGetSamples
+    stranger = ctypes.c_void_p(0x1234)
+    assert get(stranger, 0, ctypes.c_ulonglong(0), ctypes.byref(value_type), None, out) == UNINITIALIZED
+    assert get(stranger, 0, ctypes.c_ulonglong(0), ctypes.byref(value_type), ctypes.byref(count), out) == 1
+    assert nvml.nvmlInit_v2() == SUCCESS
+    try:
+        handle, failing = nvml.handle(0), nvml.handle(1)
+        args = (ctypes.c_ulonglong(0), ctypes.byref(value_type), ctypes.byref(count), out)
+        assert get(handle, 0, *args) == SUCCESS
+        assert get(handle, 1, *args) == NOT_SUPPORTED  # only NVML_TOTAL_POWER_SAMPLES is kept
+        assert get(stranger, 0, *args) == INVALID_ARGUMENT
+        assert get(handle, 0, ctypes.c_ulonglong(0), None, ctypes.byref(count), out) == INVALID_ARGUMENT
+        assert get(handle, 0, ctypes.c_ulonglong(0), ctypes.byref(value_type), None, out) == INVALID_ARGUMENT
+        sim.set_failure(1, GPU_IS_LOST)
+        assert get(failing, 0, *args) == GPU_IS_LOST
+    finally:
+        nvml.nvmlShutdown()
