@@ -11,6 +11,7 @@ from ._nvml cimport (
     nvmlDeviceGetFieldValues_fn,
     nvmlDeviceGetHandleByIndex_v2_fn,
     nvmlDeviceGetPowerUsage_fn,
+    nvmlDeviceGetSamples_fn,
     nvmlDeviceGetTemperature_fn,
     nvmlDeviceGetTotalEnergyConsumption_fn,
     nvmlDeviceGetUtilizationRates_fn,
@@ -39,6 +40,7 @@ cdef struct gp_nvml_t:
     nvmlDeviceGetTemperature_fn get_temperature
     nvmlDeviceGetCurrentClocksEventReasons_fn get_event_reasons
     nvmlDeviceGetTotalEnergyConsumption_fn get_total_energy
+    nvmlDeviceGetSamples_fn get_samples  # NULL where the library lacks it
 
 # One sampled GPU.
 cdef struct gp_gpu_t:
@@ -56,6 +58,9 @@ cdef struct gp_gpu_t:
     int64_t next_energy_read_ns
     uint64_t reasons  # the clock-event reasons as the reasons thread last read them
     uint64_t reasons_code  # that read's NVML return code (the first read is made when the GPU is opened)
+    bint driver_power  # whether the driver keeps total-power samples for this GPU (asked at open)
+    unsigned long long power_seen_us  # the newest driver power sample's timestamp read so far
+    int64_t next_power_read_ns
 
 # Everything the threads touch: plain C memory, so they never need the GIL or a Python object.
 cdef struct gp_state_t:
@@ -69,6 +74,9 @@ cdef struct gp_state_t:
     int stop_requested  # set (release) by stop(), polled (acquire) by both threads
     gp_ring_t samples
     gp_ring_t energy
+    gp_ring_t power  # the driver's total-power samples (capacity 0: not read)
+    uint64_t power_reads  # calls of nvmlDeviceGetSamples
+    uint64_t power_samples  # driver power samples recorded
     uint64_t ticks
     uint64_t samples_written
     uint64_t deadline_misses

@@ -15,7 +15,8 @@ from libc.string cimport memset, strerror
 from posix.dlfcn cimport RTLD_LOCAL, RTLD_NOW, dlclose, dlerror, dlopen, dlsym
 from posix.signal cimport SIG_SETMASK, sigfillset, sigset_t
 from posix.time cimport (
-    CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID, TIMER_ABSTIME, clock_gettime, clock_nanosleep, timespec,
+    CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_THREAD_CPUTIME_ID, TIMER_ABSTIME, clock_gettime, clock_nanosleep,
+    timespec,
 )
 from posix.types cimport clockid_t
 from posix.unistd cimport getpid
@@ -39,14 +40,17 @@ cdef enum:
 
 SAMPLE_SIZE = sizeof(gp_sample_t)
 ENERGY_SIZE = sizeof(gp_energy_t)
+POWER_SIZE = sizeof(gp_power_t)
 
 
 def _layout_errors():
     """Differences between the C record layouts and records.py's dtypes (empty when they agree)."""
     cdef gp_sample_t s
     cdef gp_energy_t e
+    cdef gp_power_t w
     cdef char* sp = <char*>&s
     cdef char* ep = <char*>&e
+    cdef char* wp = <char*>&w
     sample = {
         "t_ns": <char*>&s.t_ns - sp, "clock_event_reasons": <char*>&s.clock_event_reasons - sp,
         "power_mw": <char*>&s.power_mw - sp, "sm_clock_mhz": <char*>&s.sm_clock_mhz - sp,
@@ -60,10 +64,12 @@ def _layout_errors():
         "energy_mj": <char*>&e.energy_mj - ep, "gpu": <char*>&e.gpu - ep,
         "nvml_return": <char*>&e.nvml_return - ep,
     }
+    power = {"t_ns": <char*>&w.t_ns - wp, "power_mw": <char*>&w.power_mw - wp, "gpu": <char*>&w.gpu - wp}
     problems = []
     for name, dtype, offsets, size in (
         ("gp_sample_t", records.SAMPLE_DTYPE, sample, SAMPLE_SIZE),
         ("gp_energy_t", records.ENERGY_DTYPE, energy, ENERGY_SIZE),
+        ("gp_power_t", records.DRIVER_POWER_DTYPE, power, POWER_SIZE),
     ):
         if dtype.itemsize != size:
             problems.append(f"{name} is {size} bytes, dtype {dtype.itemsize}")
@@ -156,17 +162,22 @@ cdef inline uint32_t clamp_u32(unsigned long long value) noexcept nogil:
     return <uint32_t>value if value <= 0xFFFFFFFFULL else 0xFFFFFFFFU
 
 
-cdef uint32_t field_mw(const nvmlFieldValue_t* field) noexcept nogil:
+cdef uint32_t value_mw(int value_type, const nvmlValue_t* value) noexcept nogil:
+    """A power value in mW, whatever type NVML gave it."""
+    if value_type == NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
+        return clamp_u32(value.ullVal)
+    if value_type == NVML_VALUE_TYPE_UNSIGNED_LONG:
+        return clamp_u32(value.ulVal)
+    if value_type == NVML_VALUE_TYPE_SIGNED_LONG_LONG:
+        return clamp_u32(<unsigned long long>value.sllVal if value.sllVal > 0 else 0)
+    if value_type == NVML_VALUE_TYPE_DOUBLE:
+        return clamp_u32(<unsigned long long>value.dVal if value.dVal > 0 else 0)
+    return value.uiVal
+
+
+cdef inline uint32_t field_mw(const nvmlFieldValue_t* field) noexcept nogil:
     """A power field's value in mW, whatever type NVML gave it."""
-    if field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
-        return clamp_u32(field.value.ullVal)
-    if field.valueType == NVML_VALUE_TYPE_UNSIGNED_LONG:
-        return clamp_u32(field.value.ulVal)
-    if field.valueType == NVML_VALUE_TYPE_SIGNED_LONG_LONG:
-        return clamp_u32(<unsigned long long>field.value.sllVal if field.value.sllVal > 0 else 0)
-    if field.valueType == NVML_VALUE_TYPE_DOUBLE:
-        return clamp_u32(<unsigned long long>field.value.dVal if field.value.dVal > 0 else 0)
-    return field.value.uiVal
+    return value_mw(field.valueType, &field.value)
 
 
 cdef nvmlReturn_t read_instant_power(const gp_nvml_t* nvml, nvmlDevice_t handle, uint32_t* mw,
@@ -302,6 +313,52 @@ cdef enum:
     ENERGY_UPDATE_MIN_NS = 20000000
     ENERGY_UPDATE_MAX_NS = 1000000000
     ENERGY_GUARD_NS = 15000000
+    # The driver's total-power buffer holds ~2.4 s on an H100 (120 samples, one per ~20 ms): it is read
+    # right after a counter update (the quiet part of the energy thread's cycle) once this long has passed
+    # (so a window's end has them within ~0.35 s), and in any case once POWER_OVERDUE_NS has, so that no
+    # sample ages out of it unread.
+    POWER_READ_NS = 250000000
+    POWER_OVERDUE_NS = 1000000000
+    POWER_BATCH = 256  # samples asked for per call: more than the buffer holds
+
+
+cdef inline void keep_power(gp_state_t* st, const gp_power_t* sample) noexcept nogil:
+    if ring_push(&st.power, sample):
+        bump_u64(&st.power_samples, 1)
+
+
+cdef void read_power(gp_state_t* st, gp_gpu_t* gpu) noexcept nogil:
+    """The driver's total-power samples newer than the last one read, each moved from the driver's
+    real-time microseconds onto CLOCK_MONOTONIC (the clocks' offset read around the call)."""
+    cdef nvmlSample_t batch[POWER_BATCH]
+    cdef unsigned int count = POWER_BATCH
+    cdef int value_type = NVML_VALUE_TYPE_UNSIGNED_INT
+    cdef gp_power_t sample
+    cdef int64_t real0, mono, real1, offset
+    cdef nvmlReturn_t code
+    cdef unsigned int i
+    real0 = clock_ns(CLOCK_REALTIME)
+    mono = now_ns()
+    real1 = clock_ns(CLOCK_REALTIME)
+    offset = real0 + (real1 - real0) // 2 - mono
+    code = st.nvml.get_samples(gpu.handle, NVML_TOTAL_POWER_SAMPLES, gpu.power_seen_us, &value_type,
+                               &count, batch)
+    bump_u64(&st.power_reads, 1)
+    gpu.next_power_read_ns = now_ns() + POWER_READ_NS
+    if code == NVML_ERROR_NOT_FOUND:  # nothing newer
+        return
+    if code != NVML_SUCCESS:
+        add_u64(&gpu.errors[error_slot(code)], 1)
+        return
+    memset(&sample, 0, sizeof(sample))
+    sample.gpu = gpu.index
+    for i in range(count if count <= POWER_BATCH else POWER_BATCH):
+        if batch[i].timeStamp <= gpu.power_seen_us:
+            continue
+        gpu.power_seen_us = batch[i].timeStamp
+        sample.t_ns = <int64_t>batch[i].timeStamp * 1000 - offset
+        sample.power_mw = value_mw(value_type, &batch[i].sampleValue)
+        keep_power(st, &sample)
 
 
 cdef inline void keep_energy(gp_state_t* st, gp_energy_t* reading) noexcept nogil:
@@ -348,6 +405,9 @@ cdef void read_energy(gp_state_t* st, gp_gpu_t* gpu) noexcept nogil:
     gpu.last_energy = reading
     gpu.last_energy_kept = keep
     gpu.has_last_energy = True
+    if gpu.driver_power and reading.t_end_ns >= gpu.next_power_read_ns and (
+            changed or reading.t_end_ns >= gpu.next_power_read_ns + POWER_OVERDUE_NS - POWER_READ_NS):
+        read_power(st, gpu)
     due = gpu.last_change_ns + gpu.update_period_ns - ENERGY_GUARD_NS
     if reading.nvml_return != NVML_SUCCESS:  # a failing GPU is tried again each period, not back to back
         gpu.next_energy_read_ns = reading.t_end_ns + st.energy_period_ns
@@ -360,7 +420,8 @@ cdef void read_energy(gp_state_t* st, gp_gpu_t* gpu) noexcept nogil:
 cdef void* energy_loop(void* arg) noexcept nogil:
     """Thread body: every GPU's energy counter, off the fast loop (each read is a ~3 ms call that spins on
     an H100). Between updates a GPU is read every energy period; from shortly before its next update is due
-    until it shows, back to back, so that each update is timed within one read at a fraction of the CPU."""
+    until it shows, back to back, so that each update is timed within one read at a fraction of the CPU.
+    Right after an update, at most every POWER_READ_NS, it reads the driver's total-power samples too."""
     cdef gp_state_t* st = <gp_state_t*>arg
     cdef int i, next_gpu
     cdef int64_t soonest
@@ -377,6 +438,9 @@ cdef void* energy_loop(void* arg) noexcept nogil:
         if wait_until(&st.stop_requested, soonest, 0) < 0:
             break
         read_energy(st, &st.gpus[next_gpu])
+    for i in range(st.n_gpus):  # the driver's samples up to the stop, so that a trace's end has them too
+        if st.gpus[i].driver_power:
+            read_power(st, &st.gpus[i])
     store_i64(&st.energy_cpu_ns, clock_ns(CLOCK_THREAD_CPUTIME_ID))
     return NULL
 
@@ -430,7 +494,18 @@ cdef int resolve_all(gp_nvml_t* nvml, void* lib) except -1:
         lib, b"nvmlDeviceGetCurrentClocksEventReasons")
     nvml.get_total_energy = <nvmlDeviceGetTotalEnergyConsumption_fn>resolve(
         lib, b"nvmlDeviceGetTotalEnergyConsumption")
+    nvml.get_samples = <nvmlDeviceGetSamples_fn>dlsym(lib, b"nvmlDeviceGetSamples")  # optional
     return 0
+
+
+cdef bint driver_power_kept(const gp_nvml_t* nvml, nvmlDevice_t handle) noexcept nogil:
+    """Whether the driver keeps total-power samples for the GPU: the size query of its buffer succeeds."""
+    cdef unsigned int size = 0
+    cdef int value_type = 0
+    if nvml.get_samples == NULL:
+        return False
+    return nvml.get_samples(handle, NVML_TOTAL_POWER_SAMPLES, 0, &value_type, &size, NULL) == NVML_SUCCESS \
+        and size > 0
 
 
 cdef int open_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, unsigned int index) except -1:
@@ -443,6 +518,7 @@ cdef int open_gpu(const gp_nvml_t* nvml, gp_gpu_t* gpu, unsigned int index) exce
     if code != NVML_SUCCESS:
         raise NvmlError(code, "nvmlDeviceGetHandleByIndex_v2", index)
     gpu.index = <uint16_t>index
+    gpu.driver_power = driver_power_kept(nvml, gpu.handle)
     if read_instant_power(nvml, gpu.handle, &mw, &memory_mw, &memory_code) == NVML_SUCCESS:
         gpu.power_source = GP_POWER_INSTANT
         gpu.memory_power = memory_code == NVML_SUCCESS
@@ -479,7 +555,8 @@ cdef class NativeSampler:
     """Samples GPUs through NVML on two native threads (fast loop, energy counter) that never take the GIL."""
 
     def __cinit__(self, str path, gpus, int64_t period_ns, int64_t spin_ns, int64_t energy_period_ns,
-                  uint64_t sample_capacity, uint64_t energy_capacity, int64_t reasons_period_ns=0):
+                  uint64_t sample_capacity, uint64_t energy_capacity, int64_t reasons_period_ns=0,
+                  uint64_t power_capacity=0):
         cdef unsigned int count = 0
         cdef nvmlReturn_t code
         cdef int i
@@ -507,8 +584,10 @@ cdef class NativeSampler:
         if self.st.gpus == NULL or self.st.jitter == NULL:
             raise MemoryError()
         if (ring_alloc(&self.st.samples, sample_capacity, sizeof(gp_sample_t))
-                or ring_alloc(&self.st.energy, energy_capacity, sizeof(gp_energy_t))):
-            raise MemoryError(f"no memory for rings of {sample_capacity} samples, {energy_capacity} readings")
+                or ring_alloc(&self.st.energy, energy_capacity, sizeof(gp_energy_t))
+                or (power_capacity and ring_alloc(&self.st.power, power_capacity, sizeof(gp_power_t)))):
+            raise MemoryError(f"no memory for rings of {sample_capacity} samples, {energy_capacity} "
+                              f"readings, {power_capacity} driver power samples")
 
         self.lib = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
         if self.lib == NULL:
@@ -526,6 +605,8 @@ cdef class NativeSampler:
                 raise DeviceNotFound(index, count)
         for i in range(self.st.n_gpus):
             open_gpu(&self.st.nvml, &self.st.gpus[i], self.gpus[i])
+            # Read by the energy thread, into a ring: without either, the driver's samples are not read.
+            self.st.gpus[i].driver_power &= power_capacity > 0 and energy_period_ns > 0
             # Read once here, so that the first samples carry the reasons before their thread's first read.
             self.st.gpus[i].reasons_code = self.st.nvml.get_event_reasons(
                 self.st.gpus[i].handle, <unsigned long long*>&self.st.gpus[i].reasons)
@@ -539,6 +620,7 @@ cdef class NativeSampler:
                 self.st.nvml.shutdown()
             ring_free(&self.st.samples)
             ring_free(&self.st.energy)
+            ring_free(&self.st.power)
             free(self.st.gpus)
             free(self.st.jitter)
             free(self.st)
@@ -652,6 +734,11 @@ cdef class NativeSampler:
         """Energy-counter readings recorded since the last drain, oldest first, as an ENERGY_DTYPE array."""
         return drain_ring(&self.st.energy, records.ENERGY_DTYPE)
 
+    def drain_driver_power(self):
+        """The driver's total-power samples read since the last drain, oldest first per GPU, as a
+        DRIVER_POWER_DTYPE array (empty when they are not read)."""
+        return drain_ring(&self.st.power, records.DRIVER_POWER_DTYPE)
+
     def drain(self):
         """(samples, energy) recorded since the last drain."""
         return self.drain_samples(), self.drain_energy()
@@ -674,6 +761,9 @@ cdef class NativeSampler:
             "energy_reads": load_u64(&st.energy_reads),
             "energy_cpu_ns": load_i64(&st.energy_cpu_ns),
             "energy_overflows": load_u64(&st.energy.overflows),
+            "power_reads": load_u64(&st.power_reads),
+            "power_samples": load_u64(&st.power_samples),
+            "power_overflows": load_u64(&st.power.overflows),
             "first_tick_ns": first,
             "elapsed_ns": elapsed,
         }
@@ -714,6 +804,10 @@ cdef class NativeSampler:
                     codes[slot if slot != GP_ERROR_OTHER else NVML_ERROR_UNKNOWN] = n
             result[self.gpus[i]] = codes
         return result
+
+    def driver_power(self):
+        """Which GPUs' driver total-power samples are read: {gpu: bool}."""
+        return {self.gpus[i]: bool(self.st.gpus[i].driver_power) for i in range(self.st.n_gpus)}
 
     def power_sources(self):
         """Where each GPU's power comes from: {gpu: records.POWER_SOURCE_*}."""

@@ -36,6 +36,8 @@ cdef extern from "gpuprof_nvml.h" nogil:
         NVML_CLOCK_VIDEO
         NVML_TEMPERATURE_GPU
 
+        NVML_TOTAL_POWER_SAMPLES
+
         NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION
         NVML_FI_DEV_POWER_INSTANT
         NVML_FI_DEV_POWER_AVERAGE
@@ -81,6 +83,10 @@ cdef extern from "gpuprof_nvml.h" nogil:
         nvmlReturn_t nvmlReturn
         nvmlValue_t value
 
+    ctypedef struct nvmlSample_t:
+        unsigned long long timeStamp
+        nvmlValue_t sampleValue
+
     ctypedef struct nvmlUtilization_t:
         unsigned int gpu
         unsigned int memory
@@ -100,3 +106,5 @@ cdef extern from "gpuprof_nvml.h" nogil:
         nvmlDevice_t, unsigned long long*) noexcept nogil
     ctypedef nvmlReturn_t (*nvmlDeviceGetTotalEnergyConsumption_fn)(
         nvmlDevice_t, unsigned long long*) noexcept nogil
+    ctypedef nvmlReturn_t (*nvmlDeviceGetSamples_fn)(
+        nvmlDevice_t, int, unsigned long long, int*, unsigned int*, nvmlSample_t*) noexcept nogil

@@ -26,6 +26,13 @@ cdef struct gp_energy_t:
     uint16_t reserved
     int32_t nvml_return
 
+# One sample of the driver's total-power buffer: DRIVER_POWER_DTYPE, 16 bytes.
+cdef struct gp_power_t:
+    int64_t t_ns  # the driver's timestamp, on CLOCK_MONOTONIC
+    uint32_t power_mw
+    uint16_t gpu
+    uint16_t reserved
+
 # records.MISSING_*, POWER_SOURCE_* and JITTER_BINS.
 cdef enum:
     GP_MISSING_POWER = 0x01

@@ -22,6 +22,8 @@ MAX_RATE_HZ = 100_000.0
 MIN_RATE_HZ = 0.1
 DEFAULT_REASONS_RATE_HZ = 20.0
 MAX_ENERGY_RATE_HZ = 1000.0
+# Room for the driver's total-power samples: one per ~20 ms on an H100, with margin.
+DRIVER_POWER_RATE_HZ = 100.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,14 @@ class SamplerConfig:
     def energy_capacity(self) -> int:
         return max(256, int(max(self.energy_rate_hz, 1.0) * self.buffer_seconds) * len(self.gpus))
 
+    @property
+    def driver_power_capacity(self) -> int:
+        """Ring slots for the driver's total-power samples (~50 a second per GPU on an H100); 0 when the
+        energy counter is not read (the energy thread reads them)."""
+        if self.energy_rate_hz == 0:
+            return 0
+        return max(256, int(DRIVER_POWER_RATE_HZ * self.buffer_seconds) * len(self.gpus))
+
 
 @dataclass
 class SamplerStats:
@@ -110,6 +120,12 @@ class SamplerStats:
     realtime_error: str | None = None  # why a requested realtime priority could not be set
     energy_reads: int = 0  # energy-counter reads made (most are not kept: the value had not changed)
     energy_cpu_ns: int | None = None  # CPU time the energy thread used, once it has stopped
+    # The driver's total-power samples (nvmlDeviceGetSamples), read by the energy thread: per GPU whether
+    # the driver keeps them, the calls made, the samples recorded and those dropped on a full ring.
+    driver_power: dict[int, bool] = field(default_factory=dict)
+    driver_power_reads: int = 0
+    driver_power_samples: int = 0
+    driver_power_overflows: int = 0
 
     @property
     def achieved_rate_hz(self) -> float:
@@ -132,6 +148,10 @@ class SamplerStats:
             "energy_overflows": self.energy_overflows,
             "energy_reads": self.energy_reads,
             "energy_cpu_ns": self.energy_cpu_ns,
+            "driver_power": {str(g): kept for g, kept in self.driver_power.items()},
+            "driver_power_reads": self.driver_power_reads,
+            "driver_power_samples": self.driver_power_samples,
+            "driver_power_overflows": self.driver_power_overflows,
             "jitter_p50_us": self.jitter_p50_us,
             "jitter_p99_us": self.jitter_p99_us,
             "jitter_max_us": self.jitter_max_us,
@@ -183,7 +203,9 @@ class Sampler(Protocol):
     """A power sampler over a set of GPUs. Both backends implement this, with identical output.
 
     ``start()`` begins sampling on background threads; ``drain()`` returns everything recorded since
-    the last drain as ``(samples, energy)`` arrays of ``SAMPLE_DTYPE`` and ``ENERGY_DTYPE``; ``stop()``
+    the last drain as ``(samples, energy)`` arrays of ``SAMPLE_DTYPE`` and ``ENERGY_DTYPE``, and
+    ``drain_driver_power()`` the driver's own power samples read since its last call (``DRIVER_POWER_DTYPE``,
+    empty where the driver keeps none); ``stop()``
     ends the threads (idempotent) and leaves undrained samples to a last ``drain()``; ``close()`` stops
     and releases NVML.
     """
@@ -200,6 +222,8 @@ class Sampler(Protocol):
     def running(self) -> bool: ...
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def drain_driver_power(self) -> np.ndarray: ...
 
     def stats(self) -> SamplerStats: ...
 

@@ -36,6 +36,7 @@ class CythonSampler:
             config.sample_capacity,
             config.energy_capacity,
             round(1e9 / config.reasons_rate_hz) if config.reasons_rate_hz > 0 else 0,
+            config.driver_power_capacity,
         )
         self._realtime = 0
         self._realtime_error: str | None = None
@@ -78,6 +79,10 @@ class CythonSampler:
         """(samples, energy) recorded since the last drain: SAMPLE_DTYPE and ENERGY_DTYPE arrays."""
         return self._native.drain()
 
+    def drain_driver_power(self) -> np.ndarray:
+        """The driver's total-power samples read since the last call: a DRIVER_POWER_DTYPE array."""
+        return self._native.drain_driver_power()
+
     def stats(self) -> SamplerStats:
         """Counters of the run so far (or of the whole run once stopped)."""
         counters = self._native.counters()
@@ -97,6 +102,10 @@ class CythonSampler:
             energy_overflows=counters["energy_overflows"],
             energy_reads=counters["energy_reads"],
             energy_cpu_ns=counters["energy_cpu_ns"] or None,
+            driver_power=self._native.driver_power(),
+            driver_power_reads=counters["power_reads"],
+            driver_power_samples=counters["power_samples"],
+            driver_power_overflows=counters["power_overflows"],
             jitter_p50_us=p50,
             jitter_p99_us=p99,
             jitter_max_us=top,

@@ -51,6 +51,13 @@ ENERGY_UPDATE_RANGE_NS = (20_000_000, 1_000_000_000)  # what an observed period 
 ENERGY_GUARD_NS = 15_000_000  # reads go back to back from this long before the next update is due
 
 
+# The driver's total-power buffer (~2.4 s on an H100) is read right after a counter update once this long has
+# passed, and in any case once the second has (the native loop's rule).
+POWER_READ_NS = 250_000_000
+POWER_OVERDUE_NS = 1_000_000_000
+TOTAL_POWER_SAMPLES = 0  # nvmlSamplingType_t
+
+
 Reading = tuple[int, int, int, int, int]  # an ENERGY_DTYPE record: t_start, t_end, mJ, gpu, NVML code
 
 
@@ -128,6 +135,12 @@ class PynvmlSampler:
             raise
         self._samples = _Ring(records.SAMPLE_DTYPE, config.sample_capacity)
         self._energy = _Ring(records.ENERGY_DTYPE, config.energy_capacity)
+        self._driver_power = _Ring(records.DRIVER_POWER_DTYPE, max(config.driver_power_capacity, 1))
+        self._power_kept = {
+            gpu: config.driver_power_capacity > 0 and self._keeps_power(handle)
+            for gpu, handle in zip(config.gpus, self._handles, strict=True)
+        }
+        self._power_reads = 0
         self._errors: dict[int, Counter[int]] = {g: Counter() for g in config.gpus}
         self._histogram = np.zeros(records.JITTER_BINS, dtype=np.uint64)
         self._ticks = 0
@@ -203,6 +216,40 @@ class PynvmlSampler:
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         return self._samples.drain(), self._energy.drain()
+
+    def drain_driver_power(self) -> np.ndarray:
+        return self._driver_power.drain()
+
+    @staticmethod
+    def _keeps_power(handle: Any) -> bool:
+        """Whether the driver keeps total-power samples for the GPU (a read of its buffer answers)."""
+        try:
+            pynvml.nvmlDeviceGetSamples(handle, TOTAL_POWER_SAMPLES, 0)
+        except pynvml.NVMLError as exc:
+            return _code(exc) == pynvml.NVML_ERROR_NOT_FOUND
+        except AttributeError:  # an nvidia-ml-py without the call
+            return False
+        return True
+
+    def _read_driver_power(self, gpu: int, handle: Any, seen_us: int) -> int:
+        """Push the driver's power samples newer than ``seen_us`` (moved onto CLOCK_MONOTONIC); the newest
+        timestamp read."""
+        offset_ns = time.time_ns() - time.monotonic_ns()
+        self._power_reads += 1
+        try:
+            value_type, batch = pynvml.nvmlDeviceGetSamples(handle, TOTAL_POWER_SAMPLES, seen_us)
+        except pynvml.NVMLError as exc:
+            if _code(exc) != pynvml.NVML_ERROR_NOT_FOUND:
+                self._errors[gpu][_code(exc)] += 1
+            return seen_us
+        for sample in batch:
+            if sample.timeStamp <= seen_us:
+                continue
+            seen_us = int(sample.timeStamp)
+            value = sample.sampleValue
+            mw = value.dVal if value_type == pynvml.NVML_VALUE_TYPE_DOUBLE else value.uiVal
+            self._driver_power.push((seen_us * 1000 - offset_ns, max(0, min(int(mw), 0xFFFFFFFF)), gpu))
+        return seen_us
 
     def _read(self, index: int, gpu: int, handle: Any) -> tuple[Any, ...]:
         missing = 0
@@ -304,6 +351,8 @@ class PynvmlSampler:
         sparse_ns = round(1e9 / self.config.energy_rate_hz)
         state = {gpu: _EnergyState() for gpu in self.config.gpus}
         handles = dict(zip(self.config.gpus, self._handles, strict=True))
+        seen_us = dict.fromkeys(self.config.gpus, 0)
+        power_due = dict.fromkeys(self.config.gpus, 0)
         while not self._stop.is_set():
             gpu = min(state, key=lambda g: state[g].next_read_ns)
             wait_s = (state[gpu].next_read_ns - time.monotonic_ns()) / 1e9
@@ -316,8 +365,18 @@ class PynvmlSampler:
                 energy, code = 0, _code(exc)
                 self._errors[gpu][code] += 1
             self._energy_reads += 1
-            for kept in state[gpu].read((start, time.monotonic_ns(), energy, gpu, code), sparse_ns):
+            end = time.monotonic_ns()
+            changed = state[gpu].change_ns
+            for kept in state[gpu].read((start, end, energy, gpu, code), sparse_ns):
                 self._energy.push(kept)
+            changed = state[gpu].change_ns != changed
+            overdue = end >= power_due[gpu] + POWER_OVERDUE_NS - POWER_READ_NS
+            if self._power_kept[gpu] and end >= power_due[gpu] and (changed or overdue):
+                seen_us[gpu] = self._read_driver_power(gpu, handles[gpu], seen_us[gpu])
+                power_due[gpu] = time.monotonic_ns() + POWER_READ_NS
+        for gpu in self.config.gpus:  # the driver's samples up to the stop, so that a trace's end has them
+            if self._power_kept[gpu]:
+                self._read_driver_power(gpu, handles[gpu], seen_us[gpu])
 
     def stats(self) -> SamplerStats:
         end = self._stopped_ns or time.monotonic_ns()
@@ -336,6 +395,10 @@ class PynvmlSampler:
             energy_readings=self._energy.total,
             energy_overflows=self._energy.overflows,
             energy_reads=self._energy_reads,
+            driver_power=dict(self._power_kept),
+            driver_power_reads=self._power_reads,
+            driver_power_samples=self._driver_power.total,
+            driver_power_overflows=self._driver_power.overflows,
             jitter_p50_us=p50,
             jitter_p99_us=p99,
             jitter_max_us=top,

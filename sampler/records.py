@@ -37,6 +37,19 @@ ENERGY_DTYPE = np.dtype(
     }
 )
 
+# One sample of the driver's own buffer of total-power samples (nvmlDeviceGetSamples with
+# NVML_TOTAL_POWER_SAMPLES, read by the energy thread): 16 bytes; mirrors ``gp_power_t``. t_ns is the
+# driver's timestamp moved onto CLOCK_MONOTONIC; on an H100 the value is the mean power of the 25 ms ending
+# 2 ms before it, one every ~20 ms (docs/measurement.md).
+DRIVER_POWER_DTYPE = np.dtype(
+    {
+        "names": ["t_ns", "power_mw", "gpu"],
+        "formats": ["<i8", "<u4", "<u2"],
+        "offsets": [0, 8, 12],
+        "itemsize": 16,
+    }
+)
+
 # Bits of SAMPLE_DTYPE["missing"]: which reads of that sample failed (their value is 0, not a reading).
 MISSING_POWER = 0x01
 MISSING_SM_CLOCK = 0x02

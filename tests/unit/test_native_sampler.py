@@ -85,6 +85,7 @@ def run(sampler: CythonSampler, seconds: float) -> None:
 def test_c_records_match_the_dtypes_byte_for_byte() -> None:
     assert _native.SAMPLE_SIZE == records.SAMPLE_DTYPE.itemsize == 40
     assert _native.ENERGY_SIZE == records.ENERGY_DTYPE.itemsize == 32
+    assert _native.POWER_SIZE == records.DRIVER_POWER_DTYPE.itemsize == 16
     assert _native._layout_errors() == []
 
 

@@ -13,7 +13,7 @@ from gpuprof.sampler import BACKENDS, SamplerConfig, open_sampler
 from gpuprof.sampler.backend import Sampler
 from gpuprof.sampler.energy import energy_window, integrate_power
 from gpuprof.sampler.library import NvmlLibrary, resolve
-from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE, concat
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE, concat
 from gpuprof.sampler.sim import SimConfig, SimulatedNvml, load_config
 from gpuprof.sampler.sim_config import GpuSpec
 
@@ -193,3 +193,33 @@ def test_misses_in_slow_nvml_reads_are_told_apart_from_late_wake_ups(opened: obj
     assert stats.deadline_misses >= 3 * 10  # ~15 stalls of 3 ms, each costing 2-3 slots
     # The stalls' misses go to NVML; a busy machine may add a few late wake-ups of its own.
     assert stats.read_overrun_misses >= 0.8 * stats.deadline_misses
+
+
+def test_the_drivers_power_samples_arrive_on_the_monotonic_clock_up_to_the_stop(
+    opened: object, two_gpus: SimulatedNvml
+) -> None:
+    """The driver's total-power buffer (one sample every 20 ms, each the mean of the 25 ms ending 2 ms before
+    it) is read for every GPU, moved onto CLOCK_MONOTONIC, each sample once, the last ones at the stop."""
+    two_gpus.set_utilization(1, 100)
+    settle()
+    sampler = opened(gpus=(0, 1))  # type: ignore[operator]
+    started = time.monotonic_ns()
+    run_for(sampler, 1.2)
+    stopped = time.monotonic_ns()
+    driver = concat([sampler.drain_driver_power()], DRIVER_POWER_DTYPE)
+    stats = sampler.stats()
+    assert stats.driver_power == {0: True, 1: True}
+    assert stats.driver_power_samples == driver.size and stats.driver_power_reads >= 2
+    for gpu in (0, 1):
+        own = driver[driver["gpu"] == gpu]
+        steps = np.diff(own["t_ns"])
+        assert np.all(np.abs(steps - 20_000_000) < 100_000)  # every 20 ms, none twice, none lost
+        assert own["t_ns"][0] < started  # the buffer's last ~2.4 s before the start
+        assert stopped - 20_000_000 <= own["t_ns"][-1] <= stopped + 5_000_000  # and up to the stop
+        exact = np.array(
+            two_gpus.exact_energy_j(
+                gpu, [int(own["t_ns"][-1]) - 27_000_000, int(own["t_ns"][-1]) - 2_000_000]
+            )
+        )
+        assert own["power_mw"][-1] / 1000 == pytest.approx((exact[1] - exact[0]) / 0.025, abs=0.01)
+    assert driver[driver["gpu"] == 1]["power_mw"][-1] > driver[driver["gpu"] == 0]["power_mw"][-1]
