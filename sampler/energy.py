@@ -37,8 +37,14 @@ COUNTER_LATCH = 0.5
 COUNTER_DELAY_NS = 9_000_000
 # The instant-power field averages this long before each refresh: a reading is the mean over that span.
 INSTANT_WINDOW_NS = 25_000_000
+# The driver's total-power samples (nvmlDeviceGetSamples): each the mean of the DRIVER_WINDOW_NS ending
+# DRIVER_LAG_NS before its timestamp, one every ~20 ms (benchmarks/power_samples_probe.py on an H100).
+DRIVER_WINDOW_NS = 25_000_000
+DRIVER_LAG_NS = 2_000_000
 CONTINUITY = 0.25  # weight of equal power across a counter update, against a reading's fit (both W^2)
 TIMED_SHARE = 0.25  # a counter period is well timed when its two updates' half-widths are within this share
+SHORT_SPLIT = 0  # whether windows shorter than an update period are split by the driver's samples
+DRIVER_SWING_SHARE = 0.1  # of the swing over the driver's sample across an edge: where in it a change fell
 SWING_SHARE = 0.25  # of the power's swing near an edge, over its shorter side: what the readings may miss
 FUSED_METHOD = (
     "fused: the energy counter (nvmlDeviceGetTotalEnergyConsumption) between its updates, each timed within "
@@ -146,11 +152,15 @@ def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarra
 
 
 class _Shape:
-    """The GPU's power as its readings describe it: each distinct instant-power reading is the mean over the
-    INSTANT_WINDOW_NS before the sensor's refresh (``spans``); and, for extrapolation only, a line through
-    the middles of those spans, integrable at any instant (a constant beyond the first and last)."""
+    """The GPU's power as its readings describe it, as spans each reading is the mean over: the driver's
+    total-power samples (DRIVER_WINDOW_NS ending DRIVER_LAG_NS before each timestamp), where there are
+    any, and elsewhere each distinct instant-power reading (INSTANT_WINDOW_NS before the sensor's
+    refresh); and, for extrapolation only, a line through the middles of those spans, integrable at any
+    instant (a constant beyond the first and last)."""
 
-    def __init__(self, t_ns: np.ndarray, power_w: np.ndarray, source: str) -> None:
+    def __init__(
+        self, t_ns: np.ndarray, power_w: np.ndarray, source: str, driver: np.ndarray | None = None
+    ) -> None:
         if power_w.size:
             moved = np.flatnonzero(np.diff(power_w, prepend=np.nan) != 0)  # each distinct reading once
             seen = t_ns[moved].astype(np.float64)
@@ -162,10 +172,36 @@ class _Shape:
             self.values = power_w[moved].astype(np.float64)
         else:
             self.span_end = self.span_start = self.values = np.zeros(0)
+        self.driven = np.zeros(self.values.size, dtype=bool)  # which spans are the driver's samples
+        self.dense = driver is not None and driver.size >= 2
+        if self.dense and driver is not None:
+            self._add_driver(driver, field_too=source == "instant")
         self.t = (self.span_start + self.span_end) / 2
         self.w = self.values
         widths = np.diff(self.t) / 1e9
         self.cumulative = np.concatenate([[0.0], np.cumsum(widths * (self.w[1:] + self.w[:-1]) / 2)])
+
+    def _add_driver(self, driver: np.ndarray, field_too: bool) -> None:
+        """Put the driver's samples in place of the field's readings wherever they cover the time; the field
+        still fills what they do not (before the first read, a gap, the last ~second before a stop)."""
+        end = np.sort(driver["t_ns"].astype(np.float64)) - DRIVER_LAG_NS
+        order = np.argsort(driver["t_ns"], kind="stable")
+        start = end - DRIVER_WINDOW_NS
+        watts = driver["power_mw"][order].astype(np.float64) / 1000.0
+        driven = np.ones(end.size, dtype=bool)
+        if field_too and self.values.size:
+            # A reading's span overlaps a driver span when the first driver span ending after it starts
+            # begins before it ends (the driver's spans are all as long, so their starts are ordered too).
+            k = np.searchsorted(end, self.span_start, side="right")
+            covered = (k < end.size) & (start[np.minimum(k, end.size - 1)] < self.span_end)
+            keep = ~covered
+            start = np.concatenate([start, self.span_start[keep]])
+            end = np.concatenate([end, self.span_end[keep]])
+            watts = np.concatenate([watts, self.values[keep]])
+            driven = np.concatenate([driven, np.zeros(int(keep.sum()), dtype=bool)])
+            order = np.argsort(end, kind="stable")
+            start, end, watts, driven = start[order], end[order], watts[order], driven[order]
+        self.span_start, self.span_end, self.values, self.driven = start, end, watts, driven
 
     def integral(self, t_ns: float) -> float:
         """Energy in J of the line from its first point to ``t_ns`` (negative before it)."""
@@ -181,11 +217,16 @@ class _Shape:
         slope = (self.w[k + 1] - self.w[k]) / span
         return float(self.cumulative[k] + (self.w[k] * x + slope * x * x / 2) / 1e9)
 
-    def near(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The readings whose spans overlap [t0, t1]: (span starts, span ends, watts)."""
+    def overlapping(self, t0: float, t1: float) -> slice:
+        """Where the readings whose spans overlap [t0, t1] are."""
         lo = int(np.searchsorted(self.span_end, t0, side="left"))
         hi = int(np.searchsorted(self.span_start, t1, side="right"))
-        return self.span_start[lo:hi], self.span_end[lo:hi], self.values[lo:hi]
+        return slice(lo, hi)
+
+    def near(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The readings whose spans overlap [t0, t1]: (span starts, span ends, watts)."""
+        at = self.overlapping(t0, t1)
+        return self.span_start[at], self.span_end[at], self.values[at]
 
 
 class FusedEnergy:
@@ -194,10 +235,15 @@ class FusedEnergy:
     Built once per trace; ``window(t0, t1)`` is O(log n), for the thousands of windows of a job.
     """
 
-    def __init__(self, samples: np.ndarray, energy: np.ndarray, gpu: int) -> None:
+    def __init__(
+        self, samples: np.ndarray, energy: np.ndarray, gpu: int, driver_power: np.ndarray | None = None
+    ) -> None:
         own = samples[(samples["gpu"] == gpu) & ((samples["missing"] & MISSING_POWER) == 0)]
         source = POWER_SOURCE_NAMES.get(int(own["power_source"][0]), "") if own.size else ""
-        self.shape = _Shape(own["t_ns"].astype(np.int64), own["power_mw"].astype(np.float64) / 1000.0, source)
+        driven = driver_power[driver_power["gpu"] == gpu] if driver_power is not None else None
+        self.shape = _Shape(
+            own["t_ns"].astype(np.int64), own["power_mw"].astype(np.float64) / 1000.0, source, driven
+        )
         self.t, self.half, self.joules = counter_updates(energy, gpu)
 
     @property
@@ -226,7 +272,9 @@ class FusedEnergy:
         periods = range(first, last)
         energy_rows = np.array([widths * ((starts >= t[k]) & (ends <= t[k + 1])) for k in periods])
         energy_j = np.array([joules[k + 1] - joules[k] for k in periods])
-        s, f, v = self.shape.near(t[first], t[last])
+        at = self.shape.overlapping(t[first], t[last])
+        s, f, v = self.shape.span_start[at], self.shape.span_end[at], self.shape.values[at]
+        driven = self.shape.driven[at]
         swing = float(v.max() - v.min()) if v.size else 0.0
         overlap = np.clip(np.minimum(f[:, None], ends) - np.maximum(s[:, None], starts), 0, None)
         spans = np.maximum(f - s, 1.0)
@@ -243,6 +291,7 @@ class FusedEnergy:
             power = np.linalg.solve(kkt, rhs)[:n]
         except np.linalg.LinAlgError:
             power = None
+        misfit = np.abs(observe @ power - v[keep]) if power is not None else None
         out = []
         for edge in edges:
             i = int(np.searchsorted(t, edge, side="right")) - 1
@@ -252,13 +301,35 @@ class FusedEnergy:
             inside = (starts >= a) & (ends <= edge)
             split = float(np.dot(widths[inside], power[inside])) if power is not None else even
             timing = max(self._timing_j(i), self._timing_j(i + 1))
-            # The readings may miss changes between them (they see ~25 ms of every ~100): a quarter of the
-            # power's swing around the edge, over the shorter side, on top of the split's distance from even.
-            shorter_s = min(edge - a, b - edge) / 1e9
-            unseen = SWING_SHARE * swing * shorter_s
-            value = even if even_only else split
-            out.append((joules[i] + value, timing + abs(split - even) + unseen))
+            shorter = (a, edge) if edge - a <= b - edge else (edge, b)
+            shorter_s = (shorter[1] - shorter[0]) / 1e9
+            seen = np.clip(np.minimum(f[keep], shorter[1]) - np.maximum(s[keep], shorter[0]), 0, None)
+            if even_only or misfit is None or not self._dense(s[keep], f[keep], driven[keep], a, b):
+                # The readings may miss changes between them (they see ~25 ms of every ~100): a quarter of
+                # the power's swing around the edge, over the shorter side, on top of the split's distance
+                # from an even one.
+                unseen = SWING_SHARE * swing * shorter_s
+                value = even if even_only else split
+                out.append((joules[i] + value, timing + abs(split - even) + unseen))
+                continue
+            # The driver's samples see the whole period: what the split may miss is where the readings and
+            # the solved power disagree over the shorter side (each instant seen by ~1.25 samples), and
+            # where, inside the one sample across the edge, a change fell (a share of the swing over it).
+            depth = max(float(seen.sum()) / max(shorter[1] - shorter[0], 1.0), 1.0)
+            fit = float(np.dot(misfit, seen)) / depth / 1e9
+            straddle = DRIVER_SWING_SHARE * swing * min(shorter_s, DRIVER_WINDOW_NS / 1e9)
+            out.append((joules[i] + split, timing + fit + straddle))
         return out
+
+    @staticmethod
+    def _dense(s: np.ndarray, f: np.ndarray, driven: np.ndarray, a: float, b: float) -> bool:
+        """Whether the driver's samples cover the period [a, b] without a gap wider than a sample's span."""
+        inside = driven & (f > a) & (s < b)
+        if not inside.any():
+            return False
+        lo, hi = s[inside], f[inside]
+        gaps = lo[1:] - np.maximum.accumulate(hi)[:-1]
+        return bool(lo[0] <= a and hi.max() >= b and (gaps.size == 0 or gaps.max() <= 0))
 
     def _timing_j(self, k: int) -> float:
         """How far the energy at update ``k`` may be from its estimated instant: the most power seen around
@@ -308,9 +379,10 @@ class FusedEnergy:
         inside = [float(e) for e in (t0, t1) if t[0] <= e < t[-1]]
         near = len(inside) == 2 and np.searchsorted(t, t1) - np.searchsorted(t, t0) <= 3
         found: dict[float, tuple[float, float]] = {}
-        # A window shorter than an update period is split evenly: its edges' readings are too few to tell
-        # where in the period its work fell, and a load that repeats with the sensor would mislead them.
-        short = (t1 - t0) < float(np.median(np.diff(t)))
+        # A window shorter than an update period is split evenly unless the driver's samples cover it: the
+        # field's readings (~25 ms of every ~100) are too few to tell where in the period its work fell, and
+        # a load that repeats with the sensor would mislead them.
+        short = (t1 - t0) < float(np.median(np.diff(t))) and not (SHORT_SPLIT and self.shape.dense)
         for group in [inside] if near else [[e] for e in inside]:
             found.update(zip(group, self._local(group, even_only=short), strict=True))
         e0, err0 = found.get(float(t0)) or self._outside(float(t0))
@@ -325,6 +397,7 @@ def energy_window(
     t0: int | None = None,
     t1: int | None = None,
     fused: FusedEnergy | None = None,
+    driver_power: np.ndarray | None = None,
 ) -> EnergyWindow:
     """The EnergyWindow of ``gpu`` over [t0, t1] (defaults: the span of its samples); ``fused``: the trace's
     FusedEnergy, when the caller has built it for many windows."""
@@ -354,7 +427,7 @@ def energy_window(
         statistical = duration_s * spread / math.sqrt(max(per_update.size, 1))
         edges = abs(mean) * POWER_LAG_S.get(POWER_SOURCE_NAMES.get(int(powered["power_source"][0]), ""), 1.0)
         integrated_err = math.hypot(statistical, edges)
-    fused_j = (fused or FusedEnergy(samples, energy, gpu)).window(t0, t1)
+    fused_j = (fused or FusedEnergy(samples, energy, gpu, driver_power)).window(t0, t1)
     counter_j, counter_err = fused_j if fused_j is not None else (None, None)
     inside = energy[(energy["gpu"] == gpu) & (energy["nvml_return"] == 0)]
     inside = inside[(inside["t_end_ns"] >= t0) & (inside["t_start_ns"] <= t1)]
