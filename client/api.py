@@ -423,7 +423,8 @@ class Client:
         return self.trace(job_id, "requests", REQUESTS_CHUNK)
 
     def trace(self, job_id: str, table: str = "samples", chunk_rows: int = MAX_TRACE_CHUNK) -> pd.DataFrame:
-        """A job's whole table (``samples``, ``energy`` or, for an llm job, ``requests``), in chunks."""
+        """A job's whole table (``samples``, ``energy``, ``driver_power`` or, for an llm job, ``requests``),
+        in chunks."""
         chunks: list[dict[str, Any]] = []
         offset: int | None = 0
         job_id = self.resolve(job_id)

@@ -63,5 +63,5 @@ def render_summary(summary: dict[str, Any]) -> str:
                 "    warning: window shorter than one power-sensor update (~100 ms): energy unreliable"
             )
     if "output" in summary:
-        lines.append(f"  written         {summary['output']['samples']}, {summary['output']['energy']}")
+        lines.append(f"  written         {', '.join(summary['output'].values())}")
     return "\n".join(lines)

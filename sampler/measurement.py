@@ -120,16 +120,22 @@ def _number(value: float | None) -> float | None:
 
 
 def gpu_measurement(
-    samples: np.ndarray, energy: np.ndarray, tally: WindowTally, t0: int, t1: int
+    samples: np.ndarray,
+    energy: np.ndarray,
+    tally: WindowTally,
+    t0: int,
+    t1: int,
+    driver_power: np.ndarray | None = None,
 ) -> GpuMeasurement:
-    """The figures of ``tally``'s GPU over [t0, t1] from the records kept and the window's tally.
+    """The figures of ``tally``'s GPU over [t0, t1] from the records kept (``driver_power``: the driver's
+    power samples, where it keeps them) and the window's tally.
 
     The fused figure is best when the energy counter updated on both sides of each edge; otherwise the
     smaller bound wins, between the counter with an edge extended and integrated power.
     """
     gpu = tally.gpu
-    fused = FusedEnergy(samples, energy, gpu)
-    window = energy_window(samples, energy, gpu, t0, t1, fused)
+    fused = FusedEnergy(samples, energy, gpu, driver_power)
+    window = energy_window(samples, energy, gpu, t0, t1, fused, driver_power)
     counter, counter_bound = _number(window.energy_counter_j), _number(window.energy_counter_uncertainty_j)
     integrated = _number(window.energy_integrated_j)
     integrated_bound = _number(window.energy_integrated_uncertainty_j)

@@ -27,7 +27,8 @@ The API:
 - ``begin_window(name)`` and ``end_window(name, *, wait=True) -> Measurement``: names are unique among
   open windows (ValueError otherwise, and for ending a window that is not open); windows may nest and
   overlap, and be used from several threads. ``wait=True`` waits until the energy counter has updated
-  past the window's end (~10-150 ms, at most 0.5 s), so the end edge can be fused; ``wait=False`` returns
+  past the window's end (~10-150 ms) and, where the driver keeps power samples, until those are read past
+  it (~0.2-0.4 s), at most 0.5 s in all, so the end edge can be fused; ``wait=False`` returns
   at once with what is known: the counter's figure with its end extended by the power readings
   (``method="counter"``) or integrated power (``"integrated"``), whichever states the smaller bound.
 - ``window(name, *, wait=True)``: a context manager yielding a ``WindowHandle`` whose ``measurement`` is
@@ -47,9 +48,10 @@ Measurement (``sampler/measurement.py``): ``name``, ``t_start_ns``, ``t_end_ns``
 power, the SM clock's median and 5th-95th percentiles, clock-event reasons, ``short``), ``total_energy_j``.
 
 Memory: a drain thread moves the sampler's records into a RecordStore every 0.25 s (window_records.py):
-the last ``history_s`` seconds whole, and for each open window the readings around its start plus every
-change of power reading (~10 a second on an H100) and the energy readings (~20 a second): about 1 kB a
-second per GPU while a window stays open, and once all have ended the history alone (40 B a sample).
+the last ``history_s`` seconds whole (the samples, 40 B each, the energy readings and the driver's power
+samples, ~50 a second at 16 B), and for each open window the readings around its start plus every change
+of power reading (~10 a second on an H100) and the energy readings (~20 a second): about 1 kB a second per
+GPU while a window stays open, and once all have ended the history alone.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ BUFFER_S = 30.0
 COUNTER_WAIT_S = 0.5  # the longest wait for the energy counter's next update (it updates every ~100 ms)
 POLL_S = 0.005
 RECENT_NS = 300_000_000  # energy readings looked at for a counter update: those of the last 0.3 s
+# How far past a window's end the driver's power samples must reach (the update period after it), where the
+# driver keeps them: the sampler reads them every ~0.3 s, so within the same wait most of the time.
+DRIVER_COVER_NS = 150_000_000
 LAST_KEPT = 256  # names whose latest Measurement ``last`` keeps
 
 
@@ -175,6 +180,7 @@ class Monitor:
         except BaseException:
             self._closer()
             raise
+        self._driver_kept = self._sampler.stats().driver_power  # which GPUs' driver keeps power samples
         self.started_ns = time.monotonic_ns()
         self._thread = threading.Thread(
             target=_drain_until_stopped,
@@ -183,7 +189,7 @@ class Monitor:
             daemon=True,
         )
         self._thread.start()
-        self._await_counter(self.started_ns)
+        self._await_counter(self.started_ns, driver=False)  # the driver's samples reach a start later
 
     # -- windows -----------------------------------------------------------------------------------------
 
@@ -228,9 +234,16 @@ class Monitor:
                     self._await_counter(t_end)
                 finally:
                     self._lock.acquire()
-            samples, energy = self._store.arrays(window.t_start_ns - LOOKBACK_NS)
+            since = window.t_start_ns - LOOKBACK_NS
+            samples, energy = self._store.arrays(since)
             measurement = self._measurement(
-                window.name, window.t_start_ns, t_end, samples, energy, window.tallies
+                window.name,
+                window.t_start_ns,
+                t_end,
+                samples,
+                energy,
+                window.tallies,
+                self._store.driver_power(since),
             )
         finally:
             self._unlisted.remove(window)
@@ -321,9 +334,12 @@ class Monitor:
         if wait:
             self._await_counter(t_end_ns)
         with self._lock:
-            samples, energy = self._store.arrays(t_start_ns - LOOKBACK_NS)
+            since = t_start_ns - LOOKBACK_NS
+            samples, energy = self._store.arrays(since)
             tallies = tallies_of(samples, self.gpus, t_start_ns, t_end_ns)
-            measurement = self._measurement(name, t_start_ns, t_end_ns, samples, energy, tallies)
+            measurement = self._measurement(
+                name, t_start_ns, t_end_ns, samples, energy, tallies, self._store.driver_power(since)
+            )
             self._remember(measurement)
         return measurement
 
@@ -347,15 +363,16 @@ class Monitor:
     def _drain(self) -> None:
         """Move the sampler's new records into the store and the windows' tallies (holding the lock)."""
         samples, energy = self._sampler.drain()
-        self._store.append(samples, energy)
+        self._store.append(samples, energy, self._sampler.drain_driver_power())
         active = [*self._open.values(), *self._unlisted]
         for window in active:
             for tally in window.tallies:
                 tally.add(samples)
         self._store.trim(time.monotonic_ns(), (w.t_start_ns for w in active))
 
-    def _await_counter(self, after_ns: int) -> None:
-        """Drain until each GPU's energy counter has updated after ``after_ns``, COUNTER_WAIT_S at most."""
+    def _await_counter(self, after_ns: int, driver: bool = True) -> None:
+        """Drain until each GPU's energy counter has updated after ``after_ns`` and, with ``driver``, where
+        the driver keeps power samples, they cover the update period after it; COUNTER_WAIT_S at most."""
         deadline = time.monotonic() + COUNTER_WAIT_S
         while True:
             with self._lock:
@@ -363,8 +380,15 @@ class Monitor:
                     return
                 self._drain()
                 recent = self._store.energy_since(after_ns - RECENT_NS)
+                driven = self._store.driver_power(after_ns)
             updated = [counter_updates(recent, gpu)[0] for gpu in self.gpus]
-            if all(t.size and float(t[-1]) > after_ns for t in updated) or time.monotonic() >= deadline:
+            timed = all(t.size and float(t[-1]) > after_ns for t in updated)
+            covered = all(
+                not (driver and kept)
+                or bool(np.any(driven["t_ns"][driven["gpu"] == gpu] >= after_ns + DRIVER_COVER_NS))
+                for gpu, kept in self._driver_kept.items()
+            )
+            if (timed and covered) or time.monotonic() >= deadline:
                 return
             time.sleep(POLL_S)
 
@@ -376,6 +400,7 @@ class Monitor:
         samples: np.ndarray,
         energy: np.ndarray,
         tallies: list[WindowTally],
+        driver_power: np.ndarray,
     ) -> Measurement:
         return Measurement(
             name=name,
@@ -383,7 +408,9 @@ class Monitor:
             t_end_ns=t1,
             duration_s=(t1 - t0) / 1e9,
             simulated=self.simulated,
-            gpus={tally.gpu: gpu_measurement(samples, energy, tally, t0, t1) for tally in tallies},
+            gpus={
+                tally.gpu: gpu_measurement(samples, energy, tally, t0, t1, driver_power) for tally in tallies
+            },
         )
 
     def _remember(self, measurement: Measurement) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import Sampler, SamplerStats
-from .records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
+from .records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from .trace import Trace
 
 DRAIN_INTERVAL_S = 0.2
@@ -64,6 +64,7 @@ def record(
     interrupted = False
     batches: list[np.ndarray] = []
     readings: list[np.ndarray] = []
+    driver_power: list[np.ndarray] = []
     count = 0
 
     def take() -> np.ndarray:
@@ -71,6 +72,7 @@ def record(
         samples, energy = sampler.drain()
         batches.append(samples)
         readings.append(energy)
+        driver_power.append(sampler.drain_driver_power())
         count += samples.size
         return samples
 
@@ -92,6 +94,7 @@ def record(
     # joined once: appending to one growing array every drain would be quadratic in the recording's length
     trace.samples = concat(batches, SAMPLE_DTYPE)
     trace.energy = concat(readings, ENERGY_DTYPE)
+    trace.driver_power = concat(driver_power, DRIVER_POWER_DTYPE)
     stats = sampler.stats()
     trace.metadata["stats"] = stats.as_dict()
     trace.metadata["interrupted"] = interrupted

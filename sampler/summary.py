@@ -12,7 +12,9 @@ def summarize(recording: Recording) -> dict[str, Any]:
     """A JSON-ready summary of ``recording``; every energy figure names its method, window and bound."""
     trace, stats = recording.trace, recording.stats
     gpus = sorted({int(g) for g in trace.samples["gpu"]}) if trace.samples.size else []
-    windows = [energy_window(trace.samples, trace.energy, gpu) for gpu in gpus]
+    windows = [
+        energy_window(trace.samples, trace.energy, gpu, driver_power=trace.driver_power) for gpu in gpus
+    ]
     duration = max((w.duration_s for w in windows), default=0.0)
     return {
         "simulated": trace.simulated,
@@ -21,6 +23,7 @@ def summarize(recording: Recording) -> dict[str, Any]:
         "duration_s": duration,
         "samples": int(trace.samples.size),
         "energy_readings": int(trace.energy.size),
+        "driver_power_samples": int(trace.driver_power.size),
         "requested_rate_hz": stats.rate_hz,
         "achieved_rate_hz": stats.achieved_rate_hz,
         "deadline_misses": stats.deadline_misses,

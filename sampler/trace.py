@@ -1,4 +1,5 @@
-"""A recorded trace: its samples and energy readings as DataFrames, and writing them to Parquet or CSV."""
+"""A recorded trace: its samples, energy readings and driver power samples as DataFrames, and writing them
+to Parquet or CSV."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from .errors import OutputError, UsageError
 from .records import (
+    DRIVER_POWER_DTYPE,
     ENERGY_DTYPE,
     MISSING_MEM_CLOCK,
     MISSING_MEMORY_POWER,
@@ -59,12 +61,14 @@ ENERGY_DTYPES = {
     "energy_mj": "UInt64",
     "nvml_return": "int32",
 }
-TRACE_DTYPES = {**SAMPLE_DTYPES, **ENERGY_DTYPES}
+DRIVER_POWER_DTYPES = {"t_ns": "int64", "gpu": "int16", "power_w": "float64"}
+TRACE_DTYPES = {**SAMPLE_DTYPES, **ENERGY_DTYPES, **DRIVER_POWER_DTYPES}
 
 
 @dataclass
 class Trace:
-    """Samples and energy-counter readings of one recording, with its clock anchor and provenance."""
+    """Samples, energy-counter readings and the driver's power samples of one recording, with its clock
+    anchor and provenance."""
 
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, SAMPLE_DTYPE))
     energy: np.ndarray = field(default_factory=lambda: np.zeros(0, ENERGY_DTYPE))
@@ -72,13 +76,16 @@ class Trace:
     wall_anchor_ns: int = 0  # time.time_ns() read at the same instant
     simulated: bool = False
     metadata: dict[str, object] = field(default_factory=dict)
+    driver_power: np.ndarray = field(default_factory=lambda: np.zeros(0, DRIVER_POWER_DTYPE))
 
-    def extend(self, samples: np.ndarray, energy: np.ndarray) -> None:
+    def extend(self, samples: np.ndarray, energy: np.ndarray, driver_power: np.ndarray | None = None) -> None:
         """Append drained batches."""
         if samples.size:
             self.samples = concat([self.samples, samples], SAMPLE_DTYPE)
         if energy.size:
             self.energy = concat([self.energy, energy], ENERGY_DTYPE)
+        if driver_power is not None and driver_power.size:
+            self.driver_power = concat([self.driver_power, driver_power], DRIVER_POWER_DTYPE)
 
     def wall_time_ns(self, t_ns: np.ndarray | int) -> np.ndarray | int:
         """Wall-clock (Unix epoch ns) time of monotonic timestamps, through the anchor."""
@@ -89,6 +96,9 @@ class Trace:
 
     def energy_frame(self) -> pd.DataFrame:
         return energy_frame(self.energy)
+
+    def driver_power_frame(self) -> pd.DataFrame:
+        return driver_power_frame(self.driver_power)
 
 
 def _masked(values: np.ndarray, missing: np.ndarray, bit: int, dtype: str) -> pd.Series:
@@ -146,6 +156,19 @@ def energy_frame(energy: np.ndarray) -> pd.DataFrame:
     )
 
 
+def driver_power_frame(driver_power: np.ndarray) -> pd.DataFrame:
+    """One row per sample of the driver's power buffer; ``t_ns`` is the driver's timestamp on CLOCK_MONOTONIC,
+    ``power_w`` the mean power of the span the driver averaged before it."""
+    types = DRIVER_POWER_DTYPES
+    return pd.DataFrame(
+        {
+            "t_ns": driver_power["t_ns"].astype(types["t_ns"]),
+            "gpu": driver_power["gpu"].astype(types["gpu"]),
+            "power_w": (driver_power["power_mw"] / 1000.0).astype(types["power_w"]),
+        }
+    )
+
+
 def output_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, str]:
     """(samples file, energy file, format) for an output path ending in .parquet or .csv."""
     target = Path(path)
@@ -155,13 +178,19 @@ def output_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, str]:
     return target, target.with_name(f"{target.stem}.energy{target.suffix}"), fmt
 
 
+def driver_power_path(path: str | os.PathLike[str]) -> Path:
+    """The driver power file beside the samples file ``path``: ``NAME.driver_power.EXT``."""
+    target = Path(path)
+    return target.with_name(f"{target.stem}.driver_power{target.suffix}")
+
+
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Fail early, before sampling, when the output cannot be written."""
     target, energy_path, _ = output_paths(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise OutputError(f"cannot write {str(target)!r}: directory {str(directory)!r} does not exist")
-    for candidate in (target, energy_path):
+    for candidate in (target, energy_path, driver_power_path(target)):
         if candidate.is_dir():
             raise OutputError(f"cannot write {str(candidate)!r}: it is a directory")
         probe = candidate if candidate.exists() else directory
@@ -170,7 +199,8 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 
 
 def write_trace(trace: Trace, path: str | os.PathLike[str], wall_clock: bool = False) -> tuple[Path, Path]:
-    """Write samples to ``path`` and energy readings beside it (``NAME.energy.EXT``); returns both paths.
+    """Write samples to ``path``, energy readings beside it (``NAME.energy.EXT``) and the driver's power
+    samples (``NAME.driver_power.EXT``); returns the first two paths (the third is ``driver_power_path``).
     ``wall_clock``: with a ``time`` column (``write_frames``)."""
     meta = {
         "monotonic_anchor_ns": trace.monotonic_anchor_ns,
@@ -178,7 +208,9 @@ def write_trace(trace: Trace, path: str | os.PathLike[str], wall_clock: bool = F
         "simulated": trace.simulated,
         **trace.metadata,
     }
-    return write_frames(trace.samples_frame(), trace.energy_frame(), path, meta, wall_clock)
+    return write_frames(
+        trace.samples_frame(), trace.energy_frame(), path, meta, wall_clock, trace.driver_power_frame()
+    )
 
 
 def with_wall_clock(frame: pd.DataFrame, meta: dict[str, object]) -> pd.DataFrame:
@@ -201,15 +233,20 @@ def write_frames(
     path: str | os.PathLike[str],
     meta: dict[str, object],
     wall_clock: bool = False,
+    driver_power: pd.DataFrame | None = None,
 ) -> tuple[Path, Path]:
-    """Write sample and energy frames as ``path`` and ``NAME.energy.EXT``, atomically, with ``meta``;
-    ``wall_clock``: each with a ``time`` column (UTC) beside its monotonic timestamps, for a reader's
-    eyes (files a user asked for; the daemon's own keep only the monotonic ones)."""
+    """Write sample and energy frames as ``path`` and ``NAME.energy.EXT``, and ``driver_power`` (when given)
+    as ``NAME.driver_power.EXT``, atomically, with ``meta``; returns the first two paths. ``wall_clock``:
+    each with a ``time`` column (UTC) beside its monotonic timestamps, for a reader's eyes (files a user
+    asked for; the daemon's own keep only the monotonic ones)."""
     target, energy_path, fmt = output_paths(path)
+    files = [(target, samples), (energy_path, energy)]
+    if driver_power is not None:
+        files.append((driver_power_path(target), driver_power))
     if wall_clock:
-        samples, energy = with_wall_clock(samples, meta), with_wall_clock(energy, meta)
+        files = [(file, with_wall_clock(frame, meta)) for file, frame in files]
     try:
-        for file, frame in ((target, samples), (energy_path, energy)):
+        for file, frame in files:
             tmp = file.with_name(f".{file.name}.tmp")
             if fmt == "parquet":
                 _write_parquet(frame, tmp, meta)

@@ -8,7 +8,10 @@ around each open window's start (``EDGE_S`` either side, where the fused estimat
 sample stays; elsewhere only the samples where a GPU's power reading changed, which hold the same step of
 power (``integrate_power``'s sample-and-hold) in about a hundredth of the rows at 1 kHz. The figures the
 compaction would lose (sample counts, clock percentiles, clock-event reasons, memory power) are counted as
-the samples arrive, per window and GPU, in a ``WindowTally``.
+the samples arrive, per window and GPU, in a ``WindowTally``. The driver's power samples (~50 a second per
+GPU) follow the same rule, but beyond the history only those around an open window's start stay: the
+fused estimate uses them to place that edge, and the counter gives the energy between the edges (a past
+interval whose edge lies where they are gone is split by the field's readings instead).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .records import ENERGY_DTYPE, MISSING_MEMORY_POWER, MISSING_POWER, MISSING_SM_CLOCK, SAMPLE_DTYPE
+from .records import (
+    DRIVER_POWER_DTYPE,
+    ENERGY_DTYPE,
+    MISSING_MEMORY_POWER,
+    MISSING_POWER,
+    MISSING_SM_CLOCK,
+    SAMPLE_DTYPE,
+)
 
 # Whole records kept either side of an open window's start: the fused estimate solves an edge from the
 # counter updates up to three periods (~0.3 s) before it to one after, and the power readings over them.
@@ -158,24 +168,42 @@ def _sample_times(samples: np.ndarray) -> np.ndarray:
     return samples["t_ns"]
 
 
+def _near_starts(t: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Which of the instants ``t`` (int64 ns) lie within EDGE_NS of one of the sorted ``starts``."""
+    if starts.size == 0:
+        return np.zeros(t.size, dtype=bool)
+    after = np.searchsorted(starts, t).clip(0, starts.size - 1)
+    before = (after - 1).clip(0, starts.size - 1)
+    return np.minimum(np.abs(t - starts[after]), np.abs(t - starts[before])) <= EDGE_NS
+
+
+def _near_edges(driver_power: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The driver power samples within EDGE_NS of an open window's start: the only ones its figures need
+    once they are older than the history."""
+    return driver_power[_near_starts(driver_power["t_ns"].astype(np.int64), starts)]
+
+
 def _energy_times(energy: np.ndarray) -> np.ndarray:
     return energy["t_end_ns"]
 
 
 class RecordStore:
-    """A Monitor's samples and energy readings (module docstring): whole for the last ``history_ns``,
-    compacted beyond that while an open window needs them, dropped once none does."""
+    """A Monitor's samples, energy readings and driver power samples (module docstring): whole for the last
+    ``history_ns``, compacted beyond that while an open window needs them, dropped once none does."""
 
     def __init__(self, history_ns: int) -> None:
         self.history_ns = history_ns
         self._samples = _Chunks(SAMPLE_DTYPE, _sample_times)
         self._energy = _Chunks(ENERGY_DTYPE, _energy_times)
+        self._driver_power = _Chunks(DRIVER_POWER_DTYPE, _sample_times)
         self._last_power_mw: dict[int, int] = {}  # per GPU: the compacted records' latest power reading
         self.whole_since_ns = 0  # from this instant on every record is kept whole; before it, maybe not
 
-    def append(self, samples: np.ndarray, energy: np.ndarray) -> None:
+    def append(self, samples: np.ndarray, energy: np.ndarray, driver_power: np.ndarray | None = None) -> None:
         self._samples.append(samples)
         self._energy.append(energy)
+        if driver_power is not None:  # drained oldest first per GPU; sorted, a chunk ends with its latest
+            self._driver_power.append(driver_power[np.argsort(driver_power["t_ns"], kind="stable")])
 
     def trim(self, now_ns: int, starts_ns: Iterable[int]) -> None:
         """Drop what no open window (starting at ``starts_ns``) and no history needs; compact what only an
@@ -183,32 +211,40 @@ class RecordStore:
         starts = np.sort(np.fromiter(starts_ns, dtype=np.int64))
         history_start = now_ns - self.history_ns
         cut = min(history_start, int(starts[0]) - EDGE_NS) if starts.size else history_start
-        self._samples.drop_before(cut)
-        self._energy.drop_before(cut)
-        whole_since = cut
-        for i, chunk in enumerate(self._samples.arrays):
-            end = int(chunk["t_ns"][-1])
+        for chunks in (self._samples, self._energy, self._driver_power):
+            chunks.drop_before(cut)
+        whole_since = max(
+            cut, self._compact_older(self._samples, history_start, lambda chunk: self._compact(chunk, starts))
+        )
+        # Not counted in whole_since: where the driver's samples are gone, the fused estimate splits an edge
+        # by the field's readings, which the samples still hold.
+        self._compact_older(self._driver_power, history_start, lambda chunk: _near_edges(chunk, starts))
+        for chunks in (self._samples, self._energy, self._driver_power):
+            chunks.merge_older_than(history_start)
+        self.whole_since_ns = max(self.whole_since_ns, whole_since)
+
+    @staticmethod
+    def _compact_older(
+        chunks: _Chunks, history_start: int, compact: Callable[[np.ndarray], np.ndarray]
+    ) -> int:
+        """Compact, once, each chunk of ``chunks`` that ended before ``history_start``; returns the instant
+        from which they are all whole (0 when none was compacted)."""
+        whole_since = 0
+        for i, chunk in enumerate(chunks.arrays):
+            end = int(chunks.times(chunk)[-1])
             if end >= history_start:
                 break
-            if not self._samples.compacted[i]:
-                self._samples.arrays[i] = self._compact(chunk, starts)
-                self._samples.compacted[i] = True
+            if not chunks.compacted[i]:
+                chunks.arrays[i] = compact(chunk)
+                chunks.compacted[i] = True
             whole_since = end + 1
-        self._samples.drop_empty()
-        self._samples.merge_older_than(history_start)
-        self._energy.merge_older_than(history_start)
-        self.whole_since_ns = max(self.whole_since_ns, whole_since)
+        chunks.drop_empty()
+        return whole_since
 
     def _compact(self, chunk: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """The rows of ``chunk`` an open window's figures still need: all within EDGE_NS of a start, else
         each GPU's changes of power reading."""
-        t = chunk["t_ns"].astype(np.int64)
-        keep = np.zeros(chunk.size, dtype=bool)
-        if starts.size:
-            after = np.searchsorted(starts, t).clip(0, starts.size - 1)
-            before = (after - 1).clip(0, starts.size - 1)
-            nearest = np.minimum(np.abs(t - starts[after]), np.abs(t - starts[before]))
-            keep |= nearest <= EDGE_NS
+        keep = _near_starts(chunk["t_ns"].astype(np.int64), starts)
         powered = (chunk["missing"] & MISSING_POWER) == 0
         for gpu in np.unique(chunk["gpu"]):
             rows = np.flatnonzero((chunk["gpu"] == gpu) & powered)
@@ -226,6 +262,10 @@ class RecordStore:
             return self._samples.all(), self._energy.all()
         return self._samples.since(since_ns), self._energy.since(since_ns)
 
+    def driver_power(self, since_ns: int | None = None) -> np.ndarray:
+        """The driver power samples kept from ``since_ns`` on (default: all), oldest first."""
+        return self._driver_power.all() if since_ns is None else self._driver_power.since(since_ns)
+
     def energy_since(self, t_ns: int) -> np.ndarray:
         """The energy readings from ``t_ns`` on."""
         return self._energy.since(t_ns)
@@ -237,3 +277,7 @@ class RecordStore:
     @property
     def kept_energy_readings(self) -> int:
         return self._energy.count
+
+    @property
+    def kept_driver_power(self) -> int:
+        return self._driver_power.count

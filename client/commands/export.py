@@ -9,19 +9,22 @@ from typing import Any
 import click
 
 from gpuprof.client.wire.errors import OutputError, UsageError
-from gpuprof.sampler.trace import check_writable, output_paths, write_frames
+from gpuprof.sampler.trace import check_writable, driver_power_path, output_paths, write_frames
 
 from ..api import Client
 from .common import echo_json, endpoint_option, json_option
 
 
 def export_job(client: Client, job_id: str, output: str) -> dict[str, Any]:
-    """Fetch a job's trace and energy readings and write them; returns what was written."""
+    """Fetch a job's trace, energy readings and driver power samples and write them; returns what was
+    written."""
     output_paths(output)
     check_writable(output)
     job = client.job(job_id)
     job_id = str(job["id"])  # a prefix given, the whole id from here on
     samples, energy = client.trace(job_id, "samples"), client.trace(job_id, "energy")
+    keeps_driver_power = "driver_power" in client.hello().get("capabilities", [])  # an older daemon does not
+    driver_power = client.trace(job_id, "driver_power") if keeps_driver_power else None
     clocks = client.time()  # the daemon's clocks read together: relates t_ns to the wall clock
     meta = {
         "monotonic_anchor_ns": clocks.get("monotonic_ns"),
@@ -31,8 +34,13 @@ def export_job(client: Client, job_id: str, output: str) -> dict[str, Any]:
         "job_state": job.get("state"),
         "source": f"gpuprofd at {client.endpoint}",
     }
-    samples_path, energy_path = write_frames(samples, energy, output, meta, wall_clock=True)
-    return {"job": job_id, "samples": str(samples_path), "energy": str(energy_path), "rows": len(samples)}
+    samples_path, energy_path = write_frames(
+        samples, energy, output, meta, wall_clock=True, driver_power=driver_power
+    )
+    written = {"job": job_id, "samples": str(samples_path), "energy": str(energy_path), "rows": len(samples)}
+    if driver_power is not None:
+        written["driver_power"] = str(driver_power_path(samples_path))
+    return written
 
 
 def export_requests(client: Client, job_id: str, output: str) -> dict[str, Any]:
@@ -57,7 +65,13 @@ def export_requests(client: Client, job_id: str, output: str) -> dict[str, Any]:
 @click.command()
 @click.argument("job_id", metavar="JOB")
 @click.option(
-    "-o", "--output", required=True, help="Trace file, .parquet or .csv (energy goes to NAME.energy.EXT)."
+    "-o",
+    "--output",
+    required=True,
+    help=(
+        "Trace file, .parquet or .csv (energy goes to NAME.energy.EXT, the driver's power samples to "
+        "NAME.driver_power.EXT)."
+    ),
 )
 @click.option(
     "--requests",
@@ -68,7 +82,8 @@ def export_requests(client: Client, job_id: str, output: str) -> dict[str, Any]:
 @json_option
 @endpoint_option
 def export(job_id: str, output: str, requests_: bool, as_json: bool, endpoint: str) -> None:
-    """Write JOB's power and clock trace, and its energy-counter readings beside it.
+    """Write JOB's power and clock trace, and its energy-counter readings and the driver's power samples
+    beside it.
 
     The files have the columns of `gpuprof sample`'s; timestamps are the daemon host's CLOCK_MONOTONIC.
     With --requests, write an llm job's requests instead: tokens, phases, energy, input features and
@@ -76,8 +91,10 @@ def export(job_id: str, output: str, requests_: bool, as_json: bool, endpoint: s
 
     \b
     Examples:
-      gpuprof export 01m97091dk4s -o run.parquet      writes run.parquet and run.energy.parquet
-      gpuprof export 01m97091dk4s -o run.csv          writes run.csv, run.energy.csv and run.meta.json
+      gpuprof export 01m97091dk4s -o run.parquet      writes run.parquet, run.energy.parquet and
+                                                      run.driver_power.parquet
+      gpuprof export 01m97091dk4s -o run.csv          writes run.csv, run.energy.csv, run.driver_power.csv
+                                                      and run.meta.json
       gpuprof export 01m97091dk4s --requests -o requests.parquet
     """
     with Client(endpoint) as client:
@@ -92,6 +109,7 @@ def export(job_id: str, output: str, requests_: bool, as_json: bool, endpoint: s
     if as_json:
         echo_json(written)
     else:
+        also = f", driver power to {written['driver_power']}" if "driver_power" in written else ""
         click.echo(
-            f"wrote {written['rows']:,} samples to {written['samples']}, energy to {written['energy']}"
+            f"wrote {written['rows']:,} samples to {written['samples']}, energy to {written['energy']}{also}"
         )

@@ -263,7 +263,8 @@ def run(
         job = follow_or_cancel(handle)
         if output is not None:
             written = export_job(client, handle.id, output)
-            click.echo(f"wrote {written['samples']} and {written['energy']}", err=True)
+            files = [written[key] for key in ("samples", "energy", "driver_power") if key in written]
+            click.echo(f"wrote {', '.join(files)}", err=True)
         reporting = report_dir is not None and job["state"] == "succeeded"
         requests = client.requests(handle.id) if reporting else None  # fetched once for both
         print_job(job, as_json, client, requests)

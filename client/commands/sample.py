@@ -13,7 +13,7 @@ from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, DEFAULT_RATE_HZ, DEF
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.recording import record
 from gpuprof.sampler.summary import summarize
-from gpuprof.sampler.trace import check_writable, output_paths, write_trace
+from gpuprof.sampler.trace import check_writable, driver_power_path, output_paths, write_trace
 
 from ..render import render_summary
 from .run import simulate_without_driver
@@ -44,7 +44,13 @@ def _progress(batch: np.ndarray, count: int, elapsed: float, seconds: float | No
 )
 @click.option("--seconds", type=float, help="How long to record. Default: until Ctrl-C.")
 @click.option(
-    "-o", "--output", required=True, help="Trace file, .parquet or .csv (energy goes to NAME.energy.EXT)."
+    "-o",
+    "--output",
+    required=True,
+    help=(
+        "Trace file, .parquet or .csv (energy goes to NAME.energy.EXT, the driver's power samples to "
+        "NAME.driver_power.EXT)."
+    ),
 )
 @click.option("--simulate", is_flag=True, help="Sample gpuprof's simulated GPU (automatic without a driver).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="cython", show_default=True, help="Sampler.")
@@ -108,7 +114,11 @@ def _run(sampler: Sampler, label: str, seconds: float | None, output: str, as_js
         click.echo("", err=True)
     summary = summarize(recording)
     samples_path, energy_path = write_trace(recording.trace, output, wall_clock=True)
-    summary["output"] = {"samples": str(samples_path), "energy": str(energy_path)}
+    summary["output"] = {
+        "samples": str(samples_path),
+        "energy": str(energy_path),
+        "driver_power": str(driver_power_path(samples_path)),
+    }
     if as_json:
         click.echo(json.dumps(summary, default=str))
     else:

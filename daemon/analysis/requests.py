@@ -38,9 +38,16 @@ SHARING_TIMED = (
 
 class HeldPower:
     """A GPU's power as the sensor reported it (each reading held until the next), integrable in O(log n);
-    with its energy-counter readings, window energies are the fused estimate instead (``method`` says)."""
+    with its energy-counter readings, window energies are the fused estimate instead (``method`` says),
+    which also uses the driver's power samples where it keeps them."""
 
-    def __init__(self, samples: np.ndarray, gpu: int, counter: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        samples: np.ndarray,
+        gpu: int,
+        counter: np.ndarray | None = None,
+        driver_power: np.ndarray | None = None,
+    ) -> None:
         own = samples[samples["gpu"] == gpu]
         powered = own[(own["missing"] & MISSING_POWER) == 0]
         self.t = powered["t_ns"].astype(np.int64)
@@ -54,7 +61,7 @@ class HeldPower:
         self.clock_mhz = clocked["sm_clock_mhz"].astype(np.float64)
         self.all_t = own["t_ns"].astype(np.int64)
         self.reasons = own["clock_event_reasons"].astype(np.uint64)
-        fused = FusedEnergy(samples, counter, gpu) if counter is not None else None
+        fused = FusedEnergy(samples, counter, gpu, driver_power) if counter is not None else None
         self.fused = fused if fused is not None and fused.usable else None
         self.method = "fused (energy counter and power)" if self.fused else "integrated power"
 
@@ -477,11 +484,15 @@ def _model_entry(load: PhaseWindow, windows: Sequence[PhaseWindow]) -> dict[str,
 
 
 def steady_summaries(
-    windows: Sequence[PhaseWindow], samples: np.ndarray, energy: np.ndarray, gpu: int
+    windows: Sequence[PhaseWindow],
+    samples: np.ndarray,
+    energy: np.ndarray,
+    gpu: int,
+    driver_power: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Energy per prefill token and per decode token, per model and batch size, from the steady windows;
     decode's throughput also as a share of the memory-bandwidth bound (every step reads all the weights)
-    where the GPU's bandwidth is known."""
+    where the GPU's bandwidth is known. ``driver_power``: the driver's power samples, where it keeps them."""
     loads = {str(w.attrs.get("id")): w.attrs for w in windows if w.name == "load"}
     groups: dict[tuple[str, str], list[PhaseWindow]] = defaultdict(list)
     for window in windows:
@@ -489,13 +500,17 @@ def steady_summaries(
             base = str(window.attrs.get("id")).split(".s")[0]
             groups[(base, window.name)].append(window)
     out = []
-    fused = FusedEnergy(samples, energy, gpu) if groups else None
+    fused = FusedEnergy(samples, energy, gpu, driver_power) if groups else None
+
+    def figures_of(t0: int, t1: int) -> dict[str, Any]:
+        return window_figures(samples, energy, gpu, t0, t1, fused, driver_power)
+
     for (base, name), group in sorted(groups.items()):
-        figures = [window_figures(samples, energy, gpu, w.t_start_ns, w.t_end_ns, fused) for w in group]
+        figures = [figures_of(w.t_start_ns, w.t_end_ns) for w in group]
         tokens = sum(int(w.attrs.get("tokens", 0)) for w in group)
         seconds = sum(w.duration_ns for w in group) / 1e9
         # The phase's energy over its spans of back-to-back windows: two edges per span, not per window.
-        spans = [window_figures(samples, energy, gpu, t0, t1, fused) for t0, t1 in _spans(group)]
+        spans = [figures_of(t0, t1) for t0, t1 in _spans(group)]
         per_token, error, key = _per_token(spans, tokens)
         spread = _per_window_ci95(figures, group, key) if len(group) > 1 else None
         clocks = [f.get("sm_clock_median_mhz") for f in figures]
@@ -540,14 +555,16 @@ def llm_result(
     gpu: int,
     simulated: bool,
     power: HeldPower | None = None,
+    driver_power: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(request rows, the result's ``llm`` section) of an llm job; ``power``: the GPU's, if already built."""
-    power = power or HeldPower(samples, gpu, energy)
+    """(request rows, the result's ``llm`` section) of an llm job; ``power``: the GPU's, if already built
+    (with the same ``driver_power``: the driver's power samples, where it keeps them)."""
+    power = power or HeldPower(samples, gpu, energy, driver_power)
     rows = request_rows(markers, windows, power, simulated)
     section = {
         "models": [_model_entry(w, windows) for w in windows if w.name == "load"],
         "points": point_summaries(rows, windows),
-        "steady_state": steady_summaries(windows, samples, energy, gpu),
+        "steady_state": steady_summaries(windows, samples, energy, gpu, driver_power),
         "requests": len(rows),
         "energy_method": rows[0]["energy_method"] if rows else f"{power.method}, {SHARING}",
         "sensor_update_s": SENSOR_UPDATE_S,

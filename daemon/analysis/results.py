@@ -85,11 +85,14 @@ def window_figures(
     t_start_ns: int,
     t_end_ns: int,
     fused: FusedEnergy | None = None,
+    driver_power: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The result figures of ``gpu`` over [t_start_ns, t_end_ns] (``fused``: the trace's, built once)."""
+    """The result figures of ``gpu`` over [t_start_ns, t_end_ns] (``fused``: the trace's, built once;
+    ``driver_power``: the driver's power samples, where it keeps them)."""
     if t_end_ns < t_start_ns:
         raise ValueError(f"window ends ({t_end_ns} ns) before it starts ({t_start_ns} ns)")
-    figures = energy_window(samples, energy, gpu, int(t_start_ns), int(t_end_ns), fused).as_dict()
+    t0, t1 = int(t_start_ns), int(t_end_ns)
+    figures = energy_window(samples, energy, gpu, t0, t1, fused, driver_power).as_dict()
     return {name: plain(figures[name], name) for name in FIGURES}
 
 
@@ -101,8 +104,10 @@ def job_result(
     t_end_ns: int,
     windows: Sequence[PhaseWindowLike],
     simulated: bool,
+    driver_power: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """A job's result: its figures over [t_start_ns, t_end_ns] and those of each phase window, on ``gpu``.
+    """A job's result: its figures over [t_start_ns, t_end_ns] and those of each phase window, on ``gpu``
+    (``driver_power``: the driver's power samples of the trace, where it keeps them).
 
     Times are CLOCK_MONOTONIC ns, as in the trace. Only built-in types: the result goes into msgpack
     replies and the job store's JSON as is.
@@ -115,8 +120,8 @@ def job_result(
         "simulated": bool(simulated),
         "sensor_update_s": SENSOR_UPDATE_S,
     }
-    fused = FusedEnergy(samples, energy, gpu)  # once for the job and every window
-    result.update(window_figures(samples, energy, gpu, t_start_ns, t_end_ns, fused))
+    fused = FusedEnergy(samples, energy, gpu, driver_power)  # once for the job and every window
+    result.update(window_figures(samples, energy, gpu, t_start_ns, t_end_ns, fused, driver_power))
     out_windows: list[Plain] = []
     for window in windows:
         if window.name in REQUEST_PHASES:  # many and short: they feed the requests table instead
@@ -132,7 +137,9 @@ def job_result(
                 }
             )
             continue
-        figures = window_figures(samples, energy, gpu, window.t_start_ns, window.t_end_ns, fused)
+        figures = window_figures(
+            samples, energy, gpu, window.t_start_ns, window.t_end_ns, fused, driver_power
+        )
         out_windows.append(
             {
                 "name": str(window.name),

@@ -301,7 +301,7 @@ class Daemon:
         """Move what the sampler recorded into the history and the running jobs, and publish it live."""
         samples, energy = self.sampler.drain()
         self.history.append(samples, energy)
-        self.runner.feed(samples, energy)
+        self.runner.feed(samples, energy, self.sampler.drain_driver_power())
         for gpu in self.gpus:
             own = samples[samples["gpu"] == gpu]
             if own.size:

@@ -48,7 +48,18 @@ from .store import JobRecord, JobStore, TraceNotFound
 
 log = logging.getLogger("gpuprofd")
 PEEK_BYTES = 4096  # a rate-limited request this small is decoded for its id
-CAPABILITIES = ["jobs", "live", "trace", "burn", "history", "stats", "metrics", "command", "slurm"]
+CAPABILITIES = [
+    "jobs",
+    "live",
+    "trace",
+    "burn",
+    "history",
+    "stats",
+    "metrics",
+    "command",
+    "slurm",
+    "driver_power",  # the trace request's driver_power table
+]
 LIVE_COLUMNS = (
     "t_ns",
     "power_mw",
@@ -450,6 +461,8 @@ class Handlers:
         try:
             if table == "requests":
                 frame = self.store.load_requests(record.id)
+            elif table == "driver_power":
+                frame = self.store.load_driver_power(record.id)
             else:
                 samples, energy = self.store.load_trace(record.id)
                 frame = samples if table == "samples" else energy

@@ -23,7 +23,7 @@ import numpy as np
 from gpuprof.client.wire.errors import GpuprofError
 from gpuprof.client.wire.messages import GpuInfo
 from gpuprof.sampler.library import NvmlLibrary
-from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE, concat
 from gpuprof.sampler.trace import Trace
 
 from ..analysis.phase_clocks import phase_clocks_section
@@ -67,6 +67,10 @@ log = logging.getLogger("gpuprofd")
 FINISHED_ENERGY_S = 600.0  # how long an ended job's energy stays in the metrics request's answer
 MAX_FINISHED_ENERGY = 1000
 COUNTER_SETTLE_NS = 300_000_000  # how long a finished job waits for the energy counter's next update
+# ... and, on a GPU whose driver keeps power samples, for them to cover the update period after the end
+# (the sampler reads them every ~0.3 s): this long past the end, at most DRIVER_SETTLE_NS.
+DRIVER_COVER_NS = 150_000_000
+DRIVER_SETTLE_NS = 1_000_000_000
 
 
 def worker_account(uid: int) -> pwd.struct_passwd | None:
@@ -118,6 +122,7 @@ class RunningJob:
     deadline_mono_ns: int
     samples: list[np.ndarray] = field(default_factory=list)
     energy: list[np.ndarray] = field(default_factory=list)
+    driver_power: list[np.ndarray] = field(default_factory=list)  # the driver's own power samples, if kept
     markers: list[Marker] = field(default_factory=list)
     stop_reason: tuple[str, str] | None = None  # (final state, reason) once the daemon ended it
     kill_at_ns: int | None = None
@@ -126,14 +131,18 @@ class RunningJob:
 
     def counter_settled(self, now_ns: int) -> bool:
         """Whether the energy counter has been seen to update after the worker exited (the sampler keeps the
-        reads around each update only once it shows), or long enough has passed that it will not."""
+        reads around each update only once it shows), and the driver's power samples, where the GPU has
+        them, cover the update period after it; or long enough has passed that they will not."""
         assert self.exited_ns is not None
-        if now_ns - self.exited_ns >= COUNTER_SETTLE_NS:
+        waited = now_ns - self.exited_ns
+        driven = [chunk for chunk in self.driver_power if chunk.size]
+        covered = not driven or int(driven[-1]["t_ns"].max()) >= self.exited_ns + DRIVER_COVER_NS
+        if waited >= DRIVER_SETTLE_NS or (waited >= COUNTER_SETTLE_NS and covered):
             return True
         recent = concat(self.energy[-8:], ENERGY_DTYPE)
         good = recent[recent["nvml_return"] == 0]
         changed = np.flatnonzero(np.diff(good["energy_mj"].astype(np.int64)) != 0) + 1
-        return bool(changed.size) and int(good["t_start_ns"][changed[-1]]) > self.exited_ns
+        return covered and bool(changed.size) and int(good["t_start_ns"][changed[-1]]) > self.exited_ns
 
     peak_rss_bytes: int = 0
     clocks: dict[str, Any] | None = None  # the clock changes made for the job (reset when it ends)
@@ -274,11 +283,13 @@ class JobRunner:
         self.store.set_state(record.id, "running", worker_uid=worker_uid)
         self._announce(record.id)
 
-    def feed(self, samples: np.ndarray, energy: np.ndarray) -> None:
-        """Give every running job the samples and counter readings of its GPU."""
+    def feed(self, samples: np.ndarray, energy: np.ndarray, driver_power: np.ndarray | None = None) -> None:
+        """Give every running job the samples, counter readings and driver power samples of its GPU."""
         for gpu, job in self.running.items():
             job.samples.append(samples[samples["gpu"] == gpu])
             job.energy.append(energy[energy["gpu"] == gpu])
+            if driver_power is not None:
+                job.driver_power.append(driver_power[driver_power["gpu"] == gpu])
 
     def channels(self) -> dict[int, RunningJob]:
         """Marker sockets to poll, by file descriptor."""
@@ -313,7 +324,10 @@ class JobRunner:
             self._answer(job, self.clocks.answer(job.record.id, job.record.gpu, job.sweep, wanted, switch))
         elif marker.kind == "event" and marker.name == "energy_query":
             power = HeldPower(
-                concat(job.samples, SAMPLE_DTYPE), job.record.gpu, concat(job.energy, ENERGY_DTYPE)
+                concat(job.samples, SAMPLE_DTYPE),
+                job.record.gpu,
+                concat(job.energy, ENERGY_DTYPE),
+                concat(job.driver_power, DRIVER_POWER_DTYPE),
             )
             if isinstance(marker.attrs.get("steady"), str):  # a steady phase's windows so far
                 phase = str(marker.attrs.get("phase"))
@@ -456,17 +470,24 @@ class JobRunner:
             self._idle_simulated_gpu(gpu)
         samples = concat(job.samples, SAMPLE_DTYPE)
         energy = concat(job.energy, ENERGY_DTYPE)
+        driver_power = concat(job.driver_power, DRIVER_POWER_DTYPE)
         unread = unmeasured(samples, energy, gpu) if state == "succeeded" else None
         if unread is not None:  # a workload that ran on a GPU nobody could read measured nothing
             state, reason = "failed", unread
         trace = Trace(
-            samples, energy, time.monotonic_ns(), time.time_ns(), self.simulated, {"job": job.record.id}
+            samples,
+            energy,
+            time.monotonic_ns(),
+            time.time_ns(),
+            self.simulated,
+            {"job": job.record.id},
+            driver_power,
         )
         self.store.save_trace(job.record.id, trace)
         phase_windows = windows(job.markers, start_ns=job.started_mono_ns, end_ns=end_ns)
         try:
             result = job_result(
-                samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated
+                samples, energy, gpu, job.started_mono_ns, end_ns, phase_windows, self.simulated, driver_power
             )
         except Exception as exc:  # odd markers must not leave the job running forever: it ends, failed
             log.exception("job %s: cannot build its result", job.record.id)
@@ -475,11 +496,11 @@ class JobRunner:
         workload = record_workload(job.record)
         requests = any(m.kind == "event" and m.name == "request" for m in job.markers)
         if workload == "llm" or (workload == "command" and requests):  # a program's requests: same tables
-            self._llm_result(job, result, phase_windows, samples, energy, gpu)
+            self._llm_result(job, result, phase_windows, samples, energy, gpu, driver_power)
         elif job.sweep:
             sections = {"burn": burn_sweep_section, "command": command_sweep_section}
             section = sections.get(workload)
-            swept = section(phase_windows, HeldPower(samples, gpu, energy)) if section else None
+            swept = section(phase_windows, HeldPower(samples, gpu, energy, driver_power)) if section else None
             if swept is not None:
                 result["dvfs"] = plain(swept, "dvfs")
         if workload == "command":
@@ -500,12 +521,13 @@ class JobRunner:
         samples: np.ndarray,
         energy: np.ndarray,
         gpu: int,
+        driver_power: np.ndarray,
     ) -> None:
         """An llm job's requests table (saved beside its trace) and its summary section."""
         try:
-            power = HeldPower(samples, gpu, energy)  # built once: every figure below uses it
+            power = HeldPower(samples, gpu, energy, driver_power)  # built once: every figure below uses it
             rows, section = llm_result(
-                job.markers, phase_windows, samples, energy, gpu, self.simulated, power
+                job.markers, phase_windows, samples, energy, gpu, self.simulated, power, driver_power
             )
             self.store.save_requests(job.record.id, rows)
             top = self.clocks.top_sm_clock_mhz(gpu)

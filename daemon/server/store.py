@@ -1,7 +1,8 @@
 """Jobs, their results and their traces, kept under the daemon's state directory so they survive restarts.
 
 Jobs live in SQLite (``<state_dir>/gpuprof.db``, WAL mode), traces in Parquet files
-(``<state_dir>/traces/<job_id>.parquet`` and ``<job_id>.energy.parquet``).
+(``<state_dir>/traces/<job_id>.parquet``, ``<job_id>.energy.parquet`` and ``<job_id>.driver_power.parquet``;
+a trace saved by a daemon before the driver's power samples were kept has no third file).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gpuprof.client.wire.errors import GpuprofError, JobNotFound, PermissionDenied, UsageError
 from gpuprof.client.wire.messages import JobInfo
 from gpuprof.client.wire.protocol import JOB_ID_ALPHABET, JOB_ID_LENGTH
 from gpuprof.client.wire.states import FINAL_STATES, INTERRUPTED, QUEUED, RUNNING, STATES, TRANSITIONS
-from gpuprof.sampler.trace import Trace, write_trace
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE
+from gpuprof.sampler.trace import Trace, driver_power_frame, driver_power_path, write_trace
 
 SCHEMA_VERSION = 2
 DB_NAME = "gpuprof.db"
@@ -434,8 +437,13 @@ class JobStore:
         job_id = check_job_id(job_id)
         return self.traces_dir / f"{job_id}.parquet", self.traces_dir / f"{job_id}.energy.parquet"
 
+    def driver_power_path(self, job_id: str) -> Path:
+        """The file of the driver's power samples of a job's trace."""
+        return driver_power_path(self.trace_paths(job_id)[0])
+
     def save_trace(self, job_id: str, trace: Trace) -> tuple[Path, Path]:
-        """Write a job's trace (each file through a temporary file and an atomic rename)."""
+        """Write a job's trace, the driver's power samples included (each file through a temporary file and
+        an atomic rename); returns its samples and energy files."""
         if self.get(job_id) is None:
             raise JobNotFound(f"no job {job_id}")
         tagged = dataclasses.replace(trace, metadata={**trace.metadata, "job_id": job_id})
@@ -472,6 +480,16 @@ class JobStore:
         if missing:
             raise TraceNotFound(f"job {job_id} has no saved trace ({', '.join(missing)} missing)")
         return pd.read_parquet(samples_path), pd.read_parquet(energy_path)
+
+    def load_driver_power(self, job_id: str) -> pd.DataFrame:
+        """The driver's power samples of a job's saved trace; none (an empty frame) for a trace saved before
+        they were kept."""
+        path = self.driver_power_path(job_id)
+        if path.exists():
+            return pd.read_parquet(path)
+        if not self.trace_paths(job_id)[0].exists():
+            raise TraceNotFound(f"job {job_id} has no saved trace ({path} missing)")
+        return driver_power_frame(np.zeros(0, DRIVER_POWER_DTYPE))
 
 
 def _make_private_dir(path: Path) -> None:

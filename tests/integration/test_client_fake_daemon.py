@@ -88,6 +88,7 @@ class FakeDaemon:
             "done": {**job_map("done", "succeeded"), "result": result_map()}
         }
         self.polls_until_done = 3  # a submitted job runs for this many job requests
+        self.capabilities = ["history"]  # what its hello lists
         self.to_publish: queue.Queue[tuple[bytes, dict[str, Any], str]] = queue.Queue()
         self.identity = b""
         self._stop = threading.Event()
@@ -128,7 +129,7 @@ class FakeDaemon:
             hello = {
                 "daemon_version": "0-fake",
                 "protocol": 1,
-                "capabilities": ["history"],
+                "capabilities": self.capabilities,
                 "simulated": True,
                 "gpus": 1,
             }
@@ -195,6 +196,9 @@ class FakeDaemon:
         if body.get("table") == "energy":
             columns = {"t_ns": [10, 20], "gpu": [0, 0], "energy_mj": [1000, 2000], "nvml_return": [0, 0]}
             total = 2
+        elif body.get("table") == "driver_power":
+            columns = {"t_ns": [8, 28, 48], "gpu": [0, 0, 0], "power_w": [99.5, 100.0, 101.25]}
+            total = 3
         else:
             rows = range(offset, min(ROWS, offset + limit))
             columns = {
@@ -432,6 +436,15 @@ def test_cli_export_writes_trace_and_energy(
         capsys, "export", "done", "-o", str(short_dir / "t.csv"), "--endpoint", daemon.endpoint
     )
     assert code == 0 and (short_dir / "t.energy.csv").exists() and (short_dir / "t.meta.json").exists()
+    assert not (short_dir / "t.driver_power.csv").exists()  # an older daemon keeps no driver power samples
+    daemon.capabilities = [*daemon.capabilities, "driver_power"]
+    code, out, _ = run_cli(
+        capsys, "export", "done", "-o", str(short_dir / "d.parquet"), "--endpoint", daemon.endpoint
+    )
+    assert code == 0 and "driver power to" in out
+    driver_power = pd.read_parquet(short_dir / "d.driver_power.parquet")
+    assert driver_power["power_w"].tolist() == [99.5, 100.0, 101.25]
+    assert list(driver_power.columns) == ["t_ns", "time", "gpu", "power_w"]  # a wall clock, as the rest
 
 
 def test_cli_without_daemon_is_one_line_and_exit_9(

@@ -210,6 +210,9 @@ def test_a_burn_job_succeeds_with_energy_windows_and_a_chunked_trace(client: Raw
     assert max(columns["util_pct"]) == 100 and min(columns["util_pct"]) == 0
     energy_columns, energy_chunks = fetch_trace(client, job_id, table="energy", limit=4)
     assert list(energy_columns) == ENERGY_COLUMNS and len(energy_chunks) >= 2
+    driver_columns, _ = fetch_trace(client, job_id, table="driver_power")  # one every 20 ms, read in batches
+    assert list(driver_columns) == ["t_ns", "gpu", "power_w"] and set(driver_columns["gpu"]) == {0}
+    assert len(driver_columns["t_ns"]) >= 25 and max(driver_columns["power_w"]) > 2 * IDLE_POWER_W
 
     listed = client.request("jobs", {"state": "succeeded"})
     assert [j["id"] for j in listed.body["jobs"]] == [job_id]
@@ -425,6 +428,7 @@ def test_a_restart_after_sigkill_interrupts_the_running_job_and_keeps_finished_o
         assert before["state"] == "succeeded"
         trace_before = fetch_trace(client, finished)[0]
         energy_before = fetch_trace(client, finished, table="energy")[0]
+        driver_power_before = fetch_trace(client, finished, table="driver_power")[0]
         running = submit(client, burn(20.0, duty_cycle=1.0, period_s=20.0, timeout_s=60))
         queued = submit(client, burn(0.5))
         wait_state(client, running, ("running",))
@@ -446,6 +450,7 @@ def test_a_restart_after_sigkill_interrupts_the_running_job_and_keeps_finished_o
         assert job(client, finished) == before
         assert fetch_trace(client, finished)[0] == trace_before
         assert fetch_trace(client, finished, table="energy")[0] == energy_before
+        assert fetch_trace(client, finished, table="driver_power")[0] == driver_power_before
         # The new daemon stops the orphaned worker, which leaves the GPU idle.
         wait_for(lambda: not alive(orphan), "the orphaned worker to be stopped", timeout_s=10)
         wait_for(lambda: sim_util() == 0, "the simulated GPU to go idle", timeout_s=3)

@@ -27,7 +27,7 @@ from gpuprof.daemon.server.policy import Policy
 from gpuprof.daemon.server.store import JobRecord, JobStore
 from gpuprof.sampler.device import read_inventory
 from gpuprof.sampler.library import resolve
-from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE
 from gpuprof.sampler.trace import Trace
 
 DAEMON_UID = 999
@@ -320,9 +320,10 @@ def test_a_trace_is_served_in_chunks_once_the_job_is_final(serve: Serve) -> None
     samples["power_mw"] = [100_000, 101_000, 102_000, 103_000, 104_000]
     energy = np.zeros(1, ENERGY_DTYPE)
     energy["t_start_ns"], energy["t_end_ns"], energy["energy_mj"] = [1], [5], [400]
-    served.store.save_trace(
-        job_id, Trace(samples, energy, monotonic_anchor_ns=0, wall_anchor_ns=0, simulated=True)
-    )
+    driver_power = np.zeros(2, DRIVER_POWER_DTYPE)
+    driver_power["t_ns"], driver_power["power_mw"] = [2, 4], [100_500, 103_500]
+    trace = Trace(samples, energy, simulated=True, driver_power=driver_power)
+    served.store.save_trace(job_id, trace)
     served.store.set_state(job_id, "running")
     served.store.set_state(job_id, "succeeded")
     first = served.ok(ALICE, "trace", {"id": job_id, "limit": 3})
@@ -331,6 +332,12 @@ def test_a_trace_is_served_in_chunks_once_the_job_is_final(serve: Serve) -> None
     rest = served.ok(ALICE, "trace", {"id": job_id, "offset": 3, "limit": 3})
     assert (rest["rows"], rest["next_offset"], rest["columns"]["t_ns"]) == (2, None, [4, 5])
     assert served.ok(ALICE, "trace", {"id": job_id, "table": "energy"})["columns"]["energy_mj"] == [400]
+    driver = served.ok(ALICE, "trace", {"id": job_id, "table": "driver_power"})
+    assert driver["columns"] == {"t_ns": [2, 4], "gpu": [0, 0], "power_w": [100.5, 103.5]}
+    served.store.driver_power_path(job_id).unlink()  # a trace an older daemon saved: no driver power
+    older = served.ok(ALICE, "trace", {"id": job_id, "table": "driver_power"})
+    assert (older["rows"], older["total"], older["next_offset"]) == (0, 0, None)
+    assert "driver_power" in served.ok(ALICE, "hello")["capabilities"]  # a client may ask for the table
 
 
 # -- the node, and a handler that fails --------------------------------------------------------------

@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 import gpuprof
+from gpuprof.sampler import measurement
+from gpuprof.sampler.energy import FusedEnergy
 from gpuprof.sampler.errors import DeviceNotFound, UsageError
 from gpuprof.sampler.library import LIBRARY_ENV
 from gpuprof.sampler.monitor import Measurement, Monitor
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE
 from gpuprof.sampler.sim import SimConfig, SimulatedNvml
 from gpuprof.sampler.sim_config import GpuSpec
 from gpuprof.sampler.window_records import EDGE_S
@@ -177,6 +181,9 @@ def test_memory_stays_bounded_over_thousands_of_windows_inside_a_long_one(sim: S
         # the changes of power reading (~10 a second). Without trimming it would hold every sample.
         cap = (1.0 + 2 * EDGE_S + 0.5) * 1000 + 20 * elapsed
         assert monitor.kept_samples <= cap < 0.8 * elapsed * 1000, (monitor.kept_samples, elapsed)
+        # The driver's power samples (50 a second): the history and the open window's start's, no more.
+        kept_driver_power = monitor._store.kept_driver_power
+        assert 0 < kept_driver_power <= 1.2 * 50 * (1.0 + 2 * EDGE_S + 0.5) < 0.8 * elapsed * 50
         whole = monitor.end_window("whole run")
     assert whole.gpus[0].method == "fused"
     assert_covers(whole, exact_j(sim, whole))
@@ -256,6 +263,31 @@ def test_a_past_interval_is_measured_within_the_history_and_refused_beyond_it(
         time.sleep(2.5)
         with pytest.raises(ValueError, match="keeps 1 s of history"):
             monitor.interval("forgotten", t0, t1)
+
+
+def test_every_window_is_estimated_with_the_drivers_power_samples_around_it(
+    monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[np.ndarray | None] = []
+
+    class Recorded(FusedEnergy):
+        def __init__(
+            self, samples: np.ndarray, energy: np.ndarray, gpu: int, driver_power: np.ndarray | None = None
+        ) -> None:
+            given.append(driver_power)
+            super().__init__(samples, energy, gpu, driver_power)
+
+    monkeypatch.setattr(measurement, "FusedEnergy", Recorded)
+    with monitor.window("block") as handle:
+        time.sleep(1.2)  # the sampler reads the driver's buffer every 0.5 s or so
+    m = handle.measurement
+    assert m is not None
+    monitor.interval("again", m.t_start_ns, m.t_end_ns)
+    assert len(given) == 2  # one per window and GPU
+    for driver_power in given:
+        assert driver_power is not None and driver_power.dtype == DRIVER_POWER_DTYPE
+        inside = driver_power[(driver_power["t_ns"] >= m.t_start_ns) & (driver_power["t_ns"] <= m.t_end_ns)]
+        assert inside.size >= 25  # one every 20 ms on the simulated GPU, as on an H100
 
 
 def test_a_measurement_is_frozen_and_reads_as_a_report(monitor: Monitor) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from gpuprof.sampler.backend import SamplerConfig, SamplerStats
 from gpuprof.sampler.recording import record
-from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE
 from gpuprof.sampler.summary import summarize
 
 
@@ -23,7 +23,8 @@ class FakeClock:
 
 
 class FakeSampler:
-    """Hands out 10 samples per drain; can raise KeyboardInterrupt on the Nth drain."""
+    """Hands out 10 samples and one driver power sample per drain; can raise KeyboardInterrupt on the Nth
+    drain."""
 
     def __init__(self, interrupt_on_drain: int | None = None) -> None:
         self.config = SamplerConfig()
@@ -55,6 +56,11 @@ class FakeSampler:
         samples["power_mw"] = 100_000
         return samples, np.zeros(0, ENERGY_DTYPE)
 
+    def drain_driver_power(self) -> np.ndarray:
+        driver_power = np.zeros(1, DRIVER_POWER_DTYPE)
+        driver_power["t_ns"], driver_power["power_mw"] = self.drains * 10_000_000, 150_000
+        return driver_power
+
     def stats(self) -> SamplerStats:
         return SamplerStats(
             "fake", 1000.0, 1.0, 10 * self.drains, 10 * self.drains, 0, 0, 0, 0, 1.0, 2.0, 3.0
@@ -70,6 +76,8 @@ def test_records_for_the_requested_time_and_drains_at_the_end() -> None:
     # one drain per 0.2 s interval plus the final drain after stop()
     assert sampler.drains == 6
     assert recording.trace.samples.size == 60
+    assert recording.trace.driver_power["t_ns"].tolist() == [n * 10_000_000 for n in range(1, 7)]
+    assert summarize(recording)["driver_power_samples"] == 6
     assert not recording.interrupted
 
 

@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gpuprof.daemon.analysis import requests
 from gpuprof.daemon.analysis.requests import HeldPower, llm_result, point_summaries, request_rows
 from gpuprof.daemon.analysis.windows import windows
 from gpuprof.daemon.markers import Marker
-from gpuprof.sampler.energy import COUNTER_DELAY_NS
-from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
+from gpuprof.sampler.energy import COUNTER_DELAY_NS, FusedEnergy
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
 
 MS = 1_000_000
 
@@ -152,6 +153,36 @@ def test_the_llm_section_summarises_points_and_steady_state() -> None:
     assert steady["decode"]["j_per_token"] == pytest.approx(500.0 / 200, rel=0.01)  # 2 s at 250 W
     assert steady["prefill"]["energy_source"] == "counter"
     assert 0 < steady["decode"]["j_per_token_uncertainty"] < 0.1 * steady["decode"]["j_per_token"]
+
+
+def test_the_driver_power_reaches_every_fused_estimate_of_the_llm_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[np.ndarray | None] = []
+
+    class Recorded(FusedEnergy):
+        def __init__(
+            self, samples: np.ndarray, energy: np.ndarray, gpu: int, driver_power: np.ndarray | None = None
+        ) -> None:
+            seen.append(driver_power)
+            super().__init__(samples, energy, gpu, driver_power)
+
+    markers = [
+        *job_markers(),
+        mk("begin", "steady_decode", 2000, id="m0.bs2.s0", batch_size=2, context_tokens=256),
+        mk("end", "steady_decode", 4000, id="m0.bs2.s0", tokens=200),
+    ]
+    samples = trace([(0, 100.0), (2000, 250.0), (4000, 100.0)], 5000)
+    driver_power = np.zeros(250, DRIVER_POWER_DTYPE)
+    driver_power["t_ns"] = np.arange(250) * 20 * MS
+    driver_power["power_mw"] = samples["power_mw"][::20]
+    monkeypatch.setattr(requests, "FusedEnergy", Recorded)
+    energy = counter(samples)
+    _, section = llm_result(
+        markers, windows(markers), samples, energy, 0, simulated=False, driver_power=driver_power
+    )
+    assert section["steady_state"] and len(seen) == 2  # the requests' (HeldPower) and the steady windows'
+    assert all(given is driver_power for given in seen)
 
 
 def test_a_compiled_model_names_each_batch_sizes_mode_and_the_modes_it_tried() -> None:

@@ -26,7 +26,7 @@ from gpuprof.daemon.server.store import (
     TraceNotFound,
     is_job_id,
 )
-from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE
 from gpuprof.sampler.trace import Trace, read_metadata
 
 SPEC = {"name": "burn-1", "kind": "burn", "gpu": 0, "seconds": 1.0}
@@ -190,7 +190,11 @@ def make_trace() -> Trace:
     samples["power_mw"] = [250_000, 251_000, 252_000]
     energy = np.zeros(2, ENERGY_DTYPE)
     energy["t_start_ns"], energy["t_end_ns"], energy["energy_mj"] = [0, 100], [4, 104], [7, 9]
-    return Trace(samples, energy, monotonic_anchor_ns=5, wall_anchor_ns=50, simulated=True)
+    driver_power = np.zeros(2, DRIVER_POWER_DTYPE)
+    driver_power["t_ns"], driver_power["power_mw"] = [8, 28], [249_000, 251_500]
+    return Trace(
+        samples, energy, monotonic_anchor_ns=5, wall_anchor_ns=50, simulated=True, driver_power=driver_power
+    )
 
 
 def test_traces_are_written_and_read_back(store: JobStore) -> None:
@@ -204,12 +208,28 @@ def test_traces_are_written_and_read_back(store: JobStore) -> None:
     pd.testing.assert_frame_equal(samples, trace.samples_frame())
     pd.testing.assert_frame_equal(energy, trace.energy_frame())
     assert read_metadata(samples_path)["job_id"] == job
+    assert store.driver_power_path(job) == store.traces_dir / f"{job}.driver_power.parquet"
+    driver_power = store.load_driver_power(job)
+    pd.testing.assert_frame_equal(driver_power, trace.driver_power_frame())
+    assert driver_power["power_w"].tolist() == [249.0, 251.5]
+
+
+def test_a_trace_saved_before_driver_power_was_kept_still_loads(store: JobStore) -> None:
+    job = submit(store)
+    store.save_trace(job, make_trace())
+    store.driver_power_path(job).unlink()  # as an older daemon left it: two files
+    samples, energy = store.load_trace(job)
+    assert len(samples) == 3 and len(energy) == 2
+    driver_power = store.load_driver_power(job)
+    assert len(driver_power) == 0 and list(driver_power.columns) == ["t_ns", "gpu", "power_w"]
 
 
 def test_missing_traces_are_reported(store: JobStore) -> None:
     job = submit(store)
     with pytest.raises(TraceNotFound):
         store.load_trace(job)
+    with pytest.raises(TraceNotFound):
+        store.load_driver_power(job)
     with pytest.raises(JobNotFound):
         store.save_trace("0000000000zzzzzz", make_trace())
 
@@ -224,6 +244,8 @@ def test_ids_not_of_the_generated_form_are_rejected(store: JobStore, bad: object
         store.get,
         store.trace_paths,
         store.load_trace,
+        store.driver_power_path,
+        store.load_driver_power,
         lambda j: store.save_trace(j, make_trace()),
         lambda j: store.set_state(j, "running"),
         lambda j: store.set_result(j, {}),

@@ -1,4 +1,5 @@
-"""Writing and reading traces: columns, missing values, metadata, bad output paths."""
+"""Writing and reading traces: columns, missing values, metadata, the driver's power samples, bad output
+paths."""
 
 from __future__ import annotations
 
@@ -10,8 +11,22 @@ import pandas as pd
 import pytest
 
 from gpuprof.client.wire.errors import OutputError, UsageError
-from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_SM_CLOCK, POWER_SOURCE_AVERAGE, SAMPLE_DTYPE
-from gpuprof.sampler.trace import SAMPLE_COLUMNS, Trace, check_writable, read_metadata, write_trace
+from gpuprof.sampler.records import (
+    DRIVER_POWER_DTYPE,
+    ENERGY_DTYPE,
+    MISSING_SM_CLOCK,
+    POWER_SOURCE_AVERAGE,
+    SAMPLE_DTYPE,
+)
+from gpuprof.sampler.trace import (
+    SAMPLE_COLUMNS,
+    Trace,
+    check_writable,
+    driver_power_path,
+    read_metadata,
+    write_frames,
+    write_trace,
+)
 
 
 def small_trace() -> Trace:
@@ -27,7 +42,18 @@ def small_trace() -> Trace:
     energy["t_start_ns"] = [0, 100]
     energy["t_end_ns"] = [4, 104]
     energy["energy_mj"] = [5, 9]
-    return Trace(samples, energy, monotonic_anchor_ns=10, wall_anchor_ns=1_000, simulated=True)
+    driver_power = np.zeros(3, DRIVER_POWER_DTYPE)
+    driver_power["t_ns"] = [8, 18, 28]
+    driver_power["gpu"] = [0, 1, 0]
+    driver_power["power_mw"] = [99_500, 201_250, 100_000]
+    return Trace(
+        samples,
+        energy,
+        monotonic_anchor_ns=10,
+        wall_anchor_ns=1_000,
+        simulated=True,
+        driver_power=driver_power,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -45,6 +71,33 @@ def test_written_trace_reads_back_with_the_documented_columns(tmp_path: Path, su
     assert energy["energy_mj"].tolist() == [5, 9]
     meta = read_metadata(samples_path)
     assert meta["simulated"] is True and meta["wall_anchor_ns"] == 1_000
+    driver_power = read(tmp_path / f"run.driver_power{suffix}")
+    assert driver_power_path(samples_path) == tmp_path / f"run.driver_power{suffix}"
+    assert list(driver_power.columns) == ["t_ns", "gpu", "power_w"]
+    assert driver_power["t_ns"].tolist() == [8, 18, 28] and driver_power["gpu"].tolist() == [0, 1, 0]
+    assert driver_power["power_w"].tolist() == [99.5, 201.25, 100.0]
+
+
+def test_a_trace_without_driver_power_writes_an_empty_file_with_its_columns(tmp_path: Path) -> None:
+    plain = Trace(small_trace().samples, small_trace().energy)  # a driver that keeps no power samples
+    samples_path, _ = write_trace(plain, tmp_path / "run.parquet", wall_clock=True)
+    frame = pd.read_parquet(driver_power_path(samples_path))
+    assert len(frame) == 0 and list(frame.columns) == ["t_ns", "time", "gpu", "power_w"]
+    assert str(frame["t_ns"].dtype) == "int64" and str(frame["power_w"].dtype) == "float64"
+
+
+def test_frames_without_driver_power_write_no_driver_power_file(tmp_path: Path) -> None:
+    trace = small_trace()
+    samples_path, _ = write_frames(trace.samples_frame(), trace.energy_frame(), tmp_path / "run.csv", {})
+    assert not driver_power_path(samples_path).exists()
+
+
+def test_extend_appends_driver_power() -> None:
+    trace = Trace()
+    more = small_trace()
+    trace.extend(more.samples, more.energy, more.driver_power)
+    trace.extend(more.samples, more.energy)
+    assert trace.samples.size == 8 and trace.driver_power["t_ns"].tolist() == [8, 18, 28]
 
 
 def test_wall_time_uses_the_anchor() -> None:
@@ -65,6 +118,9 @@ def test_directory_as_output_is_refused(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").mkdir()
     with pytest.raises(OutputError, match="is a directory"):
         check_writable(tmp_path / "trace.csv")
+    (tmp_path / "other.driver_power.csv").mkdir()
+    with pytest.raises(OutputError, match=r"other\.driver_power\.csv': it is a directory"):
+        check_writable(tmp_path / "other.csv")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

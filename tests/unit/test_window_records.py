@@ -1,5 +1,6 @@
-"""A Monitor's record store: what it compacts gives the same energy as the whole trace, and what it counts
-as samples arrive gives the figures the samples themselves would."""
+"""A Monitor's record store: what it compacts gives the same energy as the whole trace, it keeps the driver's
+power samples an open window's edge needs and no more, and what it counts as samples arrive gives the figures
+the samples themselves would."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from gpuprof.sampler import SamplerConfig, open_sampler, resolve
 from gpuprof.sampler.energy import energy_window
 from gpuprof.sampler.records import (
+    DRIVER_POWER_DTYPE,
+    ENERGY_DTYPE,
     MISSING_MEMORY_POWER,
     MISSING_SM_CLOCK,
     SAMPLE_DTYPE,
@@ -72,6 +75,57 @@ def test_without_open_windows_only_the_history_is_kept() -> None:
     assert store.kept_samples == samples.size and store.kept_energy_readings == energy.size
     since, _ = store.arrays(newest - SECOND // 2)
     assert int(since["t_ns"][0]) >= newest - SECOND // 2 and since.size < samples.size
+
+
+def driver_power_drains(seconds: float, gpus: int = 2) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(drain instant, samples, driver power) every 0.1 s: the samples at 1 kHz on GPU 0, the driver's power
+    samples every 20 ms on each GPU, drained as a sampler gives them (oldest first per GPU, GPU after GPU)."""
+    drains = []
+    for k in range(1, int(seconds * 10) + 1):
+        now = k * SECOND // 10
+        samples = np.zeros(100, SAMPLE_DTYPE)
+        samples["t_ns"] = now - SECOND // 10 + np.arange(1, 101) * 1_000_000
+        samples["power_mw"] = 200_000 + 1_000 * (k % 3)
+        driver_power = np.zeros(5 * gpus, DRIVER_POWER_DTYPE)
+        driver_power["t_ns"] = np.tile(now - SECOND // 10 + np.arange(1, 6) * 20_000_000, gpus)
+        driver_power["gpu"] = np.repeat(np.arange(gpus), 5)
+        driver_power["power_mw"] = 150_000 + driver_power["t_ns"] // 1_000_000  # each one its own
+        drains.append((now, samples, driver_power))
+    return drains
+
+
+def test_driver_power_is_kept_around_an_open_windows_start_and_dropped_elsewhere_beyond_the_history() -> None:
+    store = RecordStore(history_ns=SECOND)
+    start = 3 * SECOND
+    drains = driver_power_drains(8.0)
+    for now, samples, driver_power in drains:
+        store.append(samples, np.zeros(0, ENERGY_DTYPE), driver_power)
+        store.trim(now, [start] if now >= start else [])
+    sent = concat([d for _, _, d in drains], DRIVER_POWER_DTYPE)
+    newest = drains[-1][0]
+    needed = sent[(np.abs(sent["t_ns"] - start) <= EDGE_NS) | (sent["t_ns"] >= newest - SECOND)]
+    kept = store.driver_power()
+    assert set(map(tuple, needed.tolist())) <= set(map(tuple, kept.tolist()))  # the edge's and the history's
+    far = np.abs(kept["t_ns"] - start) > EDGE_NS
+    assert int(kept["t_ns"][far].min()) > newest - SECOND - SECOND // 10  # the rest: at most one drain more
+    assert store.kept_driver_power == kept.size < 0.6 * sent.size  # not the open window's whole interior
+    since = store.driver_power(start - EDGE_NS // 2)
+    assert since.size and int(since["t_ns"].min()) >= start - EDGE_NS // 2
+    for gpu in (0, 1):  # each GPU's samples in time order, for the estimate of its edges
+        assert np.all(np.diff(kept["t_ns"][kept["gpu"] == gpu]) > 0)
+
+    store.trim(newest + SECOND // 10, [])  # the window ended: only the history stays
+    assert int(store.driver_power()["t_ns"].min()) >= newest + SECOND // 10 - SECOND
+
+
+def test_driver_power_without_open_windows_is_the_history_alone() -> None:
+    store = RecordStore(history_ns=SECOND)
+    for now, samples, driver_power in driver_power_drains(30.0):
+        store.append(samples, np.zeros(0, ENERGY_DTYPE), driver_power)
+        store.trim(now, [])
+    assert store.kept_driver_power <= 2 * 50 * 1.1  # 50 a second per GPU, however long it has run
+    store.append(np.zeros(0, SAMPLE_DTYPE), np.zeros(0, ENERGY_DTYPE))  # a sampler without the stream
+    assert store.kept_driver_power > 0
 
 
 def synthetic(n: int, seed: int = 0) -> np.ndarray:
