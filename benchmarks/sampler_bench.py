@@ -170,12 +170,13 @@ def run_sampler(
     load: bool = False,
     keep: bool = False,
 ) -> dict[str, Any]:
-    """Run one sampler for ``seconds`` (draining as it goes); its stats and, if ``keep``, its records.
+    """Run one sampler for ``seconds`` (draining as it goes); its stats and, if ``keep``, its records (the
+    driver's power samples included).
 
     The fast loop's CPU time is stats().cpu_ns; where a backend does not report it, the CPU time of the
     busiest thread the sampler started (/proc/self/task/*/schedstat) stands in, and ``cpu_source`` says so.
     """
-    samples, energy = [], []
+    samples, energy, driver_power = [], [], []
     sampler = open_sampler(config, lib, backend=backend)
     try:
         with gil_load(load) as gil:
@@ -186,14 +187,17 @@ def run_sampler(
             while (left := end - time.monotonic()) > 0:
                 time.sleep(min(DRAIN_EVERY_S, left))
                 s, e = sampler.drain()
+                d = sampler.drain_driver_power()
                 if keep:
                     samples.append(s)
                     energy.append(e)
+                    driver_power.append(d)
             fallback = max((c for t in started if (c := _task_cpu_ns(t)) is not None), default=None)
             sampler.stop()
         s, e = sampler.drain()
         samples.append(s)
         energy.append(e)
+        driver_power.append(sampler.drain_driver_power())
         stats = sampler.stats()
     finally:
         sampler.close()
@@ -207,12 +211,13 @@ def run_sampler(
         "gil_load_loops": gil["loops"] if load else None,
         "samples": np.concatenate(samples) if keep else None,
         "energy": np.concatenate(energy) if keep else None,
+        "driver_power": np.concatenate(driver_power) if keep else None,
     }
 
 
 def public(run: dict[str, Any]) -> dict[str, Any]:
     """A run's JSON-worthy part (no record arrays)."""
-    return {k: v for k, v in run.items() if k not in ("samples", "energy")}
+    return {k: v for k, v in run.items() if k not in ("samples", "energy", "driver_power")}
 
 
 # ---- sections --------------------------------------------------------------------------------------------
@@ -468,7 +473,7 @@ def section_energy(lib: NvmlLibrary, gpus: tuple[int, ...], scale: float) -> dic
     finally:
         stop_load(proc)
     samples, energy = run["samples"], run["energy"]
-    window = energy_window(samples, energy, gpu)
+    window = energy_window(samples, energy, gpu, driver_power=run["driver_power"])
     c0, c1 = window.counter_t_start_ns, window.counter_t_end_ns
     if c0 is None or c1 is None:
         raise RuntimeError("fewer than two good energy-counter readings: nothing to compare")

@@ -52,9 +52,9 @@ from sampler_bench import device_info, finite, run_info, simulate_node  # benchm
 
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, MAX_ENERGY_RATE_HZ
-from gpuprof.sampler.energy import energy_window
+from gpuprof.sampler.energy import FusedEnergy, energy_window
 from gpuprof.sampler.library import resolve
-from gpuprof.sampler.records import ENERGY_DTYPE, SAMPLE_DTYPE, concat
+from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE, concat
 
 SHAPES = ("front", "uniform", "square")
 DEFAULT_LENGTHS = (1.0, 0.25, 0.1, 0.05)
@@ -79,12 +79,14 @@ SENSOR_UPDATE_S = 0.100  # as in sampler/energy.py before the fused estimator (c
 COUNTER_RESOLUTION_J = 0.001
 METHODS = {  # key: short column name
     "gpuprof": "gpuprof",
+    "field_fused": "fused, field",
     "integrated": "integrated",
     "previous": "prev 10Hz",
     "zeus_window": "Zeus window",
     "zeus_power": "Zeus PowerMon",
 }
-BOUNDED = ("gpuprof", "integrated", "previous")  # the methods that state a bound with each figure
+# The methods that state a bound with each figure.
+BOUNDED = ("gpuprof", "field_fused", "integrated", "previous")
 REFERENCE = {
     True: "the exact energy of each window (SimulatedNvml.exact_energy_j at its two edges)",
     False: "the energy counter over the whole cell (energy_window's counter figure from the first measured "
@@ -414,6 +416,7 @@ def estimate_cell(
     cell: Cell,
     samples: np.ndarray,
     energy: np.ndarray,
+    driver_power: np.ndarray,
     previous: np.ndarray,
     gpu: int,
     zeus: ZeusMethods | None,
@@ -422,17 +425,31 @@ def estimate_cell(
     lo, hi = cell.edges_ns[0] - 2_000_000_000, cell.edges_ns[-1] + 2_000_000_000
     s = samples[(samples["t_ns"] >= lo) & (samples["t_ns"] <= hi)]
     e = energy[(energy["t_start_ns"] >= lo) & (energy["t_start_ns"] <= hi)]
+    d = driver_power[(driver_power["t_ns"] >= lo) & (driver_power["t_ns"] <= hi)]
+    fused, field_fused = FusedEnergy(s, e, gpu, d), FusedEnergy(s, e, gpu)
     labels: dict[str, str] = {}
     windows = []
     for i in cell.measured:
         t0, t1 = cell.edges_ns[i], cell.edges_ns[i + 1]
-        w = energy_window(s, e, gpu, t0, t1)
+        w = energy_window(s, e, gpu, t0, t1, fused)
         described = w.as_dict()
-        labels["gpuprof"] = f"gpuprof energy_window counter figure: {described['energy_counter_method']}"
+        labels["gpuprof"] = f"gpuprof energy_window counter figure: {described['energy_counter_method']}" + (
+            ", the edges split by the driver's total-power samples"
+            if d.size
+            else " (no driver power samples: the edges split by the instant-power field)"
+        )
+        labels["field_fused"] = (
+            "the same fused estimate with the instant-power field alone, as before the driver's samples"
+        )
         labels["integrated"] = f"gpuprof energy_window: {described['energy_integrated_method']}"
         prev = previous_counter_j(previous, gpu, t0, t1)
+        field_j = field_fused.window(t0, t1)
         figures: dict[str, dict[str, float | None]] = {
             "gpuprof": {"j": w.energy_counter_j, "bound_j": w.energy_counter_uncertainty_j},
+            "field_fused": {
+                "j": field_j[0] if field_j else None,
+                "bound_j": field_j[1] if field_j else None,
+            },
             "integrated": {"j": w.energy_integrated_j, "bound_j": w.energy_integrated_uncertainty_j},
             "previous": {"j": prev[0] if prev else None, "bound_j": prev[1] if prev else None},
         }
@@ -453,7 +470,7 @@ def estimate_cell(
             }
         )
     t0, t1 = cell.edges_ns[cell.warmup], cell.edges_ns[cell.warmup + cell.windows]
-    whole = energy_window(s, e, gpu, t0, t1)
+    whole = energy_window(s, e, gpu, t0, t1, fused)
     raw = raw_counter_span_j(e, gpu, t0, t1)
     n = cell.windows
     ref = {
@@ -669,6 +686,7 @@ class Run:
 
     samples: np.ndarray
     energy: np.ndarray
+    driver_power: np.ndarray
     stats: dict[str, Any]
     seconds: float
     cells: list[Cell]
@@ -680,6 +698,7 @@ def run_all(
 ) -> Run:
     """Every cell back to back under one sampler; a failure ends the run but keeps the cells completed."""
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    driven: list[np.ndarray] = []
     done: list[Cell] = []
     error = None
     started = time.monotonic()
@@ -689,6 +708,7 @@ def run_all(
             began = time.monotonic()
             run_cell(cell, load, zeus, simulated)
             chunks.append(sampler.drain())
+            driven.append(sampler.drain_driver_power())
             done.append(cell)
             took = time.monotonic() - began
             print(f"  {cell.shape:8} {cell.length_s:g} s: {cell.windows} windows ({took:.1f} s)")
@@ -701,11 +721,13 @@ def run_all(
             load.close()
         sampler.stop()
         chunks.append(sampler.drain())
+        driven.append(sampler.drain_driver_power())
         stats = sampler.stats().as_dict()
         sampler.close()
     samples = concat([c[0] for c in chunks], SAMPLE_DTYPE)
     energy = concat([c[1] for c in chunks], ENERGY_DTYPE)
-    return Run(samples, energy, stats, time.monotonic() - started, done, error)
+    driver_power = concat(driven, DRIVER_POWER_DTYPE)
+    return Run(samples, energy, driver_power, stats, time.monotonic() - started, done, error)
 
 
 def estimate_all(
@@ -729,7 +751,9 @@ def estimate_all(
     results = []
     for cell in run.cells:
         try:
-            result, cell_labels = estimate_cell(cell, run.samples, run.energy, previous, gpu, zeus)
+            result, cell_labels = estimate_cell(
+                cell, run.samples, run.energy, run.driver_power, previous, gpu, zeus
+            )
         except Exception as exc:  # one cell's failure must not cost the others
             traceback.print_exc()
             errors[cell.name] = f"{type(exc).__name__}: {exc}"
@@ -827,13 +851,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  gpuprof sampler: {run.stats['achieved_rate_hz']:.0f} Hz power, "
             f"{reads / run.seconds:.0f} counter reads/s (asked {config.energy_rate_hz:g} Hz; "
-            f"{run.stats['energy_readings']} readings kept)"
+            f"{run.stats['energy_readings']} readings kept); driver power samples: "
+            f"{run.driver_power.size / run.seconds:.1f}/s from {run.stats.get('driver_power_reads', 0)} reads"
         )
         if run.error:
             errors["run"] = run.error
         if args.records:  # the raw records, so the estimators can be studied again without the GPU
             args.records.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.records, samples=run.samples, energy=run.energy)
+            np.savez_compressed(
+                args.records, samples=run.samples, energy=run.energy, driver_power=run.driver_power
+            )
         results, labels = estimate_all(run, gpu, zeus, simulated, errors)
     finally:
         if zeus is not None:

@@ -3,8 +3,9 @@
     python3 benchmarks/window_records.py sensor RECORDS.npz RESULT.json
     python3 benchmarks/window_records.py reeval RECORDS.npz RESULT.json [NAME=VALUE ...]
 
-``window_bench.py --records R.npz --json R.json`` saves the sampler's records (every power sample and every
-energy-counter reading kept) beside the windows' edges and every method's figures.
+``window_bench.py --records R.npz --json R.json`` saves the sampler's records (every power sample, every
+energy-counter reading kept and the driver's total-power samples) beside the windows' edges and every
+method's figures.
 
 - ``sensor`` fits how the instant-power field (field 186) follows the load: on the front-loaded cells, where
   the host timed each busy span, each distinct reading is modelled as the mean of a busy/idle step over a span
@@ -12,7 +13,8 @@ energy-counter reading kept) beside the windows' edges and every method's figure
   least squared error per cell. ``sampler/energy.py`` assumes a 25 ms span ending when the reading appears.
 - ``reeval`` recomputes gpuprof's fused figure for every window and prints, per cell, its bias, CV, Zeus's
   window CV from the same run, the share of windows whose bound covers the reference (the exact energy on
-  the simulated GPU, else the cell's mean) and the median bound, first as shipped and then with each
+  the simulated GPU, else the cell's mean) and the median bound, first as shipped (with the instant-power
+  field alone, then with the driver's samples where the records have them) and then with each
   ``NAME=VALUE`` of ``sampler/energy.py`` set in turn (cumulatively), e.g. ``INSTANT_WINDOW_NS=40e6``.
 """
 
@@ -68,8 +70,9 @@ def sensor(records: Any, result: dict[str, Any], gpu: int) -> None:
         )
 
 
-def reeval(records: Any, result: dict[str, Any], gpu: int, label: str) -> None:
-    fused = energy.FusedEnergy(records["samples"], records["energy"], gpu)
+def reeval(records: Any, result: dict[str, Any], gpu: int, label: str, field_only: bool = False) -> None:
+    driver = records["driver_power"] if "driver_power" in records and not field_only else None
+    fused = energy.FusedEnergy(records["samples"], records["energy"], gpu, driver)
     print(label)
     for cell in result["cells"]:
         windows = cell["windows"]
@@ -107,6 +110,8 @@ def main() -> int:
     for name, value in settings:
         if not hasattr(energy, name) or not value:
             parser.error(f"not NAME=VALUE of a constant of sampler/energy.py: {name}={value}")
+    if "driver_power" in records:
+        reeval(records, result, gpu, "as shipped, the instant-power field alone", field_only=True)
     reeval(records, result, gpu, "as shipped")
     for name, value in settings:
         setattr(energy, name, type(getattr(energy, name))(float(value)))
