@@ -304,7 +304,8 @@ class FusedEnergy:
             shorter = (a, edge) if edge - a <= b - edge else (edge, b)
             shorter_s = (shorter[1] - shorter[0]) / 1e9
             seen = np.clip(np.minimum(f[keep], shorter[1]) - np.maximum(s[keep], shorter[0]), 0, None)
-            if even_only or misfit is None or not self._dense(s[keep], f[keep], driven[keep], a, b):
+            unseen_ns = self._unseen_ns(s[keep], f[keep], driven[keep], a, b, shorter)
+            if even_only or misfit is None or unseen_ns is None:
                 # The readings may miss changes between them (they see ~25 ms of every ~100): a quarter of
                 # the power's swing around the edge, over the shorter side, on top of the split's distance
                 # from an even one.
@@ -312,24 +313,34 @@ class FusedEnergy:
                 value = even if even_only else split
                 out.append((joules[i] + value, timing + abs(split - even) + unseen))
                 continue
-            # The driver's samples see the whole period: what the split may miss is where the readings and
-            # the solved power disagree over the shorter side (each instant seen by ~1.25 samples), and
-            # where, inside the one sample across the edge, a change fell (a share of the swing over it).
+            # The driver's samples see (nearly) the whole period: what the split may miss is where the
+            # readings and the solved power disagree over the shorter side (each instant seen by ~1.25
+            # samples), where, inside the one sample across the edge, a change fell (a share of the swing
+            # over it), and what the gaps between the samples there hide (a quarter of the swing over them).
             depth = max(float(seen.sum()) / max(shorter[1] - shorter[0], 1.0), 1.0)
             fit = float(np.dot(misfit, seen)) / depth / 1e9
             straddle = DRIVER_SWING_SHARE * swing * min(shorter_s, DRIVER_WINDOW_NS / 1e9)
-            out.append((joules[i] + split, timing + fit + straddle))
+            gaps = SWING_SHARE * swing * unseen_ns / 1e9
+            out.append((joules[i] + split, timing + fit + straddle + gaps))
         return out
 
     @staticmethod
-    def _dense(s: np.ndarray, f: np.ndarray, driven: np.ndarray, a: float, b: float) -> bool:
-        """Whether the driver's samples cover the period [a, b] without a gap wider than a sample's span."""
+    def _unseen_ns(
+        s: np.ndarray, f: np.ndarray, driven: np.ndarray, a: float, b: float, side: tuple[float, float]
+    ) -> float | None:
+        """How much of ``side`` the driver's samples leave unseen, when they cover the period [a, b] with
+        no gap wider than a sample's span (the driver's cadence wanders: 12-33 ms, p10-p90, on an H100);
+        None when they do not."""
         inside = driven & (f > a) & (s < b)
         if not inside.any():
-            return False
+            return None
         lo, hi = s[inside], f[inside]
-        gaps = lo[1:] - np.maximum.accumulate(hi)[:-1]
-        return bool(lo[0] <= a and hi.max() >= b and (gaps.size == 0 or gaps.max() <= 0))
+        reach = np.maximum.accumulate(hi)
+        gaps = lo[1:] - reach[:-1]
+        if lo[0] > a or reach[-1] < b or (gaps.size and gaps.max() > DRIVER_WINDOW_NS):
+            return None
+        gap_lo, gap_hi = reach[:-1][gaps > 0], lo[1:][gaps > 0]
+        return float(np.clip(np.minimum(gap_hi, side[1]) - np.maximum(gap_lo, side[0]), 0, None).sum())
 
     def _timing_j(self, k: int) -> float:
         """How far the energy at update ``k`` may be from its estimated instant: the most power seen around
