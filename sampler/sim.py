@@ -74,6 +74,7 @@ class _GpuConfigStruct(ctypes.Structure):
                 "power_samples_period_ms",
                 "power_samples_window_ms",
                 "power_samples_lag_ms",
+                "power_samples_jitter_ms",
                 "energy_period_ms",
                 "energy_call_latency_us",
                 "read_stall_us",

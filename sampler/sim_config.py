@@ -52,6 +52,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "power_samples_period_ms": (1, 10000),
     "power_samples_window_ms": (0.001, 10000),
     "power_samples_lag_ms": (0, 10000),
+    "power_samples_jitter_ms": (0, 5000),  # and below half power_samples_period_ms
     "energy_period_ms": (1, 10000),
     "energy_call_latency_us": (0, 1_000_000),
     "read_stall_us": (0, 1_000_000),
@@ -104,10 +105,12 @@ class GpuSpec:
     average_power_period_ms: float = 80.0
     average_power_window_ms: float = 1000.0
     # nvmlDeviceGetSamples' total-power buffer: one sample every 20 ms, the mean of the 25 ms ending 2 ms
-    # before its timestamp, as measured on the H100 (docs/measurement.md)
+    # before its timestamp, each taken up to 6 ms off its tick (the H100's cadence wanders, 11.6-32.8 ms
+    # between samples), as measured on the H100 (docs/measurement.md)
     power_samples_period_ms: float = 20.0
     power_samples_window_ms: float = 25.0
     power_samples_lag_ms: float = 2.0
+    power_samples_jitter_ms: float = 6.0
     energy_period_ms: float = 100.0
     energy_call_latency_us: float = 2800.0
     read_stall_us: float = 0.0  # the H100 stalls ~3300 us once every ~100 ms; off unless asked for
@@ -140,6 +143,8 @@ def _check_consistency(spec: GpuSpec) -> None:
         value = getattr(spec, key)
         if value is not None and not (spec.min_power_limit_w <= value <= spec.max_power_limit_w):
             raise SimConfigKeyError(key, "must be within [min_power_limit_w, max_power_limit_w]")
+    if not spec.power_samples_jitter_ms < spec.power_samples_period_ms / 2:
+        raise SimConfigKeyError("power_samples_jitter_ms", "must be below half power_samples_period_ms")
     if spec.max_graphics_clock_mhz < spec.min_graphics_clock_mhz:
         raise SimConfigKeyError("max_graphics_clock_mhz", "must not be below min_graphics_clock_mhz")
     span = spec.max_graphics_clock_mhz - spec.min_graphics_clock_mhz

@@ -47,6 +47,7 @@ typedef struct gpuprofSimGpuConfig_st {
     double power_samples_period_ms; /* nvmlDeviceGetSamples' total-power buffer: one sample this often */
     double power_samples_window_ms; /* a sample is the mean power of this long, */
     double power_samples_lag_ms;    /* ending this long before its timestamp */
+    double power_samples_jitter_ms; /* each sample is taken up to this long off its tick; < period / 2 */
     double energy_period_ms; /* energy counter refresh */
     double energy_call_latency_us;
     double read_stall_us;        /* a power read blocks this long once per read_stall_period_ms; 0: never */

@@ -29,10 +29,12 @@ static void default_gpu_config(gpuprofSimGpuConfig_t *config) {
     config->average_power_period_ms = 80.0;
     config->average_power_window_ms = 1000.0;
     /* The H100's buffer of total-power samples: one every 20 ms, each the mean of the 25 ms ending 2 ms before
-     * its timestamp (docs/measurement.md, "The driver's power samples"). */
+     * its timestamp (docs/measurement.md, "The driver's power samples"). The driver's cadence wanders (11.6-32.8
+     * ms between samples, p10-p90, mean ~21 ms): each sample is taken up to 6 ms off its 20 ms tick. */
     config->power_samples_period_ms = 20.0;
     config->power_samples_window_ms = 25.0;
     config->power_samples_lag_ms = 2.0;
+    config->power_samples_jitter_ms = 6.0;
     config->energy_period_ms = 100.0;
     config->energy_call_latency_us = 2800.0;
     config->read_stall_us = 0.0;
@@ -56,6 +58,8 @@ void sim_default_config(gpuprofSimConfig_t *config) {
     for (unsigned i = 0; i < GPUPROF_SIM_MAX_GPUS; i++)
         default_gpu_config(&config->gpus[i]);
 }
+
+static int64_t ms_to_ns(double ms) { return llround(ms * 1e6); }
 
 static int in_range(double x, double low, double high) { return x >= low && x <= high; } /* false for NaN */
 
@@ -93,6 +97,9 @@ static const char *gpu_config_problem(const gpuprofSimGpuConfig_t *c) {
     CHECK(in_range(c->power_samples_period_ms, 1, 10000), "power_samples_period_ms");
     CHECK(in_range(c->power_samples_window_ms, 0.001, 10000), "power_samples_window_ms");
     CHECK(in_range(c->power_samples_lag_ms, 0, 10000), "power_samples_lag_ms");
+    CHECK(c->power_samples_jitter_ms >= 0 && c->power_samples_jitter_ms < c->power_samples_period_ms / 2 &&
+              2 * ms_to_ns(c->power_samples_jitter_ms) < ms_to_ns(c->power_samples_period_ms),
+          "power_samples_jitter_ms"); /* [0, period / 2): the samples stay in order */
     CHECK(in_range(c->energy_period_ms, 1, 10000), "energy_period_ms");
     CHECK(in_range(c->energy_call_latency_us, 0, 1000000), "energy_call_latency_us");
     CHECK(in_range(c->read_stall_us, 0, 1000000), "read_stall_us");
@@ -148,8 +155,6 @@ static void fill_derived(gpuprofSimGpuConfig_t *config, unsigned index) {
         }
 }
 
-static int64_t ms_to_ns(double ms) { return llround(ms * 1e6); }
-
 static void derive_timing(struct sim_gpu *gpu, unsigned index) {
     const gpuprofSimGpuConfig_t *c = &gpu->config;
     struct sim_timing *t = &gpu->timing;
@@ -160,6 +165,7 @@ static void derive_timing(struct sim_gpu *gpu, unsigned index) {
     t->samples_period_ns = ms_to_ns(c->power_samples_period_ms);
     t->samples_window_ns = ms_to_ns(c->power_samples_window_ms);
     t->samples_lag_ns = ms_to_ns(c->power_samples_lag_ms);
+    t->samples_jitter_ns = ms_to_ns(c->power_samples_jitter_ms);
     t->energy_period_ns = ms_to_ns(c->energy_period_ms);
     t->phase_ns = ms_to_ns(c->sensor_phase_ms);
     t->ripple_period_ns = ms_to_ns(c->ripple_period_ms);
@@ -225,7 +231,8 @@ static int gpu_state_valid(const struct sim_gpu *gpu) {
             return 0;
     if (t->instant_period_ns <= 0 || t->instant_window_ns <= 0 || t->average_period_ns <= 0 ||
         t->average_window_ns <= 0 || t->samples_period_ns <= 0 || t->samples_window_ns <= 0 ||
-        t->samples_lag_ns < 0 || t->energy_period_ns <= 0 || t->ripple_period_ns <= 0 || t->phase_ns < 0 ||
+        t->samples_lag_ns < 0 || t->samples_jitter_ns < 0 || 2 * t->samples_jitter_ns >= t->samples_period_ns ||
+        t->energy_period_ns <= 0 || t->ripple_period_ns <= 0 || t->phase_ns < 0 ||
         t->energy_call_latency_ns < 0 || t->energy_call_latency_ns > 1000000000LL || t->read_stall_ns < 0 ||
         t->read_stall_ns > 1000000000LL || t->read_stall_period_ns <= 0 || t->clock_lock_latency_ns < 0 ||
         t->clock_lock_latency_ns > 1000000000LL || gpu->sm_lock_effective_ns < 0)

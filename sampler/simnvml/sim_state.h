@@ -17,7 +17,7 @@
 #define SIM_EXPORT __attribute__((visibility("default")))
 
 #define SIM_MAGIC 0x324D495346505047ULL /* "GPPFSIM2" */
-#define SIM_LAYOUT_VERSION 3
+#define SIM_LAYOUT_VERSION 4
 /* Change points kept per GPU. The 1 s power average looks back 1.08 s, so the sensors are exact unless a GPU's
  * operating point changes more often than this in that time; then the oldest are merged (sim_model.c). */
 #define SIM_SEGMENTS 1024
@@ -43,6 +43,7 @@ struct sim_timing {
     int64_t samples_period_ns; /* the driver's total-power sample buffer (nvmlDeviceGetSamples) */
     int64_t samples_window_ns;
     int64_t samples_lag_ns;
+    int64_t samples_jitter_ns; /* a sample's time: its tick + up to this much either way, whole us */
     int64_t energy_period_ns;
     int64_t phase_ns;
     int64_t ripple_period_ns;

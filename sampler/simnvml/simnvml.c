@@ -407,32 +407,60 @@ static unsigned long long sample_timestamp_us(int64_t tick_ns, int64_t offset_ns
     return wall > 0 ? (unsigned long long)(wall / 1000) : 0;
 }
 
+/* How far sample k is taken off its tick, in ns: a 64-bit hash of k (splitmix64's finalizer) mapped uniformly
+ * onto the whole microseconds in [-samples_jitter_ns, +samples_jitter_ns], so the same in every call and every
+ * process, and a sample's timestamp is its tick's plus whole us. Kept below half the period in whole us too, so
+ * the timestamps stay strictly increasing. */
+static int64_t sample_jitter_ns(const struct sim_timing *t, int64_t k) {
+    int64_t most_us = t->samples_jitter_ns / 1000;
+    int64_t limit_us = (t->samples_period_ns / 1000 - 1) / 2;
+    if (most_us > limit_us)
+        most_us = limit_us;
+    if (most_us <= 0)
+        return 0;
+    uint64_t h = (uint64_t)k + 0x9E3779B97F4A7C15ULL;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+    h ^= h >> 31;
+    return ((int64_t)(h % (uint64_t)(2 * most_us + 1)) - most_us) * 1000;
+}
+
+/* When sample k is taken (model time): its tick, phase_ns + k * samples_period_ns, plus its jitter. */
+static int64_t sample_time_ns(const struct sim_timing *t, int64_t k) {
+    return t->phase_ns + k * t->samples_period_ns + sample_jitter_ns(t, k);
+}
+
 /* The buffered samples newer than `last_seen`: fills `out` with the oldest `capacity` of them and returns how
- * many there are. The buffer's ticks are every samples_period_ns on the sensor phase, the latest at or before
- * now. */
+ * many there are. The buffer holds the latest POWER_SAMPLES_KEPT samples taken at or before now; sample k is
+ * taken at its jittered time (sample_time_ns) and is the mean power of the window ending samples_lag_ns before
+ * that. */
 static unsigned power_samples(const struct sim_gpu *gpu, int64_t now_ns, unsigned long long last_seen,
                               unsigned capacity, nvmlSample_t *out) {
     const struct sim_timing *t = &gpu->timing;
     int64_t offset = realtime_offset_ns();
-    int64_t oldest = sim_sensor_tick(now_ns, t->samples_period_ns, t->phase_ns) -
-                     (int64_t)(POWER_SAMPLES_KEPT - 1) * t->samples_period_ns;
+    /* The latest tick at or before now is k - 1. As the jitter is under half the period, the next tick's sample
+     * (k) may be taken already and that tick's not yet; no other is out of step with its tick. */
+    int64_t k = (sim_sensor_tick(now_ns, t->samples_period_ns, t->phase_ns) - t->phase_ns) / t->samples_period_ns + 1;
+    while (sample_time_ns(t, k) > now_ns)
+        k--;
+    int64_t oldest = k - (POWER_SAMPLES_KEPT - 1);
     unsigned first = 0;
-    while (first < POWER_SAMPLES_KEPT &&
-           sample_timestamp_us(oldest + (int64_t)first * t->samples_period_ns, offset) <= last_seen)
+    while (first < POWER_SAMPLES_KEPT && sample_timestamp_us(sample_time_ns(t, oldest + first), offset) <= last_seen)
         first++;
     for (unsigned i = first, n = 0; i < POWER_SAMPLES_KEPT && n < capacity; i++, n++) {
-        int64_t tick = oldest + (int64_t)i * t->samples_period_ns;
-        out[n].timeStamp = sample_timestamp_us(tick, offset);
+        int64_t taken = sample_time_ns(t, oldest + i);
+        out[n].timeStamp = sample_timestamp_us(taken, offset);
         out[n].sampleValue.ullVal = 0;
-        out[n].sampleValue.uiVal = watts_to_mw(sim_mean_power_w(gpu, tick - t->samples_lag_ns, t->samples_window_ns));
+        out[n].sampleValue.uiVal = watts_to_mw(sim_mean_power_w(gpu, taken - t->samples_lag_ns, t->samples_window_ns));
     }
     return POWER_SAMPLES_KEPT - first;
 }
 
-/* The driver's buffer of total-power samples (NVML_TOTAL_POWER_SAMPLES only), as on an H100: one every
- * power_samples_period_ms (20), each the mean power in mW of the power_samples_window_ms (25) ending
- * power_samples_lag_ms (2) before its timestamp (us, CLOCK_REALTIME); the latest 120 are kept. samples NULL:
- * *count = 120. Else up to *count of those newer than last_seen, oldest first; NOT_FOUND when none is. */
+/* The driver's buffer of total-power samples (NVML_TOTAL_POWER_SAMPLES only), as on an H100: one per
+ * power_samples_period_ms (20) tick, taken up to power_samples_jitter_ms (6) off it, each the mean power in mW of
+ * the power_samples_window_ms (25) ending power_samples_lag_ms (2) before its timestamp (us, CLOCK_REALTIME); the
+ * latest 120 taken are kept. samples NULL: *count = 120. Else up to *count of those newer than last_seen, oldest
+ * first; NOT_FOUND when none is. */
 SIM_EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, int type, unsigned long long last_seen,
                                              int *value_type, unsigned int *count, nvmlSample_t *samples) {
     if (!value_type || !count)

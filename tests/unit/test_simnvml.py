@@ -18,6 +18,8 @@ from typing import Any
 import pynvml
 import pytest
 
+from gpuprof.client.wire.errors import ConfigError
+from gpuprof.sampler.errors import NvmlError
 from gpuprof.sampler.library import simulated_library_path
 from gpuprof.sampler.sim import GpuSpec, SimConfig, SimulatedNvml
 
@@ -519,7 +521,8 @@ def test_temperature_follows_power_with_a_time_constant(sim: SimulatedNvml, nvml
     assert nvml.uint("nvmlDeviceGetTemperature", nvml.handle(0), 0) == round(loaded.temp_c)
 
 
-TOTAL_POWER_SAMPLES, KEPT, PERIOD_US = 0, 120, 20_000
+TOTAL_POWER_SAMPLES, KEPT, PERIOD_US, JITTER_US = 0, 120, 20_000, 6_000
+REGULAR = {"power_samples_jitter_ms": 0}  # each sample on its tick, as before the jitter was modelled
 
 
 def samples(
@@ -537,7 +540,8 @@ def samples(
 def test_power_samples_are_20ms_apart_each_the_mean_of_the_25ms_ending_2ms_before_it(
     sim: SimulatedNvml, nvml: Nvml
 ) -> None:
-    sim.configure(config(), manual_clock_ns=T0)  # the default ripple: no two windows hold the same energy
+    # The default ripple: no two windows hold the same energy. No jitter: each sample on its 20 ms tick.
+    sim.configure(config(**REGULAR), manual_clock_ns=T0)
     handle = nvml.handle(0)
     sim.set_clock(T0 + 2035 * MS)
     sim.set_utilization(0, 100)  # a load change where two windows overlap: the samples at 2040 and 2060 ms
@@ -571,11 +575,13 @@ def test_power_samples_newer_than_the_last_seen_only_and_not_found_when_none_is(
     assert samples(nvml, handle, last_seen=full[99][0] + 1) == (SUCCESS, 1, full[100:])
     assert samples(nvml, handle, last_seen=full[-1][0]) == (NOT_FOUND, 1, [])
 
-    sim.set_clock(T0 + 3050 * MS)
+    sim.set_clock(T0 + 3050 * MS)  # two or three more, as each is taken up to 6 ms off its 20 ms tick
     code, _, newer = samples(nvml, handle, last_seen=full[-1][0])
-    assert code == SUCCESS and [t for t, _ in newer] == [full[-1][0] + PERIOD_US, full[-1][0] + 2 * PERIOD_US]
+    stamps = [full[-1][0]] + [t for t, _ in newer]
+    assert code == SUCCESS and len(newer) in (2, 3)
+    assert all(abs(b - a - PERIOD_US) <= 2 * JITTER_US for a, b in itertools.pairwise(stamps))
     _, _, again = samples(nvml, handle)  # a sample read twice is the same sample: same timestamp, same value
-    assert again == full[2:] + newer
+    assert again == full[len(newer) :] + newer
     assert samples(nvml, handle, last_seen=newer[-1][0]) == (NOT_FOUND, 1, [])
 
     value_type, through_pynvml = pynvml_sim.nvmlDeviceGetSamples(handle, TOTAL_POWER_SAMPLES, full[-1][0])
@@ -585,7 +591,7 @@ def test_power_samples_newer_than_the_last_seen_only_and_not_found_when_none_is(
 
 
 def test_the_power_sample_buffer_holds_the_latest_120(sim: SimulatedNvml, nvml: Nvml) -> None:
-    sim.configure(config(utilization_pct=100), manual_clock_ns=T0)
+    sim.configure(config(utilization_pct=100, **REGULAR), manual_clock_ns=T0)
     handle = nvml.handle(0)
     sim.set_clock(T0 + 3000 * MS)
     count, value_type = ctypes.c_uint(0), ctypes.c_int(-1)
@@ -605,7 +611,7 @@ def test_the_power_sample_buffer_holds_the_latest_120(sim: SimulatedNvml, nvml: 
 
 
 def test_power_samples_follow_the_sensor_config_and_phase(sim: SimulatedNvml, nvml: Nvml) -> None:
-    spec = {"power_samples_period_ms": 10, "power_samples_window_ms": 5, "power_samples_lag_ms": 0}
+    spec = {"power_samples_period_ms": 10, "power_samples_window_ms": 5, "power_samples_lag_ms": 0, **REGULAR}
     sim.configure(config(gpus=2, **spec), manual_clock_ns=T0)
     sim.set_utilization(0, 60)
     sim.set_clock(T0 + 2000 * MS)
@@ -616,6 +622,69 @@ def test_power_samples_follow_the_sensor_config_and_phase(sim: SimulatedNvml, nv
     ends, starts = sim.exact_energy_j(0, ticks), sim.exact_energy_j(0, [t - 5 * MS for t in ticks])
     for (_, mw), start_j, end_j in zip(first, starts, ends, strict=True):
         assert mw == pytest.approx((end_j - start_j) / 0.005 * 1000, abs=1)
+
+
+def test_power_samples_are_taken_up_to_6ms_off_their_ticks_the_same_in_every_call(
+    sim: SimulatedNvml, nvml: Nvml
+) -> None:
+    handle = nvml.handle(0)
+    # Without jitter a sample's timestamp is its tick's: this process's CLOCK_REALTIME offset, in us.
+    sim.configure(config(**REGULAR), manual_clock_ns=T0)
+    sim.set_clock(T0 + 3000 * MS)
+    offset_us = samples(nvml, handle)[2][-1][0] - (T0 + 3000 * MS) // 1000
+
+    def taken_ns(stamp_us: int) -> int:  # when the sample was taken, model time (ticks and jitter: whole us)
+        return (stamp_us - offset_us) * 1000
+
+    sim.configure(config(), manual_clock_ns=T0)  # the default jitter, 6 ms
+    sim.set_clock(T0 + 2035 * MS)
+    sim.set_utilization(0, 100)
+    sim.set_clock(T0 + 3007 * MS)  # the 3000 ms tick's sample is in, any jitter; the 3020 ms one's not
+    code, _, got = samples(nvml, handle)
+    assert code == SUCCESS and len(got) == KEPT
+    ticks = [T0 + 3000 * MS - (KEPT - 1 - i) * 20 * MS for i in range(KEPT)]
+    jitters_us = [taken_ns(t) // 1000 - tick // 1000 for (t, _), tick in zip(got, ticks, strict=True)]
+    assert all(abs(j) <= JITTER_US for j in jitters_us) and len(set(jitters_us)) > KEPT // 2
+    assert 2000 < sum(abs(j) for j in jitters_us) / KEPT < 4000  # uniform over [-6, 6] ms: 3 ms on average
+    intervals = [b[0] - a[0] for a, b in itertools.pairwise(got)]
+    assert all(PERIOD_US - 2 * JITTER_US <= d <= PERIOD_US + 2 * JITTER_US for d in intervals)
+    assert len(set(intervals)) > KEPT // 2 and max(intervals) - min(intervals) > JITTER_US
+    assert abs(sum(intervals) / len(intervals) - PERIOD_US) <= 2 * JITTER_US / (KEPT - 1)  # ~20 ms on average
+
+    # Each is the mean of the 25 ms ending 2 ms before the time it was taken.
+    times = [taken_ns(t) for t, _ in got]
+    ends = sim.exact_energy_j(0, [t - 2 * MS for t in times])
+    starts = sim.exact_energy_j(0, [t - 27 * MS for t in times])
+    for (_, mw), start_j, end_j in zip(got, starts, ends, strict=True):
+        assert mw == pytest.approx((end_j - start_j) / 0.025 * 1000, abs=1)
+
+    assert samples(nvml, handle) == (SUCCESS, 1, got)  # read again: the same samples
+    sim.configure(config(), manual_clock_ns=T0)  # and after a reset, the same times
+    sim.set_clock(T0 + 3007 * MS)
+    assert [t for t, _ in samples(nvml, handle)[2]] == [t for t, _ in got]
+
+    # None is there before the time it was taken, and each is from then on.
+    sim.set_clock(T0 + 3200 * MS)
+    _, _, later = samples(nvml, handle, last_seen=got[-1][0])
+    assert len(later) == 10
+    sim.configure(config(), manual_clock_ns=T0 + 3007 * MS)  # the same times: step the clock up to each
+    for stamp, _ in later:
+        sim.set_clock(taken_ns(stamp) - 1000)
+        assert samples(nvml, handle)[2][-1][0] < stamp
+        sim.set_clock(taken_ns(stamp))
+        assert samples(nvml, handle)[2][-1][0] == stamp
+
+
+def test_power_sample_jitter_stays_below_half_the_period(sim: SimulatedNvml) -> None:
+    with pytest.raises(ConfigError, match="power_samples_jitter_ms: must be below half power_samples_period"):
+        GpuSpec(power_samples_period_ms=12)  # the default jitter, 6 ms, is half of it
+    assert GpuSpec(power_samples_period_ms=12, power_samples_jitter_ms=5.999).power_samples_jitter_ms == 5.999
+    with pytest.raises(ConfigError, match="power_samples_jitter_ms: must be in"):
+        GpuSpec(power_samples_jitter_ms=-1)
+    spec = GpuSpec(power_samples_period_ms=12, power_samples_jitter_ms=5)
+    object.__setattr__(spec, "power_samples_jitter_ms", 6.0)  # past Python's check: the library refuses it
+    with pytest.raises(NvmlError, match="gpuprofSimConfigure failed: NVML_ERROR_INVALID_ARGUMENT"):
+        sim.configure(SimConfig(gpus=(spec,)))
 
 
 def test_power_samples_refuse_other_types_bad_pointers_and_failing_gpus(sim: SimulatedNvml) -> None:
