@@ -43,12 +43,16 @@ DRIVER_WINDOW_NS = 25_000_000
 DRIVER_LAG_NS = 2_000_000
 CONTINUITY = 0.25  # weight of equal power across a counter update, against a reading's fit (both W^2)
 TIMED_SHARE = 0.25  # a counter period is well timed when its two updates' half-widths are within this share
-SHORT_SPLIT = 0  # whether windows shorter than an update period are split by the driver's samples
+# 1: windows shorter than an update period are split by the driver's samples where they cover them; 0 (as
+# shipped): split evenly, which was as good or better on the simulated GPU (BENCHMARKS.md).
+SHORT_SPLIT = 0
 DRIVER_SWING_SHARE = 0.1  # of the swing over the driver's sample across an edge: where in it a change fell
 SWING_SHARE = 0.25  # of the power's swing near an edge, over its shorter side: what the readings may miss
 FUSED_METHOD = (
     "fused: the energy counter (nvmlDeviceGetTotalEnergyConsumption) between its updates, each timed within "
-    "one read, and the partial update periods at the window's edges apportioned by the shape of the power"
+    "one read, and the partial update periods at the window's edges apportioned by the shape of the power "
+    "(the driver's power samples, nvmlDeviceGetSamples, where the trace has them; else the instant-power "
+    "field)"
 )
 
 CLOCK_EVENT_REASONS = {
@@ -390,9 +394,10 @@ class FusedEnergy:
         inside = [float(e) for e in (t0, t1) if t[0] <= e < t[-1]]
         near = len(inside) == 2 and np.searchsorted(t, t1) - np.searchsorted(t, t0) <= 3
         found: dict[float, tuple[float, float]] = {}
-        # A window shorter than an update period is split evenly unless the driver's samples cover it: the
-        # field's readings (~25 ms of every ~100) are too few to tell where in the period its work fell, and
-        # a load that repeats with the sensor would mislead them.
+        # A window shorter than an update period is split evenly (unless SHORT_SPLIT and the driver's samples
+        # cover it): the field's readings (~25 ms of every ~100) are too few to tell where in the period its
+        # work fell, a load that repeats with the sensor would mislead them, and even the driver's samples
+        # did no better on the simulated GPU.
         short = (t1 - t0) < float(np.median(np.diff(t))) and not (SHORT_SPLIT and self.shape.dense)
         for group in [inside] if near else [[e] for e in inside]:
             found.update(zip(group, self._local(group, even_only=short), strict=True))
