@@ -3,7 +3,7 @@ readings into its saved trace and into every estimate of its energy (result, req
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +18,6 @@ from gpuprof.daemon.markers import Marker
 from gpuprof.daemon.server.daemon import Daemon
 from gpuprof.daemon.server.jobs import JobRunner, RunningJob
 from gpuprof.daemon.server.store import JobRecord, JobStore
-from gpuprof.sampler.energy import FusedEnergy
 from gpuprof.sampler.library import NvmlLibrary
 from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE
 
@@ -67,21 +66,9 @@ class FakeChannel:
 
 
 @pytest.fixture
-def fused_with() -> Iterator[list[np.ndarray | None]]:
+def fused_with(fused_driver_power: Callable[..., list[np.ndarray | None]]) -> list[np.ndarray | None]:
     """The driver power each FusedEnergy of the daemon's analysis is built with, in order."""
-    seen: list[np.ndarray | None] = []
-
-    class Recorded(FusedEnergy):
-        def __init__(
-            self, samples: np.ndarray, energy: np.ndarray, gpu: int, driver_power: np.ndarray | None = None
-        ) -> None:
-            seen.append(driver_power)
-            super().__init__(samples, energy, gpu, driver_power)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(results, "FusedEnergy", Recorded)
-        patch.setattr(requests, "FusedEnergy", Recorded)
-        yield seen
+    return fused_driver_power(results, requests)
 
 
 def running_job(tmp_path: Path, workload: str) -> tuple[JobRunner, RunningJob]:

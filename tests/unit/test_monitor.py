@@ -4,14 +4,13 @@ nest and overlap, names are checked, the block and decorator forms work, and mem
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
 import gpuprof
 from gpuprof.sampler import measurement
-from gpuprof.sampler.energy import FusedEnergy
 from gpuprof.sampler.errors import DeviceNotFound, UsageError
 from gpuprof.sampler.library import LIBRARY_ENV
 from gpuprof.sampler.monitor import Measurement, Monitor
@@ -266,18 +265,9 @@ def test_a_past_interval_is_measured_within_the_history_and_refused_beyond_it(
 
 
 def test_every_window_is_estimated_with_the_drivers_power_samples_around_it(
-    monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+    monitor: Monitor, fused_driver_power: Callable[..., list[np.ndarray | None]]
 ) -> None:
-    given: list[np.ndarray | None] = []
-
-    class Recorded(FusedEnergy):
-        def __init__(
-            self, samples: np.ndarray, energy: np.ndarray, gpu: int, driver_power: np.ndarray | None = None
-        ) -> None:
-            given.append(driver_power)
-            super().__init__(samples, energy, gpu, driver_power)
-
-    monkeypatch.setattr(measurement, "FusedEnergy", Recorded)
+    given = fused_driver_power(measurement)
     with monitor.window("block") as handle:
         time.sleep(1.2)  # the sampler reads the driver's buffer every 0.5 s or so
     m = handle.measurement

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from gpuprof.daemon.analysis import requests
 from gpuprof.daemon.analysis.requests import HeldPower, llm_result, point_summaries, request_rows
 from gpuprof.daemon.analysis.windows import windows
 from gpuprof.daemon.markers import Marker
-from gpuprof.sampler.energy import COUNTER_DELAY_NS, FusedEnergy
+from gpuprof.sampler.energy import COUNTER_DELAY_NS
 from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
 
 MS = 1_000_000
@@ -156,17 +157,8 @@ def test_the_llm_section_summarises_points_and_steady_state() -> None:
 
 
 def test_the_driver_power_reaches_every_fused_estimate_of_the_llm_section(
-    monkeypatch: pytest.MonkeyPatch,
+    fused_driver_power: Callable[..., list[np.ndarray | None]],
 ) -> None:
-    seen: list[np.ndarray | None] = []
-
-    class Recorded(FusedEnergy):
-        def __init__(
-            self, samples: np.ndarray, energy: np.ndarray, gpu: int, driver_power: np.ndarray | None = None
-        ) -> None:
-            seen.append(driver_power)
-            super().__init__(samples, energy, gpu, driver_power)
-
     markers = [
         *job_markers(),
         mk("begin", "steady_decode", 2000, id="m0.bs2.s0", batch_size=2, context_tokens=256),
@@ -176,7 +168,7 @@ def test_the_driver_power_reaches_every_fused_estimate_of_the_llm_section(
     driver_power = np.zeros(250, DRIVER_POWER_DTYPE)
     driver_power["t_ns"] = np.arange(250) * 20 * MS
     driver_power["power_mw"] = samples["power_mw"][::20]
-    monkeypatch.setattr(requests, "FusedEnergy", Recorded)
+    seen = fused_driver_power(requests)
     energy = counter(samples)
     _, section = llm_result(
         markers, windows(markers), samples, energy, 0, simulated=False, driver_power=driver_power
