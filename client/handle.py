@@ -57,8 +57,9 @@ def job_json(job: dict[str, Any]) -> dict[str, Any]:
 class JobResult:
     """A finished job: ``summary``, the same map ``--json`` prints (``job_json``: the result's figures at
     the top level, ``summary["energy_counter_j"]``), ``job`` as the daemon keeps it (the result under
-    ``job["result"]``), its trace and energy readings, its marked windows and, for an llm job, its
-    requests (one row each; empty otherwise)."""
+    ``job["result"]``), its trace and energy readings, its marked windows, for an llm job its requests (one
+    row each; empty otherwise) and the driver's total-power samples the fused energy split its edges by
+    (empty from a daemon that keeps none)."""
 
     summary: dict[str, Any]
     trace: pd.DataFrame
@@ -66,6 +67,7 @@ class JobResult:
     windows: pd.DataFrame
     requests: pd.DataFrame = field(default_factory=pd.DataFrame)
     job: dict[str, Any] = field(default_factory=dict)
+    driver_power: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -201,14 +203,18 @@ class JobHandle:
         return tracker.job
 
     def result(self, timeout_s: float | None = None) -> JobResult:
-        """Wait for the job, then fetch its trace, energy readings and windows."""
+        """Wait for the job, then fetch its trace, energy readings, windows and driver power samples."""
         summary = self.wait(timeout_s)
         trace, energy = (self._table(summary, table) for table in ("samples", "energy"))
         result = summary.get("result") or {}
         windows = pd.DataFrame(result.get("windows") or [])
         requests = self._table(summary, "requests") if (result.get("llm") or {}).get("requests") else None
         found = pd.DataFrame() if requests is None else requests
-        return JobResult(job_json(summary), trace, energy, windows, found, job=summary)
+        keeps_driver_power = "driver_power" in self.client.hello().get("capabilities", [])  # not an older one
+        driver_power = self._table(summary, "driver_power") if keeps_driver_power else pd.DataFrame()
+        return JobResult(
+            job_json(summary), trace, energy, windows, found, job=summary, driver_power=driver_power
+        )
 
     def _table(self, summary: dict[str, Any], table: str) -> pd.DataFrame:
 

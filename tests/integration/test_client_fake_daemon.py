@@ -365,6 +365,9 @@ def test_wait_shows_progress_from_the_live_stream_then_result(client: Client, da
     assert result.summary == job_json(result.job)  # what --json prints
     assert len(result.trace) == ROWS and result.energy["energy_mj"].tolist() == [1000, 2000]
     assert result.windows["name"].tolist() == ["step 0"]
+    assert result.driver_power.empty  # this daemon keeps none
+    daemon.capabilities = [*daemon.capabilities, "driver_power"]
+    assert handle.result().driver_power["power_w"].tolist() == [99.5, 100.0, 101.25]
 
 
 def test_stream_of_a_gpu_yields_decoded_batches(client: Client, daemon: FakeDaemon) -> None:
