@@ -22,7 +22,9 @@ Reference: on the simulated GPU the exact energy of each window; on a real GPU t
 cell (energy_window from the first measured edge to the last) divided by the number of windows. Each cell
 also gives ``agreement``, Pearson's r of gpuprof's figures with every other method's, window by window:
 where Zeus's windows or integrated power follow gpuprof's (r >= 0.9), the windows' energies differ for
-real, and a failing coverage goal says so (the cell's mean is then no per-window truth).
+real, and a failing coverage goal says so (the cell's mean is then no per-window truth). And each cell
+gives ``holdout``: the edge split checked against a reference a real GPU has, the counter's own updates,
+each held out in turn (update_holdout.py).
 Changes no GPU setting: it only runs work.
 Prints one table per shape and the goals; writes one JSON with every window's figures (``--records``: and
 an .npz of the sampler's records, which ``window_records.py`` studies again without the GPU). With the
@@ -49,6 +51,7 @@ from typing import Any
 
 import numpy as np
 from sampler_bench import device_info, finite, run_info, simulate_node  # benchmarks/, beside this file
+from update_holdout import holdout, holdout_line
 
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, MAX_ENERGY_RATE_HZ
@@ -772,6 +775,8 @@ def estimate_all(
         )
         result["stats"] = cell_stats(result, simulated)
         result["agreement"] = agreement(result)
+        measured = cell.edges_ns[cell.warmup], cell.edges_ns[cell.warmup + cell.windows]
+        result["holdout"] = holdout(run.samples, run.energy, run.driver_power, gpu, *measured)
         truth = [w["truth_j"] for w in result["windows"] if w["truth_j"] is not None]
         ref = result["reference"]
         ref["mean_j"] = float(np.mean(truth)) if simulated and truth else ref["counter_per_window_j"]
@@ -807,6 +812,12 @@ def report(
         print(
             f"the real GPU's reference (cell counter / windows) against the exact energy: worst {pct(worst)}%"
         )
+    print(
+        "\nthe edge split against the counter's own updates, each held out in turn (update_holdout.py; "
+        "edges ~100 ms from the nearest update left):"
+    )
+    for r in results:
+        print(holdout_line(f"{r['shape']} {r['length_s']:g} s", r["holdout"]))
     goals = check_goals(results, zeus_reason)
     print(f"\ngoals (gpuprof counter figure{', against the exact energy' if simulated else ''}):")
     for key, text in GOALS.items():

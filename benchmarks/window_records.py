@@ -2,6 +2,7 @@
 
     python3 benchmarks/window_records.py sensor RECORDS.npz RESULT.json
     python3 benchmarks/window_records.py reeval RECORDS.npz RESULT.json [NAME=VALUE ...]
+    python3 benchmarks/window_records.py holdout RECORDS.npz RESULT.json [NAME=VALUE ...]
 
 ``window_bench.py --records R.npz --json R.json`` saves the sampler's records (every power sample, every
 energy-counter reading kept and the driver's total-power samples) beside the windows' edges and every
@@ -16,6 +17,8 @@ method's figures.
   the simulated GPU, else the cell's mean) and the median bound, first as shipped (with the instant-power
   field alone, then with the driver's samples where the records have them) and then with each
   ``NAME=VALUE`` of ``sampler/energy.py`` set in turn (cumulatively), e.g. ``INSTANT_WINDOW_NS=40e6``.
+- ``holdout`` checks the edge split against the counter's own updates, each held out in turn
+  (``update_holdout.py``), per cell, as shipped and then with each ``NAME=VALUE`` in turn.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from update_holdout import holdout, holdout_line  # benchmarks/, beside this file
 
 import gpuprof.sampler.energy as energy
 
@@ -91,12 +95,24 @@ def reeval(records: Any, result: dict[str, Any], gpu: int, label: str, field_onl
         )
 
 
+def held_out(records: Any, result: dict[str, Any], gpu: int, label: str) -> None:
+    driver = records.get("driver_power")
+    print(label)
+    for cell in result["cells"]:
+        edges = cell["edges_ns"]
+        measured = edges[cell["warmup_windows"]], edges[cell["warmup_windows"] + cell["windows_n"]]
+        found = holdout(records["samples"], records["energy"], driver, gpu, *measured)
+        print(holdout_line(f"{cell['shape']} {cell['length_s']:g} s", found))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("what", choices=["sensor", "reeval"])
+    parser.add_argument("what", choices=["sensor", "reeval", "holdout"])
     parser.add_argument("records", help="window_bench.py --records file (.npz)")
     parser.add_argument("result", help="window_bench.py --json file of the same run")
-    parser.add_argument("settings", nargs="*", help="reeval: NAME=VALUE of sampler/energy.py, in turn")
+    parser.add_argument(
+        "settings", nargs="*", help="reeval, holdout: NAME=VALUE of sampler/energy.py, in turn"
+    )
     parser.add_argument("--gpu", type=int, help="NVML index (default: the run's)")
     args = parser.parse_args()
     with open(args.result) as file:
@@ -110,6 +126,12 @@ def main() -> int:
     for name, value in settings:
         if not hasattr(energy, name) or not value:
             parser.error(f"not NAME=VALUE of a constant of sampler/energy.py: {name}={value}")
+    if args.what == "holdout":
+        held_out(records, result, gpu, "as shipped")
+        for name, value in settings:
+            setattr(energy, name, type(getattr(energy, name))(float(value)))
+            held_out(records, result, gpu, f"{name}={value}")
+        return 0
     if "driver_power" in records:
         reeval(records, result, gpu, "as shipped, the instant-power field alone", field_only=True)
     reeval(records, result, gpu, "as shipped")
