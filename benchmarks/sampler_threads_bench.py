@@ -1,6 +1,6 @@
 """What the sampler's slow reads cost, side by side in one run under a steady GPU load: the 1 kHz loop's
 missed slots with the clock-event reasons read in it (each tick) and on their own thread, and the energy
-thread's reads, kept readings and CPU time.
+thread's reads, kept readings and CPU time (it also reads the driver's buffer of power samples).
 
     python benchmarks/sampler_threads_bench.py [--simulate] [--gpu 0] [--seconds 10] [--json OUT]
 
@@ -49,6 +49,10 @@ def run(library_simulate: bool, gpu: int, seconds: float, reasons_rate_hz: float
         "energy_thread_cpu_share": (stats.energy_cpu_ns or 0) / 1e9 / stats.elapsed_s
         if stats.elapsed_s
         else None,
+        "driver_power_reads_per_s": stats.driver_power_reads / stats.elapsed_s if stats.elapsed_s else None,
+        "driver_power_samples_per_s": stats.driver_power_samples / stats.elapsed_s
+        if stats.elapsed_s
+        else None,
         "samples": int(samples.size),
         "energy_records": int(energy.size),
     }
@@ -90,7 +94,9 @@ def main() -> None:
             f"  reasons {row['reasons']:<30} misses {row['deadline_misses']:>5} "
             f"(NVML {row['read_overrun_misses']:>5})"
             f"  jitter p99 {row['jitter_p99_us']} us  energy: {row['energy_reads_per_s']:.0f} reads/s, "
-            f"{row['energy_kept_per_s']:.1f} kept/s, CPU {row['energy_thread_cpu_share']:.1%} of a core"
+            f"{row['energy_kept_per_s']:.1f} kept/s, driver power {row['driver_power_reads_per_s']:.1f} "
+            f"reads/s ({row['driver_power_samples_per_s']:.1f} samples/s), "
+            f"CPU {row['energy_thread_cpu_share']:.1%} of a core"
         )
 
 
