@@ -183,16 +183,17 @@ def test_start_twice_is_refused_and_stop_is_idempotent(opened: object) -> None:
     assert not sampler.running
 
 
-def test_misses_in_slow_nvml_reads_are_told_apart_from_late_wake_ups(opened: object) -> None:
+def test_misses_in_slow_nvml_reads_count_as_nvml_overruns(opened: object) -> None:
     sim = SimulatedNvml()
     stalling = GpuSpec(energy_call_latency_us=0, read_stall_us=3000, read_stall_period_ms=20)
     sim.configure(SimConfig(gpus=(stalling,)))
     stalled = opened(rate_hz=1000, energy_rate_hz=0)  # type: ignore[operator]
     run_for(stalled, 0.3)
     stats = stalled.stats()
-    assert stats.deadline_misses >= 3 * 10  # ~15 stalls of 3 ms, each costing 2-3 slots
-    # The stalls' misses go to NVML; a busy machine may add a few late wake-ups of its own.
-    assert stats.read_overrun_misses >= 0.8 * stats.deadline_misses
+    # ~15 stalls of 3 ms, each costing 2-3 slots, all counted as NVML's; a busy machine may add late
+    # wake-ups of its own, which count as misses but not as NVML's (how many depends on the machine's load).
+    assert stats.read_overrun_misses >= 3 * 10
+    assert stats.deadline_misses >= stats.read_overrun_misses
 
 
 def test_the_drivers_power_samples_arrive_on_the_monotonic_clock_up_to_the_stop(
