@@ -68,15 +68,18 @@ def cython_include_path() -> list[str]:
 def cythonized() -> list[Extension]:
     from Cython.Build import cythonize
 
-    native = Extension(
-        "gpuprof.sampler._native",
-        sources=["sampler/_native.pyx"],
-        include_dirs=["sampler/include"],
-        libraries=["dl", "pthread"],
-        extra_compile_args=["-O2"],
-    )
+    native = [
+        Extension(
+            f"gpuprof.sampler.{name}",
+            sources=[f"sampler/{name}.pyx"],
+            include_dirs=["sampler/include"],
+            libraries=["dl", "pthread"],
+            extra_compile_args=["-O2"],
+        )
+        for name in ("_native", "_loops")  # the extension type, and the threads it starts
+    ]
     return cythonize(
-        [native],
+        native,
         include_path=cython_include_path(),
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     )

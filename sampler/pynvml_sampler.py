@@ -345,7 +345,7 @@ class PynvmlSampler:
             self._cpu_ns = time.thread_time_ns()
 
     def _energy_loop(self) -> None:
-        """The native energy loop's policy (_native.pyx): each GPU read every energy period, and back to back
+        """The native energy loop's policy (_loops.pyx): each GPU read every energy period, and back to back
         from shortly before its next counter update is due until it shows; only the reads around a change
         (and one a second) are kept."""
         sparse_ns = round(1e9 / self.config.energy_rate_hz)
