@@ -110,6 +110,8 @@ def _env(section: Section) -> tuple[tuple[str, str], ...]:
         raise section.doc.error(path, f"at most {MAX_ENV} variables, got {len(data)}")
     out = []
     for name, value in data.items():
+        if not isinstance(name, str):
+            raise section.doc.error(path, f"a variable name must be a string, got {kind_of(name)}")
         where = (*path, name)
         if not _ENV_NAME.fullmatch(name):
             raise section.doc.error(

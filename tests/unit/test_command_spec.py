@@ -50,6 +50,10 @@ def test_a_spec_survives_the_wire_and_a_submitted_one_needs_an_absolute_cwd() ->
     data["command"]["cwd"] = "relative/dir"
     with pytest.raises(JobSpecKeyError, match="must be an absolute path in a submitted spec"):
         JobSpec.from_dict(data)
+    data["command"]["cwd"] = "/s"
+    data["command"]["env"] = {b"A": "b"}  # msgpack's bin, as a client of another language may send
+    with pytest.raises(JobSpecKeyError, match=r"command\.env: a variable name must be a string"):
+        JobSpec.from_dict(data)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +72,7 @@ def test_a_spec_survives_the_wire_and_a_submitted_one_needs_an_absolute_cwd() ->
             "its GPU",
         ),
         ("command: {argv: [x], env: {1A: b}}", "command.env.1A", "must match"),
+        ("command: {argv: [x], env: {1: b}}", "command.env", "keys must be strings"),
         ("command: {argv: [x], env: [A]}", "command.env", "must be a mapping of NAME: value"),
         ("command: {argv: [x], points: each}", "command.points", "must be one of"),
         ("command: {argv: [x], args: [y]}", "command.args", "unknown key"),
