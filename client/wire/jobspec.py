@@ -188,12 +188,13 @@ class JobSpec:
 
     @classmethod
     def from_dict(
-        cls, data: object, raw_text: str | None = None, default_timeout_s: float = DEFAULT_TIMEOUT_S
+        cls, data: object, raw_text: str | None = None, default_timeout_s: float | None = None
     ) -> JobSpec:
         """Validates plain data (as to_dict makes) again; errors name ``<submitted spec>`` and the key.
 
         ``raw_text`` is the YAML to keep for the record; without it, the data is dumped as YAML. A spec
-        without timeout_s gets ``default_timeout_s`` (the daemon's).
+        without timeout_s gets ``default_timeout_s`` (the daemon's; None where it is not known, as in a
+        client: the daemon checks it then).
         """
         spec = _build(Document(data, SUBMITTED_SOURCE), raw_text or "", default_timeout_s)
         if raw_text is None:
@@ -204,9 +205,12 @@ class JobSpec:
 def _build(
     doc: Document,
     raw_text: str,
-    default_timeout_s: float = DEFAULT_TIMEOUT_S,
+    default_timeout_s: float | None = None,
     command: Sequence[str] | None = None,
 ) -> JobSpec:
+    """The spec in ``doc``. Without timeout_s it gets ``default_timeout_s``, the daemon's; where that is not
+    known (None: a client reading a file), DEFAULT_TIMEOUT_S stands in and is not checked against the
+    workload's running time: the daemon that applies its own default checks it."""
     if command is not None:  # a program given after --: the spec may be empty, or leave out workload
         if doc.data is None:
             doc.data = {}
@@ -241,9 +245,11 @@ def _build(
         if not top.has(workload):
             raise top.error(workload, f"required section is missing (workload is {excerpt(workload)})")
         params = _WORKLOAD_READERS[workload](top.section(workload, _WORKLOAD_KEYS[workload]))
-    timeout_s = top.number("timeout_s", default_timeout_s, 0, MAX_TIMEOUT_S, low_open=True)
-    if timeout_s <= params.planned_s:
-        given = "" if top.has("timeout_s") else " (the default)"
+    default = DEFAULT_TIMEOUT_S if default_timeout_s is None else default_timeout_s
+    timeout_s = top.number("timeout_s", default, 0, MAX_TIMEOUT_S, low_open=True)
+    checked = top.has("timeout_s") or default_timeout_s is not None
+    given = "" if top.has("timeout_s") else " (this daemon's default_timeout_s)"
+    if checked and timeout_s <= params.planned_s:
         raise top.error(
             "timeout_s",
             f"{timeout_s:g} s{given} is not longer than the workload's own running time "
@@ -259,10 +265,10 @@ def _build(
     if dvfs is not None and dvfs.sweep and isinstance(params, BurnParams):
         per_point = BURN_SETTLE_S + params.seconds + BURN_TAIL_S + dvfs.cooldown_s
         planned = params.warmup_s + len(dvfs.sweep) * per_point
-        if timeout_s <= planned:
+        if checked and timeout_s <= planned:
             raise top.error(
                 "timeout_s",
-                f"{timeout_s:g} s is not longer than the sweep's own running time ({planned:g} s: "
+                f"{timeout_s:g} s{given} is not longer than the sweep's own running time ({planned:g} s: "
                 f"{len(dvfs.sweep)} clocks x {per_point:g} s, with {BURN_SETTLE_S:g} s to settle at each "
                 f"and {BURN_TAIL_S:g} s after it)",
             )

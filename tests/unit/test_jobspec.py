@@ -127,10 +127,6 @@ BASE = "name: demo\nworkload: burn\ntimeout_s: 600\nburn:\n  seconds: 10\n"
             "timeout_s: 11\n" + MINIMAL,
             "job.yaml:1: timeout_s: 11 s is not longer than the workload's own running time (12 s",
         ),
-        (
-            "workload: burn\nburn: {seconds: 4000}\n",
-            "job.yaml:1: timeout_s: 3600 s (the default) is not longer",
-        ),
         ("name: 12\n" + MINIMAL, "job.yaml:1: name: must be a string, got 12 (quote it)"),
         ("name: ''\n" + MINIMAL, "job.yaml:1: name: must be 1 to 128 printable characters, got ''"),
         ("name: [a]\n" + MINIMAL, "job.yaml:1: name: must be a string, got a list"),
@@ -337,7 +333,7 @@ def test_a_dvfs_section_names_one_change_for_the_whole_job() -> None:
             "power_limit_w",
         ),
         (
-            "dvfs: {sm_clocks: {range: [345, 1980, 15]}, cooldown_s: 30}\n",
+            "timeout_s: 3600\ndvfs: {sm_clocks: {range: [345, 1980, 15]}, cooldown_s: 30}\n",
             "timeout_s: 3600 s is not longer than the sweep's own running time",
         ),
         ("dvfs: {sm_clocks: 1410.5}\n", "dvfs.sm_clocks: must be an integer in [1, 10000]"),
@@ -356,3 +352,17 @@ def test_a_spec_without_timeout_s_leaves_it_to_the_daemon() -> None:
     assert given.submitted()["timeout_s"] == 60.0
     daemon_side = JobSpec.from_dict(unset.submitted(), default_timeout_s=120.0)
     assert daemon_side.timeout_s == 120.0 and daemon_side.to_dict()["timeout_s"] == 120.0
+
+
+def test_a_spec_without_timeout_s_is_checked_against_the_daemons_default_not_a_guess() -> None:
+    """A client does not know the daemon's default_timeout_s: a long workload without timeout_s is left for
+    the daemon to check, which names the key and its default."""
+    spec = parse_job_spec("workload: burn\nburn: {seconds: 5000}\n", "job.yaml")
+    assert not spec.timeout_given and "timeout_s" not in spec.submitted()
+    assert JobSpec.from_dict(spec.submitted(), default_timeout_s=7200).timeout_s == 7200
+    with pytest.raises(JobSpecKeyError) as caught:
+        JobSpec.from_dict(spec.submitted(), default_timeout_s=3600)
+    assert caught.value.key == "timeout_s"
+    assert caught.value.problem.startswith("3600 s (this daemon's default_timeout_s) is not longer than")
+    located = spec.key_error(caught.value.key, caught.value.problem)  # as the client names it
+    assert str(located).startswith("job.yaml:1: timeout_s: 3600 s (this daemon's default_timeout_s) is not")
