@@ -6,6 +6,7 @@ import click
 
 from ..api import Client
 from ..job_render import job_json, render_jobs
+from ..wire.protocol import MAX_JOBS_LISTED
 from ..wire.states import STATES
 from .common import echo_json, endpoint_option, json_option
 
@@ -14,7 +15,13 @@ from .common import echo_json, endpoint_option, json_option
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
 @click.option("--gpu", type=int, help="Only jobs on this GPU.")
 @click.option("--user", help="Only this user's jobs.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N jobs.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_JOBS_LISTED),
+    default=100,
+    show_default=True,
+    help="At most N jobs, newest first.",
+)
 @json_option
 @endpoint_option
 def jobs(

@@ -75,6 +75,7 @@ SLURM_JOB_ID_RE = re.compile(r"[0-9]{1,12}")  # $SLURM_JOB_ID: a job's (or an ar
 MAX_FIELD_INT = 2**63 - 1  # integer fields are indices, offsets and counts; SQLite's INTEGER holds them
 TRACE_TABLES = ("samples", "energy", "driver_power", "requests")
 MAX_TRACE_CHUNK = 50_000
+MAX_JOBS_LISTED = 10_000  # a jobs request's most (its limit)
 MAX_REQUESTS_CHUNK = 2_000  # rows of an llm job's requests table per reply: each holds an answer's text
 ERROR_CODES = (
     "bad_request",  # not msgpack, not a map, wrong field types, unknown fields
@@ -100,12 +101,12 @@ def excerpt(value: object) -> str:
     Never raises, whatever the value.
     """
     try:
-        text = _EXCERPT.repr(value)
+        text = clip(_EXCERPT.repr(value), 2 * MAX_EXCERPT_CHARS)  # wide characters take up to 4 bytes each
     except Exception:  # a value whose repr fails is still named
         text = f"<{type(value).__name__}>"
     if isinstance(value, (str, bytes)) and len(value) > MAX_EXCERPT_CHARS:
-        text += f" ({len(value):,} {'chars' if isinstance(value, str) else 'bytes'})"
-    return clip(text, 2 * MAX_EXCERPT_CHARS + 32)
+        text += f" ({len(value):,} {'chars' if isinstance(value, str) else 'bytes'})"  # after the cut: kept
+    return text
 
 
 def clip(text: str, max_bytes: int) -> str:
@@ -120,13 +121,19 @@ class ProtocolError(Exception):
     """A message that breaks the protocol; ``code`` is one of ERROR_CODES."""
 
     def __init__(
-        self, code: str, message: str, request_id: int | None = None, key: str | None = None
+        self,
+        code: str,
+        message: str,
+        request_id: int | None = None,
+        key: str | None = None,
+        problem: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
         self.key = key  # the job spec key it is about, if any (a denied dvfs section: "dvfs")
+        self.problem = problem  # with a key: what is wrong with it, without the key (a client's line)
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,8 @@ def _check_values(type_: str, body: dict[str, Any], request_id: int) -> None:
             f"jobs: unknown state {excerpt(body['state'])}; states: {', '.join(JOB_STATES)}",
             request_id,
         )
+    if type_ == "jobs" and not 1 <= body.get("limit", 100) <= MAX_JOBS_LISTED:
+        raise ProtocolError("bad_request", f"jobs: limit must be in 1..{MAX_JOBS_LISTED}", request_id)
     if type_ == "history":
         seconds = body.get("seconds", 30)
         if not (0 < seconds < float("inf")) or not 1 <= body.get("max_points", 2000) <= MAX_HISTORY_POINTS:

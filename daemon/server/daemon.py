@@ -386,8 +386,10 @@ class Daemon:
         envelope = [frame.bytes for frame in received[1:-1]]
         if envelope not in ([], [b""]):
             # Two requests in one message, or frames before one: refused whole rather than echoing
-            # the extra frames and running the last. The reply is one frame, as to a DEALER.
+            # the extra frames and running the last. The reply is one frame, after the empty delimiter
+            # where the message began with one (a REQ socket drops a reply without it).
             error = "a request is one frame, after an empty delimiter frame for a REQ socket"
-            return [protocol.encode_error(None, "bad_request", error)]
+            delimiter = [b""] if envelope[0] == b"" else []
+            return [*delimiter, protocol.encode_error(None, "bad_request", error)]
         caller = self.callers.get(*identity) if identity is not None else None
         return [*envelope, self.handlers.answer(received[-1].bytes, caller)]

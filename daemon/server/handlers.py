@@ -189,7 +189,11 @@ class Handlers:
             return protocol.encode_reply(request.id, body)
         except protocol.ProtocolError as exc:
             return protocol.encode_error(
-                exc.request_id if request_id is None else request_id, exc.code, exc.message, exc.key
+                exc.request_id if request_id is None else request_id,
+                exc.code,
+                exc.message,
+                exc.key,
+                exc.problem,
             )
         except JobSpecKeyError as exc:
             return protocol.encode_error(request_id, "invalid_spec", str(exc), exc.key, exc.problem)
@@ -390,7 +394,7 @@ class Handlers:
             )
 
     def on_jobs(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        limit = min(max(int(body.get("limit", 100)), 1), 10_000)
+        limit = int(body.get("limit", 100))  # 1..MAX_JOBS_LISTED, checked with the request
         user = body.get("user")
         if not self.policy.is_admin(caller):
             if user not in (None, caller.user):

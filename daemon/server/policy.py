@@ -45,9 +45,10 @@ class Policy:
 
     def deny(self, caller: Caller, what: str, why: str, key: str | None = None) -> protocol.ProtocolError:
         """The error to raise for a refusal, logged with who asked; ``key`` is the job spec key it is
-        about, if any (the client names its line)."""
+        about, if any (the client names its line; the problem is then ``denied: why``)."""
         log.warning("denied %s to %s (uid %d): %s", what, caller.user, caller.uid, why)
-        return protocol.ProtocolError("denied", f"{what} denied: {why}", key=key)
+        problem = f"denied: {why}" if key is not None else None
+        return protocol.ProtocolError("denied", f"{what} denied: {why}", key=key, problem=problem)
 
     def check_use(self, caller: Caller, request: str) -> None:
         if not self.may_use(caller):

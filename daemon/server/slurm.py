@@ -193,21 +193,19 @@ class SlurmJobs:
             log.warning(
                 "refused %s (uid %d) GPU %d: no Slurm job of theirs here", caller.user, caller.uid, gpu
             )
-            raise protocol.ProtocolError(
-                "denied",
+            why = (
                 f"GPU {gpu} is not allocated to {caller.user} by Slurm{named}: this node runs jobs only "
                 "on the GPUs of their user's Slurm job (slurm_enforce_gpus); submit from inside the "
-                "allocation (sbatch or srun --gres=gpu:N)",
-                key="gpu",
+                "allocation (sbatch or srun --gres=gpu:N)"
             )
+            raise protocol.ProtocolError("denied", why, key="gpu", problem=f"denied: {why}")
         if gpu not in job.gpu_indices:
             held = ", ".join(str(i) for i in job.gpu_indices) or "none"
             log.warning(
                 "refused %s (uid %d) GPU %d: not Slurm job %s's", caller.user, caller.uid, gpu, job.id
             )
-            raise protocol.ProtocolError(
-                "denied",
+            why = (
                 f"GPU {gpu} is not allocated to Slurm job {job.id} (its GPUs on this node: {held}); "
-                "this node runs jobs only on the GPUs of their user's Slurm job (slurm_enforce_gpus)",
-                key="gpu",
+                "this node runs jobs only on the GPUs of their user's Slurm job (slurm_enforce_gpus)"
             )
+            raise protocol.ProtocolError("denied", why, key="gpu", problem=f"denied: {why}")

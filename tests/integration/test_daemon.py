@@ -317,6 +317,12 @@ def test_a_req_client_gets_its_delimiter_back(start_daemon: StartDaemon) -> None
             assert req.poll(5000)
             reply = protocol.decode_reply(req.recv())
             assert reply.ok and reply.id == request_id
+        # Two frames after the delimiter: refused, and the refusal reaches the REQ (a REQ socket drops a
+        # reply without its delimiter, and would then wait for ever).
+        req.send_multipart([protocol.encode_request("time", {}, 3), protocol.encode_request("time", {}, 4)])
+        assert req.poll(5000)
+        refused = protocol.decode_reply(req.recv())
+        assert not refused.ok and refused.code == "bad_request"
     finally:
         req.close()
     raw = RawClient(daemon.endpoint)  # the same framing from a DEALER

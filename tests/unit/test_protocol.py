@@ -110,6 +110,8 @@ def test_publish_round_trip_and_topics() -> None:
             "bad_request",
         ),
         ({"v": PROTOCOL_VERSION, "type": "jobs", "id": 1, "body": {"state": "done"}}, "bad_request"),
+        ({"v": PROTOCOL_VERSION, "type": "jobs", "id": 1, "body": {"limit": 0}}, "bad_request"),  # 1..10,000
+        ({"v": PROTOCOL_VERSION, "type": "jobs", "id": 1, "body": {"limit": 10_001}}, "bad_request"),
         ({"v": PROTOCOL_VERSION, "type": "job", "id": 1, "body": {"id": "a" * 257}}, "bad_request"),
         (
             {"v": PROTOCOL_VERSION, "type": "history", "id": 1, "body": {"gpu": 0, "seconds": float("nan")}},
@@ -131,6 +133,8 @@ def test_refusals_quote_a_short_escaped_excerpt_never_the_input() -> None:
     assert "'xxx" in caught.value.message and "(500,000 chars)" in caught.value.message
     assert len(caught.value.message) < 300
     assert excerpt("a\nb\x00c") == "'a\\nb\\x00c'"  # escaped: no line breaks or NULs reach a log
+    wide = excerpt("😀" * 10_000)  # 4 bytes a character: cut by bytes, the length still said
+    assert wide.startswith("'😀") and wide.endswith("... (10,000 chars)") and len(wide.encode()) <= 200
     assert len(excerpt([[[[list(range(10**4))]]]])) < 100 and excerpt(b"\xff" * 3) == "b'\\xff\\xff\\xff'"
 
 

@@ -113,6 +113,7 @@ def test_enforcement_keeps_users_on_their_allocated_gpus(serve: Serve, jobs_dir:
     reply = served.refused(ALICE, "submit", {"spec": burn()})
     assert reply.code == "denied" and reply.body["key"] == "gpu"
     assert "GPU 0 is not allocated to alice by Slurm" in str(reply.message)
+    assert reply.body["problem"].startswith("denied: GPU 0 is not allocated to alice")
     record(jobs_dir, "41", ALICE.uid, [1])  # another GPU: the simulated node serves GPU 0 only
     reply = served.refused(ALICE, "submit", {"spec": burn()})  # from outside the job: the node's GPU 0
     assert "GPU 0 is not allocated to Slurm job 41 (its GPUs on this node: 1)" in str(reply.message)
