@@ -28,6 +28,7 @@ from .wire.errors import (
     ConfigError,
     DaemonError,
     DaemonUnavailable,
+    DeviceNotFound,
     GpuprofError,
     JobNotFound,
     JobSpecError,
@@ -38,6 +39,7 @@ from .wire.messages import GpuInfo
 from .wire.protocol import (
     JOB_ID_ALPHABET,
     JOB_ID_LENGTH,
+    MAX_JOBS_LISTED,
     MAX_SPEC_TEXT_CHARS,
     MAX_TRACE_CHUNK,
     PROTOCOL_VERSION,
@@ -50,7 +52,7 @@ from .wire.slurm_record import allocated_gpus
 from .wire.states import FINAL_STATES
 
 MIN_ID_PREFIX = 4  # characters of a job's id that name it, when no other job's id starts so
-MAX_LISTED_JOBS = 10_000  # the jobs a prefix is looked for among (the jobs request's most)
+MAX_LISTED_JOBS = MAX_JOBS_LISTED  # the jobs a prefix is looked for among (a jobs request's most)
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -448,8 +450,13 @@ class Client:
 
         The batch has the columns of a live ``samples`` message. Longer spans are thinned to every
         ``stride``-th sample (at most ``max_points``); ``available`` tells how many the daemon held.
+        Raises DeviceNotFound for a GPU the daemon does not serve.
         """
-        return self.request("history", {"gpu": gpu, "seconds": seconds, "max_points": max_points})
+        try:
+            return self.request("history", {"gpu": gpu, "seconds": seconds, "max_points": max_points})
+        except JobNotFound as exc:  # what is not found here is the GPU (the message names those served)
+            count = int((self._hello or self.hello()).get("gpus", 0))
+            raise DeviceNotFound(gpu, count, str(exc)) from None
 
     def stats(self) -> dict[str, Any]:
         """The daemon's health: sampler counters (deadline misses, NVML errors), history, queues."""

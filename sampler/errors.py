@@ -71,11 +71,11 @@ class NvmlError(GpuprofError):
 class DeviceNotFound(GpuprofError):
     """A GPU index that this node does not have."""
 
-    def __init__(self, index: int, count: int) -> None:
+    def __init__(self, index: int, count: int, message: str | None = None) -> None:
         self.index = index
         self.count = count
         valid = f"valid indices are 0..{count - 1}" if count else "NVML reports no GPUs"
-        super().__init__(f"GPU {index} not found: {valid}")
+        super().__init__(message or f"GPU {index} not found: {valid}")
 
 
 class PermissionDenied(GpuprofError):

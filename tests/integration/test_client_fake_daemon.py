@@ -148,6 +148,8 @@ class FakeDaemon:
             }
             return self.reply(request, {"gpus": [gpu]})
         if request.type == "history":
+            if body.get("gpu") != 0:
+                return [(None, encode_error(request.id, "not_found", f"GPU {body.get('gpu')} is not served"))]
             recent = {"gpu": 0, "simulated": True, "job": None, "t_ns": [time.monotonic_ns() - 10**9],
                       "power_w": [250.0], "sm_clock_mhz": [1980], "stride": 1, "available": 1}  # fmt: skip
             return self.reply(request, recent)
@@ -482,6 +484,13 @@ def test_cli_watch_piped_prints_status_lines(capsys: pytest.CaptureFixture[str],
         code, out, _ = run_cli(capsys, "watch", "--seconds", "1.5", "--endpoint", daemon.endpoint)
     assert code == 0
     assert "SIMULATED" in out and "job done running" in out and "321.0 W" in out
+
+
+def test_cli_watch_of_a_gpu_the_daemon_does_not_serve_is_exit_5(
+    capsys: pytest.CaptureFixture[str], daemon: FakeDaemon
+) -> None:
+    code, _, err = run_cli(capsys, "watch", "--gpu", "9", "--seconds", "1", "--endpoint", daemon.endpoint)
+    assert code == 5 and "GPU 9 is not served" in err  # DeviceNotFound, not a missing job
 
 
 def test_cli_watch_job_stops_when_the_job_ends_on_a_line_with_its_final_state(
