@@ -86,11 +86,17 @@ def _check_value(value: object, where: str, depth: int = 0) -> None:
         raise MarkerError(f"{where}: unsupported type {type(value).__name__}")
 
 
+def check_name(name: object) -> str:
+    """``name`` if it is a marker's name (``[A-Za-z_][A-Za-z0-9_.:-]*``, 64 chars at most); or MarkerError."""
+    if not (isinstance(name, str) and len(name) <= MAX_NAME_CHARS and _NAME.fullmatch(name)):
+        raise MarkerError(f"name must match {_NAME.pattern} (at most {MAX_NAME_CHARS} chars), got {name!r}")
+    return name
+
+
 def _check_marker(kind: object, name: object, t_ns: object, attrs: object) -> Marker:
     if kind not in KINDS or not isinstance(kind, str):
         raise MarkerError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not (isinstance(name, str) and len(name) <= MAX_NAME_CHARS and _NAME.fullmatch(name)):
-        raise MarkerError(f"name must match {_NAME.pattern} (at most {MAX_NAME_CHARS} chars), got {name!r}")
+    name = check_name(name)
     if not (isinstance(t_ns, int) and not isinstance(t_ns, bool) and 0 < t_ns <= MAX_T_NS):
         raise MarkerError(f"t_ns must be a positive 64-bit integer, got {t_ns!r}")
     if not isinstance(attrs, dict):

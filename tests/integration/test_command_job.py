@@ -104,6 +104,9 @@ def test_a_shell_program_marks_through_the_line_format_and_bad_lines_are_counted
         '> "$GPUPROF_MARKERS"\n'
         "echo 'not json' > \"$GPUPROF_MARKERS\"\n"
         'echo \'{"kind":"begin","name":"point","attrs":{}}\' > "$GPUPROF_MARKERS"\n'
+        'echo \'{"kind":"status","attrs":{"text":"hi","done":5,"total":2}}\' > "$GPUPROF_MARKERS"\n'
+        'echo \'{"kind":"status","name":"no spaces please","attrs":{"text":"hi"}}\' > "$GPUPROF_MARKERS"\n'
+        'echo \'{"kind":"status","attrs":{"text":"half","done":1,"total":2}}\' > "$GPUPROF_MARKERS"\n'
         "echo hello from the shell\n"
     )
     script.chmod(0o755)
@@ -121,7 +124,8 @@ def test_a_shell_program_marks_through_the_line_format_and_bad_lines_are_counted
         daemon.kill()
     assert job["state"] == "succeeded", job.get("reason")
     command = job["result"]["command"]
-    assert command["refused_lines"] == 2  # not JSON; a name gpuprof marks itself
+    # not JSON; a name gpuprof marks itself; a status done past its total; a status with a bad name
+    assert command["refused_lines"] == 4
     assert "hello from the shell" in command["stdout_tail"] and command["stdout_path"].endswith("stdout.log")
     assert job["result"]["llm"]["requests"] == 1
 

@@ -44,7 +44,7 @@ from gpuprof.client.wire.command_spec import (
 from gpuprof.client.wire.dvfs_spec import DvfsParams
 from gpuprof.client.wire.errors import GpuprofError
 
-from ...markers import MarkerChannelError
+from ...markers import MarkerChannelError, check_name
 from ...worker_env import EXPECT_UID_ENV, JOB_SPEC_ENV, MARKER_FD_ENV, MAX_FILE_ENV
 from ..markers import MarkerWriter
 from .target import GpuTarget, sigterm_deferred
@@ -344,9 +344,13 @@ class _Run:
         if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not self.started_ns <= t_ns <= now:
             raise ValueError("t_ns must be CLOCK_MONOTONIC ns, from the program's start, not in the future")
         if kind == "status":
+            if name is not None:
+                check_name(name)  # a MarkerError: refused like any malformed line
             done, total = attrs.get("done"), attrs.get("total")
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (done, total)):
-                done = total = None  # a share only where both are numbers; the line stands without one
+            if done is not None or total is not None:
+                numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (done, total))
+                if not numbers or not 0 <= done <= total:  # type: ignore[operator]
+                    raise ValueError("a status's done and total must be numbers, 0 <= done <= total")
             self.markers.status(str(attrs.get("text", name or "")), done, total)
             return
         if name == NEXT_POINT and kind == "event":
