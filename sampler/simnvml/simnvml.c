@@ -410,7 +410,8 @@ static unsigned long long sample_timestamp_us(int64_t tick_ns, int64_t offset_ns
 /* How far sample k is taken off its tick, in ns: a 64-bit hash of k (splitmix64's finalizer) mapped uniformly
  * onto the whole microseconds in [-samples_jitter_ns, +samples_jitter_ns], so the same in every call and every
  * process, and a sample's timestamp is its tick's plus whole us. Kept below half the period in whole us too, so
- * the timestamps stay strictly increasing. */
+ * the timestamps stay strictly increasing. The GPU's ripple phase (0 for GPU 0, different for each other GPU)
+ * seeds the hash, so that the GPUs of a node do not wander in step, as real ones do not. */
 static int64_t sample_jitter_ns(const struct sim_timing *t, int64_t k) {
     int64_t most_us = t->samples_jitter_ns / 1000;
     int64_t limit_us = (t->samples_period_ns / 1000 - 1) / 2;
@@ -418,7 +419,7 @@ static int64_t sample_jitter_ns(const struct sim_timing *t, int64_t k) {
         most_us = limit_us;
     if (most_us <= 0)
         return 0;
-    uint64_t h = (uint64_t)k + 0x9E3779B97F4A7C15ULL;
+    uint64_t h = (uint64_t)k + (uint64_t)t->ripple_phase_ns + 0x9E3779B97F4A7C15ULL;
     h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
     h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
     h ^= h >> 31;
