@@ -22,10 +22,6 @@ def _energy(value: float | None, bound: float | None) -> str:
     return energy(value, bound, unbounded=" (no bound)")
 
 
-def _span(start_ns: int | None, end_ns: int | None) -> str:
-    return f"over {(end_ns - start_ns) / 1e9:.3f} s" if start_ns is not None and end_ns is not None else ""
-
-
 def _when(wall_ns: int | None) -> str:
     if not wall_ns:
         return "-"
@@ -42,18 +38,18 @@ def _clocks(figures: dict[str, Any]) -> str:
 def _energy_lines(figures: dict[str, Any], indent: str) -> list[str]:
     integrated = _energy(figures.get("energy_integrated_j"), figures.get("energy_integrated_uncertainty_j"))
     counter = _energy(figures.get("energy_counter_j"), figures.get("energy_counter_uncertainty_j"))
-    counter_span = _span(figures.get("counter_t_start_ns"), figures.get("counter_t_end_ns"))
-    if figures.get("energy_counter_j") is None:
-        counter_span = "(fewer than two counter readings)"
     duration = figures.get("duration_s")
     window = f"over {duration:.3f} s" if duration is not None else ""
+    # The fused figure is the whole window's energy: the counter between its updates, the edges estimated.
+    fused = figures.get("energy_counter_j") is not None
+    counter_window = window if fused else "(fewer than two counter updates)"
     reasons = ", ".join(figures.get("clock_event_reasons") or []) or "none"
     counter_method = figures.get("energy_counter_method") or "energy counter difference"
     integrated_method = figures.get("energy_integrated_method") or "integrated power (sample and hold)"
     power = f"mean {_num(figures.get('mean_power_w'), 'W')}, peak {_num(figures.get('peak_power_w'), 'W')}"
     lines = [
         f"{indent}power ({figures.get('power_source', 'instant')})  {power}",
-        f"{indent}energy, counter           {counter}  {counter_span or window}".rstrip(),
+        f"{indent}energy, counter           {counter}  {counter_window}".rstrip(),
         f"{indent}  method: {counter_method}",
         f"{indent}energy, integrated power  {integrated}  {window}".rstrip(),
         f"{indent}  method: {integrated_method}",
@@ -86,13 +82,11 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
     first = windows[0]
     rows = []
     for window in windows[:MAX_WINDOW_ROWS]:
-        span = _span(window.get("counter_t_start_ns"), window.get("counter_t_end_ns")).removeprefix("over ")
         rows.append(
             [
                 _window_name(window),
                 _num(window.get("duration_s"), "s", 3),
                 _energy(window.get("energy_counter_j"), window.get("energy_counter_uncertainty_j")),
-                span or "-",
                 _energy(window.get("energy_integrated_j"), window.get("energy_integrated_uncertainty_j")),
                 _num(window.get("mean_power_w"), "W"),
                 _num(window.get("peak_power_w"), "W"),
@@ -100,12 +94,11 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
                 "SHORT" if window.get("shorter_than_sensor_update") else "",
             ]
         )
-    header = ["WINDOW", "DURATION", "COUNTER", "SPAN", "INTEGRATED", "MEAN", "PEAK", "SM CLOCK", ""]
+    header = ["WINDOW", "DURATION", "COUNTER", "INTEGRATED", "MEAN", "PEAK", "SM CLOCK", ""]
     lines = [
-        f"  windows ({len(windows)}): energy ± bound by the counter "
-        f"({first.get('energy_counter_method') or 'energy counter difference'}, over SPAN)",
-        f"    and by integrated power ({first.get('energy_integrated_method') or 'sample and hold'}, "
-        "over DURATION)",
+        f"  windows ({len(windows)}): energy ± bound over each window's DURATION, by the counter "
+        f"({first.get('energy_counter_method') or 'energy counter difference'})",
+        f"    and by integrated power ({first.get('energy_integrated_method') or 'sample and hold'})",
     ]
     lines += ["    " + line for line in _table(header, rows).splitlines()]
     if len(windows) > MAX_WINDOW_ROWS:
@@ -213,10 +206,13 @@ def render_jobs(jobs: list[dict[str, Any]]) -> str:
                 str(job.get("gpu", "")),
                 _when(job.get("created_ns")),
                 _num(result.get("duration_s"), "s", 1) if result else "-",
-                _num(result.get("energy_counter_j"), "J", 1) if result else "-",
+                _energy(result.get("energy_counter_j"), result.get("energy_counter_uncertainty_j"))
+                if result
+                else "-",
             ]
         )
-    return _table(["ID", "NAME", "STATE", "USER", "GPU", "CREATED", "DURATION", "ENERGY (counter)"], rows)
+    header = ["ID", "NAME", "STATE", "USER", "GPU", "CREATED", "DURATION", "ENERGY (fused counter ± bound)"]
+    return _table(header, rows)
 
 
 def _gpu_name(gpu: GpuInfo) -> str:

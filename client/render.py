@@ -48,13 +48,10 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"peak {_fmt(gpu['peak_power_w'], 'W')}; "
             f"{gpu['distinct_power_updates']:,} distinct sensor updates",
             f"    energy, integrated power  {integrated}  over {gpu['duration_s']:.3f} s",
+            f"      method: {gpu.get('energy_integrated_method') or 'integrated power (sample and hold)'}",
             f"    energy, counter           {counter}  over {gpu['duration_s']:.3f} s"
-            + (
-                f" (readings span {(gpu['counter_t_end_ns'] - gpu['counter_t_start_ns']) / 1e9:.3f} s; "
-                "the rest extended at their mean power)"
-                if gpu["counter_t_start_ns"] is not None
-                else " (fewer than two counter readings)"
-            ),
+            + ("" if gpu["energy_counter_j"] is not None else " (fewer than two counter updates)"),
+            f"      method: {gpu.get('energy_counter_method') or 'energy counter'}",
             f"    SM clock {clocks} (median {_fmt(gpu['sm_clock_median_mhz'], 'MHz', 0)}); "
             f"clock-event reasons: {reasons}",
         ]

@@ -399,7 +399,8 @@ def test_cli_lists_shows_and_cancels_jobs(capsys: pytest.CaptureFixture[str], da
     code, out, _ = run_cli(capsys, "jobs", "--json", *ep)
     assert code == 0 and json.loads(out)[0]["energy_counter_j"] == 300.0
     code, out, _ = run_cli(capsys, "jobs", *ep)
-    assert code == 0 and "done" in out and "ENERGY" in out
+    assert code == 0 and "done" in out and "ENERGY (fused counter ± bound)" in out
+    assert "300.0 J ± 7.0 J" in out
     code, out, _ = run_cli(capsys, "show", "done", *ep)
     assert code == 0 and "SIMULATED" in out and "300.0 J ± 7.0 J" in out
     code, out, _ = run_cli(capsys, "show", "done", "--json", *ep)

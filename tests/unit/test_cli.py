@@ -49,6 +49,9 @@ def test_sample_text_summary_is_labelled_simulated(
     code, out, _ = run(capsys, "sample", "--simulate", "--seconds", "0.3", "-o", str(tmp_path / "t.csv"))
     assert code == 0
     assert "SIMULATED GPU" in out and "energy, counter" in out
+    # each figure with its method and its window, the sampled one, not the counter readings' span
+    assert "method: fused: the energy counter" in out and "method: integrated instant power" in out
+    assert "extended at their mean power" not in out
 
 
 def test_missing_driver_is_one_line_that_names_the_fix(
