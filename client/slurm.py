@@ -127,10 +127,16 @@ def end_jobs(endpoint: str, job_id: str, wait_s: float = END_WAIT_S) -> dict[str
 
 
 def cost(
-    record: dict[str, Any] | None, now: dict[int, dict[str, Any]], ended: dict[str, Any]
+    record: dict[str, Any] | None,
+    now: dict[int, dict[str, Any]],
+    ended: dict[str, Any],
+    simulated_now: bool | None = None,
 ) -> dict[str, Any]:
     """What the Slurm job cost, for its AdminComment: the allocation's GPUs' energy between prolog and
-    epilog (their counters' difference), and the energy of each of its gpuprof jobs."""
+    epilog (their counters' difference), and the fused energy of its gpuprof jobs with the sum of their
+    bounds. ``simulated_now``: whether gpuprofd serves simulated GPUs, as it said at the epilog (None: it
+    did not answer); with the prolog's record, it says whether any figure is simulated (``unknown`` when
+    neither could tell)."""
     out: dict[str, Any] = {"gpus": [], "gpu_energy_j": None, "method": "energy-counter-prolog-to-epilog"}
     if record is not None:
         joules: list[float | None] = []
@@ -149,12 +155,21 @@ def cost(
         started = record.get("started_ns")
         if isinstance(started, int):
             out["seconds"] = round((time.time_ns() - started) / 1e9, 3)
-        out["simulated"] = bool(record.get("simulated"))
+    recorded = bool(record.get("simulated")) if record is not None else None
+    known = [flag for flag in (recorded, simulated_now) if flag is not None]
+    out["simulated"] = any(known) if known else None
     jobs = ended.get("jobs", [])
     energies = [job.get("energy_j") for job in jobs]
+    bounds = [job.get("energy_bound_j") for job in jobs]
     out["gpuprof_jobs"] = len(jobs)
+    out["gpuprof_jobs_method"] = "fused-energy-counter"
     out["gpuprof_jobs_energy_j"] = (
         round(sum(energies), 3) if jobs and all(isinstance(e, float | int) for e in energies) else None
+    )
+    out["gpuprof_jobs_energy_bound_j"] = (
+        round(sum(bounds), 3)
+        if out["gpuprof_jobs_energy_j"] is not None and all(isinstance(b, float | int) for b in bounds)
+        else None
     )
     out["cancelled"] = len(ended.get("cancelled", []))
     return out
@@ -216,17 +231,18 @@ def epilog(env: Mapping[str, str], jobs_dir: str, endpoint: str, account: bool =
     done = []
     ended: dict[str, Any] = {}
     now: dict[int, dict[str, Any]] = {}
+    simulated_now: bool | None = None
     answered = False
     try:
         ended = end_jobs(endpoint, job_id)
         answered = True
-        now, _ = _daemon_gpus(endpoint)
+        now, simulated_now = _daemon_gpus(endpoint)
         if ended.get("cancelled"):
             done.append(f"cancelled gpuprof jobs {', '.join(ended['cancelled'])}")
     except GpuprofError as exc:
         kept = f"; its record stays: run SLURM_JOB_ID={job_id} gpuprof slurm epilog once gpuprofd answers"
         _say(f"job {job_id}: gpuprofd did not answer ({exc}): its gpuprof jobs were not cancelled" + kept)
-    text = comment_text({**cost(record, now, ended), "node": socket.gethostname()})
+    text = comment_text({**cost(record, now, ended, simulated_now), "node": socket.gethostname()})
     done.append(text)  # in slurmd's log whatever becomes of the AdminComment
     if account:
         try:

@@ -179,11 +179,22 @@ def test_the_cost_is_the_counters_difference_and_the_jobs_energy() -> None:
         "simulated": True,
     }
     now = {0: {"uuid": "GPU-a", "energy_j": 1500.5}, 1: {"uuid": "GPU-b", "energy_j": 105.0}}
-    ended = {"cancelled": ["j2"], "jobs": [{"energy_j": 200.0}, {"energy_j": 50.25}]}
+    ended = {
+        "cancelled": ["j2"],
+        "jobs": [{"energy_j": 200.0, "energy_bound_j": 2.5}, {"energy_j": 50.25, "energy_bound_j": 0.5}],
+    }
     figures = cost(start, now, ended)
     assert figures["gpu_energy_j"] == 600.5 and [g["energy_j"] for g in figures["gpus"]] == [500.5, 100.0]
     assert (figures["gpuprof_jobs"], figures["gpuprof_jobs_energy_j"], figures["cancelled"]) == (2, 250.25, 1)
+    assert (
+        figures["gpuprof_jobs_energy_bound_j"] == 3.0
+        and figures["gpuprof_jobs_method"] == "fused-energy-counter"
+    )
     assert figures["simulated"] is True
+    # Without the prolog's record, the daemon's word at the epilog labels the figures; with neither, unknown.
+    assert cost(None, now, ended, simulated_now=True)["simulated"] is True
+    assert cost({**start, "simulated": False}, now, ended, simulated_now=True)["simulated"] is True
+    assert "simulated=unknown" in comment_text(cost(None, {}, {}))
     # Another GPU at that index now (a different UUID): its counter says nothing of this job.
     swapped = cost(start, {**now, 1: {"uuid": "GPU-c", "energy_j": 9.0}}, ended)
     assert swapped["gpu_energy_j"] is None and swapped["gpus"][1]["energy_j"] is None
