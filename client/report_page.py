@@ -464,7 +464,8 @@ def write_report(report: Report, directory: str | Path) -> dict[str, list[str]]:
         written: dict[str, list[str]] = {"tables": [], "plots": []}
         for name, table in report.tables().items():
             path = folder / f"{name}.csv"
-            table.to_csv(path, index=False)
+            # Each row says whether its figures come from the simulated GPU: a CSV travels without the page.
+            table.assign(simulated=report.simulated).to_csv(path, index=False)
             written["tables"].append(str(path))
         images = _plots(report, plt)
         for name, data in images.items():

@@ -54,7 +54,8 @@ def write_job_report(
     if as_json:
         steady = analysis.steady_optima
         optima = steady.astype(object).where(steady.notna(), None).to_dict("records")
-        echo_json({**written, "steady_optima": optima} if optima else written)
+        found = {**written, "simulated": analysis.simulated}
+        echo_json({**found, "steady_optima": optima} if optima else found)
         return
     within = analysis.savings[analysis.savings["latency_budget"] == HEADLINE_BUDGET]
     for row in analysis.optima.itertuples():

@@ -138,6 +138,7 @@ def test_the_csv_files_hold_numeric_intervals(tmp_path: Path, synthetic: tuple[R
         assert lows and all(table[c].dtype == "float64" for c in lows), name
         assert all(table[c.replace("_low", "_high")].dtype == "float64" for c in lows), name
         assert not table.astype(str).apply(lambda col: col.str.startswith("(")).any().any(), name
+        assert table["simulated"].all(), name  # a CSV read without the page still says so
 
 
 def test_the_gpu_s_power_is_plotted_only_where_it_was_measured(tmp_path: Path) -> None:

@@ -186,6 +186,7 @@ def test_the_files_page_and_command_carry_the_steady_figures(
     assert "m (eager) / qa / batch 4, steady state: prefill: energy-optimal 1410 MHz" in out
     write_job_report(jobs, str(tmp_path / "again"), as_json=True)
     printed = json.loads(capsys.readouterr().out)
+    assert printed["simulated"] is True  # the report's figures say where they come from, as its page does
     decode = printed["steady_optima"][1]
     assert decode["phase"] == "decode" and decode["separated"] is True
     assert isinstance(decode["j_per_token_low"], float) and decode["energy_optimal_mhz"] == 900
@@ -226,7 +227,7 @@ def test_a_sweep_without_steady_figures_reports_as_before(
     write_job_report([(job(steady=False), requests())], str(tmp_path / "cli"), as_json=False)
     assert "steady" not in capsys.readouterr().out.replace(str(tmp_path), "")
     write_job_report([(job(steady=False), requests())], str(tmp_path / "cli"), as_json=True)
-    assert set(json.loads(capsys.readouterr().out)) == {"tables", "plots", "page"}
+    assert set(json.loads(capsys.readouterr().out)) == {"tables", "plots", "page", "simulated"}
 
 
 def test_points_without_steady_keys_give_no_steady_rows() -> None:
