@@ -182,6 +182,9 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
     # prefill and decode, each ± its windows' 95% interval (docs/llm.md, "Clock sweeps").
     steady = any(p.get("decode_j_per_token") is not None for p in points)
     figures += ["PREFILL mJ/TOK", "DECODE mJ/TOK"] if steady else []
+    # Burn and command sweeps' points each come from one window: its estimate's bound, beside the interval.
+    bounded = any(p.get("energy_j_bound") is not None for p in points)
+    figures[2:2] = ["± BOUND"] if bounded else []
     header += ["SM MHz", "OBSERVED", "P5-P95", *figures, "FLAG"]
     scale = 1e3 if burn else 1.0
     ordered = sorted(points, key=lambda p: (*(str(p.get(k)) for k in keys), p["sm_clock_mhz"]))
@@ -193,11 +196,17 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
             *(str(p.get(k)) if p.get(k) is not None else "-" for k in keys), str(p["sm_clock_mhz"]),
             _fmt(p.get("observed_sm_clock_mhz"), 0), f"{_fmt(spread[0], 0)}-{_fmt(spread[1], 0)}",
             _fmt(p.get("energy_j"), 2, scale), _fmt(p.get("energy_j_ci95"), 2, scale),
+            *([_fmt(p.get("energy_j_bound"), 2, scale)] if bounded else []),
             _fmt(p.get("latency_s"), 4, scale), _fmt(p.get("edp_js"), 3, scale * scale),
             *([_per_token(p, "prefill"), _per_token(p, "decode")] if steady else []),
             f"FLAGGED {reasons}".strip() if p.get("flagged") else "",
         ])  # fmt: skip
     lines += ["    " + line for line in _table(header, rows)]
+    method = points[0].get("energy_method")
+    if method:
+        lines.append(f"    energy by {method}")
+    if steady and any(_per_token_is_bound(p, phase) for p in points for phase in ("prefill", "decode")):
+        lines.append("    mJ/TOK ± the 95% interval of the point's windows; *: ± the one window's bound")
     over = "kind x size" if burn else "the points" if whole else "model x task x batch"
     lines.append(
         f"    energy-optimal {dvfs.get('energy_optimal_mhz') or '-'} MHz, EDP-optimal "
@@ -214,13 +223,25 @@ def render_sweep(dvfs: dict[str, Any], simulated: bool) -> list[str]:
     return lines
 
 
+def _per_token_is_bound(point: dict[str, Any], phase: str) -> bool:
+    """Whether a phase's ± is its window's bound (no interval: one window)."""
+    return (
+        point.get(f"{phase}_j_per_token_ci95") is None
+        and point.get(f"{phase}_j_per_token_uncertainty") is not None
+    )
+
+
 def _per_token(point: dict[str, Any], phase: str) -> str:
-    """A phase's steady energy per token in mJ, ± the 95% interval of its windows (else their bound)."""
+    """A phase's steady energy per token in mJ, ± the 95% interval of its windows (else their bound, marked
+    with a *)."""
     value = point.get(f"{phase}_j_per_token")
-    spread = point.get(f"{phase}_j_per_token_ci95") or point.get(f"{phase}_j_per_token_uncertainty")
     if value is None:
         return "-"
-    return f"{_fmt(value, 2, 1e3)} ± {_fmt(spread, 2, 1e3)}" if spread is not None else _fmt(value, 2, 1e3)
+    interval = point.get(f"{phase}_j_per_token_ci95")
+    if interval is not None:
+        return f"{_fmt(value, 2, 1e3)} ± {_fmt(interval, 2, 1e3)}"
+    bound = point.get(f"{phase}_j_per_token_uncertainty")
+    return f"{_fmt(value, 2, 1e3)} ± {_fmt(bound, 2, 1e3)}*" if bound is not None else _fmt(value, 2, 1e3)
 
 
 def requests_json(frame: pd.DataFrame) -> list[dict[str, Any]]:

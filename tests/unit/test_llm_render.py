@@ -50,6 +50,21 @@ def test_a_burn_sweep_shows_each_clock_per_operation_in_millijoules() -> None:
                                 "1.9308", "1,548.038"]  # fmt: skip
     assert "summed over kind x size" in lines[3]
     assert lines[4].strip() == "energy search burn: best 1140 MHz, 2 of 31 clocks measured"
+    # With its window's bound and method, as the job's result gives them: each stated beside the figure.
+    bounded = {**point, "energy_j_bound": 0.0043, "energy_method": "fused counter and power"}
+    lines = render_sweep({"points": [bounded], "energy_optimal_mhz": 1140}, False)
+    assert "± BOUND" in lines[1] and lines[2].split()[5:8] == ["801.76", "10.50", "4.30"]
+    assert lines[3].strip() == "energy by fused counter and power"
+
+
+def test_a_steady_figure_from_one_window_says_its_plus_minus_is_the_bound() -> None:
+    steady = {"prefill_j_per_token": 0.97442, "prefill_j_per_token_ci95": 0.0149,
+              "decode_j_per_token": 38.57192, "decode_j_per_token_uncertainty": 0.20736}  # fmt: skip
+    point = {**SWEEP["points"][1], **steady}
+    lines = render_sweep({"points": [point]}, simulated=False)
+    row = next(line for line in lines if line.strip().startswith("m "))
+    assert "974.42 ± 14.90" in row and "38,571.92 ± 207.36*" in row
+    assert any("*: ± the one window's bound" in line for line in lines)
 
 
 def test_an_llm_section_that_failed_says_so() -> None:
