@@ -62,7 +62,8 @@ def render_llm(section: dict[str, Any], simulated: bool) -> list[str]:
     points = section.get("points") or []
     if points:
         lines.append(
-            f"  requests{tag}: energy by {section.get('energy_method')}; medians; TTFT includes tokenization"
+            f"  requests{tag}: energy by {section.get('energy_method')}; TTFT and TPOT medians, J/REQ and "
+            "J/TOK means; TTFT includes tokenization"
         )
         header = ["MODEL", "TASK", "BATCH", "REQ", "OUT TOK/S", "TTFT ms", "TPOT ms", "J/REQ", "CV", "J/TOK",
                   "QUALITY", "SHORT", "SM MHz"]  # fmt: skip

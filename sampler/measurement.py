@@ -42,16 +42,20 @@ class GpuMeasurement:
     short: bool  # shorter than one power-sensor update: no figure is reliable (energy_window's flag)
     samples: int
     power_source: str  # "instant" (field 186) or "average_1s"
+    duration_s: float | None = None  # the window's, as its Measurement's
+    simulated: bool = False  # measured on gpuprof's simulated GPU, not a real one
 
     @property
     def method_description(self) -> str:
         return METHODS.get(self.method or "", "no figure: neither the energy counter nor the power was read")
 
     def __str__(self) -> str:
+        label = f"{'SIMULATED ' if self.simulated else ''}GPU {self.gpu}"
         if self.energy_j is None:
-            return f"GPU {self.gpu}: no energy figure ({self.samples} samples)"
+            return f"{label}: no energy figure ({self.samples} samples)"
+        over = f" over {self.duration_s:.3f} s" if self.duration_s is not None else ""
         parts = [
-            f"GPU {self.gpu}: {self.energy_j:.3f} ± {self.energy_uncertainty_j or 0:.3f} J ({self.method})"
+            f"{label}: {self.energy_j:.3f} ± {self.energy_uncertainty_j or 0:.3f} J ({self.method}){over}"
         ]
         if self.mean_power_w is not None:
             parts.append(f"{self.mean_power_w:.1f} W mean")
@@ -126,6 +130,7 @@ def gpu_measurement(
     t0: int,
     t1: int,
     driver_power: np.ndarray | None = None,
+    simulated: bool = False,
 ) -> GpuMeasurement:
     """The figures of ``tally``'s GPU over [t0, t1] from the records kept (``driver_power``: the driver's
     power samples, where it keeps them) and the window's tally.
@@ -168,4 +173,6 @@ def gpu_measurement(
         short=window.shorter_than_sensor_update,
         samples=tally.samples,
         power_source=window.power_source,
+        duration_s=duration_s,
+        simulated=simulated,
     )

@@ -409,7 +409,8 @@ class Monitor:
             duration_s=(t1 - t0) / 1e9,
             simulated=self.simulated,
             gpus={
-                tally.gpu: gpu_measurement(samples, energy, tally, t0, t1, driver_power) for tally in tallies
+                tally.gpu: gpu_measurement(samples, energy, tally, t0, t1, driver_power, self.simulated)
+                for tally in tallies
             },
         )
 

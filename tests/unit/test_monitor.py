@@ -290,5 +290,7 @@ def test_a_measurement_is_frozen_and_reads_as_a_report(monitor: Monitor) -> None
     text = str(m)
     assert text.startswith("window 'report' (SIMULATED GPU): ") and "GPU 0: " in text and " J (" in text
     assert "SHORTER THAN A SENSOR UPDATE" in text and m.gpus[0].short  # 50 ms < one 100 ms update
+    alone = str(m.gpus[0])  # printed on its own, a GPU's figures still say where and over what they come from
+    assert alone.startswith("SIMULATED GPU 0: ") and f"over {m.duration_s:.3f} s" in alone
     described = m.as_dict()["gpus"]["0"]  # type: ignore[index]
     assert described["method"] == m.gpus[0].method and described["method_description"]
