@@ -54,18 +54,21 @@ class GpuprofCollector(Collector):
         build.add_metric([], {"version": str(answer.get("daemon_version")),
                               "simulated": str(bool(answer.get("simulated"))).lower()})  # fmt: skip
         yield build
-        yield from self._gpus(answer.get("gpus") or [])
-        yield from self._jobs(answer.get("jobs") or {})
+        simulated = str(bool(answer.get("simulated"))).lower()  # on every energy and power series too
+        yield from self._gpus(answer.get("gpus") or [], simulated)
+        yield from self._jobs(answer.get("jobs") or {}, simulated)
         yield from self._sampler(answer.get("sampler") or {})
 
-    def _gpus(self, gpus: list[dict[str, Any]]) -> Iterator[Metric]:
+    def _gpus(self, gpus: list[dict[str, Any]], simulated: str) -> Iterator[Metric]:
         labels = ["gpu", "uuid"]
         energy = CounterMetricFamily(
             "gpuprof_gpu_energy_joules",
             "The GPU's energy counter (NVML's total energy since the driver loaded)",
-            labels=labels,
+            labels=[*labels, "simulated"],
         )
-        power = GaugeMetricFamily("gpuprof_gpu_power_watts", "The GPU's power, as last read", labels=labels)
+        power = GaugeMetricFamily(
+            "gpuprof_gpu_power_watts", "The GPU's power, as last read", labels=[*labels, "simulated"]
+        )
         sm = GaugeMetricFamily("gpuprof_gpu_sm_clock_hertz", "The SM clock, as last read", labels=labels)
         mem = GaugeMetricFamily(
             "gpuprof_gpu_memory_clock_hertz", "The memory clock, as last read", labels=labels
@@ -84,9 +87,9 @@ class GpuprofCollector(Collector):
         for gpu in gpus:
             key = [str(gpu.get("index")), str(gpu.get("uuid"))]
             if gpu.get("energy_j") is not None:
-                energy.add_metric(key, float(gpu["energy_j"]))
+                energy.add_metric([*key, simulated], float(gpu["energy_j"]))
             if gpu.get("power_w") is not None:
-                power.add_metric(key, float(gpu["power_w"]))
+                power.add_metric([*key, simulated], float(gpu["power_w"]))
             if gpu.get("sm_clock_mhz") is not None:
                 sm.add_metric(key, float(gpu["sm_clock_mhz"]) * 1e6)
             if gpu.get("mem_clock_mhz") is not None:
@@ -100,16 +103,17 @@ class GpuprofCollector(Collector):
             queued.add_metric([key[0]], float(gpu.get("queued") or 0))
         yield from (energy, power, sm, mem, reasons, job, queued)
 
-    def _jobs(self, jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    def _jobs(self, jobs: dict[str, dict[str, Any]], simulated: str) -> Iterator[Metric]:
         energy = CounterMetricFamily(
             "gpuprof_job_energy_joules",
             "A running or lately ended job's energy: the energy counter's increase over the job so far",
-            labels=["job_id", "gpu", "slurm_job_id"],
+            labels=["job_id", "gpu", "slurm_job_id", "simulated"],
         )
         for job_id, job in sorted(jobs.items()):
             if job.get("energy_j") is not None:
                 slurm_job_id = str(job.get("slurm_job_id") or "")
-                energy.add_metric([job_id, str(job.get("gpu")), slurm_job_id], float(job["energy_j"]))
+                figure = [job_id, str(job.get("gpu")), slurm_job_id, simulated]
+                energy.add_metric(figure, float(job["energy_j"]))
         yield energy
 
     def _sampler(self, sampler: dict[str, Any]) -> Iterator[Metric]:

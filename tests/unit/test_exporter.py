@@ -40,17 +40,21 @@ def scrape(answer: dict[str, Any] | None) -> str:
 
 def test_each_gpu_is_in_base_units_and_a_gpu_not_read_has_no_made_up_values() -> None:
     text = scrape(ANSWER)
-    assert 'gpuprof_gpu_energy_joules_total{gpu="0",uuid="GPU-a"} 1025.5' in text
-    assert 'gpuprof_gpu_power_watts{gpu="0",uuid="GPU-a"} 250.5' in text
+    # the figures say whether they are simulated, so that no query mixes a simulated node with real ones
+    assert 'gpuprof_gpu_energy_joules_total{gpu="0",simulated="false",uuid="GPU-a"} 1025.5' in text
+    assert 'gpuprof_gpu_power_watts{gpu="0",simulated="false",uuid="GPU-a"} 250.5' in text
     assert 'gpuprof_gpu_sm_clock_hertz{gpu="0",uuid="GPU-a"} 1.41e+09' in text
     assert 'gpuprof_gpu_clock_event_active{gpu="0",reason="sw_power_cap",uuid="GPU-a"} 1.0' in text
     assert 'gpuprof_gpu_clock_event_active{gpu="0",reason="gpu_idle",uuid="GPU-a"} 0.0' in text
     assert 'gpuprof_gpu_job_info{gpu="0",job_id="j1",slurm_job_id="41",uuid="GPU-a"} 1.0' in text
-    assert 'gpuprof_job_energy_joules_total{gpu="0",job_id="j1",slurm_job_id="41"} 12.5' in text
+    assert (
+        'gpuprof_job_energy_joules_total{gpu="0",job_id="j1",simulated="false",slurm_job_id="41"} 12.5'
+        in text
+    )
     assert 'gpuprof_jobs_queued{gpu="0"} 2.0' in text
     assert 'gpuprof_sampler_deadline_misses_total{cause="nvml_read"} 5.0' in text
     assert 'gpuprof_sampler_deadline_misses_total{cause="late_wakeup"} 2.0' in text
-    assert 'gpu="1",uuid="GPU-b"} ' not in text.replace("gpuprof_jobs_queued", "")  # GPU 1 read nothing
+    assert 'uuid="GPU-b"} ' not in text  # GPU 1 read nothing: no series of its figures
     assert "j0" not in text and "gpuprof_up 1.0" in text
 
 
