@@ -206,7 +206,7 @@ def test_tables_of_jobs_and_gpus() -> None:
     table = render_jobs([finished_job(), {"id": "b", "state": "queued", "gpu": 1, "user": "bob"}])
     header, first, second = table.splitlines()
     assert header.split()[:5] == ["ID", "NAME", "STATE", "USER", "GPU"]
-    assert "3f2a9c" in first and "succeeded (sim)" in first and "3,050.5 J" in first
+    assert "3f2a9c" in first and "succeeded (sim)" in first and "3,050 J ± 13 J" in first
     assert second.split()[:4] == ["b", "queued", "bob", "1"]
     assert render_jobs([]) == "no jobs"
     gpus = render_gpus(
