@@ -5,7 +5,8 @@ The rules (docs/measurement.md explains them and the probe they come from):
 
 * The energy counter is exact at its updates (every ~100 ms), but a read returns the value of the last
   update, up to a period stale. The sampler reads it back to back around each update and keeps the reads
-  on both sides of each change, so each update's instant is known within one read (``counter_updates``).
+  on both sides of each change, so each update's instant is known within one read (``counter_updates``),
+  and within ~1 ms where a stalled read timed it loosely: the updates keep a steady cadence (``on_grid``).
 * **Fused** (``energy_counter_j``): the counter's energy between the updates next to the window's edges,
   plus the partial update periods at each edge, split by the power readings: the power is solved for per
   segment (cut at the updates and the window's edges) so that each period holds the counter's energy
@@ -41,6 +42,13 @@ INSTANT_WINDOW_NS = 25_000_000
 # DRIVER_LAG_NS before its timestamp, one every ~20 ms (benchmarks/power_samples_probe.py on an H100).
 DRIVER_WINDOW_NS = 25_000_000
 DRIVER_LAG_NS = 2_000_000
+# The counter's cadence (on_grid): updates fitted to one line per GRID_BLOCK, from those within GRID_REACH
+# of it; an update lies within the line's widest miss of a well-timed update, never closer than
+# GRID_MIN_HALF_NS; the well-timed updates must lie whole periods apart, within GRID_STEP_SLACK of one.
+GRID_BLOCK, GRID_REACH, GRID_MIN_UPDATES = 10, 50, 8
+GRID_TIGHT, GRID_MIN_TIGHT = 2.0, 4  # well timed: within twice the best 5%'s half-width; 4 at least nearby
+GRID_MIN_HALF_NS = 1_000_000
+GRID_STEP_SLACK = 0.25
 CONTINUITY = 0.25  # weight of equal power across a counter update, against a reading's fit (both W^2)
 TIMED_SHARE = 0.25  # a counter period is well timed when its two updates' half-widths are within this share
 # 1: windows shorter than an update period are split by the driver's samples where they cover them; 0 (as
@@ -152,7 +160,58 @@ def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarra
     # Where in its call a read takes the value is measured, not exact: the update lies somewhere from the
     # earlier read's start to the later read's end.
     half = (rows["t_end_ns"][changed].astype(np.float64) - start[changed - 1]) / 2
+    t, half = on_grid(t, half)
     return t, half, mj[changed] / 1000.0
+
+
+def on_grid(t: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The updates' instants (ns) and half-widths narrowed by the counter's own cadence.
+
+    The counter updates on a steady grid: on an H100 every 99.9994 ms for minutes, the updates whose reads
+    timed them best all within 1 ms of one line (docs/measurement.md). Updates are numbered along the grid
+    from the well-timed ones (within GRID_TIGHT of the best-timed 5%); around each run of GRID_BLOCK
+    updates a line is fitted to the updates within GRID_REACH of it, each weighted by its inverse squared
+    half-width. An update then lies where that line puts it, within the line's widest miss of a well-timed
+    update nearby (GRID_MIN_HALF_NS at least) and within what its own reads allow. Where the well-timed
+    updates are not whole periods apart (the grid broke: never seen on an H100), where too few are well
+    timed, or where the line misses an update's own span, the reads alone time it.
+    """
+    n = t.size
+    if n < GRID_MIN_UPDATES:
+        return t, half
+    tight = half <= GRID_TIGHT * np.percentile(half, 5)
+    anchors = np.flatnonzero(tight)
+    if anchors.size < GRID_MIN_TIGHT:
+        return t, half
+    period = float(np.median(np.diff(t)))
+    steps = np.diff(t[anchors]) / period if period > 0 else np.zeros(0)
+    if period <= 0 or np.any(np.abs(steps - np.round(steps)) > GRID_STEP_SLACK) or np.any(steps < 0.5):
+        return t, half
+    anchor_number = np.concatenate([[0.0], np.cumsum(np.round(steps))])
+    nearest = np.clip(np.searchsorted(anchors, np.arange(n), side="right") - 1, 0, anchors.size - 1)
+    number = anchor_number[nearest] + np.round((t - t[anchors[nearest]]) / period)
+    if np.any(np.diff(number) < 1):
+        return t, half  # two updates on one grid point: not this grid
+    t_out, half_out = t.copy(), half.copy()
+    for lo in range(0, n, GRID_BLOCK):
+        hi = min(lo + GRID_BLOCK, n)
+        near = slice(max(lo - GRID_REACH, 0), min(hi + GRID_REACH, n))
+        if np.count_nonzero(tight[near]) < GRID_MIN_TIGHT:
+            continue
+        x = number[near] - number[lo]
+        y = t[near] - t[lo]
+        weight = 1.0 / np.maximum(half[near], 1.0)
+        design = np.stack([np.ones_like(x), x], axis=1) * weight[:, None]
+        (offset, slope), *_ = np.linalg.lstsq(design, y * weight, rcond=None)
+        miss = np.abs(y - (offset + slope * x))
+        width = max(float(miss[tight[near]].max()), GRID_MIN_HALF_NS)
+        line = t[lo] + offset + slope * (number[lo:hi] - number[lo])
+        low = np.maximum(t[lo:hi] - half[lo:hi], line - width)
+        high = np.minimum(t[lo:hi] + half[lo:hi], line + width)
+        fits = low <= high
+        t_out[lo:hi] = np.where(fits, (low + high) / 2, t[lo:hi])
+        half_out[lo:hi] = np.where(fits, (high - low) / 2, half[lo:hi])
+    return t_out, half_out
 
 
 class _Shape:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpuprof.sampler.energy import energy_window, integrate_power, reason_names
+from gpuprof.sampler.energy import GRID_MIN_HALF_NS, energy_window, integrate_power, on_grid, reason_names
 from gpuprof.sampler.records import ENERGY_DTYPE, MISSING_POWER, SAMPLE_DTYPE
 
 MS = 1_000_000
@@ -112,3 +112,35 @@ def test_a_window_beyond_the_updates_is_extended_by_the_power_with_a_wider_bound
     assert window.energy_counter_j == pytest.approx(500.0, rel=0.02)
     inside = energy_window(samples, energy, gpu=0, t0=200 * MS, t1=1800 * MS)
     assert window.energy_counter_uncertainty_j > inside.energy_counter_uncertainty_j
+
+
+def grid_updates(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(true instants, seen instants, half-widths, which were seen loosely) of n updates every 99.9994 ms:
+    two in three timed within 2.7 ms by short reads, the rest within 12 to 25 ms by stalled ones, the
+    truth anywhere in each span."""
+    rng = np.random.default_rng(seed)
+    truth = 5e9 + np.arange(n) * 99.9994 * MS + rng.normal(0, 0.2 * MS, n)
+    loose = rng.random(n) < 1 / 3
+    half = np.where(loose, rng.uniform(12, 25, n), 2.7) * MS
+    seen = truth + rng.uniform(-1, 1, n) * half
+    return truth, seen, half, loose
+
+
+def test_the_counters_cadence_times_an_update_its_own_reads_timed_loosely() -> None:
+    truth, seen, half, loose = grid_updates(300)
+    t, narrowed = on_grid(seen, half)
+    assert np.all(np.abs(t - truth) <= narrowed)  # every update still within its stated span
+    assert np.all(narrowed <= half)  # never wider than its reads allow
+    assert np.max(np.abs(t - truth)[loose]) < 3 * MS  # stalled reads' updates now within ~the best reads'
+    assert np.median(narrowed[loose]) < 4 * MS
+    assert np.all(narrowed >= min(GRID_MIN_HALF_NS, half.min()))
+
+
+def test_updates_off_the_grid_keep_their_own_timing() -> None:
+    _, seen, half, _ = grid_updates(100)
+    seen[50:] += 40 * MS  # the cadence broke: a gap of 1.4 periods
+    assert np.array_equal(on_grid(seen, half)[0], seen)
+    few = np.full(100, 20 * MS)  # no update timed well enough to fit the line to
+    few[::30] = 2.7 * MS
+    t, narrowed = on_grid(seen[:50], few[:50])
+    assert np.array_equal(t, seen[:50]) and np.array_equal(narrowed, few[:50])
