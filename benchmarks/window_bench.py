@@ -22,9 +22,10 @@ Reference: on the simulated GPU the exact energy of each window; on a real GPU t
 cell (energy_window from the first measured edge to the last) divided by the number of windows. Each cell
 also gives ``agreement``, Pearson's r of gpuprof's figures with every other method's, window by window:
 where Zeus's windows or integrated power follow gpuprof's (r >= 0.9), the windows' energies differ for
-real, and a failing coverage goal says so (the cell's mean is then no per-window truth). And each cell
-gives ``holdout``: the edge split checked against a reference a real GPU has, the counter's own updates,
-each held out in turn (update_holdout.py).
+real, and a failing coverage goal says so (the cell's mean is then no per-window truth); ``drift``, how
+the counter's own periods (no edge split) wandered over the cell, says the same without any estimate.
+And each cell gives ``holdout``: the edge split checked against a reference a real GPU has, the
+counter's own updates, each held out in turn (update_holdout.py).
 Changes no GPU setting: it only runs work.
 Prints one table per shape and the goals; writes one JSON with every window's figures (``--records``: and
 an .npz of the sampler's records, which ``window_records.py`` studies again without the GPU). With the
@@ -55,7 +56,7 @@ from update_holdout import holdout, holdout_line
 
 from gpuprof.sampler import SamplerConfig, open_sampler
 from gpuprof.sampler.backend import DEFAULT_ENERGY_RATE_HZ, MAX_ENERGY_RATE_HZ
-from gpuprof.sampler.energy import FusedEnergy, energy_window
+from gpuprof.sampler.energy import FusedEnergy, counter_updates, energy_window
 from gpuprof.sampler.library import resolve
 from gpuprof.sampler.records import DRIVER_POWER_DTYPE, ENERGY_DTYPE, SAMPLE_DTYPE, concat
 
@@ -528,6 +529,39 @@ def cell_stats(result: dict[str, Any], simulated: bool) -> dict[str, Any]:
     return {m: method_stats([w["methods"][m] for w in windows], reference, m in BOUNDED) for m in methods}
 
 
+DRIFT_MIN_PERIODS = 5  # the counter's own periods averaged over at least this many (0.5 s), or one window
+
+
+def counter_drift(energy: np.ndarray, gpu: int, t0: int, t1: int, length_s: float) -> dict[str, Any] | None:
+    """How the GPU's own power wandered over a cell, from the counter's updates alone (no edge split): the
+    mean power of every run of N consecutive update periods (N the larger of DRIFT_MIN_PERIODS and one
+    window's worth), their CV and range, and the lag-1 autocorrelation of the single periods' powers.
+
+    The work is the same in every window, so where these means spread as widely as gpuprof's windows do,
+    the windows' true energies differ, and one mean per cell is no per-window reference.
+    """
+    t, _, joules = counter_updates(energy, gpu)
+    inside = (t >= t0) & (t <= t1)
+    t, joules = t[inside], joules[inside]
+    if t.size < 3:
+        return None
+    period_s = float(np.median(np.diff(t))) / 1e9
+    n = max(DRIFT_MIN_PERIODS, round(length_s / period_s))
+    if t.size <= n + 1:
+        return None
+    means = (joules[n:] - joules[:-n]) / ((t[n:] - t[:-n]) / 1e9)
+    power = np.diff(joules) / (np.diff(t) / 1e9)
+    lag1 = float(np.corrcoef(power[:-1], power[1:])[0, 1]) if power.size > 2 and power.std() > 0 else None
+    return {
+        "periods": int(power.size),
+        "span_periods": n,
+        "cv": float(means.std(ddof=1) / means.mean()),
+        "min_w": float(means.min()),
+        "max_w": float(means.max()),
+        "lag1_r": lag1,
+    }
+
+
 AGREEMENT_R = 0.9  # gpuprof's windows this correlated with another method's: their spread is the windows' own
 AGREEING = ("zeus_window", "integrated")  # methods whose figures do not come from gpuprof's edge split
 
@@ -625,6 +659,12 @@ def check_goals(cells: list[dict[str, Any]], zeus_reason: str | None) -> dict[st
         best = max(agree, key=lambda m: agree[m], default=None)
         if not c["simulated"] and best is not None and agree[best] >= AGREEMENT_R:
             why += f"; its windows differ for real: {METHODS[best]} follows gpuprof, r = {agree[best]:.3f}"
+        drift = c.get("drift")
+        if not c["simulated"] and drift:
+            why += (
+                f"; the counter's own {drift['span_periods']}-period means spread {pct(drift['cv'])}% "
+                f"({drift['min_w']:.0f}-{drift['max_w']:.0f} W)"
+            )
         return (coverage or 0.0) >= 0.95, why + ")"
 
     def beats_zeus(c: dict[str, Any]) -> tuple[bool, str]:
@@ -733,6 +773,11 @@ def run_all(
     return Run(samples, energy, driver_power, stats, time.monotonic() - started, done, error)
 
 
+def cell_span(cell: Cell) -> tuple[int, int]:
+    """The cell's measured windows: its first edge and its last."""
+    return cell.edges_ns[cell.warmup], cell.edges_ns[cell.warmup + cell.windows]
+
+
 def estimate_all(
     run: Run, gpu: int, zeus: ZeusMethods | None, simulated: bool, errors: dict[str, str]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -775,8 +820,8 @@ def estimate_all(
         )
         result["stats"] = cell_stats(result, simulated)
         result["agreement"] = agreement(result)
-        measured = cell.edges_ns[cell.warmup], cell.edges_ns[cell.warmup + cell.windows]
-        result["holdout"] = holdout(run.samples, run.energy, run.driver_power, gpu, *measured)
+        result["drift"] = counter_drift(run.energy, gpu, *cell_span(cell), cell.length_s)
+        result["holdout"] = holdout(run.samples, run.energy, run.driver_power, gpu, *cell_span(cell))
         truth = [w["truth_j"] for w in result["windows"] if w["truth_j"] is not None]
         ref = result["reference"]
         ref["mean_j"] = float(np.mean(truth)) if simulated and truth else ref["counter_per_window_j"]

@@ -14,7 +14,8 @@ method's figures.
   least squared error per cell. ``sampler/energy.py`` assumes a 25 ms span ending when the reading appears.
 - ``reeval`` recomputes gpuprof's fused figure for every window and prints, per cell, its bias, CV, Zeus's
   window CV from the same run, the share of windows whose bound covers the reference (the exact energy on
-  the simulated GPU, else the cell's mean) and the median bound, first as shipped (with the instant-power
+  the simulated GPU, else the cell's mean), the median bound and how the counter's own periods drifted over
+  the cell (``window_bench.counter_drift``), first as shipped (with the instant-power
   field alone, then with the driver's samples where the records have them) and then with each
   ``NAME=VALUE`` of ``sampler/energy.py`` set in turn (cumulatively), e.g. ``INSTANT_WINDOW_NS=40e6``.
 - ``holdout`` checks the edge split against the counter's own updates, each held out in turn
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from update_holdout import holdout, holdout_line  # benchmarks/, beside this file
+from window_bench import counter_drift
 
 import gpuprof.sampler.energy as energy
 
@@ -87,11 +89,15 @@ def reeval(records: Any, result: dict[str, Any], gpu: int, label: str, field_onl
         ref = truth if np.isfinite(truth).all() else np.full(len(windows), cell["reference"]["mean_j"])
         zeus_cv = np.nanstd(zeus, ddof=1) / np.nanmean(zeus) if np.isfinite(zeus).sum() > 1 else np.nan
         zeus_text = "-" if np.isnan(zeus_cv) else f"{zeus_cv:.2%}"
+        edges = cell["edges_ns"]
+        span = edges[cell["warmup_windows"]], edges[cell["warmup_windows"] + cell["windows_n"]]
+        drift = counter_drift(records["energy"], gpu, *span, cell["length_s"])
+        drift_text = "-" if drift is None else f"{drift['cv']:.2%}"
         print(
             f"  {cell['shape']:8} {cell['length_s']:<5g} bias {np.mean(est) / np.mean(ref) - 1:+6.2%}  "
             f"CV {np.std(est, ddof=1) / np.mean(est):7.2%}  "
             f"Zeus CV {zeus_text:>7}  covered {np.mean(np.abs(est - ref) <= bound):5.0%}  "
-            f"median bound {np.median(bound) / np.mean(est):6.2%}"
+            f"median bound {np.median(bound) / np.mean(est):6.2%}  counter drift {drift_text:>6}"
         )
 
 

@@ -54,7 +54,7 @@ TIMED_SHARE = 0.25  # a counter period is well timed when its two updates' half-
 # 1: windows shorter than an update period are split by the driver's samples where they cover them; 0 (as
 # shipped): split evenly, which was as good or better on the simulated GPU (BENCHMARKS.md).
 SHORT_SPLIT = 0
-DRIVER_SWING_SHARE = 0.1  # of the swing over the driver's sample across an edge: where in it a change fell
+DRIVER_SWING_SHARE = 0.2  # of the swing over the driver's sample across an edge: where in it a change fell
 SWING_SHARE = 0.25  # of the power's swing near an edge, over its shorter side: what the readings may miss
 FUSED_METHOD = (
     "fused: the energy counter (nvmlDeviceGetTotalEnergyConsumption) between its updates, each timed within "
