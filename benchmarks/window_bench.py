@@ -3,11 +3,12 @@
     python benchmarks/window_bench.py [--simulate] [--gpu 0] [--lengths 1 0.25 0.1 0.05]
                                       [--shapes front uniform square] [--windows-scale X]
                                       [--energy-rate HZ] [--zeus-power-period 0.05] [--json OUT]
+                                      [--uniform-period-ms 10] [--records OUT.npz]
 
 In one process and one run, windows of each length follow each other back to back under three load
 shapes, all busy 40% of the window: ``front`` (busy first, then idle), ``uniform`` (the work spread over the
-window: on a real GPU bursts of bf16 8192x8192 matmuls on cuda:0 every 10 ms; on the simulated GPU a steady
-40% utilization) and ``square`` (busy/idle cycles of at least 25 ms, at most 4 per window). Each (shape,
+window: on a real GPU bursts of bf16 8192x8192 matmuls on cuda:0 every 10 ms, ``--uniform-period-ms``;
+on the simulated GPU a steady 40% utilization) and ``square`` (busy/idle cycles of at least 25 ms, at most 4 per window). Each (shape,
 length) cell is a few warm-up windows, the measured windows and a short tail of the same shape. Edges are
 stamped on the host with time.monotonic_ns() (and time.time() for Zeus), after torch.cuda.synchronize().
 Each window is idle a little past its nominal length, by 100 ms / (the cell's windows), so that over a cell
@@ -113,7 +114,9 @@ GOALS = {
 # ---- load ------------------------------------------------------------------------------------------------
 
 
-def phases(shape: str, length_s: float, simulated: bool) -> list[tuple[float, float, float]]:
+def phases(
+    shape: str, length_s: float, simulated: bool, uniform_period_s: float = UNIFORM_BURST_PERIOD_S
+) -> list[tuple[float, float, float]]:
     """One window's load: (start_s, end_s, utilization %) from its start; every window ends idle or steady."""
     busy = DUTY * length_s
     if shape == "front":
@@ -121,7 +124,7 @@ def phases(shape: str, length_s: float, simulated: bool) -> list[tuple[float, fl
     if shape == "uniform" and simulated:
         return [(0.0, length_s, 100.0 * DUTY)]
     if shape == "uniform":
-        cycles = max(1, round(length_s / UNIFORM_BURST_PERIOD_S))
+        cycles = max(1, round(length_s / uniform_period_s))
     else:
         cycles = max(1, min(SQUARE_MAX_CYCLES, int(length_s / SQUARE_MIN_CYCLE_S + 1e-9)))
     period = length_s / cycles
@@ -296,6 +299,7 @@ class Cell:
     warmup: int
     tail: int
     step_s: float = 0.0  # idle added to every window past its nominal length (the phase walk)
+    uniform_period_s: float = UNIFORM_BURST_PERIOD_S  # a real GPU's uniform load: one burst per this
     edges_ns: list[int] = field(default_factory=list)
     edges_wall: list[float] = field(default_factory=list)
     truth_j: list[float] = field(default_factory=list)
@@ -319,14 +323,22 @@ def plan(args: argparse.Namespace) -> list[Cell]:
             n = max(MIN_WINDOWS, round(base * args.windows_scale))
             step = COUNTER_PERIOD_S / n if args.phase_walk else 0.0
             cells.append(
-                Cell(shape, length, n, math.ceil(WARMUP_S / length), math.ceil(TAIL_S / length), step)
+                Cell(
+                    shape,
+                    length,
+                    n,
+                    math.ceil(WARMUP_S / length),
+                    math.ceil(TAIL_S / length),
+                    step,
+                    args.uniform_period_ms / 1e3,
+                )
             )
     return cells
 
 
 def run_cell(cell: Cell, load: SimLoad | TorchLoad, zeus: ZeusMethods | None, simulated: bool) -> None:
     """Run the cell's windows back to back on a grid of nominal edges, stamping the real ones."""
-    shape = phases(cell.shape, cell.length_s, simulated)
+    shape = phases(cell.shape, cell.length_s, simulated, cell.uniform_period_s)
     begin_s, _, util = shape[-1]
     shape[-1] = (begin_s, cell.length_s + cell.step_s, util)  # the phase walk: the last phase runs longer
     total = cell.warmup + cell.windows + cell.tail
@@ -713,6 +725,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-phase-walk", dest="phase_walk", action="store_false",
         help="windows of exactly their nominal length (their edges then meet the counter at a fixed phase)",
     )  # fmt: skip
+    parser.add_argument(
+        "--uniform-period-ms",
+        type=float,
+        default=UNIFORM_BURST_PERIOD_S * 1e3,
+        help="real GPU, uniform load: one burst of matmuls (40%% of it busy) every this many ms (10)",
+    )
     parser.add_argument("--json", type=Path, help="results file (default out/window_bench_<date>.json)")
     parser.add_argument(
         "--records", type=Path, help="also save the sampler's records (samples, energy reads) to this .npz"
@@ -720,6 +738,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if any(length <= 0 for length in args.lengths) or args.windows_scale <= 0:
         parser.error("lengths and --windows-scale must be > 0")
+    if not 1 <= args.uniform_period_ms <= 1000:
+        parser.error("--uniform-period-ms must be within 1 to 1000")
     return args
 
 
