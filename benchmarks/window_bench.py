@@ -8,9 +8,10 @@
 In one process and one run, windows of each length follow each other back to back under three load
 shapes, all busy 40% of the window: ``front`` (busy first, then idle), ``uniform`` (the work spread over the
 window: on a real GPU bursts of bf16 8192x8192 matmuls on cuda:0 every 10 ms, ``--uniform-period-ms``;
-on the simulated GPU a steady 40% utilization) and ``square`` (busy/idle cycles of at least 25 ms, at most 4 per window). Each (shape,
-length) cell is a few warm-up windows, the measured windows and a short tail of the same shape. Edges are
-stamped on the host with time.monotonic_ns() (and time.time() for Zeus), after torch.cuda.synchronize().
+on the simulated GPU a steady 40% utilization) and ``square`` (busy/idle cycles of at least 25 ms, at
+most 4 per window). Each (shape, length) cell is a few warm-up windows, the measured windows and a short
+tail of the same shape. Edges are stamped on the host with time.monotonic_ns() (and time.time() for
+Zeus), after torch.cuda.synchronize().
 Each window is idle a little past its nominal length, by 100 ms / (the cell's windows), so that over a cell
 its edges meet every phase of the energy counter's ~100 ms updates (``--no-phase-walk``: exact lengths).
 
