@@ -58,9 +58,9 @@ DRIVER_SWING_SHARE = 0.2  # of the swing over the driver's sample across an edge
 SWING_SHARE = 0.25  # of the power's swing near an edge, over its shorter side: what the readings may miss
 FUSED_METHOD = (
     "fused: the energy counter (nvmlDeviceGetTotalEnergyConsumption) between its updates, each timed within "
-    "one read, and the partial update periods at the window's edges apportioned by the shape of the power "
-    "(the driver's power samples, nvmlDeviceGetSamples, where the trace has them; else the instant-power "
-    "field)"
+    "one read or by the counter's steady cadence, and the partial update periods at the window's edges "
+    "apportioned by the shape of the power (the driver's power samples, nvmlDeviceGetSamples, where the "
+    "trace has them; else the instant-power field)"
 )
 
 CLOCK_EVENT_REASONS = {
@@ -167,14 +167,15 @@ def counter_updates(energy: np.ndarray, gpu: int) -> tuple[np.ndarray, np.ndarra
 def on_grid(t: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The updates' instants (ns) and half-widths narrowed by the counter's own cadence.
 
-    The counter updates on a steady grid: on an H100 every 99.9994 ms for minutes, the updates whose reads
-    timed them best all within 1 ms of one line (docs/measurement.md). Updates are numbered along the grid
-    from the well-timed ones (within GRID_TIGHT of the best-timed 5%); around each run of GRID_BLOCK
-    updates a line is fitted to the updates within GRID_REACH of it, each weighted by its inverse squared
-    half-width. An update then lies where that line puts it, within the line's widest miss of a well-timed
-    update nearby (GRID_MIN_HALF_NS at least) and within what its own reads allow. Where the well-timed
-    updates are not whole periods apart (the grid broke: never seen on an H100), where too few are well
-    timed, or where the line misses an update's own span, the reads alone time it.
+    The counter updates on a steady grid: on an H100 every ~100 ms (99.9994 and 100.0005 ms in two runs)
+    for minutes, the updates whose reads timed them best all within ~1 ms of one line
+    (docs/measurement.md). Updates are numbered along the grid from the well-timed ones (within
+    GRID_TIGHT of the best-timed 5%); around each run of GRID_BLOCK updates a line is fitted to the
+    updates within GRID_REACH of it, each weighted by its inverse squared half-width. An update then lies
+    where that line puts it, within the line's widest miss of a well-timed update nearby
+    (GRID_MIN_HALF_NS at least) and within what its own reads allow. Where the well-timed updates are not
+    whole periods apart (the grid broke: never seen on an H100), where too few are well timed, or where
+    the line misses an update's own span, the reads alone time it.
     """
     n = t.size
     if n < GRID_MIN_UPDATES:
