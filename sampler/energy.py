@@ -9,8 +9,9 @@ The rules (docs/measurement.md explains them and the probe they come from):
   and within ~1 ms where a stalled read timed it loosely: the updates keep a steady cadence (``on_grid``).
 * **Fused** (``energy_counter_j``): the counter's energy between the updates next to the window's edges,
   plus the partial update periods at each edge, split by the power readings: the power is solved for per
-  segment (cut at the updates and the window's edges) so that each period holds the counter's energy
-  exactly and each instant-power reading (a ~25 ms average) matches its span (``FusedEnergy._local``).
+  segment (cut at the updates, the window's edges and the driver's samples' spans) so that each period
+  holds the counter's energy exactly and each power reading (a ~25 ms average) matches its span
+  (``FusedEnergy._local``).
   The bound adds, per edge, the update's timing, the split's distance from an even one and a share of
   the power's swing near the edge.
 * **Integrated** power holds each power reading until the next one (the sensor reports a step function) and
@@ -49,7 +50,7 @@ GRID_BLOCK, GRID_REACH, GRID_MIN_UPDATES = 10, 50, 8
 GRID_TIGHT, GRID_MIN_TIGHT = 2.0, 4  # well timed: within twice the best 5%'s half-width; 4 at least nearby
 GRID_MIN_HALF_NS = 1_000_000
 GRID_STEP_SLACK = 0.25
-CONTINUITY = 0.25  # weight of equal power across a counter update, against a reading's fit (both W^2)
+CONTINUITY = 0.25  # weight of equal power across a cut that is no edge, against a reading's fit (both W^2)
 TIMED_SHARE = 0.25  # a counter period is well timed when its two updates' half-widths are within this share
 # 1: windows shorter than an update period are split by the driver's samples where they cover them; 0 (as
 # shipped): split evenly, which was as good or better on the simulated GPU (BENCHMARKS.md).
@@ -320,16 +321,23 @@ class FusedEnergy:
         periods of each other, solved together.
 
         Around the edges the power is one unknown constant per segment, the segments cut at the counter's
-        updates and at the edges (a window's edge is where its work may start or stop). The counter gives
-        each update period's energy exactly; each power reading is its segments' mean over the span it
-        averaged, as closely as can be; across an update (no change of work there) neighbours stay close,
-        weakly (CONTINUITY). The uncertainty of an edge adds the update's timing, how far this split lies
-        from an even one, and a share of the power's swing nearby: the readings may not see every change.
+        updates, at the edges (a window's edge is where its work may start or stop) and, where the driver's
+        samples cover the span, at the ends of their spans (the finest the readings resolve). The counter
+        gives each update period's energy exactly; each power reading is its segments' mean over the span
+        it averaged, as closely as can be; across every cut but an edge (no change of work there)
+        neighbours stay close, weakly (CONTINUITY). The uncertainty of an edge adds the update's timing, how
+        far this split lies from an even one, and a share of the power's swing nearby: the readings may not
+        see every change.
         """
         t, joules = self.t, self.joules
         first = max(int(np.searchsorted(t, min(edges), side="right")) - 2, 0)
         last = min(int(np.searchsorted(t, max(edges), side="right")) + 1, t.size - 1)
-        cuts = np.unique(np.concatenate([t[first : last + 1], edges]))
+        fine = np.zeros(0)
+        if self.shape.dense:  # the driver's samples resolve the power to their spans: cut there too
+            near = self.shape.overlapping(t[first], t[last])
+            ends_of_spans = np.concatenate([self.shape.span_start[near], self.shape.span_end[near]])
+            fine = ends_of_spans[(ends_of_spans > t[first]) & (ends_of_spans < t[last])]
+        cuts = np.unique(np.concatenate([t[first : last + 1], edges, fine]))
         starts, ends = cuts[:-1], cuts[1:]
         n = starts.size
         widths = (ends - starts) / 1e9
@@ -345,8 +353,8 @@ class FusedEnergy:
         covered = overlap.sum(axis=1) / spans
         keep = covered > 0.5  # readings mostly inside the solved span
         observe = overlap[keep] / (spans[keep] * covered[keep])[:, None]
-        at_update = np.isin(ends[:-1], t[first : last + 1]) & ~np.isin(ends[:-1], edges)
-        link = np.diff(np.eye(n), axis=0)[at_update]
+        no_edge = ~np.isin(ends[:-1], edges)  # the work changes only at the edges
+        link = np.diff(np.eye(n), axis=0)[no_edge]
         system = observe.T @ observe + CONTINUITY * link.T @ link + 1e-9 * np.eye(n)
         m = len(periods)
         kkt = np.block([[2 * system, energy_rows.T], [energy_rows, np.zeros((m, m))]])
