@@ -335,7 +335,10 @@ class FusedEnergy:
         fine = np.zeros(0)
         if self.shape.dense:  # the driver's samples resolve the power to their spans: cut there too
             near = self.shape.overlapping(t[first], t[last])
-            ends_of_spans = np.concatenate([self.shape.span_start[near], self.shape.span_end[near]])
+            driven = self.shape.driven[near]
+            ends_of_spans = np.concatenate(
+                [self.shape.span_start[near][driven], self.shape.span_end[near][driven]]
+            )
             fine = ends_of_spans[(ends_of_spans > t[first]) & (ends_of_spans < t[last])]
         cuts = np.unique(np.concatenate([t[first : last + 1], edges, fine]))
         starts, ends = cuts[:-1], cuts[1:]
