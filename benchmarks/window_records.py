@@ -76,6 +76,12 @@ def sensor(records: Any, result: dict[str, Any], gpu: int) -> None:
         )
 
 
+def measured_span(cell: dict[str, Any]) -> tuple[int, int]:
+    """A saved cell's measured windows: its first edge and its last."""
+    edges = cell["edges_ns"]
+    return edges[cell["warmup_windows"]], edges[cell["warmup_windows"] + cell["windows_n"]]
+
+
 def reeval(records: Any, result: dict[str, Any], gpu: int, label: str, field_only: bool = False) -> None:
     driver = records["driver_power"] if "driver_power" in records and not field_only else None
     fused = energy.FusedEnergy(records["samples"], records["energy"], gpu, driver)
@@ -89,9 +95,7 @@ def reeval(records: Any, result: dict[str, Any], gpu: int, label: str, field_onl
         ref = truth if np.isfinite(truth).all() else np.full(len(windows), cell["reference"]["mean_j"])
         zeus_cv = np.nanstd(zeus, ddof=1) / np.nanmean(zeus) if np.isfinite(zeus).sum() > 1 else np.nan
         zeus_text = "-" if np.isnan(zeus_cv) else f"{zeus_cv:.2%}"
-        edges = cell["edges_ns"]
-        span = edges[cell["warmup_windows"]], edges[cell["warmup_windows"] + cell["windows_n"]]
-        drift = counter_drift(records["energy"], gpu, *span, cell["length_s"])
+        drift = counter_drift(records["energy"], gpu, *measured_span(cell), cell["length_s"])
         drift_text = "-" if drift is None else f"{drift['cv']:.2%}"
         print(
             f"  {cell['shape']:8} {cell['length_s']:<5g} bias {np.mean(est) / np.mean(ref) - 1:+6.2%}  "
@@ -105,9 +109,7 @@ def held_out(records: Any, result: dict[str, Any], gpu: int, label: str) -> None
     driver = records.get("driver_power")
     print(label)
     for cell in result["cells"]:
-        edges = cell["edges_ns"]
-        measured = edges[cell["warmup_windows"]], edges[cell["warmup_windows"] + cell["windows_n"]]
-        found = holdout(records["samples"], records["energy"], driver, gpu, *measured)
+        found = holdout(records["samples"], records["energy"], driver, gpu, *measured_span(cell))
         print(holdout_line(f"{cell['shape']} {cell['length_s']:g} s", found))
 
 

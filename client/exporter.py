@@ -50,11 +50,10 @@ class GpuprofCollector(Collector):
         yield up
         if answer is None:
             return
+        simulated = str(bool(answer.get("simulated"))).lower()  # the build, every energy and power series
         build = InfoMetricFamily("gpuprof_build", "gpuprofd's version, and whether its GPUs are simulated")
-        build.add_metric([], {"version": str(answer.get("daemon_version")),
-                              "simulated": str(bool(answer.get("simulated"))).lower()})  # fmt: skip
+        build.add_metric([], {"version": str(answer.get("daemon_version")), "simulated": simulated})
         yield build
-        simulated = str(bool(answer.get("simulated"))).lower()  # on every energy and power series too
         yield from self._gpus(answer.get("gpus") or [], simulated)
         yield from self._jobs(answer.get("jobs") or {}, simulated)
         yield from self._sampler(answer.get("sampler") or {})

@@ -332,13 +332,12 @@ class FusedEnergy:
         t, joules = self.t, self.joules
         first = max(int(np.searchsorted(t, min(edges), side="right")) - 2, 0)
         last = min(int(np.searchsorted(t, max(edges), side="right")) + 1, t.size - 1)
+        at = self.shape.overlapping(t[first], t[last])
+        s, f, v = self.shape.span_start[at], self.shape.span_end[at], self.shape.values[at]
+        driven = self.shape.driven[at]
         fine = np.zeros(0)
         if self.shape.dense:  # the driver's samples resolve the power to their spans: cut there too
-            near = self.shape.overlapping(t[first], t[last])
-            driven = self.shape.driven[near]
-            ends_of_spans = np.concatenate(
-                [self.shape.span_start[near][driven], self.shape.span_end[near][driven]]
-            )
+            ends_of_spans = np.concatenate([s[driven], f[driven]])
             fine = ends_of_spans[(ends_of_spans > t[first]) & (ends_of_spans < t[last])]
         cuts = np.unique(np.concatenate([t[first : last + 1], edges, fine]))
         starts, ends = cuts[:-1], cuts[1:]
@@ -347,9 +346,6 @@ class FusedEnergy:
         periods = range(first, last)
         energy_rows = np.array([widths * ((starts >= t[k]) & (ends <= t[k + 1])) for k in periods])
         energy_j = np.array([joules[k + 1] - joules[k] for k in periods])
-        at = self.shape.overlapping(t[first], t[last])
-        s, f, v = self.shape.span_start[at], self.shape.span_end[at], self.shape.values[at]
-        driven = self.shape.driven[at]
         swing = float(v.max() - v.min()) if v.size else 0.0
         overlap = np.clip(np.minimum(f[:, None], ends) - np.maximum(s[:, None], starts), 0, None)
         spans = np.maximum(f - s, 1.0)
