@@ -210,7 +210,9 @@ def on_grid(t: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         line = t[lo] + offset + slope * (number[lo:hi] - number[lo])
         low = np.maximum(t[lo:hi] - half[lo:hi], line - width)
         high = np.minimum(t[lo:hi] + half[lo:hi], line + width)
-        fits = low <= high
+        # A span holding more than one grid point (reads far apart: a starved sampler) cannot say which
+        # update its change was: the reads alone time it.
+        fits = (low <= high) & (2 * half[lo:hi] < period - 2 * width)
         t_out[lo:hi] = np.where(fits, (low + high) / 2, t[lo:hi])
         half_out[lo:hi] = np.where(fits, (high - low) / 2, half[lo:hi])
     return t_out, half_out
